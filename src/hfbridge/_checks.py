@@ -1,0 +1,80 @@
+"""Small validators shared by every subpackage.
+
+Every error names the argument, the rule, the bad value and, where there is a closed set, the valid options,
+e.g. ``ValueError: `max_tokens` must be a positive integer, got -3``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any, TypeVar
+
+__all__ = [
+    "check_choice",
+    "check_non_negative_int",
+    "check_positive_int",
+    "check_probability",
+    "check_type",
+]
+
+T = TypeVar("T")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def check_choice(name: str, value: T, options: Iterable[Any]) -> T:
+    """Raise ``ValueError`` unless ``value`` is one of ``options``; return ``value``."""
+    options = tuple(options)
+    if value not in options:
+        valid = ", ".join(repr(o) for o in options)
+        raise ValueError(f"`{name}` must be one of {valid}; got {value!r}")
+    return value
+
+
+def check_positive_int(name: str, value: Any, *, allow_none: bool = False) -> Any:
+    """Raise unless ``value`` is an ``int`` > 0 (or ``None`` when ``allow_none``); return ``value``."""
+    if value is None and allow_none:
+        return value
+    if not _is_int(value):
+        raise TypeError(
+            f"`{name}` must be a positive integer{' or None' if allow_none else ''}; got {value!r}"
+        )
+    if value <= 0:
+        raise ValueError(f"`{name}` must be a positive integer; got {value!r}")
+    return value
+
+
+def check_non_negative_int(name: str, value: Any, *, allow_none: bool = False) -> Any:
+    """Raise unless ``value`` is an ``int`` >= 0 (or ``None`` when ``allow_none``); return ``value``."""
+    if value is None and allow_none:
+        return value
+    if not _is_int(value):
+        raise TypeError(
+            f"`{name}` must be a non-negative integer{' or None' if allow_none else ''}; got {value!r}"
+        )
+    if value < 0:
+        raise ValueError(f"`{name}` must be a non-negative integer; got {value!r}")
+    return value
+
+
+def check_probability(name: str, value: Any, *, inclusive: bool = True) -> float:
+    """Raise unless ``value`` is a real number in [0, 1] (or (0, 1) when not ``inclusive``)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"`{name}` must be a float in [0, 1]; got {value!r}")
+    ok = 0.0 <= value <= 1.0 if inclusive else 0.0 < value < 1.0
+    if not ok:
+        bounds = "[0, 1]" if inclusive else "(0, 1)"
+        raise ValueError(f"`{name}` must be in {bounds}; got {value!r}")
+    return float(value)
+
+
+def check_type(name: str, value: Any, types: type | tuple[type, ...], *, what: str | None = None) -> Any:
+    """Raise ``TypeError`` unless ``isinstance(value, types)``; return ``value``."""
+    if not isinstance(value, types):
+        if what is None:
+            names = types if isinstance(types, tuple) else (types,)
+            what = " or ".join(t.__name__ for t in names)
+        raise TypeError(f"`{name}` must be {what}; got {type(value).__name__} {value!r:.80}")
+    return value

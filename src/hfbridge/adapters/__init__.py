@@ -1,0 +1,3 @@
+"""hfbridge.adapters (being built)."""
+
+__all__: list[str] = []

@@ -1,0 +1,3 @@
+"""hfbridge.callbacks (being built)."""
+
+__all__: list[str] = []

@@ -1,0 +1,3 @@
+"""hfbridge.collators (being built)."""
+
+__all__: list[str] = []

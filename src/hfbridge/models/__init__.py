@@ -1,0 +1,3 @@
+"""hfbridge.models (being built)."""
+
+__all__: list[str] = []

@@ -1,0 +1,3 @@
+"""hfbridge.samplers (being built)."""
+
+__all__: list[str] = []
