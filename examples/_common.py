@@ -50,6 +50,8 @@ def read_data_file(parser: argparse.ArgumentParser, flag: str, path: Path) -> An
             f"{flag}: unsupported file type {path.suffix or '(none)'!r} of {path}; use {sorted(FILE_FORMATS)}"
         )
     builder, options = fmt
+    if _has_no_rows(path):
+        parser.error(f"{flag}: {path} has no rows")
     from datasets import load_dataset
 
     try:
@@ -59,6 +61,16 @@ def read_data_file(parser: argparse.ArgumentParser, flag: str, path: Path) -> An
     if len(dataset) == 0:
         parser.error(f"{flag}: {path} has no rows")
     return dataset
+
+
+def _has_no_rows(path: Path) -> bool:
+    """A text file with no line of data (csv/tsv: nothing after the header); parquet is left to its reader."""
+    if path.suffix.lower() == ".parquet":
+        return path.stat().st_size == 0
+    with path.open(encoding="utf-8", errors="replace") as f:
+        lines = [line for line in (f.readline() for _ in range(3)) if line.strip()]
+    header = 1 if path.suffix.lower() in (".csv", ".tsv") else 0
+    return len(lines) <= header
 
 
 def load_data_files(
@@ -141,7 +153,7 @@ class MetricsHistory:
         self.output_dir.mkdir(parents=True, exist_ok=True)
         records = [dict(r) for r in records]
         (self.output_dir / "metrics.json").write_text(json.dumps(records, indent=1) + "\n", encoding="utf-8")
-        keys = sorted({k for r in records for k in r}, key=lambda k: (k not in ("step", "epoch"), k))
+        keys = sorted({k for r in records for k in r}, key=lambda k: ({"step": 0, "epoch": 1}.get(k, 2), k))
         with (self.output_dir / "metrics.csv").open("w", newline="", encoding="utf-8") as f:
             writer = csv.DictWriter(f, fieldnames=keys)
             writer.writeheader()

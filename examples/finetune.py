@@ -298,14 +298,14 @@ def main(argv: list[str] | None = None) -> int:
         sampler_kwargs={"max_batch_size": None} if args.batching == "tokens" else None,
     )
     result = trainer.train(resume_from_checkpoint=resume)
-    final = trainer.evaluate()  # the best checkpoint's weights (load_best_at_end)
+    final = trainer.evaluate(metric_key_prefix="final")  # the best checkpoint's weights (load_best_at_end)
     trainer.save_model(str(out / "model"))
     history.write(trainer.state.log_history)
 
     rows = [
-        ("validation accuracy", f"{final['eval_accuracy']:.4f}"),
-        ("validation macro F1", f"{final['eval_macro_f1']:.4f}"),
-        ("validation loss", f"{final['eval_loss']:.4f}"),
+        ("validation accuracy", f"{final['final_accuracy']:.4f}"),
+        ("validation macro F1", f"{final['final_macro_f1']:.4f}"),
+        ("validation loss", f"{final['final_loss']:.4f}"),
         ("chance accuracy", f"{1 / train.num_labels:.4f}"),
         ("steps", str(trainer.state.global_step)),
         ("train time (s)", f"{result.metrics['train_runtime']:.1f}"),
