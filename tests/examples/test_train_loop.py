@@ -17,6 +17,7 @@ SCRIPT = "examples/train_loop.py"
 
 
 def _args(model: Path, out: Path, *extra: str) -> list[str]:
+    size = [] if "--max-tokens" in extra else ["--batch-size", "8"]
     return [
         SCRIPT,
         "--model",
@@ -24,8 +25,7 @@ def _args(model: Path, out: Path, *extra: str) -> list[str]:
         "--ignore-mismatched-sizes",
         "--output-dir",
         str(out),
-        "--batch-size",
-        "8",
+        *size,
         "--max-steps",
         "8",
         "--eval-steps",
@@ -54,7 +54,9 @@ def test_crash_then_resume_matches_an_unbroken_run_bitwise(tiny_seqcls: Path, tm
     straight = run_command([sys.executable, *_args(tiny_seqcls, tmp_path / "straight")])
     assert straight.returncode == 0, straight.stderr[-3000:]
 
-    crashed = run_command([sys.executable, *_args(tiny_seqcls, tmp_path / "broken", "--simulate-crash-at", "5")])
+    crashed = run_command(
+        [sys.executable, *_args(tiny_seqcls, tmp_path / "broken", "--simulate-crash-at", "5")]
+    )
     assert crashed.returncode == 17, crashed.stderr[-3000:]
     assert "simulated crash after step 5" in crashed.stdout
     resumed = run_command([sys.executable, *_args(tiny_seqcls, tmp_path / "broken", "--resume")])
@@ -62,7 +64,10 @@ def test_crash_then_resume_matches_an_unbroken_run_bitwise(tiny_seqcls: Path, tm
     assert "at step 4, epoch 0" in resumed.stdout  # the newest complete checkpoint before the crash
 
     # the last checkpoint (step 8) holds the final weights: identical to the unbroken run's, bit for bit
-    a, b = _weights(tmp_path / "straight" / "checkpoints" / "step8"), _weights(tmp_path / "broken" / "checkpoints" / "step8")
+    a, b = (
+        _weights(tmp_path / "straight" / "checkpoints" / "step8"),
+        _weights(tmp_path / "broken" / "checkpoints" / "step8"),
+    )
     assert a.keys() == b.keys()
     for name in a:
         assert a[name].equal(b[name]), name
