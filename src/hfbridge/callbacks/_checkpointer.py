@@ -10,7 +10,7 @@ from typing import Any, Literal
 from hfbridge._checks import check_choice, check_non_negative_int, check_positive_int, check_type
 from hfbridge._distributed import broadcast_object, get_rank, get_world_size
 from hfbridge.callbacks._collective import Failure, gather, raise_first_failure
-from hfbridge.callbacks._io import Payload, apply_payload, read_payload
+from hfbridge.callbacks._io import Loaded, Payload, apply_payload, read_payload
 from hfbridge.callbacks._manifest import (
     FORMAT,
     decode_float,
@@ -280,9 +280,11 @@ class Checkpointer:
         wanted.update(scheduler=scheduler is not None, scaler=scaler is not None)
         world = get_world_size()
         chosen: Any = None
+        found: tuple[str, Loaded] | None = None
         if get_rank() == 0:
             try:
-                chosen = self._store.choose(path, wanted, world_size=world)
+                found = self._store.choose(path, wanted, world_size=world)
+                chosen = None if found is None else found[0]
             except Exception as exc:
                 if world == 1:
                     raise
@@ -292,8 +294,12 @@ class Checkpointer:
         if name is None:
             return None
         folder = self.dirpath / str(name) if path is None else Path(path)
-        try:
-            loaded: Any = read_payload(folder, rank=get_rank(), world_size=world, **wanted)
+        try:  # rank 0 read its part in full while choosing; the others read theirs now
+            loaded: Any = (
+                found[1]
+                if found is not None
+                else read_payload(folder, rank=get_rank(), world_size=world, **wanted)
+            )
         except Exception as exc:
             if world == 1:
                 raise
