@@ -302,3 +302,13 @@ def test_bad_arguments(tmp_path: Path, kwargs: dict[str, Any], exc: type, match:
 def test_bad_step(tmp_path: Path, tiny_net: Any) -> None:
     with pytest.raises(ValueError, match="`step` must be a non-negative integer"):
         Checkpointer(tmp_path).save(-1, model=tiny_net())
+
+
+def test_scaler_round_trip(tmp_path: Path, tiny_net: Any) -> None:
+    scaler = torch.amp.GradScaler("cpu", init_scale=512.0, growth_interval=7)
+    ckpt = Checkpointer(tmp_path)
+    ckpt.save(0, model=tiny_net(), scaler=scaler)
+    fresh = torch.amp.GradScaler("cpu")
+    ckpt.resume(model=tiny_net(), scaler=fresh)
+    assert fresh.state_dict() == scaler.state_dict()
+    assert fresh.get_scale() == 512.0
