@@ -312,3 +312,12 @@ def test_scaler_round_trip(tmp_path: Path, tiny_net: Any) -> None:
     ckpt.resume(model=tiny_net(), scaler=fresh)
     assert fresh.state_dict() == scaler.state_dict()
     assert fresh.get_scale() == 512.0
+
+
+def test_wrapped_models_are_unwrapped(tmp_path: Path, tiny_net: Any) -> None:
+    model = tiny_net(3)
+    ckpt = Checkpointer(tmp_path)
+    ckpt.save(0, model=torch.nn.DataParallel(model))
+    fresh = tiny_net(4)
+    ckpt.resume(model=torch.nn.DataParallel(fresh))
+    assert torch.equal(fresh.emb.weight, model.emb.weight)
