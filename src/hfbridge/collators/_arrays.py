@@ -204,8 +204,9 @@ def stack_fixed(name: str, column: Sequence[Any], lengths: list[int]) -> np.ndar
     if min(lengths) != max(lengths):
         i = next(i for i, n in enumerate(lengths) if n != lengths[0])
         raise ValueError(
-            f"`{name}` is a fixed-length key but its rows have different lengths: row 0 has {lengths[0]}, "
-            f"row {i} has {lengths[i]}; pad it with `pad_values={{{name!r}: value}}` if it is a sequence"
+            f"`{name}` has variable length (row 0 has {lengths[0]}, row {i} has {lengths[i]}) but no known pad "
+            f"value; pass `pad_values={{{name!r}: value}}` to pad it (fixed-length keys such as multi-hot labels "
+            "must have the same length in every row)"
         )
     flat = flatten_column(name, column, integer=False)
     return flat.reshape(len(column), -1)

@@ -36,7 +36,7 @@ class MaskedLMCollator(PaddingOptions):
         random_replace_prob: the share of chosen tokens replaced by a random token.
         whole_word_mask: choose whole words instead of single tokens.
         seed: seed for reproducible masks; ``None`` draws fresh entropy.
-        padding, max_length, overflow, pad_to_multiple_of, padding_side, label_pad_token_id, pad_values,
+        padding, max_length, overflow, pad_to_multiple_of, padding_side, pad_token_id, label_pad_token_id, pad_values,
             attention_mask_dtype, return_tensors: as in ``PaddingCollator``.
 
     Raises:
