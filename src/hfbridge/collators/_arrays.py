@@ -104,19 +104,22 @@ def flatten_column(name: str, column: Sequence[Any], *, integer: bool) -> np.nda
                     pass
             _diagnose_elements(name, column, integer)
             raise
+    # empty rows are left out: np.asarray([]) is float64 and would make the whole batch float
+    parts = [row for row in column if len(row)]
+    if not parts:
+        return np.zeros(0, dtype=np.int64)
     if _is_tensor(first):
         import torch
 
         try:
-            merged = torch.cat([row.reshape(-1) if row.ndim == 1 else row for row in column])
-        except (RuntimeError, TypeError, AttributeError) as err:
+            arr = torch.cat(parts).detach().cpu().numpy()
+        except (RuntimeError, TypeError) as err:
             raise ValueError(
                 f"`{name}` must hold 1-D tensors of one kind in every row; could not concatenate: {err}"
             ) from None
-        arr = merged.detach().cpu().numpy()
     else:
         try:
-            arr = np.concatenate(column)
+            arr = np.concatenate(parts)
         except ValueError as err:
             raise ValueError(
                 f"`{name}` has ragged nesting: rows must all be 1-D sequences; could not concatenate: {err}"

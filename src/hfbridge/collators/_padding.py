@@ -204,7 +204,7 @@ class PaddingCollator:
         order = sorted(sequences, key=lambda k: k != "input_ids")  # input_ids first: the others align to it
         for name in order:
             column, nested = sequences[name]
-            choices = None
+            rows, choices = len(column), None
             if nested:
                 choices, column = _unnest(name, column)
             lens = column_lengths(name, column)
@@ -224,12 +224,14 @@ class PaddingCollator:
                     flat = truncate_flat(flat, np.array(lens), self.max_length, self.truncation_side)  # type: ignore[arg-type]
                 padded = scatter_padded(flat, layout.mask, pad, flat.dtype)
             if choices is not None:
-                padded = padded.reshape(-1, choices, padded.shape[-1])
+                padded = padded.reshape(rows, choices, padded.shape[-1])
             if name == "input_ids":
                 ref = layout
             out[name] = padded
         if ref is not None and "attention_mask" not in out and self.return_attention_mask:
-            mask = ref.mask if ref.choices is None else ref.mask.reshape(-1, ref.choices, ref.mask.shape[-1])
+            mask = ref.mask
+            if ref.choices is not None:
+                mask = mask.reshape(mask.shape[0] // ref.choices, ref.choices, mask.shape[-1])
             out["attention_mask"] = mask if self.attention_mask_dtype == "bool" else mask.astype(np.int64)
         elif "attention_mask" in out and self.attention_mask_dtype == "bool":
             out["attention_mask"] = out["attention_mask"].astype(bool)
@@ -297,6 +299,8 @@ def _unnest(name: str, column: list[Any]) -> tuple[int, list[Any]]:
             f"`{name}` is nested (one sequence per choice) but ragged: row 0 has {counts[0]} sequences, "
             f"row {i} has {counts[i]}; every row needs the same number"
         )
+    if counts[0] == 0:
+        raise ValueError(f"`{name}` is nested (one sequence per choice) but row 0 holds no sequence")
     return counts[0], [seq for row in column for seq in row]
 
 
