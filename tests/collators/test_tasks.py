@@ -177,3 +177,32 @@ def test_dataloader_with_two_workers(wordpiece_tokenizer: Any, mlm_rows: list[di
         _Rows(mlm_rows[:16]), batch_size=8, num_workers=2, collate_fn=PaddingCollator(wordpiece_tokenizer)
     )
     assert [b["input_ids"].shape[0] for b in padded] == [8, 8]
+
+
+@pytest.mark.parametrize("container", ["list", "np", "pt"])
+@pytest.mark.parametrize("task", ["token-classification", "seq2seq", "causal-lm", "masked-lm", "flattening"])
+def test_task_collators_never_mutate_features(
+    wordpiece_tokenizer: Any, texts: list[str], task: str, container: str
+) -> None:
+    from hfbridge.collators import FlatteningCollator
+    from tests.collators.conftest import as_container
+
+    rows = encode(wordpiece_tokenizer, texts, return_special_tokens_mask=task == "masked-lm")
+    if task in ("token-classification", "seq2seq"):
+        rows = [{**r, "labels": [1] * len(r["input_ids"])} for r in rows]
+    rows = as_container(rows, container)
+    snapshot = [{k: np.array(v, copy=True) for k, v in r.items()} for r in rows]
+    if task == "flattening":
+        collate: Any = FlatteningCollator()
+    else:
+        collate = (
+            collator_for_task(task, wordpiece_tokenizer, mlm_probability=1.0)
+            if task == "masked-lm"
+            else collator_for_task(task, wordpiece_tokenizer)
+        )
+    batch = collate(rows)
+    for value in batch.values():
+        if isinstance(value, torch.Tensor):
+            value.fill_(-7)  # the output must not share memory with the input either
+    for row, before in zip(rows, snapshot):
+        assert all(np.array_equal(np.asarray(row[k]), before[k]) for k in before)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from itertools import accumulate
 from typing import Any, Literal
 
 import numpy as np
@@ -71,9 +72,9 @@ class FlatteningCollator:
         if len(kept) < len(lens):
             ids_column = [ids_column[i] for i in kept]
             lens = [lens[i] for i in kept]
-        input_ids = flatten_column("input_ids", ids_column, integer=True)
-        lengths = np.array(lens, dtype=np.int64)
-        starts = np.cumsum(lengths) - lengths
+        input_ids = flatten_column("input_ids", ids_column, integer=True, lengths=lens)
+        ends = list(accumulate(lens))
+        starts = [end - n for end, n in zip(ends, lens)]
         if "labels" in keys:
             label_column = gather(features, "labels", keys)
             label_column = [label_column[i] for i in kept]
@@ -84,20 +85,17 @@ class FlatteningCollator:
                     f"`labels` must be as long as `input_ids` in every row; non-empty row {i} has "
                     f"{label_lens[i]} labels for {lens[i]} input ids"
                 )
-            labels = flatten_column("labels", label_column, integer=True).copy()
+            labels = flatten_column("labels", label_column, integer=True, lengths=label_lens).copy()
         else:
             labels = input_ids.copy()
         labels[starts] = self.separator_id
-        total = int(input_ids.shape[0])
         batch: dict[str, Any] = {"input_ids": input_ids[None, :], "labels": labels[None, :]}
         if self.return_position_ids:
-            within = np.arange(total, dtype=np.int64) - np.repeat(starts, lengths)
-            batch["position_ids"] = (within + self.position_ids_start)[None, :]
+            batch["position_ids"] = _positions(lens, self.position_ids_start)[None, :]
         if self.return_seq_idx:
-            batch["seq_idx"] = np.repeat(np.arange(len(lens), dtype=np.int32), lengths)[None, :]
+            batch["seq_idx"] = np.repeat(np.arange(len(lens), dtype=np.int32), lens)[None, :]
         if self.return_flash_attn_kwargs:
-            cu = np.zeros(len(lens) + 1, dtype=np.int32)
-            np.cumsum(lengths, out=cu[1:])
+            cu = np.array([0, *ends], dtype=np.int32)
             batch["cu_seq_lens_q"], batch["cu_seq_lens_k"] = cu, cu.copy()
             batch["max_length_q"] = batch["max_length_k"] = max(lens)
         if self.return_tensors == "np":
@@ -105,3 +103,20 @@ class FlatteningCollator:
         import torch
 
         return {k: torch.from_numpy(v) if isinstance(v, np.ndarray) else v for k, v in batch.items()}
+
+
+_ARANGE = np.arange(4096, dtype=np.int64)
+
+
+def _positions(lens: list[int], start: int) -> np.ndarray:
+    """``[0..n0-1, 0..n1-1, ...] + start``: views of one cached ``arange`` glued together."""
+    if max(lens) <= _ARANGE.shape[0]:
+        positions = np.concatenate([_ARANGE[:n] for n in lens])
+    else:
+        lengths = np.array(lens, dtype=np.int64)
+        positions = np.arange(int(lengths.sum()), dtype=np.int64) - np.repeat(
+            np.cumsum(lengths) - lengths, lengths
+        )
+    if start:
+        positions += start
+    return positions

@@ -111,17 +111,23 @@ class MaskedLMCollator(PaddingOptions):
         blocked = ~batch["attention_mask"].astype(bool, copy=False)
         blocked |= special.astype(bool) if special is not None else np.isin(ids, self._special_ids)
         rng = self._rng()
-        if self._continuation is None:
-            chosen = rng.random(ids.shape) < self.mlm_probability
-        else:
-            chosen = _choose_words(self._continuation, self.mlm_probability, ids, blocked, rng)
-        chosen &= ~blocked
-        batch["labels"] = np.where(chosen, ids, np.int64(self.label_pad_token_id))
+        keep = ~blocked
         draw = rng.random(ids.shape)
-        replaced = chosen & (draw < self.mask_replace_prob)
-        randomized = chosen & ~replaced & (draw < self.mask_replace_prob + self.random_replace_prob)
-        ids = ids.copy()
-        ids[replaced] = self._mask_id
+        replace_upto = self.mask_replace_prob
+        random_upto = self.mask_replace_prob + self.random_replace_prob
+        if self._continuation is None:
+            # one uniform draw decides both whether a token is chosen (draw < p) and, rescaled by p, what
+            # becomes of it: [0, p*0.8) mask token, [p*0.8, p*0.9) random token, [p*0.9, p) unchanged
+            p = self.mlm_probability
+            chosen = (draw < p) & keep
+            replaced = (draw < p * replace_upto) & keep
+            randomized = chosen & ~replaced & (draw < p * random_upto)
+        else:
+            chosen = _choose_words(self._continuation, self.mlm_probability, ids, blocked, rng) & keep
+            replaced = chosen & (draw < replace_upto)
+            randomized = chosen & ~replaced & (draw < random_upto)
+        batch["labels"] = np.where(chosen, ids, np.int64(self.label_pad_token_id))
+        ids[replaced] = self._mask_id  # ids is the collator's own buffer, never the caller's
         ids[randomized] = rng.integers(0, self._vocab_size, size=int(randomized.sum()), dtype=np.int64)
         batch["input_ids"] = ids
         return self._padding.to_output(batch)

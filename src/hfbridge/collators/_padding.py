@@ -219,7 +219,7 @@ class PaddingCollator:
             if value is not None:
                 padded = _constant(layout.mask, value, pad)
             else:
-                flat = flatten_column(name, column, integer=name in INTEGER_KEYS)
+                flat = flatten_column(name, column, integer=name in INTEGER_KEYS, lengths=lens)
                 if layout.cut:
                     flat = truncate_flat(flat, np.array(lens), self.max_length, self.truncation_side)  # type: ignore[arg-type]
                 padded = scatter_padded(flat, layout.mask, pad, flat.dtype)
