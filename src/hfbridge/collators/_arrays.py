@@ -8,6 +8,7 @@ tensors through one ``torch.cat``; padding is a single boolean-mask scatter into
 
 from __future__ import annotations
 
+import sys
 from array import array
 from collections.abc import Sequence
 from typing import Any, Literal
@@ -31,7 +32,8 @@ _ARANGE = np.arange(8192)  # sliced, not rebuilt, for every padding mask
 
 
 def _is_tensor(value: Any) -> bool:
-    return type(value).__module__.startswith("torch") and hasattr(value, "numpy")
+    torch = sys.modules.get("torch")  # never import torch just to ask
+    return torch is not None and isinstance(value, torch.Tensor)
 
 
 def column_lengths(name: str, column: Sequence[Any]) -> list[int]:
@@ -114,7 +116,7 @@ def flatten_column(
     # empty rows are left out: np.asarray([]) is float64 and would make the whole batch float
     if lengths is None:
         lengths = column_lengths(name, column)
-    parts = [row for row, n in zip(column, lengths) if n] if 0 in lengths else column
+    parts = [row for row, n in zip(column, lengths) if n] if 0 in lengths else list(column)
     if not parts:
         return np.zeros(0, dtype=np.int64)
     if _is_tensor(first):
