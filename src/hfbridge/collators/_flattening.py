@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from itertools import accumulate
 from typing import Any, Literal
 
 import numpy as np
@@ -66,18 +65,20 @@ class FlatteningCollator:
         keys = check_rows(features)
         ids_column = gather(features, "input_ids", keys)
         lens = column_lengths("input_ids", ids_column)
-        kept = [i for i, n in enumerate(lens) if n]
-        if not kept:
-            raise ValueError("FlatteningCollator got a batch whose every row has empty `input_ids`")
-        if len(kept) < len(lens):
+        kept = [i for i, n in enumerate(lens) if n] if 0 in lens else None  # HF skips empty rows too
+        if kept is not None:
+            if not kept:
+                raise ValueError("FlatteningCollator got a batch whose every row has empty `input_ids`")
             ids_column = [ids_column[i] for i in kept]
             lens = [lens[i] for i in kept]
         input_ids = flatten_column("input_ids", ids_column, integer=True, lengths=lens)
-        ends = list(accumulate(lens))
-        starts = [end - n for end, n in zip(ends, lens)]
+        lengths = np.array(lens, dtype=np.int64)
+        ends = np.cumsum(lengths)
+        starts = ends - lengths
         if "labels" in keys:
             label_column = gather(features, "labels", keys)
-            label_column = [label_column[i] for i in kept]
+            if kept is not None:
+                label_column = [label_column[i] for i in kept]
             label_lens = column_lengths("labels", label_column)
             if label_lens != lens:
                 i = next(i for i, (a, b) in enumerate(zip(label_lens, lens)) if a != b)
@@ -91,11 +92,12 @@ class FlatteningCollator:
         labels[starts] = self.separator_id
         batch: dict[str, Any] = {"input_ids": input_ids[None, :], "labels": labels[None, :]}
         if self.return_position_ids:
-            batch["position_ids"] = _positions(lens, self.position_ids_start)[None, :]
+            batch["position_ids"] = _positions(lens, lengths, starts, self.position_ids_start)[None, :]
         if self.return_seq_idx:
             batch["seq_idx"] = np.repeat(np.arange(len(lens), dtype=np.int32), lens)[None, :]
         if self.return_flash_attn_kwargs:
-            cu = np.array([0, *ends], dtype=np.int32)
+            cu = np.zeros(len(lens) + 1, dtype=np.int32)
+            cu[1:] = ends
             batch["cu_seq_lens_q"], batch["cu_seq_lens_k"] = cu, cu.copy()
             batch["max_length_q"] = batch["max_length_k"] = max(lens)
         if self.return_tensors == "np":
@@ -108,15 +110,13 @@ class FlatteningCollator:
 _ARANGE = np.arange(4096, dtype=np.int64)
 
 
-def _positions(lens: list[int], start: int) -> np.ndarray:
-    """``[0..n0-1, 0..n1-1, ...] + start``: views of one cached ``arange`` glued together."""
-    if max(lens) <= _ARANGE.shape[0]:
+def _positions(lens: list[int], lengths: np.ndarray, starts: np.ndarray, start: int) -> np.ndarray:
+    """``[0..n0-1, 0..n1-1, ...] + start``: glued views of one cached ``arange`` for a few rows (fewest
+    NumPy calls), ``arange - repeat(starts)`` for many."""
+    if len(lens) <= 16 and max(lens) <= _ARANGE.shape[0]:
         positions = np.concatenate([_ARANGE[:n] for n in lens])
     else:
-        lengths = np.array(lens, dtype=np.int64)
-        positions = np.arange(int(lengths.sum()), dtype=np.int64) - np.repeat(
-            np.cumsum(lengths) - lengths, lengths
-        )
+        positions = np.arange(int(lengths.sum()), dtype=np.int64) - np.repeat(starts, lengths)
     if start:
         positions += start
     return positions
