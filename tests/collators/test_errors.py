@@ -201,3 +201,25 @@ def test_flattening_errors() -> None:
         FlatteningCollator()([{"input_ids": [1, 2], "labels": [1]}])
     with pytest.raises(TypeError, match="`input_ids` must hold integers"):
         FlatteningCollator()([{"input_ids": [1, 2.5]}])
+
+
+class _PlainVocabTokenizer:
+    """A tokenizer whose vocabulary shows no sub-word markers, so words cannot be told apart."""
+
+    mask_token_id = 1
+    all_special_ids = (0, 1)
+    all_special_tokens = ("[PAD]", "[MASK]")
+    pad_token_id = 0
+    padding_side = "right"
+
+    def __len__(self) -> int:
+        return 4
+
+    def get_vocab(self) -> dict[str, int]:
+        return {"[PAD]": 0, "[MASK]": 1, "hello": 2, "world": 3}
+
+
+def test_whole_word_mask_needs_word_boundaries() -> None:
+    with pytest.raises(ValueError, match="`whole_word_mask=True` needs word boundaries"):
+        MaskedLMCollator(_PlainVocabTokenizer(), whole_word_mask=True)
+    assert MaskedLMCollator(_PlainVocabTokenizer())([{"input_ids": [2, 3]}])["input_ids"].shape == (1, 2)
