@@ -201,7 +201,10 @@ class PaddingCollator:
         self, sequences: dict[str, tuple[list[Any], bool]], out: Batch, aligned: frozenset[str]
     ) -> None:
         ref: _Ref | None = None  # the input_ids layout the aligned keys share
-        order = sorted(sequences, key=lambda k: k != "input_ids")  # input_ids first: the others align to it
+        order = list(sequences)
+        if "input_ids" in sequences:  # input_ids first: the aligned keys reuse its layout
+            order.remove("input_ids")
+            order.insert(0, "input_ids")
         for name in order:
             column, nested = sequences[name]
             rows, choices = len(column), None
@@ -286,7 +289,9 @@ def _constant(mask: np.ndarray, value: int, pad: float) -> np.ndarray:
     if value == 1 and pad == 0:
         return mask.astype(np.int64)
     if value == pad:
-        return np.full(mask.shape, value, dtype=np.int64)
+        return (
+            np.zeros(mask.shape, dtype=np.int64) if value == 0 else np.full(mask.shape, value, dtype=np.int64)
+        )
     return np.where(mask, np.int64(value), np.int64(pad))
 
 
