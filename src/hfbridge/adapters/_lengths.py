@@ -103,26 +103,30 @@ def _tokenize_lengths(dataset: Dataset, encoder: Encoder, desc: str) -> np.ndarr
 
 
 def estimate_lengths(dataset: Dataset, encoder: Encoder, *, seed: int = 0) -> np.ndarray:
-    """Approximate lengths in O(rows) Arrow work: characters × tokens-per-character measured on a
-    ``_SAMPLE_ROWS``-row sample, plus the special tokens, clipped to the truncation length."""
+    """Approximate lengths in O(rows) Arrow work plus one sample: tokens ≈ a·characters + b·words, with ``a, b``
+    fitted (least squares) on ``_SAMPLE_ROWS`` rows tokenized without truncation, plus the special tokens,
+    clipped to the truncation length."""
     import pyarrow.compute as pc
 
     cfg, tokenizer = encoder.config, encoder.tokenizer
     columns = [cfg.text_column] + ([cfg.text_pair_column] if cfg.text_pair_column else [])
-    chars = np.zeros(len(dataset), dtype=np.float64)
+    counts = np.zeros((len(dataset), 2), dtype=np.float64)  # characters, words
     for name in columns:
         column = arrow_column(dataset, name)
         if cfg.task == "token-classification":
-            column = pc.binary_join(column, " ")
-        chars += pc.utf8_length(column).to_numpy(zero_copy_only=False)
+            counts[:, 1] += pc.list_value_length(column).to_numpy(zero_copy_only=False)
+            column = pc.binary_join(column, "")
+        else:
+            counts[:, 1] += pc.list_value_length(pc.utf8_split_whitespace(column)).to_numpy(zero_copy_only=False)
+        counts[:, 0] += pc.utf8_length(column).to_numpy(zero_copy_only=False)
     rng = np.random.default_rng(seed)
     sample = np.sort(rng.choice(len(dataset), size=min(_SAMPLE_ROWS, len(dataset)), replace=False))
     table = dataset.with_format("arrow", columns=columns)[sample.tolist()]
     batch = {name: table.column(name).to_pylist() for name in columns}
-    exact = np.asarray(encoder.input_lengths(batch), dtype=np.float64)
     specials = _special_count(encoder, columns)
-    per_char = max(float((exact - specials).sum()), 0.0) / max(float(chars[sample].sum()), 1.0)
-    estimate = np.rint(specials + chars * per_char).astype(np.int64)
+    content = np.asarray(encoder.input_lengths(batch, truncate=False), dtype=np.float64) - specials
+    coef, *_ = np.linalg.lstsq(counts[sample], content, rcond=None)
+    estimate = np.rint(specials + counts @ np.maximum(coef, 0.0)).astype(np.int64)
     limit = cfg.effective_max_length(tokenizer)
     return np.clip(estimate, int(specials), limit if limit is not None else None)
 
