@@ -131,7 +131,8 @@ class MapAdapter(AdapterProperties, torch.utils.data.Dataset):
 
     def __getitems__(self, indices: Any) -> list[dict[str, Any]]:
         """Rows ``indices``: one Arrow read and one tokenizer call for the whole batch (``DataLoader`` calls this)."""
-        return self._read(self._positions(indices))
+        positions = self._positions(indices)
+        return self._read(positions) if positions else []
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         """Every row in order, read and tokenized ``tokenize_batch_size`` rows at a time."""
