@@ -41,7 +41,9 @@ def task_case(
             opts = {"text_column": "tokens", "label_column": "ner_tags"}
             return TaskCase(task, tokcls_dataset, wordpiece_tokenizer, opts, ("tokens", "ner_tags"))
         if task == "seq2seq":
-            return TaskCase(task, seq2seq_dataset, bpe_tokenizer, {"text_column": "source"}, ("source", "target"))
+            return TaskCase(
+                task, seq2seq_dataset, bpe_tokenizer, {"text_column": "source"}, ("source", "target")
+            )
         if task == "causal-lm":
             return TaskCase(task, lm_dataset, bpe_tokenizer, {}, ("text",))
         return TaskCase(task, lm_dataset, wordpiece_tokenizer, {}, ("text",))
@@ -102,4 +104,12 @@ def sorted_label_ids(values: list[str]) -> list[int]:
     return [names.index(v) for v in values]
 
 
-__all__ = ["LABEL_NAMES", "SOURCE_KINDS", "CallCounter", "TaskCase", "as_source", "rows_of", "sorted_label_ids"]
+__all__ = [
+    "LABEL_NAMES",
+    "SOURCE_KINDS",
+    "CallCounter",
+    "TaskCase",
+    "as_source",
+    "rows_of",
+    "sorted_label_ids",
+]

@@ -14,7 +14,9 @@ SEQCLS = "sequence-classification"
 
 
 def test_missing_column_lists_the_available_ones(seqcls_dataset: Any, wordpiece_tokenizer: Any) -> None:
-    with pytest.raises(ValueError, match=r"`text_column` names column 'sentence'.*available columns: 'text', 'label'"):
+    with pytest.raises(
+        ValueError, match=r"`text_column` names column 'sentence'.*available columns: 'text', 'label'"
+    ):
         adapt(seqcls_dataset, wordpiece_tokenizer, task=SEQCLS, text_column="sentence")
     with pytest.raises(ValueError, match=r"`label_column` names column 'y'.*'text', 'label'"):
         adapt(seqcls_dataset, wordpiece_tokenizer, task=SEQCLS, label_column="y")
@@ -23,11 +25,15 @@ def test_missing_column_lists_the_available_ones(seqcls_dataset: Any, wordpiece_
 
 
 def test_missing_pair_column_lists_the_available_ones(pair_dataset: Any, wordpiece_tokenizer: Any) -> None:
-    with pytest.raises(ValueError, match=r"`text_pair_column` names column 'hyp'.*'premise', 'hypothesis', 'label'"):
+    with pytest.raises(
+        ValueError, match=r"`text_pair_column` names column 'hyp'.*'premise', 'hypothesis', 'label'"
+    ):
         adapt(pair_dataset, wordpiece_tokenizer, task=SEQCLS, text_column="premise", text_pair_column="hyp")
 
 
-def test_missing_column_in_a_stream_and_a_split(streaming_dataset: Any, seqcls_dataset_dict: Any, wordpiece_tokenizer: Any) -> None:
+def test_missing_column_in_a_stream_and_a_split(
+    streaming_dataset: Any, seqcls_dataset_dict: Any, wordpiece_tokenizer: Any
+) -> None:
     with pytest.raises(ValueError, match=r"`text_column` names column 'body'.*'text', 'label'"):
         adapt(streaming_dataset, wordpiece_tokenizer, task=SEQCLS, text_column="body")
     with pytest.raises(ValueError, match=r"of split 'train' does not have"):
@@ -35,7 +41,9 @@ def test_missing_column_in_a_stream_and_a_split(streaming_dataset: Any, seqcls_d
 
 
 def test_unknown_task_lists_the_valid_ones(seqcls_dataset: Any, wordpiece_tokenizer: Any) -> None:
-    with pytest.raises(ValueError, match=r"`task` must be one of 'sequence-classification', .*'masked-lm'; got 'ner'"):
+    with pytest.raises(
+        ValueError, match=r"`task` must be one of 'sequence-classification', .*'masked-lm'; got 'ner'"
+    ):
         adapt(seqcls_dataset, wordpiece_tokenizer, task="ner")
 
 
@@ -70,7 +78,9 @@ def test_empty_dataset_and_dataframe(seqcls_dataset: Any, wordpiece_tokenizer: A
 
 @pytest.mark.parametrize("missing", [None, math.nan], ids=["None", "NaN"])
 def test_none_or_nan_text_in_python_sources(missing: Any, wordpiece_tokenizer: Any) -> None:
-    with pytest.raises(ValueError, match=r"`text_column` 'text' must hold a text in every row; row 1 holds (None|nan)"):
+    with pytest.raises(
+        ValueError, match=r"`text_column` 'text' must hold a text in every row; row 1 holds (None|nan)"
+    ):
         adapt({"text": ["ok", missing], "label": [0, 1]}, wordpiece_tokenizer, task=SEQCLS)
     with pytest.raises(ValueError, match=r"row 2 holds"):
         adapt((["a", "b", missing], [0, 1, 0]), wordpiece_tokenizer, task=SEQCLS)
@@ -82,7 +92,9 @@ def test_nan_text_in_a_dataframe(wordpiece_tokenizer: Any) -> None:
     pd = pytest.importorskip("pandas")
     frame = pd.DataFrame({"text": ["ok", None, "fine"], "label": [0, 1, 0]})
     frame.loc[1, "text"] = float("nan")
-    with pytest.raises(ValueError, match=r"`text_column` 'text' must hold a text in every row; row 1 holds nan"):
+    with pytest.raises(
+        ValueError, match=r"`text_column` 'text' must hold a text in every row; row 1 holds nan"
+    ):
         adapt(frame, wordpiece_tokenizer, task=SEQCLS)
 
 
@@ -90,7 +102,9 @@ def test_null_text_in_a_dataset_and_in_a_pair_column(wordpiece_tokenizer: Any) -
     from datasets import Dataset
 
     ds = Dataset.from_dict({"text": ["a", "b", None], "other": ["x", None, "z"], "label": [0, 1, 0]})
-    with pytest.raises(ValueError, match=r"`text_column` 'text' must hold a text in every row; row 2 holds None"):
+    with pytest.raises(
+        ValueError, match=r"`text_column` 'text' must hold a text in every row; row 2 holds None"
+    ):
         adapt(ds, wordpiece_tokenizer, task=SEQCLS)
     with pytest.raises(ValueError, match=r"`text_pair_column` 'other' must hold a text in every row; row 1"):
         adapt(ds.select([0, 1]), wordpiece_tokenizer, task=SEQCLS, text_pair_column="other")
@@ -101,7 +115,9 @@ def test_null_text_in_a_stream_fails_at_its_batch(wordpiece_tokenizer: Any) -> N
 
     stream = Dataset.from_dict({"text": ["a", None], "label": [0, 1]}).to_iterable_dataset()
     adapter = adapt(stream, wordpiece_tokenizer, task=SEQCLS)
-    with pytest.raises(ValueError, match=r"`text_column` 'text' must hold a text in every row; row 1 holds None"):
+    with pytest.raises(
+        ValueError, match=r"`text_column` 'text' must hold a text in every row; row 1 holds None"
+    ):
         list(adapter)
 
 
@@ -110,14 +126,24 @@ def test_text_of_the_wrong_type(wordpiece_tokenizer: Any) -> None:
         adapt({"text": ["a", 7]}, wordpiece_tokenizer, task="masked-lm")
     from datasets import Dataset
 
-    with pytest.raises(TypeError, match=r"`text_column` 'text' must hold lists of words \(str\) for task 'token-class"):
-        adapt(Dataset.from_dict({"text": ["a b"], "label": [[0, 0]]}), wordpiece_tokenizer, task="token-classification")
+    with pytest.raises(
+        TypeError, match=r"`text_column` 'text' must hold lists of words \(str\) for task 'token-class"
+    ):
+        adapt(
+            Dataset.from_dict({"text": ["a b"], "label": [[0, 0]]}),
+            wordpiece_tokenizer,
+            task="token-classification",
+        )
 
 
 def test_label_type_that_does_not_fit_the_task(wordpiece_tokenizer: Any) -> None:
-    with pytest.raises(TypeError, match=r"`label_column` 'label' holds .*does not fit task 'token-classification'"):
+    with pytest.raises(
+        TypeError, match=r"`label_column` 'label' holds .*does not fit task 'token-classification'"
+    ):
         adapt(([["a", "b"]], [1]), wordpiece_tokenizer, task="token-classification")
-    with pytest.raises(TypeError, match=r"`label_column` 'label' holds .*does not fit task 'sequence-classification'"):
+    with pytest.raises(
+        TypeError, match=r"`label_column` 'label' holds .*does not fit task 'sequence-classification'"
+    ):
         adapt((["a"], [{"x": 1}]), wordpiece_tokenizer, task=SEQCLS)
     with pytest.raises(TypeError, match=r"`problem_type` 'regression' does not fit `label_column` 'label'"):
         adapt((["a"], ["pos"]), wordpiece_tokenizer, task=SEQCLS, problem_type="regression")
@@ -129,7 +155,9 @@ def test_unsupported_source_type(wordpiece_tokenizer: Any) -> None:
 
 
 def test_tuple_source_rules(wordpiece_tokenizer: Any) -> None:
-    with pytest.raises(ValueError, match=r"tuple must be \(inputs, labels\).*got a 2-tuple for task 'causal-lm'"):
+    with pytest.raises(
+        ValueError, match=r"tuple must be \(inputs, labels\).*got a 2-tuple for task 'causal-lm'"
+    ):
         adapt((["a"], ["b"]), wordpiece_tokenizer, task="causal-lm")
     with pytest.raises(ValueError, match=r"must have equal lengths; got 2 and 1"):
         adapt((["a", "b"], [0]), wordpiece_tokenizer, task=SEQCLS)
@@ -143,27 +171,43 @@ def test_tuple_source_rules(wordpiece_tokenizer: Any) -> None:
         ({"max_length": 0}, ValueError, r"`max_length` must be a positive integer; got 0"),
         ({"max_length": "64"}, TypeError, r"`max_length` must be a positive integer or None; got '64'"),
         ({"block_size": 64}, ValueError, r"`block_size` is only used by task 'causal-lm', 'masked-lm'"),
-        ({"label_all_tokens": True}, ValueError, r"`label_all_tokens` is only used by task 'token-classification'"),
-        ({"problem_type": "ordinal"}, ValueError, r"`problem_type` must be one of 'single_label_classification'"),
+        (
+            {"label_all_tokens": True},
+            ValueError,
+            r"`label_all_tokens` is only used by task 'token-classification'",
+        ),
+        (
+            {"problem_type": "ordinal"},
+            ValueError,
+            r"`problem_type` must be one of 'single_label_classification'",
+        ),
         ({"lazy": "yes"}, TypeError, r"`lazy` must be bool"),
         ({"tokenize_batch_size": -1}, ValueError, r"`tokenize_batch_size` must be a positive integer"),
         ({"num_replicas": 2, "rank": 0}, ValueError, r"`num_replicas`/`rank` shard streaming sources only"),
     ],
 )
 def test_bad_options(
-    options: dict[str, Any], error: type[Exception], pattern: str, seqcls_dataset: Any, wordpiece_tokenizer: Any
+    options: dict[str, Any],
+    error: type[Exception],
+    pattern: str,
+    seqcls_dataset: Any,
+    wordpiece_tokenizer: Any,
 ) -> None:
     with pytest.raises(error, match=pattern):
         adapt(seqcls_dataset, wordpiece_tokenizer, task=SEQCLS, **options)
 
 
 def test_text_pair_column_only_for_sequence_classification(lm_dataset: Any, bpe_tokenizer: Any) -> None:
-    with pytest.raises(ValueError, match=r"`text_pair_column` is only used by task 'sequence-classification'"):
+    with pytest.raises(
+        ValueError, match=r"`text_pair_column` is only used by task 'sequence-classification'"
+    ):
         adapt(lm_dataset, bpe_tokenizer, task="causal-lm", text_pair_column="text")
 
 
 def test_block_size_larger_than_the_corpus(bpe_tokenizer: Any) -> None:
-    with pytest.raises(ValueError, match=r"`block_size` must be at most the corpus size.*got 4096 for \d+ tokens"):
+    with pytest.raises(
+        ValueError, match=r"`block_size` must be at most the corpus size.*got 4096 for \d+ tokens"
+    ):
         adapt(["a tiny corpus"], bpe_tokenizer, task="causal-lm", block_size=4096)
 
 

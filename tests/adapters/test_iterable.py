@@ -24,7 +24,9 @@ def unique_rows() -> Any:
     from datasets import Dataset
 
     words = ["alpha", "beta", "gamma", "delta", "omega", "market", "comet", "storm", "river"]
-    texts = [f"{words[i % 9]} {words[(i // 9) % 9]} {words[i // 81]}" for i in range(N_ROWS)]  # unique token ids
+    texts = [
+        f"{words[i % 9]} {words[(i // 9) % 9]} {words[i // 81]}" for i in range(N_ROWS)
+    ]  # unique token ids
     return Dataset.from_dict({"text": texts, "label": [i % 3 for i in range(N_ROWS)]})
 
 
@@ -37,11 +39,15 @@ def _expected(unique_rows: Any, tokenizer: Any) -> Counter[tuple[int, ...]]:
 
 
 @pytest.mark.parametrize("num_shards", [4, 3], ids=["shards-divide", "round-robin-rows"])
-def test_two_ranks_two_workers_no_duplicates_no_drops(num_shards: int, unique_rows: Any, wordpiece_tokenizer: Any) -> None:
+def test_two_ranks_two_workers_no_duplicates_no_drops(
+    num_shards: int, unique_rows: Any, wordpiece_tokenizer: Any
+) -> None:
     stream = unique_rows.to_iterable_dataset(num_shards=num_shards)
     per_rank = []
     for rank in range(2):
-        adapter = adapt(stream, wordpiece_tokenizer, task="sequence-classification", num_replicas=2, rank=rank)
+        adapter = adapt(
+            stream, wordpiece_tokenizer, task="sequence-classification", num_replicas=2, rank=rank
+        )
         loader = torch.utils.data.DataLoader(adapter, batch_size=4, num_workers=2, collate_fn=_identity)
         per_rank.append([_key(row) for batch in loader for row in batch])
     seen = Counter(per_rank[0] + per_rank[1])
@@ -51,14 +57,18 @@ def test_two_ranks_two_workers_no_duplicates_no_drops(num_shards: int, unique_ro
 
 
 def test_single_process_sees_everything_in_order(unique_rows: Any, wordpiece_tokenizer: Any) -> None:
-    adapter = adapt(unique_rows.to_iterable_dataset(num_shards=4), wordpiece_tokenizer, task="sequence-classification")
+    adapter = adapt(
+        unique_rows.to_iterable_dataset(num_shards=4), wordpiece_tokenizer, task="sequence-classification"
+    )
     rows = list(adapter)
     assert [r["input_ids"] for r in rows] == wordpiece_tokenizer(list(unique_rows["text"]))["input_ids"]
     assert [r["labels"] for r in rows] == list(unique_rows["label"])
 
 
 def test_rank_comes_from_torch_distributed_when_not_given(unique_rows: Any, wordpiece_tokenizer: Any) -> None:
-    adapter = adapt(unique_rows.to_iterable_dataset(num_shards=4), wordpiece_tokenizer, task="sequence-classification")
+    adapter = adapt(
+        unique_rows.to_iterable_dataset(num_shards=4), wordpiece_tokenizer, task="sequence-classification"
+    )
     assert len(list(adapter)) == N_ROWS  # not initialised: world size 1
 
 
@@ -76,7 +86,9 @@ def test_set_epoch_reshuffles_deterministically(unique_rows: Any, wordpiece_toke
         adapter.set_epoch(-1)
 
 
-def _resume_case(stream: Any, tokenizer: Any, stop: int, **options: Any) -> tuple[list[Any], list[Any], list[Any]]:
+def _resume_case(
+    stream: Any, tokenizer: Any, stop: int, **options: Any
+) -> tuple[list[Any], list[Any], list[Any]]:
     full = list(adapt(stream, tokenizer, **options))
     first = adapt(stream, tokenizer, **options)
     iterator = iter(first)
@@ -98,7 +110,9 @@ def test_resume_is_exact(stop: int, unique_rows: Any, wordpiece_tokenizer: Any) 
 
 
 @pytest.mark.parametrize("stop", [0, 3, 11])
-def test_resume_is_exact_with_packing_carry_and_a_rank(stop: int, lm_dataset: Any, bpe_tokenizer: Any) -> None:
+def test_resume_is_exact_with_packing_carry_and_a_rank(
+    stop: int, lm_dataset: Any, bpe_tokenizer: Any
+) -> None:
     stream = lm_dataset.to_iterable_dataset(num_shards=3)
     options = {"task": "causal-lm", "block_size": 24, "tokenize_batch_size": 5, "num_replicas": 2, "rank": 1}
     full, head, rest = _resume_case(stream, bpe_tokenizer, stop, **options)
@@ -109,14 +123,22 @@ def test_resume_is_exact_with_packing_carry_and_a_rank(stop: int, lm_dataset: An
 def test_packing_keeps_every_token_across_batches(lm_dataset: Any, bpe_tokenizer: Any) -> None:
     from itertools import chain
 
-    adapter = adapt(lm_dataset.to_iterable_dataset(), bpe_tokenizer, task="causal-lm", block_size=16, tokenize_batch_size=5)
+    adapter = adapt(
+        lm_dataset.to_iterable_dataset(),
+        bpe_tokenizer,
+        task="causal-lm",
+        block_size=16,
+        tokenize_batch_size=5,
+    )
     stream = list(chain(*bpe_tokenizer(list(lm_dataset["text"]))["input_ids"]))
     rows = list(adapter)
     assert list(chain(*(r["input_ids"] for r in rows))) == stream[: len(rows) * 16]
     assert len(rows) == len(stream) // 16
 
 
-def test_state_after_a_finished_epoch_resumes_to_nothing_then_the_next_epoch(unique_rows: Any, wordpiece_tokenizer: Any) -> None:
+def test_state_after_a_finished_epoch_resumes_to_nothing_then_the_next_epoch(
+    unique_rows: Any, wordpiece_tokenizer: Any
+) -> None:
     stream = unique_rows.to_iterable_dataset(num_shards=2)
     adapter = adapt(stream, wordpiece_tokenizer, task="sequence-classification")
     assert adapter.state_dict()["partition"] is None  # nothing read yet
@@ -139,7 +161,10 @@ def test_stateful_dataloader_resumes_two_workers_exactly(unique_rows: Any, wordp
     def loader(adapter: IterableAdapter) -> Any:
         return stateful.StatefulDataLoader(adapter, batch_size=5, num_workers=2, collate_fn=_identity)
 
-    full = [[_key(r) for r in b] for b in loader(adapt(stream, wordpiece_tokenizer, task="sequence-classification"))]
+    full = [
+        [_key(r) for r in b]
+        for b in loader(adapt(stream, wordpiece_tokenizer, task="sequence-classification"))
+    ]
     first = loader(adapt(stream, wordpiece_tokenizer, task="sequence-classification"))
     head = []
     for batch in first:
@@ -165,7 +190,9 @@ def test_resume_with_another_partition_is_an_error(unique_rows: Any, wordpiece_t
 
 def test_load_state_dict_bad_input(unique_rows: Any, wordpiece_tokenizer: Any) -> None:
     adapter = adapt(unique_rows.to_iterable_dataset(), wordpiece_tokenizer, task="sequence-classification")
-    with pytest.raises(TypeError, match=r"`state` must be a mapping from IterableAdapter.state_dict\(\); got list"):
+    with pytest.raises(
+        TypeError, match=r"`state` must be a mapping from IterableAdapter.state_dict\(\); got list"
+    ):
         adapter.load_state_dict([1, 2])  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=r"`state` must come from IterableAdapter.state_dict\(\); it lacks"):
         adapter.load_state_dict({"epoch": 0})
@@ -173,7 +200,13 @@ def test_load_state_dict_bad_input(unique_rows: Any, wordpiece_tokenizer: Any) -
 
 def test_bad_rank_is_rejected_early(unique_rows: Any, wordpiece_tokenizer: Any) -> None:
     with pytest.raises(ValueError, match=r"`rank` must be an integer in \[0, 1\]"):
-        adapt(unique_rows.to_iterable_dataset(), wordpiece_tokenizer, task="sequence-classification", num_replicas=2, rank=2)
+        adapt(
+            unique_rows.to_iterable_dataset(),
+            wordpiece_tokenizer,
+            task="sequence-classification",
+            num_replicas=2,
+            rank=2,
+        )
 
 
 def test_stream_without_features_is_peeked_for_columns_and_labels(wordpiece_tokenizer: Any) -> None:

@@ -27,7 +27,9 @@ def test_dataset_dict_splits_share_the_train_label_map(wordpiece_tokenizer: Any)
     assert [adapters["validation"][i]["labels"] for i in range(2)] == [2, 0]
 
 
-def test_label_map_is_deterministic_whatever_the_row_order(string_label_dataset: Any, wordpiece_tokenizer: Any) -> None:
+def test_label_map_is_deterministic_whatever_the_row_order(
+    string_label_dataset: Any, wordpiece_tokenizer: Any
+) -> None:
     a = adapt(string_label_dataset, wordpiece_tokenizer, task="sequence-classification")
     b = adapt(string_label_dataset.shuffle(seed=3), wordpiece_tokenizer, task="sequence-classification")
     assert a.label2id == b.label2id == {"negative": 0, "neutral": 1, "positive": 2}
@@ -42,7 +44,9 @@ def test_eval_label_missing_from_train_is_an_error_naming_it(wordpiece_tokenizer
             "validation": Dataset.from_dict({"text": ["a", "b"], "label": ["pos", "meh"]}),
         }
     )
-    with pytest.raises(ValueError, match=r"'label' in split 'validation' has labels 'meh'.*valid: \{'neg': 0"):
+    with pytest.raises(
+        ValueError, match=r"'label' in split 'validation' has labels 'meh'.*valid: \{'neg': 0"
+    ):
         adapt(splits, wordpiece_tokenizer, task="sequence-classification")
 
 
@@ -68,7 +72,9 @@ def test_class_label_names_are_the_label_map(seqcls_dataset_dict: Any, wordpiece
 
 def test_given_label2id_is_used_and_checked(wordpiece_tokenizer: Any) -> None:
     label2id = {"neg": 1, "pos": 0}
-    adapter = adapt((["a", "b"], ["neg", "pos"]), wordpiece_tokenizer, task="sequence-classification", label2id=label2id)
+    adapter = adapt(
+        (["a", "b"], ["neg", "pos"]), wordpiece_tokenizer, task="sequence-classification", label2id=label2id
+    )
     assert adapter.label2id == label2id
     assert [adapter[0]["labels"], adapter[1]["labels"]] == [1, 0]
     with pytest.raises(ValueError, match="has labels 'meh'"):
@@ -81,7 +87,9 @@ def test_bad_label2id_is_rejected(bad: dict[str, Any], wordpiece_tokenizer: Any)
         adapt((["a"], ["a"]), wordpiece_tokenizer, task="sequence-classification", label2id=bad)
 
 
-def test_label_ids_come_from_arrow_for_single_label(string_label_dataset: Any, wordpiece_tokenizer: Any) -> None:
+def test_label_ids_come_from_arrow_for_single_label(
+    string_label_dataset: Any, wordpiece_tokenizer: Any
+) -> None:
     ds = string_label_dataset.select([5, 1, 9, 30])  # an indices mapping must be honoured
     adapter = adapt(ds, wordpiece_tokenizer, task="sequence-classification")
     ids = adapter.label_ids
@@ -90,7 +98,9 @@ def test_label_ids_come_from_arrow_for_single_label(string_label_dataset: Any, w
     assert ids.tolist() == [adapter[i]["labels"] for i in range(4)]
 
 
-def test_label_ids_for_class_label_and_int_labels(seqcls_dataset: Any, pair_dataset: Any, wordpiece_tokenizer: Any) -> None:
+def test_label_ids_for_class_label_and_int_labels(
+    seqcls_dataset: Any, pair_dataset: Any, wordpiece_tokenizer: Any
+) -> None:
     a = adapt(seqcls_dataset, wordpiece_tokenizer, task="sequence-classification")
     assert a.label_ids.tolist() == list(seqcls_dataset["label"])
     b = adapt(pair_dataset, wordpiece_tokenizer, task="sequence-classification", text_column="premise")

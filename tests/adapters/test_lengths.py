@@ -7,8 +7,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from hfbridge.adapters import adapt, token_lengths
 from hfbridge.adapters import _lengths as lengths_module
+from hfbridge.adapters import adapt, token_lengths
 
 
 def _true_lengths(tokenizer: Any, texts: list[str], **kwargs: Any) -> list[int]:
@@ -18,7 +18,9 @@ def _true_lengths(tokenizer: Any, texts: list[str], **kwargs: Any) -> list[int]:
 def test_eager_lengths_come_from_arrow_not_rows(
     seqcls_dataset: Any, wordpiece_tokenizer: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    adapter = adapt(seqcls_dataset, wordpiece_tokenizer, task="sequence-classification", lazy=False, max_length=16)
+    adapter = adapt(
+        seqcls_dataset, wordpiece_tokenizer, task="sequence-classification", lazy=False, max_length=16
+    )
     monkeypatch.setattr(type(adapter), "__getitems__", None)  # reading a row would fail
     monkeypatch.setattr(adapter._encoder, "tokenizer", None)  # and so would tokenizing
     lengths = adapter.lengths
@@ -54,16 +56,41 @@ def test_lazy_lengths_of_a_dataset_on_disk_are_cached_next_to_it(
     adapter = adapt(ds, wordpiece_tokenizer, task="sequence-classification", max_length=9)
     expected = adapter.lengths.tolist()
     assert len(list((tmp_path / "ds").glob("hfbridge-lengths-*.npy"))) == 1
-    monkeypatch.setattr(lengths_module, "_MEMORY_CACHE", type(lengths_module._MEMORY_CACHE)())  # a new process
+    monkeypatch.setattr(
+        lengths_module, "_MEMORY_CACHE", type(lengths_module._MEMORY_CACHE)()
+    )  # a new process
     monkeypatch.setattr(lengths_module, "_tokenize_lengths", None)
-    again = adapt(load_from_disk(str(tmp_path / "ds")), wordpiece_tokenizer, task="sequence-classification", max_length=9)
-    assert again.lengths.tolist() == expected == _true_lengths(wordpiece_tokenizer, list(ds["text"]), max_length=9)
+    again = adapt(
+        load_from_disk(str(tmp_path / "ds")),
+        wordpiece_tokenizer,
+        task="sequence-classification",
+        max_length=9,
+    )
+    assert (
+        again.lengths.tolist()
+        == expected
+        == _true_lengths(wordpiece_tokenizer, list(ds["text"]), max_length=9)
+    )
 
 
-def test_lazy_lengths_for_pairs_and_words(pair_dataset: Any, tokcls_dataset: Any, wordpiece_tokenizer: Any) -> None:
-    pairs = adapt(pair_dataset, wordpiece_tokenizer, task="sequence-classification", text_column="premise", text_pair_column="hypothesis")
+def test_lazy_lengths_for_pairs_and_words(
+    pair_dataset: Any, tokcls_dataset: Any, wordpiece_tokenizer: Any
+) -> None:
+    pairs = adapt(
+        pair_dataset,
+        wordpiece_tokenizer,
+        task="sequence-classification",
+        text_column="premise",
+        text_pair_column="hypothesis",
+    )
     assert pairs.lengths.tolist() == [len(pairs[i]["input_ids"]) for i in range(len(pairs))]
-    words = adapt(tokcls_dataset, wordpiece_tokenizer, task="token-classification", text_column="tokens", label_column="ner_tags")
+    words = adapt(
+        tokcls_dataset,
+        wordpiece_tokenizer,
+        task="token-classification",
+        text_column="tokens",
+        label_column="ner_tags",
+    )
     assert words.lengths.tolist() == [len(words[i]["input_ids"]) for i in range(len(words))]
 
 
@@ -81,12 +108,19 @@ def test_estimated_lengths_are_close_and_need_no_full_pass(
     assert estimate.max() <= 64
     assert estimate.min() >= 2  # [CLS] ... [SEP]
     assert np.mean(np.abs(estimate - truth) / truth) < 0.3
-    assert np.corrcoef(estimate, truth)[0, 1] > 0.9  # orders rows roughly as the truth does: enough for grouping
+    assert (
+        np.corrcoef(estimate, truth)[0, 1] > 0.9
+    )  # orders rows roughly as the truth does: enough for grouping
 
 
 def test_estimate_for_token_classification(tokcls_dataset: Any, wordpiece_tokenizer: Any) -> None:
     adapter = adapt(
-        tokcls_dataset, wordpiece_tokenizer, task="token-classification", text_column="tokens", label_column="ner_tags", estimate_lengths=True
+        tokcls_dataset,
+        wordpiece_tokenizer,
+        task="token-classification",
+        text_column="tokens",
+        label_column="ner_tags",
+        estimate_lengths=True,
     )
     truth = np.asarray([len(adapter[i]["input_ids"]) for i in range(len(adapter))])
     assert np.corrcoef(adapter.lengths, truth)[0, 1] > 0.9
@@ -106,7 +140,9 @@ def test_token_lengths_bad_input() -> None:
     from datasets import Dataset
 
     ds = Dataset.from_dict({"input_ids": [[1, 2], None], "text": ["a", "b"]})
-    with pytest.raises(ValueError, match=r"`column` names column 'ids'.*available columns: 'input_ids', 'text'"):
+    with pytest.raises(
+        ValueError, match=r"`column` names column 'ids'.*available columns: 'input_ids', 'text'"
+    ):
         token_lengths(ds, "ids")
     with pytest.raises(ValueError, match=r"`column` 'text' must be a list column"):
         token_lengths(ds, "text")

@@ -18,7 +18,9 @@ def _identity(batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return batch
 
 
-def test_getitems_reads_arrow_once_and_tokenizes_once(string_label_dataset: Any, wordpiece_tokenizer: Any) -> None:
+def test_getitems_reads_arrow_once_and_tokenizes_once(
+    string_label_dataset: Any, wordpiece_tokenizer: Any
+) -> None:
     adapter = adapt(string_label_dataset, wordpiece_tokenizer, task="sequence-classification")
     reader = CallCounter(adapter._reader)
     tokenizer = CallCounter(wordpiece_tokenizer)
@@ -30,7 +32,9 @@ def test_getitems_reads_arrow_once_and_tokenizes_once(string_label_dataset: Any,
     assert len(tokenizer.calls) == 1
     assert len(tokenizer.calls[0]) == 4  # the four texts, in one call
     assert rows[1] == rows[3]
-    assert [r["input_ids"] for r in rows] == [wordpiece_tokenizer(string_label_dataset[i]["text"])["input_ids"] for i in (7, 3, 50, 3)]
+    assert [r["input_ids"] for r in rows] == [
+        wordpiece_tokenizer(string_label_dataset[i]["text"])["input_ids"] for i in (7, 3, 50, 3)
+    ]
 
 
 def test_dataloader_uses_getitems(string_label_dataset: Any, wordpiece_tokenizer: Any) -> None:
@@ -53,7 +57,9 @@ def test_accepts_numpy_and_tensor_indices(seqcls_dataset: Any, wordpiece_tokeniz
     assert adapter.__getitems__([]) == []
 
 
-@pytest.mark.parametrize("task", ["sequence-classification", "token-classification", "seq2seq", "causal-lm", "masked-lm"])
+@pytest.mark.parametrize(
+    "task", ["sequence-classification", "token-classification", "seq2seq", "causal-lm", "masked-lm"]
+)
 def test_lazy_and_eager_give_the_same_rows(task: str, task_case: Any) -> None:
     case = task_case(task)
     lazy = adapt(case.dataset, case.tokenizer, task=task, **case.options)
@@ -121,4 +127,6 @@ def test_iterating_a_million_rows_keeps_memory_flat(bpe_tokenizer: Any) -> None:
     gc.collect()
     grown = _rss_bytes() - before
     assert count == n
-    assert grown < 64 * 2**20, f"resident memory grew by {grown / 2**20:.1f} MB over {n} rows ({elapsed:.1f}s)"
+    assert grown < 64 * 2**20, (
+        f"resident memory grew by {grown / 2**20:.1f} MB over {n} rows ({elapsed:.1f}s)"
+    )

@@ -23,7 +23,9 @@ def test_every_task_from_every_source_kind(task: str, kind: str, task_case: Any)
     case = task_case(task)
     reference = rows_of(adapt(case.dataset, case.tokenizer, task=task, **case.options))
     options = dict(case.options)
-    if kind == "IterableDataset" and task == "sequence-classification":  # string labels: a stream needs the map
+    if (
+        kind == "IterableDataset" and task == "sequence-classification"
+    ):  # string labels: a stream needs the map
         options["label2id"] = {name: i for i, name in enumerate(LABEL_NAMES)}
     adapted = adapt(as_source(kind, case), case.tokenizer, task=task, **options)
     if kind == "DatasetDict":
@@ -54,11 +56,10 @@ def test_string_labels_get_the_same_sorted_label_map_from_every_source(kind: str
 
 def test_streaming_source_with_string_labels_takes_label2id(task_case: Any) -> None:
     case = task_case("sequence-classification")
-    with pytest.raises(ValueError, match="`label2id` is needed.*streaming"):  # a stream cannot be scanned
+    with pytest.raises(ValueError, match=r"`label2id` is needed.*streaming"):  # a stream cannot be scanned
         adapt(as_source("IterableDataset", case), case.tokenizer, task=case.task)
     label2id = {"negative": 0, "neutral": 1, "positive": 2}
     stream = adapt(as_source("IterableDataset", case), case.tokenizer, task=case.task, label2id=label2id)
     sized = adapt(case.dataset, case.tokenizer, task=case.task)
     assert stream.label2id == label2id
     assert [r["labels"] for r in stream] == [r["labels"] for r in rows_of(sized)]
-

@@ -43,7 +43,9 @@ def test_text_pairs_are_tokenized_together(pair_dataset: Any, wordpiece_tokenize
 
 
 def test_multi_label_lists_become_float_multi_hot(multilabel_dataset: Any, wordpiece_tokenizer: Any) -> None:
-    adapter = adapt(multilabel_dataset, wordpiece_tokenizer, task="sequence-classification", label_column="labels")
+    adapter = adapt(
+        multilabel_dataset, wordpiece_tokenizer, task="sequence-classification", label_column="labels"
+    )
     assert adapter.problem_type == "multi_label_classification"
     assert adapter.num_labels == 4
     for row, ids in zip(rows_of(adapter), multilabel_dataset["labels"]):
@@ -59,7 +61,9 @@ def test_multi_label_string_lists_use_a_sorted_label_map(wordpiece_tokenizer: An
 
 
 def test_float_labels_are_regression(regression_dataset: Any, wordpiece_tokenizer: Any) -> None:
-    adapter = adapt(regression_dataset, wordpiece_tokenizer, task="sequence-classification", label_column="score")
+    adapter = adapt(
+        regression_dataset, wordpiece_tokenizer, task="sequence-classification", label_column="score"
+    )
     assert adapter.problem_type == "regression"
     assert adapter.num_labels == 1
     assert adapter.label2id is None
@@ -157,7 +161,9 @@ def test_masked_lm_packing_keeps_the_mask_aligned(lm_dataset: Any, wordpiece_tok
         assert row["special_tokens_mask"] == [int(t in specials) for t in row["input_ids"]]
 
 
-def test_max_length_truncates_and_truncation_false_keeps_all(lm_dataset: Any, wordpiece_tokenizer: Any) -> None:
+def test_max_length_truncates_and_truncation_false_keeps_all(
+    lm_dataset: Any, wordpiece_tokenizer: Any
+) -> None:
     short = adapt(lm_dataset, wordpiece_tokenizer, task="masked-lm", max_length=8)
     full = adapt(lm_dataset, wordpiece_tokenizer, task="masked-lm", truncation=False)
     assert max(short.lengths) == 8
@@ -167,7 +173,10 @@ def test_max_length_truncates_and_truncation_false_keeps_all(lm_dataset: Any, wo
 
 def test_unlabelled_split_with_label_column_none(seqcls_dataset: Any, wordpiece_tokenizer: Any) -> None:
     adapter = adapt(
-        seqcls_dataset.remove_columns("label"), wordpiece_tokenizer, task="sequence-classification", label_column=None
+        seqcls_dataset.remove_columns("label"),
+        wordpiece_tokenizer,
+        task="sequence-classification",
+        label_column=None,
     )
     assert "labels" not in adapter[0]
     assert adapter.num_labels is None

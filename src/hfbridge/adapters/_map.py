@@ -151,7 +151,7 @@ class MapAdapter(AdapterProperties, torch.utils.data.Dataset):
             raise IndexError(
                 f"`indices` must be in [-{n}, {n}) for this adapter of {n} rows; got {int(bad[0])}"
             )
-        return np.where(positions < 0, positions + n, positions).tolist()  # type: ignore[no-any-return]
+        return np.where(positions < 0, positions + n, positions).tolist()
 
     def _read(self, key: list[int] | slice) -> list[dict[str, Any]]:
         if self._blocks is not None:
