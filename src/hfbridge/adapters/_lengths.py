@@ -117,9 +117,8 @@ def estimate_lengths(dataset: Dataset, encoder: Encoder, *, seed: int = 0) -> np
             counts[:, 1] += pc.list_value_length(column).to_numpy(zero_copy_only=False)
             column = pc.binary_join(column, "")
         else:
-            counts[:, 1] += pc.list_value_length(pc.utf8_split_whitespace(column)).to_numpy(
-                zero_copy_only=False
-            )
+            spaces = pc.count_substring(column, " ").to_numpy(zero_copy_only=False)
+            counts[:, 1] += spaces + 1  # ≈ words; 7x faster than splitting
         counts[:, 0] += pc.utf8_length(column).to_numpy(zero_copy_only=False)
     rng = np.random.default_rng(seed)
     sample = np.sort(rng.choice(len(dataset), size=min(_SAMPLE_ROWS, len(dataset)), replace=False))
