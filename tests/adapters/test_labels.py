@@ -122,3 +122,20 @@ def test_label_ids_is_a_clear_error_for_other_tasks(
     adapter = adapt(request.getfixturevalue(fixture), wordpiece_tokenizer, **options)
     with pytest.raises(ValueError, match="`label_ids` needs single-label classification"):
         adapter.label_ids
+
+
+def test_iterable_dataset_dict_gives_streaming_adapters_sharing_labels(
+    seqcls_dataset_dict: Any, wordpiece_tokenizer: Any
+) -> None:
+    from datasets import IterableDatasetDict
+
+    from hfbridge.adapters import IterableAdapter
+
+    streams = IterableDatasetDict(
+        {name: split.to_iterable_dataset() for name, split in seqcls_dataset_dict.items()}
+    )
+    adapters = adapt(streams, wordpiece_tokenizer, task="sequence-classification")
+    assert list(adapters) == ["train", "validation", "test"]
+    assert all(isinstance(a, IterableAdapter) for a in adapters.values())
+    assert adapters["test"].label2id == {"negative": 0, "neutral": 1, "positive": 2}
+    assert [r["labels"] for r in adapters["test"]] == list(seqcls_dataset_dict["test"]["label"])

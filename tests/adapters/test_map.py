@@ -103,6 +103,20 @@ def test_raw_text_stays_inside_the_adapter(seqcls_dataset: Any, wordpiece_tokeni
     assert "mode='lazy'" in repr(adapter)
 
 
+def test_importing_adapters_pulls_in_no_heavy_library() -> None:
+    import subprocess
+    import sys
+
+    from tests.conftest import SRC_DIR
+
+    code = (
+        f"import sys; sys.path.insert(0, {str(SRC_DIR)!r}); import hfbridge.adapters; "
+        "print(sorted(m for m in ('datasets', 'transformers', 'pandas') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
+    assert out.strip() == "[]"
+
+
 def _rss_bytes() -> int:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * 4096

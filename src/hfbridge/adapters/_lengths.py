@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import weakref
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +22,7 @@ __all__ = ["count_lengths", "estimate_lengths", "token_lengths"]
 _MEMORY_CACHE: OrderedDict[str, np.ndarray] = OrderedDict()
 _MEMORY_CACHE_SIZE = 16
 _SAMPLE_ROWS = 512
+_TOKENIZER_HASHES: dict[int, tuple[weakref.ref[Any], int, str]] = {}
 
 
 def token_lengths(dataset: Dataset, column: str = "input_ids") -> np.ndarray:
@@ -148,7 +151,21 @@ def _cache_key(dataset: Dataset, encoder: Encoder) -> str:
 
     cfg = encoder.config
     options = (cfg.task, cfg.source_columns(), cfg.max_length, cfg.truncation, cfg.block_size)
-    return Hasher.hash((dataset._fingerprint, Hasher.hash(encoder.tokenizer), options))
+    return Hasher.hash((dataset._fingerprint, _tokenizer_hash(encoder.tokenizer), options))
+
+
+def _tokenizer_hash(tokenizer: Any) -> str:
+    """``Hasher.hash(tokenizer)`` (a few hundred ms for a 30k vocabulary), memoised per live tokenizer object
+    and vocabulary size (adding tokens changes the size, so the hash is recomputed)."""
+    from datasets.fingerprint import Hasher
+
+    entry = _TOKENIZER_HASHES.get(id(tokenizer))
+    if entry is not None and entry[0]() is tokenizer and entry[1] == len(tokenizer):
+        return entry[2]
+    value: str = Hasher.hash(tokenizer)
+    with contextlib.suppress(TypeError):  # not weak-referenceable: no memo
+        _TOKENIZER_HASHES[id(tokenizer)] = (weakref.ref(tokenizer), len(tokenizer), value)
+    return value
 
 
 def _disk_path(dataset: Dataset, key: str) -> str | None:
