@@ -159,12 +159,13 @@ def _tokenizer_hash(tokenizer: Any) -> str:
     and vocabulary size (adding tokens changes the size, so the hash is recomputed)."""
     from datasets.fingerprint import Hasher
 
+    size = len(tokenizer)
     entry = _TOKENIZER_HASHES.get(id(tokenizer))
-    if entry is not None and entry[0]() is tokenizer and entry[1] == len(tokenizer):
+    if entry is not None and entry[0]() is tokenizer and entry[1] == size:
         return entry[2]
     value: str = Hasher.hash(tokenizer)
     with contextlib.suppress(TypeError):  # not weak-referenceable: no memo
-        _TOKENIZER_HASHES[id(tokenizer)] = (weakref.ref(tokenizer), len(tokenizer), value)
+        _TOKENIZER_HASHES[id(tokenizer)] = (weakref.ref(tokenizer), size, value)
     return value
 
 
