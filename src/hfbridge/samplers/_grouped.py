@@ -157,7 +157,12 @@ class RandomBatchSampler(EpochBatchSampler):
         self.batch_size = check_positive_int("batch_size", batch_size)
         self.drop_last = check_type("drop_last", drop_last, bool)
         super().__init__(
-            shuffle=shuffle, seed=seed, num_replicas=num_replicas, rank=rank, uneven=uneven, longest_first=False
+            shuffle=shuffle,
+            seed=seed,
+            num_replicas=num_replicas,
+            rank=rank,
+            uneven=uneven,
+            longest_first=False,
         )
         self._set_fingerprint()
 

@@ -1,0 +1,130 @@
+"""BatchingTrainerMixin with a real transformers.Trainer on a tiny BERT, a few CPU steps."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from hfbridge.samplers import BatchingTrainerMixin, LengthGroupedBatchSampler, TokenBudgetBatchSampler
+
+pytestmark = pytest.mark.slow
+
+
+def _trainer_class() -> Any:
+    from transformers import Trainer
+
+    class BatchingTrainer(BatchingTrainerMixin, Trainer):
+        pass
+
+    return BatchingTrainer
+
+
+def _our_sampler(loader: Any) -> Any:
+    """The sampler under accelerate's wrapper (a BatchSamplerShard only appears with several processes)."""
+    sampler = loader.batch_sampler
+    return getattr(sampler, "batch_sampler", sampler)
+
+
+def _args(tmp_path: Path, **overrides: Any) -> Any:
+    from transformers import TrainingArguments
+
+    options: dict[str, Any] = {
+        "output_dir": str(tmp_path),
+        "per_device_train_batch_size": 8,
+        "num_train_epochs": 2,
+        "report_to": [],
+        "use_cpu": True,
+        "save_strategy": "no",
+        "logging_strategy": "no",
+        "disable_tqdm": True,
+        "seed": 3,
+    }
+    options.update(overrides)
+    return TrainingArguments(**options)
+
+
+@pytest.fixture(scope="module")
+def tokenized(seqcls_dataset: Any, wordpiece_tokenizer: Any) -> Any:
+    return seqcls_dataset.map(
+        lambda b: wordpiece_tokenizer(b["text"], truncation=True, max_length=64), batched=True
+    )
+
+
+def test_trainer_trains_with_length_grouped_batches(
+    tmp_path: Path, tokenized: Any, wordpiece_tokenizer: Any, make_tiny_model: Any
+) -> None:
+    from transformers import DataCollatorWithPadding, TrainerCallback
+
+    epochs: list[int] = []
+
+    class Spy(TrainerCallback):
+        def on_step_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            loader = kwargs["train_dataloader"]
+            epochs.append(_our_sampler(loader).epoch)
+
+    trainer = _trainer_class()(
+        model=make_tiny_model("bert", "sequence-classification"),
+        args=_args(tmp_path),
+        train_dataset=tokenized,
+        data_collator=DataCollatorWithPadding(wordpiece_tokenizer),
+        callbacks=[Spy()],
+    )
+    loader = trainer.get_train_dataloader()
+    sampler = _our_sampler(loader)
+    assert isinstance(sampler, LengthGroupedBatchSampler)
+    assert sampler.seed == 3
+    lengths = np.array([len(x) for x in tokenized["input_ids"]])
+    np.testing.assert_array_equal(sampler._lengths, lengths)  # read from Arrow, not by tokenizing
+    batches = list(loader)
+    assert len(batches) == 12
+    padded = sum(b["input_ids"].numel() for b in batches)
+    assert padded < 0.8 * len(batches) * 8 * lengths.max()
+    result = trainer.train()
+    assert result.global_step == 24
+    assert epochs[0] == 0
+    assert epochs[-1] == 1
+
+
+def test_trainer_token_budget_with_an_adapter_like_dataset(
+    tmp_path: Path, make_tiny_model: Any, wordpiece_tokenizer: Any
+) -> None:
+    from tests.samplers.conftest import FakeMapAdapter, news_lengths
+
+    adapter = FakeMapAdapter(np.minimum(news_lengths(64), 60))
+
+    def collate(rows: list[dict[str, Any]]) -> dict[str, Any]:
+        batch = adapter.collator(rows)
+        return {k: batch[k] for k in ("input_ids", "attention_mask", "labels")}
+
+    trainer = _trainer_class()(
+        model=make_tiny_model("bert", "sequence-classification"),
+        args=_args(tmp_path, max_steps=3, remove_unused_columns=False),
+        train_dataset=adapter,
+        data_collator=collate,
+        batching="tokens",
+        max_tokens=256,
+    )
+    sampler = _our_sampler(trainer.get_train_dataloader())
+    assert isinstance(sampler, TokenBudgetBatchSampler)
+    assert sampler.max_batch_size == 8
+    assert all(len(b) * adapter.lengths[b].max() <= 256 for b in sampler)
+    assert trainer.train().global_step == 3
+
+
+def test_mixin_bad_arguments(tmp_path: Path, make_tiny_model: Any, tokenized: Any) -> None:
+    cls = _trainer_class()
+    model = make_tiny_model("bert", "sequence-classification")
+    with pytest.raises(ValueError, match="`batching` must be one of"):
+        cls(model=model, args=_args(tmp_path), train_dataset=tokenized, batching="sorted")
+    with pytest.raises(ValueError, match="`max_tokens` is required with batching='tokens'"):
+        cls(model=model, args=_args(tmp_path), train_dataset=tokenized, batching="tokens")
+
+
+def test_dataset_without_lengths_is_refused() -> None:
+    from hfbridge.samplers._trainer import dataset_lengths
+
+    with pytest.raises(TypeError, match=r"give it a `\.lengths` array"):
+        dataset_lengths([1, 2, 3])
