@@ -8,7 +8,7 @@ from typing import Any, Literal
 import numpy as np
 
 from hfbridge._checks import check_choice, check_positive_int
-from hfbridge.samplers._base import EpochBatchSampler, Uneven
+from hfbridge.samplers._base import EpochBatchSampler, SlicedPlan, Uneven
 from hfbridge.samplers._grouped import _sort_key
 from hfbridge.samplers._state import epoch_rng, to_index_array
 
@@ -130,10 +130,10 @@ class TokenBudgetBatchSampler(EpochBatchSampler):
     def _num_global_batches(self) -> int:
         return len(self._bounds) - 1
 
-    def _global_plan(self, epoch: int) -> tuple[np.ndarray, np.ndarray]:
+    def _global_plan(self, epoch: int) -> SlicedPlan:
         if self.shuffle:
             rows = epoch_rng(self.seed, epoch).permutation(len(self._key))
             order = rows[np.argsort(self._key[rows], kind="stable")]
         else:
             order = np.argsort(self._key, kind="stable")
-        return order, self._bounds
+        return SlicedPlan(order, self._bounds, self._lengths)
