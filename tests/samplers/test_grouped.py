@@ -50,6 +50,16 @@ def test_news_lengths_pad_little_and_batches_are_uncorrelated() -> None:
     assert _padding_share(lengths, random_batches) > 0.3
 
 
+def test_batches_are_sorted_within_megabatches() -> None:
+    lengths = news_lengths(4000)
+    sampler = LengthGroupedBatchSampler(lengths, 10, megabatch_mult=5, shuffle=True)
+    for batch in sampler:
+        assert list(lengths[batch]) == sorted(lengths[batch], reverse=True)
+    ranges = [np.ptp(lengths[b]) for b in sampler]
+    random_ranges = [np.ptp(lengths[b]) for b in RandomBatchSampler(4000, 10)]
+    assert np.mean(ranges) < 0.3 * np.mean(random_ranges)
+
+
 def test_no_shuffle_sorts_longest_first() -> None:
     lengths = news_lengths(500)
     batches = list(LengthGroupedBatchSampler(lengths, 10, shuffle=False))

@@ -27,6 +27,8 @@ FACTORIES: dict[str, Callable[[], Any]] = {
     "grouped-drop-last": lambda: LengthGroupedBatchSampler(
         LENGTHS, 24, seed=5, drop_last=True, megabatch_mult=4
     ),
+    # 125 megabatches: a resumed run sorts megabatches one by one, a full run sorts them all at once
+    "grouped-small-megabatches": lambda: LengthGroupedBatchSampler(LENGTHS, 4, megabatch_mult=2, seed=9),
     "grouped-longest-first": lambda: LengthGroupedBatchSampler(LENGTHS, 16, longest_first=True),
     "grouped-rank1": lambda: LengthGroupedBatchSampler(LENGTHS, 8, num_replicas=3, rank=1),
     "tokens": lambda: TokenBudgetBatchSampler(LENGTHS, 512, seed=2),

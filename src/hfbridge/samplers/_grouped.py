@@ -38,22 +38,39 @@ class MegabatchPlan:
         self.rows, self.num_rows, self.key, self.lengths = rows, num_rows, key, lengths
         self.batch_size, self.group = batch_size, group
         self._sorted: dict[int, np.ndarray] = {}
+        self._order: np.ndarray | None = None  # every megabatch sorted, once more than a few are needed
 
     def _megabatch(self, index: int) -> np.ndarray:
+        start = index * self.group
+        if self._order is not None:
+            return self._order[start : start + self.group]
         local = self._sorted.get(index)
         if local is None:
-            rows = self.rows(np.arange(index * self.group, min((index + 1) * self.group, self.num_rows)))
+            if len(self._sorted) >= 8:  # iterating, not resuming: sort every megabatch at once, vectorised
+                self._order = self._sort_all()
+                return self._order[start : start + self.group]
+            rows = self.rows(np.arange(start, min(start + self.group, self.num_rows)))
             local = self._sorted[index] = rows[np.argsort(self.key[rows], kind="stable")]
         return local
+
+    def _sort_all(self) -> np.ndarray:
+        rows = self.rows(np.arange(self.num_rows))
+        n_full = (self.num_rows // self.group) * self.group
+        key = self.key[rows]
+        head = np.argsort(key[:n_full].reshape(-1, self.group), axis=1, kind="stable")
+        head += (np.arange(n_full // self.group) * self.group)[:, None]
+        tail = n_full + np.argsort(key[n_full:], kind="stable")
+        return rows[np.concatenate([head.ravel(), tail])]
 
     def batch(self, index: int) -> np.ndarray:
         megabatch, offset = divmod(index * self.batch_size, self.group)
         return self._megabatch(megabatch)[offset : offset + self.batch_size]
 
     def longest(self) -> np.ndarray:
-        n_batches = -(-self.num_rows // self.batch_size)
-        order = np.concatenate([self._megabatch(m) for m in range(-(-self.num_rows // self.group))])
-        return np.maximum.reduceat(self.lengths[order], np.arange(n_batches) * self.batch_size)
+        if self._order is None:
+            self._order = self._sort_all()
+        starts = np.arange(-(-self.num_rows // self.batch_size)) * self.batch_size
+        return np.maximum.reduceat(self.lengths[self._order], starts)
 
 
 class RowChunkPlan:
