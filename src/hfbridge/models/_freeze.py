@@ -1,0 +1,249 @@
+"""``freeze(model, spec)``: one freezing spec that works the same on every architecture."""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+import re
+import warnings
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from hfbridge._checks import check_type
+from hfbridge.models._evalmode import set_eval_frozen
+from hfbridge.models._layout import (
+    ModelLayout,
+    _under,
+    norm_param_names,
+    require,
+    resolve_layout,
+    unwrap_model,
+)
+from hfbridge.models._spec import FreezeSpec
+
+if TYPE_CHECKING:
+    from torch import nn
+
+__all__ = ["FreezeReport", "freeze", "plan_frozen"]
+
+logger = logging.getLogger("hfbridge.models")
+
+
+@dataclass(frozen=True)
+class FreezeReport:
+    """What :func:`freeze` froze (or, with ``dry_run=True``, would freeze).
+
+    Parameter names are canonical: a tied parameter appears once, under its first name; ``ties`` lists its others.
+
+    Attributes:
+        spec: the spec that was applied.
+        frozen: names of the frozen parameters, in model order.
+        trainable: names of the trainable parameters, in model order.
+        frozen_params: number of frozen elements.
+        trainable_params: number of trainable elements.
+        frozen_modules: the frozen parameters collapsed to the top-most fully frozen modules (readable form).
+        eval_modules: modules kept in eval mode (``spec.eval_frozen``).
+        ties: canonical name -> other names of each tied parameter.
+        layout: the resolved layout, or ``None`` when the spec uses patterns only.
+        dry_run: ``True`` when nothing was changed.
+    """
+
+    spec: FreezeSpec
+    frozen: tuple[str, ...]
+    trainable: tuple[str, ...]
+    frozen_params: int
+    trainable_params: int
+    frozen_modules: tuple[str, ...]
+    eval_modules: tuple[str, ...]
+    ties: dict[str, tuple[str, ...]] = field(repr=False)
+    layout: ModelLayout | None = field(repr=False)
+    dry_run: bool = False
+
+    @property
+    def total_params(self) -> int:
+        return self.frozen_params + self.trainable_params
+
+    def __str__(self) -> str:
+        total = self.total_params or 1
+        verb = "would freeze" if self.dry_run else "froze"
+        lines = [
+            f"{verb} {self.frozen_params:,} of {self.total_params:,} parameters "
+            f"({100 * self.frozen_params / total:.1f}%) in {len(self.frozen)} tensors; "
+            f"{self.trainable_params:,} trainable in {len(self.trainable)} tensors  [spec: {self.spec}]"
+        ]
+        if self.frozen_modules:
+            lines.append("  frozen: " + ", ".join(m or "<whole model>" for m in self.frozen_modules))
+        for name, others in self.ties.items():
+            state = "frozen" if name in set(self.frozen) else "trainable"
+            lines.append(f"  tied: {name} = {', '.join(others)} (one parameter, {state})")
+        return "\n".join(lines)
+
+
+def _matcher(pattern: str, syntax: str) -> Any:
+    if syntax == "regex":
+        rx = re.compile(pattern)
+        return lambda name: rx.search(name) is not None
+    return lambda name: fnmatch.fnmatchcase(name, pattern)
+
+
+def _match(patterns: tuple[str, ...], syntax: str, aliases: dict[str, tuple[str, ...]], arg: str) -> set[str]:
+    hits: set[str] = set()
+    for pattern in patterns:
+        test = _matcher(pattern, syntax)
+        found = {canon for canon, names in aliases.items() if any(test(n) for n in names)}
+        if not found:
+            sample = ", ".join(list(aliases)[:6])
+            raise ValueError(
+                f"`{arg}` item {pattern!r} ({syntax}) matches no parameter name; names look like: {sample}, ... "
+                "(see hfbridge.summary(model) or model.named_parameters())"
+            )
+        hits |= found
+    return hits
+
+
+def _select_stacks(layout: ModelLayout, spec: FreezeSpec, model: nn.Module) -> list[int]:
+    require(model, layout, "blocks")
+    if spec.stack == "both":
+        return list(range(len(layout.stacks)))
+    picked = [i for i, s in enumerate(layout.stacks) if s.role == spec.stack]
+    if not picked:
+        have = ", ".join(f"{s.path!r} ({s.role})" for s in layout.stacks)
+        raise ValueError(
+            f"`stack` {spec.stack!r} names no block stack of {layout.model_type}, which has {have}; "
+            "use stack='both' for a model with a single stack"
+        )
+    return picked
+
+
+def plan_frozen(
+    model: nn.Module, spec: FreezeSpec
+) -> tuple[set[str], ModelLayout | None, dict[str, tuple[str, ...]]]:
+    """Return ``(frozen canonical names, layout or None, aliases)`` for ``spec`` on ``model``; changes nothing."""
+    model = unwrap_model(model)
+    layout = resolve_layout(model) if spec.uses_layout else None
+    if layout is not None:
+        aliases = layout.aliases
+    else:
+        aliases = {}
+        first: dict[int, str] = {}
+        for name, p in model.named_parameters(remove_duplicate=False):
+            aliases.setdefault(first.setdefault(id(p), name), ())
+            aliases[first[id(p)]] += (name,)
+    frozen: set[str] = set()
+    if layout is not None:
+        if spec.base_model:
+            frozen |= {n for n, g in layout.group.items() if g != "head"}
+        if spec.embeddings or spec.trainable_layers is not None:
+            require(model, layout, "embeddings")
+            frozen |= set(layout.names_in("embeddings"))
+        if spec.head:
+            frozen |= set(layout.names_in("head"))
+        count = spec.layers if spec.layers is not None else spec.trainable_layers
+        if count is not None:
+            picked = _select_stacks(layout, spec, model)
+            longest = max(len(layout.stacks[i]) for i in picked)
+            if count > longest:
+                which = ", ".join(f"{layout.stacks[i].path!r} has {len(layout.stacks[i])}" for i in picked)
+                arg = "layers" if spec.layers is not None else "trainable_layers"
+                raise ValueError(f"`{arg}` must be at most the number of blocks ({which}); got {count}")
+            for i in picked:
+                n = len(layout.stacks[i])
+                idx = range(min(count, n)) if spec.layers is not None else range(max(0, n - count))
+                frozen |= set(layout.block_names(i, idx))
+    frozen |= _match(spec.patterns, spec.pattern_syntax, aliases, "patterns")
+    if spec.train_biases:
+        frozen -= {c for c, names in aliases.items() if any(n.rsplit(".", 1)[-1] == "bias" for n in names)}
+    if spec.train_norms:
+        norms = norm_param_names(model)
+        frozen -= {c for c, names in aliases.items() if any(n in norms for n in names)}
+    frozen -= _match(spec.except_patterns, spec.pattern_syntax, aliases, "except_patterns")
+    return frozen, layout, aliases
+
+
+def _collapse(model: nn.Module, frozen: set[str], canonical: dict[str, str]) -> list[str]:
+    """Top-most module paths all of whose parameters are frozen (``""`` is the whole model), then loose names."""
+    out: list[str] = []
+    for mname, module in model.named_modules():
+        if any(_under(mname, c) for c in out):
+            continue
+        names = [canonical[f"{mname}.{p}" if mname else p] for p, _ in module.named_parameters()]
+        if names and all(n in frozen for n in names):
+            out.append(mname)
+    loose = sorted(n for n in frozen if not any(_under(a, c) for c in out for a in _aliases_of(n, canonical)))
+    return out + loose
+
+
+def _aliases_of(name: str, canonical: dict[str, str]) -> list[str]:
+    return [a for a, c in canonical.items() if c == name]
+
+
+def freeze(
+    model: nn.Module, spec: FreezeSpec | str | dict[str, Any] | None, *, dry_run: bool = False
+) -> FreezeReport:
+    """Freeze the parameters ``spec`` names and make every other parameter trainable.
+
+    The spec is applied exactly: the parameters it selects get ``requires_grad=False`` and all the others
+    ``requires_grad=True``, so calling ``freeze`` again with another spec (as gradual unfreezing does) replaces the
+    previous state rather than adding to it. Works on a model wrapped in ``DistributedDataParallel``.
+
+    Args:
+        model: a transformers model (or any ``nn.Module`` when the spec uses patterns only).
+        spec: a :class:`FreezeSpec`, its string form (``"embeddings,layers:4"``), a dict of its fields, or ``None``.
+        dry_run: only compute and return the plan; change nothing.
+
+    Returns:
+        A :class:`FreezeReport` with counts and names; also logged at INFO on the ``hfbridge.models`` logger.
+
+    Raises:
+        ValueError: for a pattern that matches nothing, a layer count above the number of blocks, a ``stack`` the
+            model lacks, or an architecture whose embeddings/blocks cannot be found (the message lists what was
+            found and points to ``patterns``).
+        TypeError: when ``model`` is not an ``nn.Module`` or ``spec`` has a wrong type.
+
+    Example:
+        >>> report = freeze(model, "embeddings,layers:4")  # doctest: +SKIP
+        >>> print(report)  # doctest: +SKIP
+        froze 8,123,456 of 22,713,216 parameters (35.8%) ...
+    """
+    from torch import nn
+
+    check_type("model", model, nn.Module)
+    check_type("dry_run", dry_run, bool)
+    spec = FreezeSpec.coerce(spec)
+    inner = unwrap_model(model)
+    frozen, layout, aliases = plan_frozen(inner, spec)
+    params = dict(inner.named_parameters())
+    order = list(aliases)
+    frozen_names = tuple(n for n in order if n in frozen)
+    trainable_names = tuple(n for n in order if n not in frozen)
+    canonical = {a: c for c, names in aliases.items() for a in names}
+    collapsed = _collapse(inner, frozen, canonical)
+    modules = dict(inner.named_modules())
+    eval_modules = tuple(c for c in collapsed if c in modules) if spec.eval_frozen else ()
+    report = FreezeReport(
+        spec=spec,
+        frozen=frozen_names,
+        trainable=trainable_names,
+        frozen_params=sum(params[n].numel() for n in frozen_names),
+        trainable_params=sum(params[n].numel() for n in trainable_names),
+        frozen_modules=tuple(collapsed),
+        eval_modules=eval_modules,
+        ties={k: v[1:] for k, v in aliases.items() if len(v) > 1},
+        layout=layout,
+        dry_run=dry_run,
+    )
+    if not dry_run:
+        for name, p in params.items():
+            p.requires_grad_(name not in frozen)
+        set_eval_frozen(inner, report.eval_modules)
+    if not frozen:
+        warnings.warn(
+            f"freeze spec {str(spec)!r} freezes nothing: every parameter stays trainable", stacklevel=2
+        )
+    elif not trainable_names:
+        warnings.warn(
+            f"freeze spec {str(spec)!r} freezes every parameter: training will have no gradient", stacklevel=2
+        )
+    logger.info("%s", report)
+    logger.debug("frozen parameters: %s", ", ".join(frozen_names))
+    return report

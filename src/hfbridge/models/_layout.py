@@ -1,0 +1,317 @@
+"""Find the embeddings, the block stack(s) and the task head of any transformers model.
+
+The rules, in order:
+
+* **base model** -- ``getattr(model, model.base_model_prefix)`` when that attribute is a module (``bert``,
+  ``transformer``, ``model``, ...); otherwise the model is its own base (``T5ForConditionalGeneration``).
+* **block stacks** -- the ``nn.ModuleList`` of repeated, identical blocks holding the most parameters
+  (``encoder.layer`` in BERT, ``h`` in GPT-2, ``layers`` in Llama, ``transformer.layer`` in DistilBERT). When the
+  model has a stack under an ``encoder`` path and one under a ``decoder`` path (T5, BART), both are kept.
+* **embeddings** -- the module of ``get_input_embeddings()``: when its parent holds no block stack (BERT's
+  ``embeddings``), the whole parent (position/type embeddings, embedding norm); plus every child of the base model or
+  of a stack's parent that is an ``nn.Embedding`` or has ``embed`` in its name (GPT-2 ``wpe``, BART
+  ``embed_positions``/``layernorm_embedding``, ELECTRA ``embeddings_project``).
+* **head** -- every parameter outside the base model (``classifier``, ``lm_head``, ``score``); for a model that is
+  its own base, its direct children that hold neither embeddings nor a stack.
+* **other** -- what is left inside the base model: final norms, a pooler.
+
+A tied parameter (GPT-2's ``lm_head.weight`` is ``transformer.wte.weight``) is one parameter under several names.
+It belongs to the lowest group any of its names falls in -- embeddings, then blocks, then other, then head -- and
+the layout lists its names in ``ties``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from torch import nn
+
+__all__ = [
+    "BlockStack",
+    "ModelLayout",
+    "ResolutionError",
+    "norm_param_names",
+    "require",
+    "resolve_layout",
+    "unwrap_model",
+]
+
+Group = Literal["embeddings", "block", "other", "head"]
+_GROUP_ORDER: dict[str, int] = {"embeddings": 0, "block": 1, "other": 2, "head": 3}
+
+
+class ResolutionError(ValueError):
+    """The model's embeddings, blocks or head could not be found; use ``FreezeSpec(patterns=...)`` instead."""
+
+
+@dataclass(frozen=True)
+class BlockStack:
+    """One ``nn.ModuleList`` of transformer blocks.
+
+    Args:
+        path: module path of the list, e.g. ``"bert.encoder.layer"``.
+        role: ``"encoder"`` / ``"decoder"`` in an encoder-decoder model, else ``"main"``.
+        blocks: the module path of each block, bottom (input side) first.
+    """
+
+    path: str
+    role: Literal["main", "encoder", "decoder"]
+    blocks: tuple[str, ...]
+
+    def __len__(self) -> int:
+        return len(self.blocks)
+
+
+@dataclass(frozen=True)
+class ModelLayout:
+    """Where each parameter of a model lives. Parameter names are canonical (first) names.
+
+    Attributes:
+        model_type: class name of the model.
+        base_model: path of the base model, ``""`` when the model is its own base.
+        embeddings: module paths that make up the embeddings.
+        stacks: the block stacks, encoder before decoder.
+        head: module paths of the task head.
+        group: canonical parameter name -> ``"embeddings"``, ``"block"``, ``"other"`` or ``"head"``.
+        block_index: canonical parameter name -> ``(stack index, block index)`` for block parameters.
+        aliases: canonical parameter name -> all its names (more than one only for tied parameters).
+        numel: canonical parameter name -> number of elements.
+    """
+
+    model_type: str
+    base_model: str
+    embeddings: tuple[str, ...]
+    stacks: tuple[BlockStack, ...]
+    head: tuple[str, ...]
+    group: dict[str, Group] = field(repr=False)
+    block_index: dict[str, tuple[int, int]] = field(repr=False)
+    aliases: dict[str, tuple[str, ...]] = field(repr=False)
+    numel: dict[str, int] = field(repr=False)
+
+    @property
+    def ties(self) -> dict[str, tuple[str, ...]]:
+        """Canonical name -> its other names, for tied parameters only."""
+        return {name: names[1:] for name, names in self.aliases.items() if len(names) > 1}
+
+    def names_in(self, group: Group) -> list[str]:
+        """Canonical names of the parameters in ``group``, in model order."""
+        return [name for name, g in self.group.items() if g == group]
+
+    def block_names(self, stack: int, blocks: range | list[int]) -> list[str]:
+        """Canonical names of the parameters of ``blocks`` (indices) in stack number ``stack``."""
+        wanted = {(stack, b) for b in blocks}
+        return [name for name, where in self.block_index.items() if where in wanted]
+
+
+def unwrap_model(model: nn.Module) -> nn.Module:
+    """Return the model inside a ``DistributedDataParallel``/``DataParallel`` (or compiled) wrapper."""
+    from torch import nn
+
+    while True:
+        inner = getattr(model, "module", None) or getattr(model, "_orig_mod", None)
+        if not isinstance(inner, nn.Module):
+            return model
+        model = inner
+
+
+def _join(*parts: str) -> str:
+    return ".".join(p for p in parts if p)
+
+
+def _under(name: str, prefix: str) -> bool:
+    return prefix == "" or name == prefix or name.startswith(prefix + ".")
+
+
+def _find_stacks(base: nn.Module, base_path: str) -> tuple[list[BlockStack], list[str]]:
+    """Return the main block stacks and the paths of every ``ModuleList`` seen (for error messages)."""
+    from torch import nn
+
+    seen: list[str] = []
+    candidates: list[tuple[int, str, nn.ModuleList]] = []
+    for rel, module in base.named_modules():
+        if not isinstance(module, nn.ModuleList) or len(module) == 0:
+            continue
+        path = _join(base_path, rel)
+        seen.append(f"{path} ({len(module)} x {type(module[0]).__name__})")
+        kinds = {type(m) for m in module}
+        if len(kinds) != 1 or not any(True for _ in module[0].children()):
+            continue  # not a stack of identical composite blocks
+        size = sum(p.numel() for p in module.parameters())
+        if size:
+            candidates.append((size, path, module))
+    # drop lists nested inside another candidate (T5's block.N.layer)
+    top = [c for c in candidates if not any(o[1] != c[1] and _under(c[1], o[1]) for o in candidates)]
+    if not top:
+        return [], seen
+    top.sort(key=lambda c: -c[0])
+
+    def role_of(path: str) -> str | None:
+        parts = path.lower().split(".")
+        if any("decoder" in p for p in parts):
+            return "decoder"
+        if any("encoder" in p for p in parts):
+            return "encoder"
+        return None
+
+    enc = next((c for c in top if role_of(c[1]) == "encoder"), None)
+    dec = next((c for c in top if role_of(c[1]) == "decoder"), None)
+    if enc is not None and dec is not None:
+        chosen = [(enc, "encoder"), (dec, "decoder")]
+    else:
+        chosen = [(top[0], "main")]
+    stacks = [
+        BlockStack(path=c[1], role=role, blocks=tuple(f"{c[1]}.{i}" for i in range(len(c[2]))))  # type: ignore[arg-type]
+        for c, role in chosen
+    ]
+    return stacks, seen
+
+
+def norm_param_names(model: nn.Module) -> set[str]:
+    """Every name (aliases included) of the parameters held directly by normalization layers."""
+    from torch import nn
+
+    norm_types = (nn.LayerNorm, nn.GroupNorm, nn.modules.batchnorm._NormBase, nn.RMSNorm)
+    out: set[str] = set()
+    for mname, module in model.named_modules(remove_duplicate=False):
+        if isinstance(module, norm_types) or type(module).__name__.lower().endswith("norm"):
+            out |= {f"{mname}.{p}" if mname else p for p, _ in module.named_parameters(recurse=False)}
+    return out
+
+
+def _input_embeddings_path(model: nn.Module) -> str | None:
+    getter = getattr(model, "get_input_embeddings", None)
+    if getter is None:
+        return None
+    try:
+        emb = getter()
+    except (NotImplementedError, AttributeError):
+        return None
+    for name, module in model.named_modules():
+        if module is emb:
+            return name
+    return None
+
+
+def resolve_layout(model: nn.Module) -> ModelLayout:
+    """Resolve the embeddings, block stacks and head of ``model`` (unwrapping DDP).
+
+    Args:
+        model: a transformers ``PreTrainedModel`` (or any module with the same shape).
+
+    Returns:
+        The :class:`ModelLayout`. Groups that cannot be found are empty; :func:`require` checks what a spec needs.
+    """
+    from torch import nn
+
+    model = unwrap_model(model)
+    prefix = getattr(model, "base_model_prefix", "") or ""
+    candidate = getattr(model, prefix, None) if prefix else None
+    base_path = prefix if isinstance(candidate, nn.Module) and candidate is not model else ""
+    base = model.get_submodule(base_path)
+    stacks, _ = _find_stacks(base, base_path)
+    stack_paths = [s.path for s in stacks]
+    modules = dict(model.named_modules())
+
+    def holds_stack(path: str) -> bool:
+        return any(_under(sp, path) for sp in stack_paths)
+
+    embeddings: list[str] = []
+    emb_path = _input_embeddings_path(model)
+    if emb_path is not None:
+        parent = emb_path.rpartition(".")[0] if "." in emb_path else ""
+        embeddings.append(parent if parent != base_path and not holds_stack(parent) else emb_path)
+    trunks = {base_path} | {sp.rpartition(".")[0] for sp in stack_paths if "." in sp}
+    for trunk in sorted(trunks):
+        for child_name, child in modules[trunk].named_children():
+            path = _join(trunk, child_name)
+            if holds_stack(path) or not any(True for _ in child.parameters()):
+                continue
+            if isinstance(child, nn.Embedding) or "embed" in child_name.lower():
+                embeddings.append(path)
+    embeddings = sorted(set(embeddings), key=list(modules).index)
+
+    head: list[str] = []
+    if base_path:
+        head = [n for n, c in model.named_children() if n != base_path and any(True for _ in c.parameters())]
+    else:
+        for n, c in model.named_children():
+            if (
+                holds_stack(n)
+                or any(_under(e, n) for e in embeddings)
+                or not any(True for _ in c.parameters())
+            ):
+                continue
+            head.append(n)
+
+    aliases: dict[str, list[str]] = {}
+    first: dict[int, str] = {}
+    numel: dict[str, int] = {}
+    for name, p in model.named_parameters(remove_duplicate=False):
+        canon = first.setdefault(id(p), name)
+        aliases.setdefault(canon, []).append(name)
+        numel[canon] = p.numel()
+
+    group: dict[str, Group] = {}
+    block_index: dict[str, tuple[int, int]] = {}
+    for canon, names in aliases.items():
+        best: Group = "head"
+        for name in names:
+            g: Group
+            if any(_under(name, e) for e in embeddings):
+                g = "embeddings"
+            elif any(_under(name, sp) for sp in stack_paths):
+                g = "block"
+                si = next(i for i, sp in enumerate(stack_paths) if _under(name, sp))
+                bi = int(name[len(stack_paths[si]) + 1 :].split(".")[0])
+                block_index.setdefault(canon, (si, bi))
+            elif _under(name, base_path) and not any(_under(name, h) for h in head):
+                g = "other"
+            else:
+                g = "head"
+            if _GROUP_ORDER[g] < _GROUP_ORDER[best]:
+                best = g
+        group[canon] = best
+        if best != "block":
+            block_index.pop(canon, None)
+    return ModelLayout(
+        model_type=type(model).__name__,
+        base_model=base_path,
+        embeddings=tuple(embeddings),
+        stacks=tuple(stacks),
+        head=tuple(head),
+        group=group,
+        block_index=block_index,
+        aliases={k: tuple(v) for k, v in aliases.items()},
+        numel=numel,
+    )
+
+
+def require(model: nn.Module, layout: ModelLayout, what: str) -> None:
+    """Raise :class:`ResolutionError` when ``what`` (``"embeddings"`` or ``"blocks"``) was not found."""
+    missing = (what == "embeddings" and not layout.embeddings) or (what == "blocks" and not layout.stacks)
+    if not missing:
+        return
+    from torch import nn
+
+    model = unwrap_model(model)
+    prefix = getattr(model, "base_model_prefix", None)
+    base = model.get_submodule(layout.base_model)
+    _, lists = _find_stacks(base, layout.base_model)
+    emb = _input_embeddings_path(model)
+    found = [
+        f"input embeddings: {emb!r}"
+        if emb is not None
+        else "input embeddings: none (no get_input_embeddings())",
+        f"base_model_prefix: {prefix!r} -> {'base model ' + repr(layout.base_model) if layout.base_model else 'no such attribute, using the whole model'}",
+        f"ModuleLists: {', '.join(lists) if lists else 'none'}",
+        f"top-level children: {', '.join(f'{n} ({type(c).__name__})' for n, c in model.named_children()) or 'none'}",
+    ]
+    kind = "the input embeddings" if what == "embeddings" else "a ModuleList of repeated transformer blocks"
+    del nn
+    raise ResolutionError(
+        f"cannot find {kind} in {type(model).__name__}; found " + "; ".join(found) + ". "
+        "Name the parameters to freeze with patterns instead, e.g. FreezeSpec(patterns=['encoder.layers.0.*']) "
+        "or the string 'pattern:encoder.layers.0.*'."
+    )
