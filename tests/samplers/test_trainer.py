@@ -88,22 +88,17 @@ def test_trainer_trains_with_length_grouped_batches(
     assert epochs[-1] == 1
 
 
-def test_trainer_token_budget_with_an_adapter_like_dataset(
-    tmp_path: Path, make_tiny_model: Any, wordpiece_tokenizer: Any
+def test_trainer_token_budget_with_a_real_adapter(
+    tmp_path: Path, make_tiny_model: Any, wordpiece_tokenizer: Any, seqcls_dataset: Any
 ) -> None:
-    from tests.samplers.conftest import FakeMapAdapter, news_lengths
+    from hfbridge.adapters import adapt
 
-    adapter = FakeMapAdapter(np.minimum(news_lengths(64), 60))
-
-    def collate(rows: list[dict[str, Any]]) -> dict[str, Any]:
-        batch = adapter.collator(rows)
-        return {k: batch[k] for k in ("input_ids", "attention_mask", "labels")}
-
+    adapter = adapt(seqcls_dataset, wordpiece_tokenizer, task="sequence-classification", max_length=64)
     trainer = _trainer_class()(
         model=make_tiny_model("bert", "sequence-classification"),
-        args=_args(tmp_path, max_steps=3, remove_unused_columns=False),
+        args=_args(tmp_path, max_steps=3),
         train_dataset=adapter,
-        data_collator=collate,
+        data_collator=adapter.collator,
         batching="tokens",
         max_tokens=256,
     )
