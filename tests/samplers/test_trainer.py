@@ -123,3 +123,34 @@ def test_dataset_without_lengths_is_refused() -> None:
 
     with pytest.raises(TypeError, match=r"give it a `\.lengths` array"):
         dataset_lengths([1, 2, 3])
+
+
+def test_trainer_resume_from_checkpoint_sees_the_same_batches(
+    tmp_path: Path, tokenized: Any, wordpiece_tokenizer: Any, make_tiny_model: Any
+) -> None:
+    from transformers import DataCollatorWithPadding
+
+    class Recorder:
+        def __init__(self) -> None:
+            self.pad = DataCollatorWithPadding(wordpiece_tokenizer)
+            self.seen: list[Any] = []
+
+        def __call__(self, rows: list[dict[str, Any]]) -> Any:
+            batch = self.pad(rows)
+            self.seen.append(batch["input_ids"].tolist())
+            return batch
+
+    def run(output: Path, resume: str | None) -> list[Any]:
+        recorder = Recorder()
+        trainer = _trainer_class()(
+            model=make_tiny_model("bert", "sequence-classification"),
+            args=_args(output, max_steps=4, save_strategy="steps", save_steps=2),
+            train_dataset=tokenized,
+            data_collator=recorder,
+        )
+        trainer.train(resume_from_checkpoint=resume)
+        return recorder.seen
+
+    full = run(tmp_path / "a", None)
+    resumed = run(tmp_path / "b", str(tmp_path / "a" / "checkpoint-2"))
+    assert resumed[:2] == full[2:4]
