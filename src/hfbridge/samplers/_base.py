@@ -166,10 +166,8 @@ class EpochBatchSampler(Sampler[list[int]]):
         plan, _, _ = self._plan()
         total = len(self)
         self._yielded = start
-        chunk_start, chunk = (
-            start,
-            64,
-        )  # ids are mapped a chunk at a time: resuming maps one chunk, not the epoch
+        # batch ids are mapped a growing chunk at a time: resuming maps one small chunk, not the epoch
+        chunk_start, chunk = start, 64
         while chunk_start < total:
             chunk_stop = min(chunk_start + chunk, total)
             for offset, batch in enumerate(self._batch_ids(chunk_start, chunk_stop).tolist()):
