@@ -124,6 +124,7 @@ def _raise_in_worker(worker_id: int) -> None:
         ({"batch_size": 8, "pin_memory": "yes"}, TypeError, "`pin_memory` must be a bool or 'auto'"),
         ({"batch_size": 0}, ValueError, "`batch_size` must be a positive integer"),
         ({"batch_size": 8, "megabatch_mult": 0}, ValueError, "`megabatch_mult` must be a positive integer"),
+        ({"batch_size": 8, "batching": "balanced", "shuffle": False}, ValueError, "`shuffle` must be True"),
     ],
 )
 def test_bad_arguments_are_named(

@@ -182,6 +182,10 @@ def build_dataloader(
             f"`max_tokens` only applies to batching='tokens'; got max_tokens={max_tokens} "
             f"with batching={batching!r}"
         )
+    if batching == "balanced" and not shuffle:
+        raise ValueError(
+            "`shuffle` must be True with batching='balanced' (it draws rows at random); got False"
+        )
     if collate_fn is None:
         collate_fn = getattr(adapter, "collator", None)
         if collate_fn is None:
