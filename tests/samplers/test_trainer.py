@@ -154,3 +154,23 @@ def test_trainer_resume_from_checkpoint_sees_the_same_batches(
     full = run(tmp_path / "a", None)
     resumed = run(tmp_path / "b", str(tmp_path / "a" / "checkpoint-2"))
     assert resumed[:2] == full[2:4]
+
+
+def test_trainer_buckets_a_streaming_adapter(
+    tmp_path: Path, make_tiny_model: Any, wordpiece_tokenizer: Any, streaming_dataset: Any
+) -> None:
+    from hfbridge.adapters import adapt
+    from hfbridge.samplers import BucketedIterable
+
+    stream = adapt(streaming_dataset, wordpiece_tokenizer, task="sequence-classification", max_length=64)
+    trainer = _trainer_class()(
+        model=make_tiny_model("bert", "sequence-classification"),
+        args=_args(tmp_path, max_steps=3),
+        train_dataset=stream,
+        data_collator=stream.collator,
+        sampler_kwargs={"buffer_size": 32},
+    )
+    loader = trainer.get_train_dataloader()
+    assert isinstance(loader.dataset, BucketedIterable)
+    assert loader.dataset.buffer_size == 32
+    assert trainer.train().global_step == 3
