@@ -154,6 +154,7 @@ def test_adapter_without_what_is_needed() -> None:
     ]
 
 
+@pytest.mark.slow
 def test_works_with_torchdata_stateful_dataloader(lengths: np.ndarray) -> None:
     stateful = pytest.importorskip("torchdata.stateful_dataloader")
     adapter = FakeMapAdapter(news_lengths(600))
