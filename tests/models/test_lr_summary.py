@@ -74,7 +74,7 @@ def test_lr_errors(make_tiny_model: Any) -> None:
         layerwise_param_groups(model, 0)
     with pytest.raises(ValueError, match=r"`decay` must be a float in \(0, 1.0\]; got 1.5"):
         layerwise_param_groups(model, 1e-3, decay=1.5)
-    with pytest.raises(ValueError, match="`weight_decay` must be a non-negative float; got -0.1"):
+    with pytest.raises(ValueError, match=r"`weight_decay` must be a non-negative float; got -0\.1"):
         layerwise_param_groups(model, 1e-3, weight_decay=-0.1)
     with pytest.raises(TypeError, match="`lr` must be a float; got str"):
         layerwise_param_groups(model, "1e-3")  # type: ignore[arg-type]
@@ -93,7 +93,8 @@ def test_summary_string_and_dict(make_tiny_model: Any) -> None:
     assert (s.total, s.frozen, s.trainable) == (total, emb, total - emb)
     rows = {r.name: r for r in s.rows}
     assert list(rows) == ["bert", "bert.embeddings", "bert.encoder", "bert.pooler", "dropout", "classifier"]
-    assert rows["bert.embeddings"].frozen == emb and rows["bert.embeddings"].trainable == 0
+    assert rows["bert.embeddings"].frozen == emb
+    assert rows["bert.embeddings"].trainable == 0
     assert rows["bert.embeddings"].type == "BertEmbeddings"
     assert rows["classifier"].share == pytest.approx((32 * 3 + 3) / total)  # Linear(32, 3)
     data = s.to_dict()
