@@ -112,14 +112,21 @@ def test_errors(make_tiny_model: Any) -> None:
     with pytest.raises(ValueError, match="`epoch` must be a non-negative integer; got -1"):
         GradualUnfreezer(model).apply(-1)
 
-    class FakeDDP(nn.Module):
-        def __init__(self, module: nn.Module) -> None:
-            super().__init__()
-            self.module = module
-            self.find_unused_parameters = False
 
-    with pytest.raises(ValueError, match="needs `find_unused_parameters=True`"):
-        GradualUnfreezer(FakeDDP(model)).apply(0)
+def test_ddp_without_find_unused_parameters_is_refused(make_tiny_model: Any, tmp_path: Any) -> None:
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel
+
+    model = make_tiny_model("bert", "sequence-classification")
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        with pytest.raises(ValueError, match="needs `find_unused_parameters=True`"):
+            GradualUnfreezer(DistributedDataParallel(model)).apply(0)
+        report = GradualUnfreezer(DistributedDataParallel(model, find_unused_parameters=True)).apply(0)
+        assert report is not None
+        assert report.frozen_modules == ("bert.embeddings", "bert.encoder")
+    finally:
+        dist.destroy_process_group()
 
 
 def _state(epoch: float, step: int) -> Any:
@@ -131,6 +138,7 @@ def _state(epoch: float, step: int) -> Any:
 
 
 def test_callback_applies_from_trainer_state(make_tiny_model: Any, tmp_path: Any) -> None:
+    import torch
     from transformers import TrainerCallback, TrainerControl, TrainingArguments
 
     model = make_tiny_model("bert", "sequence-classification")
@@ -142,6 +150,10 @@ def test_callback_applies_from_trainer_state(make_tiny_model: Any, tmp_path: Any
     assert trainable(model) == names(model, "classifier", "bert.pooler", "bert.encoder.layer.")
     callback.on_epoch_begin(args, _state(3.0, 60), control)
     assert trainable(model) == names(model, "")
+    # an optimizer built while parts were frozen is caught: those parts would never train
+    partial = torch.optim.SGD([p for n, p in model.named_parameters() if "embeddings" not in n], lr=0.1)
+    with pytest.warns(UserWarning, match="parameters are not in the Trainer's optimizer"):
+        callback.on_train_begin(args, _state(0.0, 0), control, optimizer=partial)
     steps = GradualUnfreezer(model, unit="step", every=10).as_callback()
     steps.on_train_begin(args, _state(0.0, 0), control)
     steps.on_step_begin(args, _state(0.5, 10), control)
