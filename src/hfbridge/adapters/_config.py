@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from hfbridge._checks import check_choice, check_positive_int, check_type
 from hfbridge._tasks import Task, check_task
@@ -12,7 +12,7 @@ from hfbridge._tasks import Task, check_task
 __all__ = ["PROBLEM_TYPES", "AdapterConfig", "ProblemType"]
 
 ProblemType = Literal["single_label_classification", "multi_label_classification", "regression"]
-PROBLEM_TYPES: tuple[str, ...] = ProblemType.__args__  # type: ignore[attr-defined]
+PROBLEM_TYPES: tuple[str, ...] = get_args(ProblemType)
 
 _LM_TASKS = ("causal-lm", "masked-lm")
 
