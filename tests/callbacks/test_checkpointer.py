@@ -290,6 +290,7 @@ def test_monitor_must_be_in_metrics(tmp_path: Path, tiny_net: Any) -> None:
         ({"filename": "../x{step}"}, ValueError, "`filename` must be a non-empty folder-name template"),
         ({"filename": ".hidden"}, ValueError, "not starting with '.'"),
         ({"monitor": 1}, TypeError, "`monitor` must be str"),
+        ({"check_disk_space": "yes"}, TypeError, "`check_disk_space` must be bool"),
     ],
 )
 def test_bad_arguments(tmp_path: Path, kwargs: dict[str, Any], exc: type, match: str) -> None:

@@ -106,6 +106,7 @@ class Checkpointer:
                 f"`filename` must be a non-empty folder-name template without path separators and not starting "
                 f"with '.'; got {filename!r}"
             )
+        check_type("check_disk_space", check_disk_space, bool)
         self.dirpath = Path(dirpath)
         self.monitor, self.mode = monitor, mode
         self.keep_best, self.keep_last = keep_best, keep_last
@@ -113,6 +114,12 @@ class Checkpointer:
         self.filename = filename
         self.check_disk_space = check_disk_space
         self._store = ManifestStore(self.dirpath, mode=mode, keep_best=keep_best, keep_last=keep_last)
+
+    def __repr__(self) -> str:
+        return (
+            f"Checkpointer({str(self.dirpath)!r}, monitor={self.monitor!r}, mode={self.mode!r}, "
+            f"keep_best={self.keep_best}, keep_last={self.keep_last})"
+        )
 
     # ------------------------------------------------------------------------------------------------ schedule
 
