@@ -91,7 +91,8 @@ class CheckpointCallback(TrainerCallback):
     Set ``save_strategy="no"`` in ``TrainingArguments`` to turn Trainer's own, non-atomic checkpoints off.
 
     Args:
-        dirpath: checkpoint folder, or a ready :class:`~hfbridge.Checkpointer`.
+        dirpath: checkpoint folder, or a ready :class:`~hfbridge.Checkpointer` (a checkpoint is written after every
+            evaluation during training; its ``every_n_steps`` / ``every_n_epochs`` are not used).
         monitor: evaluation metric that ranks checkpoints (``"loss"`` reads ``"eval_loss"``); default: none,
             keep the last ``keep_last``.
         mode, keep_best, keep_last, filename, check_disk_space: as for :class:`~hfbridge.Checkpointer`
