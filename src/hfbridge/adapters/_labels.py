@@ -221,9 +221,10 @@ def build_label_info(
         else:
             top = pc.max(values).as_py()
             mapping = {f"LABEL_{i}": i for i in range(int(top) + 1 if top is not None else 0)}
-    if mapping is None and kind.raw == "name":
+    if mapping is None and (kind.raw == "name" or resolved == "multi_label_classification"):
         raise ValueError(
-            f"`label2id` is needed: `label_column` {column!r} holds strings and a streaming source cannot be scanned "
+            f"`label2id` is needed: `label_column` {column!r} holds {'strings' if kind.raw == 'name' else 'multi-label lists'} "
+            "and a streaming source cannot be scanned "
             "for its label set; pass `label2id={...}` or cast the column to a `datasets.ClassLabel`"
         )
     return LabelInfo(resolved, kind, mapping, column)
