@@ -150,7 +150,7 @@ def test_enospc_mid_write_cleans_up_and_keeps_earlier(
 
     monkeypatch.setattr(torch, "save", filling_save)
     with pytest.raises(
-        OSError, match="filled up while writing checkpoint 'step2'.*earlier checkpoints are intact"
+        OSError, match=r"filled up while writing checkpoint 'step2'.*earlier checkpoints are intact"
     ) as info:
         ckpt.save(2, model=model, optimizer=opt, scheduler=sched)
     assert info.value.errno == errno.ENOSPC
