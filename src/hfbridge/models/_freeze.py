@@ -68,7 +68,7 @@ class FreezeReport:
         verb = "would freeze" if self.dry_run else "froze"
         lines = [
             f"{verb} {self.frozen_params:,} of {self.total_params:,} parameters "
-            f"({100 * self.frozen_params / total:.1f}%) in {len(self.frozen)} tensors; "
+            f"({100 * self.frozen_params / total:.2f}%) in {len(self.frozen)} tensors; "
             f"{self.trainable_params:,} trainable in {len(self.trainable)} tensors  [spec: {self.spec}]"
         ]
         if self.frozen_modules:
