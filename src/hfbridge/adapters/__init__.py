@@ -1,3 +1,13 @@
-"""hfbridge.adapters (being built)."""
+"""Adapters: any ``datasets`` object, dict, list or DataFrame becomes a torch dataset for a named task.
 
-__all__: list[str] = []
+``adapt(source, tokenizer, task=...)`` returns a ``MapAdapter`` (sized sources), an ``IterableAdapter``
+(streaming sources) or a dict of them (``DatasetDict``). Rows stay in Arrow and are tokenized in batches.
+"""
+
+from hfbridge.adapters._adapt import adapt
+from hfbridge.adapters._config import AdapterConfig
+from hfbridge.adapters._iterable import IterableAdapter
+from hfbridge.adapters._lengths import token_lengths
+from hfbridge.adapters._map import MapAdapter
+
+__all__ = ["AdapterConfig", "IterableAdapter", "MapAdapter", "adapt", "token_lengths"]

@@ -1,3 +1,35 @@
-"""hfbridge.callbacks (being built)."""
+"""Crash-safe checkpointing (best-K, last-N, exact resume, DDP-safe) and early stopping.
 
-__all__: list[str] = []
+``Checkpointer`` and ``EarlyStopping`` work in any loop; ``CheckpointCallback`` and ``EarlyStoppingCallback`` are
+``transformers.TrainerCallback`` subclasses built on them, imported (with ``transformers``) on first access.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from hfbridge.callbacks._checkpointer import Checkpointer, ResumeResult
+from hfbridge.callbacks._early_stopping import EarlyStopping
+
+if TYPE_CHECKING:
+    from hfbridge.callbacks._trainer import CheckpointCallback, EarlyStoppingCallback
+
+__all__ = [
+    "CheckpointCallback",
+    "Checkpointer",
+    "EarlyStopping",
+    "EarlyStoppingCallback",
+    "ResumeResult",
+]
+
+_LAZY = {"CheckpointCallback": "_trainer", "EarlyStoppingCallback": "_trainer"}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'hfbridge.callbacks' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"hfbridge.callbacks.{module}"), name)
+    globals()[name] = value
+    return value

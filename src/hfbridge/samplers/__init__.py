@@ -1,3 +1,40 @@
-"""hfbridge.samplers (being built)."""
+"""Length-aware batch samplers, class balance, rank sharding and exact O(1) resume; ``build_dataloader``.
 
-__all__: list[str] = []
+Every sampler and the loader from :func:`build_dataloader` has ``set_epoch``, ``state_dict`` and
+``load_state_dict``; every random choice derives from ``(seed, epoch)``. ``BatchingTrainerMixin`` (which imports
+``transformers``) is loaded on first access.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from hfbridge.samplers._balanced import BatchedSampler, ClassBalancedSampler
+from hfbridge.samplers._grouped import LengthGroupedBatchSampler, RandomBatchSampler
+from hfbridge.samplers._loader import ResumableDataLoader, build_dataloader, seed_worker
+from hfbridge.samplers._streaming import BucketedIterable
+from hfbridge.samplers._token_budget import TokenBudgetBatchSampler
+
+if TYPE_CHECKING:
+    from hfbridge.samplers._trainer import BatchingTrainerMixin
+
+__all__ = [
+    "BatchedSampler",
+    "BatchingTrainerMixin",
+    "BucketedIterable",
+    "ClassBalancedSampler",
+    "LengthGroupedBatchSampler",
+    "RandomBatchSampler",
+    "ResumableDataLoader",
+    "TokenBudgetBatchSampler",
+    "build_dataloader",
+    "seed_worker",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "BatchingTrainerMixin":
+        from hfbridge.samplers._trainer import BatchingTrainerMixin
+
+        return BatchingTrainerMixin
+    raise AttributeError(f"module 'hfbridge.samplers' has no attribute {name!r}")

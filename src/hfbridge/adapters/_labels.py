@@ -1,0 +1,240 @@
+"""Label maps: infer the label kind from the features, build a deterministic ``label2id``, convert batches."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+__all__ = ["LabelInfo", "build_label_info", "label_kind"]
+
+Raw = Literal["id", "name", "float"]
+_FITS = {
+    "sequence-classification": "int, str, ClassLabel, float (regression) or a list of class ids/names (multi-label)",
+    "token-classification": "a list of word labels (int, str or ClassLabel) per row",
+}
+
+
+@dataclass(frozen=True)
+class LabelKind:
+    """What a label column holds: scalars or lists of ``raw`` values, and ClassLabel ``names`` if any."""
+
+    raw: Raw
+    is_list: bool
+    names: tuple[str, ...] | None = None
+
+
+def label_kind(feature: Any, sample: Any, *, column: str, task: str) -> LabelKind:
+    """The kind of a label column, from its ``datasets`` feature (or, without features, one sample value).
+
+    Raises:
+        TypeError: the values do not fit ``task``.
+    """
+    kind = _kind_of_feature(feature) if feature is not None else _kind_of_value(sample)
+    ok = kind is not None and (
+        (task == "token-classification" and kind.is_list and kind.raw != "float")
+        or (task == "sequence-classification")
+    )
+    if not ok or kind is None:
+        shown = repr(feature) if feature is not None else f"{type(sample).__name__} {sample!r:.60}"
+        raise TypeError(
+            f"`label_column` {column!r} holds {shown}, which does not fit task {task!r}; expected {_FITS[task]}"
+        )
+    return kind
+
+
+def _kind_of_feature(feature: Any) -> LabelKind | None:
+    from datasets import ClassLabel, LargeList, List, Sequence, Value
+
+    if isinstance(feature, ClassLabel):
+        return LabelKind("id", False, tuple(feature.names))
+    if isinstance(feature, Value):
+        raw = _raw_of_dtype(feature.dtype)
+        return None if raw is None else LabelKind(raw, False)
+    if isinstance(feature, (List, LargeList, Sequence)):
+        inner = _kind_of_feature(feature.feature)
+        return None if inner is None or inner.is_list else LabelKind(inner.raw, True, inner.names)
+    return None
+
+
+def _raw_of_dtype(dtype: str) -> Raw | None:
+    if dtype.startswith(("int", "uint")) or dtype == "bool":
+        return "id"
+    if dtype in ("string", "large_string"):
+        return "name"
+    if dtype.startswith(("float", "double")):
+        return "float"
+    return None
+
+
+def _kind_of_value(value: Any) -> LabelKind | None:
+    if isinstance(value, (list, tuple)):
+        inner = _kind_of_value(value[0]) if value else LabelKind("id", False)
+        return None if inner is None or inner.is_list else LabelKind(inner.raw, True)
+    if isinstance(value, (bool, int)):
+        return LabelKind("id", False)
+    if isinstance(value, str):
+        return LabelKind("name", False)
+    if isinstance(value, float):
+        return LabelKind("float", False)
+    return None
+
+
+@dataclass(frozen=True)
+class LabelInfo:
+    """A resolved label scheme: the problem type, the label map and how to turn raw values into model labels."""
+
+    problem_type: str
+    kind: LabelKind
+    label2id: dict[str, int] | None
+    column: str
+
+    @property
+    def num_labels(self) -> int | None:
+        if self.problem_type == "regression":
+            return 1
+        return None if self.label2id is None else len(self.label2id)
+
+    @property
+    def id2label(self) -> dict[int, str] | None:
+        return None if self.label2id is None else {i: name for name, i in self.label2id.items()}
+
+    def to_ids(self, values: Sequence[Any]) -> list[int]:
+        """Class ids of scalar raw labels; unknown names and out-of-range ids raise ``ValueError``."""
+        if self.kind.raw == "name":
+            mapping = self.label2id or {}
+            try:
+                return [mapping[v] for v in values]
+            except KeyError as err:
+                raise self._unknown([err.args[0]], None) from None
+        n = self.num_labels
+        ids = [int(v) for v in values]
+        if n is not None and ids and (min(ids) < 0 or max(ids) >= n):
+            raise self._unknown([i for i in ids if not 0 <= i < n][:5], None)
+        return ids
+
+    def convert(self, values: Sequence[Any]) -> list[Any]:
+        """The ``labels`` feature of each row for sequence classification."""
+        if any(v is None for v in values):
+            raise ValueError(f"`label_column` {self.column!r} has a missing (None) label")
+        if self.problem_type == "regression":
+            return [float(v) for v in values]
+        if self.problem_type == "single_label_classification":
+            return self.to_ids(values)
+        n = self.num_labels or 0
+        if self.kind.raw == "float":  # already multi-hot
+            bad = [len(v) for v in values if len(v) != n]
+            if bad:
+                raise ValueError(
+                    f"`label_column` {self.column!r} multi-hot rows must have {n} values; got {bad[0]}"
+                )
+            return [[float(x) for x in v] for v in values]
+        hot = []
+        for row in values:
+            vector = [0.0] * n
+            for i in self.to_ids(row):
+                vector[i] = 1.0
+            hot.append(vector)
+        return hot
+
+    def check_column(self, column: pa.ChunkedArray, split: str | None) -> None:
+        """Validate every value of an Arrow label column against the label map, in one vectorised pass."""
+        import pyarrow.compute as pc
+
+        if column.null_count:
+            raise ValueError(
+                f"`label_column` {self.column!r}{_in(split)} has {column.null_count} missing labels"
+            )
+        values = pc.list_flatten(column) if self.kind.is_list else column
+        if self.problem_type == "regression" or self.kind.raw == "float" or len(values) == 0:
+            return
+        if self.kind.raw == "name":
+            unknown = sorted(set(pc.unique(values).to_pylist()) - set(self.label2id or {}))
+            if unknown:
+                raise self._unknown(unknown, split)
+        elif self.num_labels is not None:
+            lo, hi = pc.min_max(values).values()
+            if lo.as_py() < 0 or hi.as_py() >= self.num_labels:
+                bad = pc.unique(
+                    pc.filter(values, pc.or_(pc.less(values, 0), pc.greater_equal(values, self.num_labels)))
+                )
+                raise self._unknown(bad.to_pylist(), split)
+
+    def _unknown(self, labels: list[Any], split: str | None) -> ValueError:
+        shown = ", ".join(map(repr, labels[:5])) + (", ..." if len(labels) > 5 else "")
+        valid = self.label2id if self.kind.raw == "name" else f"ids 0..{(self.num_labels or 1) - 1}"
+        return ValueError(
+            f"`label_column` {self.column!r}{_in(split)} has labels {shown} that are not in the label map "
+            f"(built from the train split or given as `label2id`); valid: {valid}"
+        )
+
+
+def _in(split: str | None) -> str:
+    return f" in split {split!r}" if split else ""
+
+
+def build_label_info(
+    kind: LabelKind,
+    *,
+    task: str,
+    column: str,
+    problem_type: str | None,
+    label2id: Mapping[str, int] | None,
+    data: pa.ChunkedArray | None,
+) -> LabelInfo:
+    """Resolve the problem type and label map; ``data`` (the whole label column, if sized) fills in what is missing.
+
+    ``label2id`` wins; then ClassLabel names; then sorted unique string labels; then ``max id + 1`` for int ids.
+    """
+    import pyarrow.compute as pc
+
+    if task == "token-classification":
+        resolved = "token_classification"
+    elif problem_type is not None:
+        resolved = problem_type
+    elif kind.is_list:
+        resolved = "multi_label_classification"
+    else:
+        resolved = "regression" if kind.raw == "float" else "single_label_classification"
+    _check_problem_type(resolved, kind, column)
+    if resolved == "regression":
+        return LabelInfo(resolved, kind, None, column)
+    mapping: dict[str, int] | None = dict(label2id) if label2id is not None else None
+    if mapping is None and kind.names is not None:
+        mapping = {name: i for i, name in enumerate(kind.names)}
+    if mapping is None and data is not None:
+        values = pc.list_flatten(data) if kind.is_list else data
+        if kind.raw == "name":
+            mapping = {
+                name: i
+                for i, name in enumerate(sorted(pc.unique(values.filter(pc.is_valid(values))).to_pylist()))
+            }
+        elif kind.raw == "float":  # multi-hot vectors: their width is the number of labels
+            widths = pc.list_value_length(data)
+            mapping = {f"LABEL_{i}": i for i in range(int(pc.max(widths).as_py() or 0))}
+        else:
+            top = pc.max(values).as_py()
+            mapping = {f"LABEL_{i}": i for i in range(int(top) + 1 if top is not None else 0)}
+    if mapping is None and kind.raw == "name":
+        raise ValueError(
+            f"`label2id` is needed: `label_column` {column!r} holds strings and a streaming source cannot be scanned "
+            "for its label set; pass `label2id={...}` or cast the column to a `datasets.ClassLabel`"
+        )
+    return LabelInfo(resolved, kind, mapping, column)
+
+
+def _check_problem_type(problem_type: str, kind: LabelKind, column: str) -> None:
+    fits = {
+        "regression": not kind.is_list and kind.raw != "name",
+        "single_label_classification": not kind.is_list and kind.raw != "float",
+        "multi_label_classification": kind.is_list,
+        "token_classification": kind.is_list and kind.raw != "float",
+    }
+    if not fits[problem_type]:
+        shape = f"lists of {kind.raw} values" if kind.is_list else f"{kind.raw} values"
+        raise TypeError(
+            f"`problem_type` {problem_type!r} does not fit `label_column` {column!r}, which holds {shape}"
+        )

@@ -1,0 +1,229 @@
+"""``MapAdapter``: a sized ``datasets.Dataset`` as a ``torch.utils.data.Dataset`` of tokenized feature rows."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch.utils.data
+
+from hfbridge.adapters._arrow import arrow_column
+from hfbridge.adapters._common import AdapterProperties, check_tokenizer, resolve_labels
+from hfbridge.adapters._config import AdapterConfig
+from hfbridge.adapters._encode import Encoder, to_rows
+from hfbridge.adapters._labels import LabelInfo
+from hfbridge.adapters._lengths import count_lengths, estimate_lengths, token_lengths
+from hfbridge.adapters._sources import check_columns, check_dataset_texts
+
+if TYPE_CHECKING:
+    from datasets import Dataset
+
+__all__ = ["MapAdapter"]
+
+
+class MapAdapter(AdapterProperties, torch.utils.data.Dataset):
+    """A sized dataset that yields tokenized feature rows for one task; build it with ``hfbridge.adapt``.
+
+    Rows stay in Arrow until asked for. Lazy mode (the default) reads ``__getitems__``'s rows in one batched
+    Arrow call and tokenizes them in one fast-tokenizer call, so the raw text lives inside the adapter and
+    ``Trainer(remove_unused_columns=True)`` cannot strip it. Eager mode (``lazy=False``) tokenizes once with
+    ``Dataset.map(batched=True)`` (cached by ``datasets``) and reads token columns from Arrow. With ``block_size``
+    the corpus is packed into fixed blocks up front.
+
+    Args:
+        dataset: the source rows.
+        tokenizer: a transformers tokenizer with a pad token.
+        config: the options (see ``AdapterConfig``).
+        labels: a label scheme to share (e.g. the train split's); inferred from ``dataset`` when ``None``.
+        split: the split name, for error messages.
+        collator_kwargs: options passed to the task's collator by ``.collator``.
+
+    Example:
+        >>> train = hfbridge.adapt(ds["train"], tokenizer, task="sequence-classification")  # doctest: +SKIP
+        >>> loader = DataLoader(train, batch_size=32, shuffle=True, collate_fn=train.collator)  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        dataset: Dataset,
+        tokenizer: Any,
+        config: AdapterConfig,
+        *,
+        labels: LabelInfo | None = None,
+        split: str | None = None,
+        collator_kwargs: Mapping[str, Any] | None = None,
+    ) -> None:
+        cfg = config
+        check_tokenizer(tokenizer, cfg.task)
+        check_columns(dataset.column_names, cfg, split)
+        if len(dataset) == 0:
+            where = f" (split {split!r})" if split else ""
+            raise ValueError(f"`source`{where} must have at least one row; got an empty Dataset")
+        check_dataset_texts(dataset, cfg, split)
+        if cfg.has_labels:
+            data = arrow_column(dataset, cfg.label_column)  # type: ignore[arg-type]
+            if labels is None:
+                labels = resolve_labels(cfg, dataset.features, data=data, split=split)
+            else:
+                labels.check_column(data, split)
+        self._encoder = Encoder(tokenizer, cfg, labels)
+        self._collator_kwargs = dict(collator_kwargs or {})
+        self._dataset = dataset
+        self._split = split
+        self._lengths: np.ndarray | None = None
+        self._label_ids: np.ndarray | None = None
+        self._blocks: dict[str, np.ndarray] | None = None
+        self._encoded: Dataset | None = None
+        if cfg.block_size is not None:
+            self._blocks = self._pack(dataset)
+            self._reader = None
+        elif cfg.lazy:
+            self._reader = dataset.with_format("arrow", columns=cfg.source_columns())
+        else:
+            self._encoded = self._tokenize_all(dataset)
+            self._reader = self._encoded.with_format("arrow")
+
+    # ------------------------------------------------------------------------------------------ construction
+
+    def _tokenize_all(self, dataset: Dataset) -> Dataset:
+        cfg = self._encoder.config
+        return dataset.map(
+            self._encoder,
+            batched=True,
+            batch_size=cfg.tokenize_batch_size,
+            remove_columns=dataset.column_names,
+            desc=f"Tokenizing{f' {self._split}' if self._split else ''} for {cfg.task}",
+        )
+
+    def _pack(self, dataset: Dataset) -> dict[str, np.ndarray]:
+        """Tokenize the whole corpus (cached ``map``), concatenate each column in Arrow and cut it into blocks."""
+        import pyarrow.compute as pc
+
+        size = self._encoder.config.block_size
+        assert size is not None
+        encoded = self._tokenize_all(dataset)
+        blocks = {}
+        for key in encoded.column_names:
+            if key == "labels":  # causal LM labels are the input ids: rebuilt on read, not stored twice
+                continue
+            flat = pc.list_flatten(arrow_column(encoded, key)).to_numpy()
+            n_blocks = len(flat) // size
+            blocks[key] = flat[: n_blocks * size].reshape(n_blocks, size)
+        if blocks["input_ids"].shape[0] == 0:
+            total = len(pc.list_flatten(arrow_column(encoded, "input_ids")))
+            raise ValueError(
+                f"`block_size` must be at most the corpus size to give one block; got {size} for {total} tokens"
+            )
+        return blocks
+
+    # ------------------------------------------------------------------------------------------ rows
+
+    def __len__(self) -> int:
+        if self._blocks is not None:
+            return int(self._blocks["input_ids"].shape[0])
+        return len(self._dataset)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        if isinstance(index, (bool, str, slice)) or not hasattr(index, "__index__"):
+            raise TypeError(f"`index` must be an integer (use __getitems__ for many rows); got {index!r:.60}")
+        return self.__getitems__([index])[0]
+
+    def __getitems__(self, indices: Any) -> list[dict[str, Any]]:
+        """Rows ``indices``: one Arrow read and one tokenizer call for the whole batch (``DataLoader`` calls this)."""
+        positions = self._positions(indices)
+        return self._read(positions) if positions else []
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        """Every row in order, read and tokenized ``tokenize_batch_size`` rows at a time."""
+        step = self._encoder.config.tokenize_batch_size
+        for start in range(0, len(self), step):
+            yield from self._read(slice(start, min(start + step, len(self))))
+
+    def _positions(self, indices: Any) -> list[int]:
+        positions = np.asarray(indices)
+        if positions.ndim != 1 or (positions.size and not np.issubdtype(positions.dtype, np.integer)):
+            raise TypeError(f"`indices` must be a 1-D sequence of integers; got {indices!r:.60}")
+        n = len(self)
+        positions = positions.astype(np.int64, copy=False)
+        bad = positions[(positions < -n) | (positions >= n)]
+        if bad.size:
+            raise IndexError(
+                f"`indices` must be in [-{n}, {n}) for this adapter of {n} rows; got {int(bad[0])}"
+            )
+        return np.where(positions < 0, positions + n, positions).tolist()
+
+    def _read(self, key: list[int] | slice) -> list[dict[str, Any]]:
+        if self._blocks is not None:
+            rows = {k: v[key].tolist() for k, v in self._blocks.items()}
+            if self.task == "causal-lm":
+                rows["labels"] = [list(ids) for ids in rows["input_ids"]]
+            return to_rows(rows)
+        table = self._reader[key]  # type: ignore[index]
+        if self._encoded is not None:
+            return table.to_pylist()
+        batch = {name: table.column(name).to_pylist() for name in table.column_names}
+        return to_rows(self._encoder(batch))
+
+    # ------------------------------------------------------------------------------------------ metadata
+
+    @property
+    def dataset(self) -> Dataset:
+        """The source ``datasets.Dataset`` (raw rows)."""
+        return self._dataset
+
+    @property
+    def lengths(self) -> np.ndarray:
+        """Token count of each row's ``input_ids`` (special tokens included, after truncation), int64.
+
+        Eager and packed adapters read it from Arrow offsets. Lazy adapters tokenize every row once in batches
+        (progress bar; cached by dataset fingerprint + tokenizer + options), or, with ``estimate_lengths=True``,
+        estimate it from character counts in milliseconds.
+        """
+        if self._lengths is None:
+            cfg = self._encoder.config
+            if self._blocks is not None:
+                lengths = np.full(len(self), cfg.block_size, dtype=np.int64)
+            elif self._encoded is not None:
+                lengths = token_lengths(self._encoded, "input_ids")
+            elif cfg.estimate_lengths:
+                lengths = estimate_lengths(self._dataset, self._encoder)
+            else:
+                lengths = count_lengths(self._dataset, self._encoder)
+            lengths.setflags(write=False)
+            self._lengths = lengths
+        return self._lengths
+
+    @property
+    def label_ids(self) -> np.ndarray:
+        """The class id of every row (int64), from Arrow, for class-balanced sampling and stratified splits.
+
+        Raises:
+            ValueError: the adapter is not single-label classification.
+        """
+        labels = self._encoder.labels
+        if labels is None or labels.problem_type != "single_label_classification":
+            raise ValueError(
+                "`label_ids` needs single-label classification (one class id per row); this adapter has task "
+                f"{self.task!r} and problem type {self.problem_type!r}"
+            )
+        if self._label_ids is None:
+            import pyarrow as pa
+            import pyarrow.compute as pc
+
+            column = arrow_column(self._dataset, labels.column)
+            if labels.kind.raw == "name":
+                names = [name for name, _ in sorted((labels.label2id or {}).items(), key=lambda kv: kv[1])]
+                column = pc.index_in(column, value_set=pa.array(names, type=column.type))
+            ids = np.asarray(column.to_numpy(), dtype=np.int64)
+            ids.setflags(write=False)
+            self._label_ids = ids
+        return self._label_ids
+
+    def __repr__(self) -> str:
+        cfg = self._encoder.config
+        mode = "packed" if self._blocks is not None else ("lazy" if cfg.lazy else "eager")
+        return (
+            f"MapAdapter(task={cfg.task!r}, rows={len(self)}, mode={mode!r}, num_labels={self.num_labels}, "
+            f"tokenizer={type(self.tokenizer).__name__})"
+        )

@@ -1,0 +1,180 @@
+"""Sources: turn dicts, lists, (texts, labels) pairs and DataFrames into a ``datasets.Dataset``; check columns."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from hfbridge.adapters._arrow import arrow_column, first_null_row, missing_column_error
+from hfbridge.adapters._config import AdapterConfig
+
+if TYPE_CHECKING:
+    from datasets import Dataset
+
+__all__ = ["SOURCE_KINDS", "check_batch_texts", "check_columns", "from_python", "is_dataframe"]
+
+SOURCE_KINDS = (
+    "datasets.Dataset, datasets.IterableDataset, datasets.DatasetDict, datasets.IterableDatasetDict, "
+    "a dict of lists, a list of dicts, a list of texts, a (texts, labels) tuple or a pandas.DataFrame"
+)
+_LM_TASKS = ("causal-lm", "masked-lm")
+
+
+def is_dataframe(source: Any) -> bool:
+    """A pandas DataFrame, recognised without importing pandas."""
+    return type(source).__module__.startswith("pandas") and type(source).__name__ == "DataFrame"
+
+
+def from_python(source: Any, cfg: AdapterConfig, split: str | None = None) -> Dataset:
+    """Build an in-memory ``datasets.Dataset`` from a plain Python or pandas source, checking texts first.
+
+    Raises:
+        TypeError: an unsupported source, or a text of the wrong type.
+        ValueError: an empty source, columns of unequal length, a None/NaN text.
+    """
+    from datasets import Dataset
+
+    if is_dataframe(source):
+        if len(source) == 0:
+            raise _empty(source, split)
+        for column in _present_text_columns(cfg, list(source.columns)):
+            missing = source[column].isna().to_numpy().nonzero()[0]
+            if len(missing):
+                raise _missing_text(column, int(missing[0]), source[column].iloc[int(missing[0])], split, cfg)
+        return Dataset.from_pandas(source, preserve_index=False)
+    columns = _columns_of(source, cfg)
+    lengths = {name: len(values) for name, values in columns.items()}
+    if len(set(lengths.values())) > 1:
+        raise ValueError(f"`source` columns must all have the same length; got lengths {lengths}")
+    if not lengths or next(iter(lengths.values())) == 0:
+        raise _empty(source, split)
+    for column in _present_text_columns(cfg, list(columns)):
+        _check_texts(column, columns[column], cfg, split)
+    return Dataset.from_dict(columns)
+
+
+def _columns_of(source: Any, cfg: AdapterConfig) -> dict[str, list[Any]]:
+    if isinstance(source, tuple):
+        if len(source) != 2 or cfg.task in _LM_TASKS:
+            raise ValueError(
+                "`source` as a tuple must be (inputs, labels) for classification or (sources, targets) for "
+                f"seq2seq; got a {len(source)}-tuple for task {cfg.task!r}"
+            )
+        second = cfg.target_column if cfg.task == "seq2seq" else cfg.label_column
+        if second is None:
+            raise ValueError(
+                "`label_column` must name the column for the labels of a (texts, labels) tuple; got None"
+            )
+        inputs, others = (_as_list(f"source[{i}]", part) for i, part in enumerate(source))
+        if len(inputs) != len(others):
+            raise ValueError(
+                f"`source` (inputs, {second}) must have equal lengths; got {len(inputs)} and {len(others)}"
+            )
+        return {cfg.text_column: inputs, second: others}
+    if isinstance(source, Mapping):
+        return {str(name): _as_list(f"source[{name!r}]", values) for name, values in source.items()}
+    if isinstance(source, list):
+        if not source:
+            return {}
+        if isinstance(source[0], Mapping):
+            keys = list(dict.fromkeys(k for row in source for k in row))
+            return {k: [row.get(k) for row in source] for k in keys}
+        return {cfg.text_column: source}
+    raise TypeError(f"`source` must be {SOURCE_KINDS}; got {type(source).__name__}")
+
+
+def _as_list(name: str, values: Any) -> list[Any]:
+    if isinstance(values, (str, bytes)) or (
+        not isinstance(values, Sequence) and not hasattr(values, "tolist")
+    ):
+        raise TypeError(f"`{name}` must be a list (or array) of values; got {type(values).__name__}")
+    return values.tolist() if hasattr(values, "tolist") else list(values)
+
+
+def _present_text_columns(cfg: AdapterConfig, available: list[str]) -> list[str]:
+    return [c for c in cfg.text_columns() if c in available]
+
+
+def _check_texts(column: str, values: list[Any], cfg: AdapterConfig, split: str | None) -> None:
+    words = cfg.task == "token-classification" and column == cfg.text_column
+    for row, value in enumerate(values):
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            raise _missing_text(column, row, value, split, cfg)
+        ok = (
+            isinstance(value, (list, tuple)) and all(isinstance(w, str) for w in value)
+            if words
+            else isinstance(value, str)
+        )
+        if not ok:
+            want = "a list of words (str)" if words else "str"
+            raise TypeError(
+                f"`{_argument(column, cfg)}` {column!r} must hold {want} values; row {row} holds {type(value).__name__} {value!r:.60}"
+            )
+
+
+def check_batch_texts(batch: dict[str, list[Any]], cfg: AdapterConfig) -> None:
+    """Streaming rows cannot be scanned up front: check each batch's texts for None before tokenizing."""
+    for column in cfg.text_columns():
+        values = batch[column]
+        if None in values:
+            raise _missing_text(column, values.index(None), None, None, cfg)
+
+
+def _argument(column: str, cfg: AdapterConfig | None) -> str:
+    if cfg is not None:
+        for name in ("text_column", "text_pair_column", "target_column"):
+            if getattr(cfg, name) == column:
+                return name
+    return "text_column"
+
+
+def _missing_text(
+    column: str, row: int, value: Any, split: str | None, cfg: AdapterConfig | None = None
+) -> ValueError:
+    where = f" of split {split!r}" if split else ""
+    return ValueError(
+        f"`{_argument(column, cfg)}` {column!r}{where} must hold a text in every row; row {row} holds {value!r}. Drop or fill "
+        f"missing texts first, e.g. `dataset.filter(lambda row: row[{column!r}] is not None)` or `df.dropna()`"
+    )
+
+
+def _empty(source: Any, split: str | None) -> ValueError:
+    where = f" (split {split!r})" if split else ""
+    return ValueError(f"`source`{where} must have at least one row; got an empty {type(source).__name__}")
+
+
+def check_columns(columns: list[str] | None, cfg: AdapterConfig, split: str | None) -> None:
+    """Every column the config names must exist; ``columns is None`` (unknown) checks nothing."""
+    if columns is None:
+        return
+    named = [("text_column", cfg.text_column), ("text_pair_column", cfg.text_pair_column)]
+    if cfg.task == "seq2seq":
+        named.append(("target_column", cfg.target_column))
+    if cfg.has_labels:
+        named.append(("label_column", cfg.label_column))
+    for argument, column in named:
+        if column is not None and column not in columns:
+            raise missing_column_error(argument, column, columns, split)
+
+
+def check_dataset_texts(dataset: Dataset, cfg: AdapterConfig, split: str | None) -> None:
+    """Text columns of a sized dataset: the right Arrow type and no nulls, checked in Arrow."""
+    from datasets import LargeList, List, Sequence, Value
+
+    for column in cfg.text_columns():
+        feature = dataset.features[column]
+        words = cfg.task == "token-classification" and column == cfg.text_column
+        if words:
+            inner = feature.feature if isinstance(feature, (List, LargeList, Sequence)) else None
+            ok = isinstance(inner, Value) and inner.dtype in ("string", "large_string")
+        else:
+            ok = isinstance(feature, Value) and feature.dtype in ("string", "large_string")
+        if not ok:
+            want = "lists of words (str)" if words else "strings"
+            raise TypeError(
+                f"`{_argument(column, cfg)}` {column!r} must hold {want} for task {cfg.task!r}; its feature is {feature!r}"
+            )
+        row = first_null_row(arrow_column(dataset, column))
+        if row is not None:
+            raise _missing_text(column, row, None, split, cfg)

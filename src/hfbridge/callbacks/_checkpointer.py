@@ -1,0 +1,342 @@
+"""``Checkpointer``: crash-safe checkpoints with best-K / last-N retention and exact resume."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from hfbridge._checks import check_choice, check_non_negative_int, check_positive_int, check_type
+from hfbridge._distributed import broadcast_object, get_rank, get_world_size
+from hfbridge.callbacks._collective import Failure, gather, raise_first_failure
+from hfbridge.callbacks._io import Loaded, Payload, apply_payload, read_payload
+from hfbridge.callbacks._manifest import (
+    FORMAT,
+    decode_float,
+    encode_float,
+    entry_is_complete,
+    rank_best,
+)
+from hfbridge.callbacks._naming import clean_metrics, format_name
+from hfbridge.callbacks._state import (
+    capture_rng_state,
+    check_plain,
+    unwrap_model,
+)
+from hfbridge.callbacks._store import ManifestStore
+
+__all__ = ["Checkpointer", "ResumeResult"]
+
+
+@dataclass(frozen=True)
+class ResumeResult:
+    """What :meth:`Checkpointer.resume` restored.
+
+    Attributes:
+        step: the step the checkpoint was saved at; continue with ``step + 1``.
+        epoch: the epoch passed to ``save`` (``None`` when none was).
+        path: the checkpoint folder.
+        metrics: the metrics saved with it.
+        extra_state: the ``extra_state`` passed to ``save``.
+    """
+
+    step: int
+    epoch: int | float | None
+    path: Path
+    metrics: dict[str, float]
+    extra_state: Any
+
+
+class Checkpointer:
+    """Crash-safe checkpoints: atomic folders, a manifest, best-K by a metric plus the last N, exact resume.
+
+    Args:
+        dirpath: folder that holds the checkpoints and ``manifest.json`` (created on first save).
+        monitor: metric key that ranks checkpoints (e.g. ``"eval_loss"``); ``None`` keeps only the last N.
+        mode: ``"min"`` or ``"max"``: whether a lower or higher ``monitor`` value is better. NaN is always worst.
+        keep_best: how many best checkpoints by ``monitor`` to keep (ties keep the earlier one).
+        keep_last: how many newest checkpoints to keep; ``None`` keeps all. A checkpoint is kept when it is in
+            either set.
+        every_n_steps: with ``save(step, ...)`` called every step, write only when ``step % every_n_steps == 0``.
+        every_n_epochs: write when ``save(..., epoch=e, epoch_end=True)`` and ``(e + 1) % every_n_epochs == 0``.
+            With neither set, every ``save`` call writes.
+        filename: folder-name template; fields ``{step}``, ``{epoch}`` and any metric key, e.g.
+            ``"step{step}-loss{eval_loss:.3f}"``. Values are sanitized (no path separators, no ``..``).
+        check_disk_space: estimate the size before writing and fail early when it cannot fit.
+
+    Raises:
+        ValueError, TypeError: on a bad argument (each names the argument and the valid values).
+
+    Example:
+        >>> ckpt = Checkpointer("ckpts", monitor="eval_loss", keep_best=2, keep_last=1)  # doctest: +SKIP
+        >>> ckpt.save(step, model=model, optimizer=opt, loader=loader, metrics={"eval_loss": 0.4})  # doctest: +SKIP
+        >>> resumed = ckpt.resume(model=model, optimizer=opt, loader=loader)  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        dirpath: str | Path,
+        *,
+        monitor: str | None = None,
+        mode: Literal["min", "max"] = "min",
+        keep_best: int = 1,
+        keep_last: int | None = 1,
+        every_n_steps: int | None = None,
+        every_n_epochs: int | None = None,
+        filename: str = "step{step}",
+        check_disk_space: bool = True,
+    ) -> None:
+        check_type("dirpath", dirpath, (str, Path), what="a str or pathlib.Path")
+        if monitor is not None:
+            check_type("monitor", monitor, str)
+        check_choice("mode", mode, ("min", "max"))
+        check_non_negative_int("keep_best", keep_best)
+        check_non_negative_int("keep_last", keep_last, allow_none=True)
+        if keep_last == 0 and (monitor is None or keep_best == 0):
+            raise ValueError(
+                "`keep_last=0` keeps no checkpoint unless `monitor` is set and `keep_best` > 0; got "
+                f"keep_last=0, keep_best={keep_best}, monitor={monitor!r}"
+            )
+        check_positive_int("every_n_steps", every_n_steps, allow_none=True)
+        check_positive_int("every_n_epochs", every_n_epochs, allow_none=True)
+        check_type("filename", filename, str)
+        if not filename or "/" in filename or "\\" in filename or filename.startswith("."):
+            raise ValueError(
+                f"`filename` must be a non-empty folder-name template without path separators and not starting "
+                f"with '.'; got {filename!r}"
+            )
+        self.dirpath = Path(dirpath)
+        self.monitor, self.mode = monitor, mode
+        self.keep_best, self.keep_last = keep_best, keep_last
+        self.every_n_steps, self.every_n_epochs = every_n_steps, every_n_epochs
+        self.filename = filename
+        self.check_disk_space = check_disk_space
+        self._store = ManifestStore(self.dirpath, mode=mode, keep_best=keep_best, keep_last=keep_last)
+
+    # ------------------------------------------------------------------------------------------------ schedule
+
+    def should_save(self, step: int, *, epoch: int | float | None = None, epoch_end: bool = False) -> bool:
+        """Whether ``save(step, epoch=epoch, epoch_end=epoch_end)`` writes a checkpoint under the schedule."""
+        if self.every_n_steps is None and self.every_n_epochs is None:
+            return True
+        if self.every_n_steps is not None and step % self.every_n_steps == 0:
+            return True
+        return bool(
+            self.every_n_epochs is not None
+            and epoch_end
+            and epoch is not None
+            and (int(epoch) + 1) % self.every_n_epochs == 0
+        )
+
+    # ------------------------------------------------------------------------------------------------ saving
+
+    def save(
+        self,
+        step: int,
+        *,
+        model: Any,
+        optimizer: Any = None,
+        scheduler: Any = None,
+        scaler: Any = None,
+        loader: Any = None,
+        extra_state: Any = None,
+        metrics: Mapping[str, Any] | None = None,
+        epoch: int | float | None = None,
+        epoch_end: bool = False,
+        callbacks: Mapping[str, Any] | None = None,
+        force: bool = False,
+        trainer_state: dict[str, Any] | None = None,
+    ) -> Path | None:
+        """Write a checkpoint atomically (rank 0 only; every rank must call it) and apply best-K / last-N.
+
+        Args:
+            step: the global step (non-negative int).
+            model: the model (DDP / compiled wrappers are unwrapped).
+            optimizer, scheduler, scaler: objects with ``state_dict()``; saved when given.
+            loader: a sampler or loader with ``state_dict()`` (each rank's state is kept).
+            extra_state: any tree of tensors and plain values, handed back by ``resume``.
+            metrics: metric values; must contain ``monitor`` when one is set.
+            epoch: the current epoch index, handed back by ``resume``.
+            epoch_end: ``True`` when called at the end of epoch ``epoch`` (for ``every_n_epochs``).
+            callbacks: named objects with ``state_dict``/``load_state_dict`` (e.g. ``{"early_stopping": es}``).
+            force: write even when ``every_n_steps`` / ``every_n_epochs`` say not to.
+            trainer_state: JSON-able HF ``TrainerState`` dict (used by the Trainer bridge).
+
+        Returns:
+            The checkpoint folder, or ``None`` when nothing was written (not due under the schedule, or a
+            checkpoint that retention would drop at once).
+
+        Raises:
+            OSError: ``ENOSPC`` when the checkpoint does not fit (checked before writing, or hit while writing:
+                the partial folder is removed and earlier checkpoints stay intact).
+            ValueError, TypeError: on bad arguments or state that cannot be saved safely.
+        """
+        check_non_negative_int("step", step)
+        if not force and not self.should_save(step, epoch=epoch, epoch_end=epoch_end):
+            return None
+        clean = clean_metrics(metrics, self.monitor)
+        callbacks = dict(callbacks or {})
+        for key, cb in callbacks.items():
+            if not hasattr(cb, "state_dict"):
+                raise TypeError(f"`callbacks[{key!r}]` must have state_dict(); got {type(cb).__name__}")
+        world = get_world_size()
+        try:
+            rank_state: Any = {
+                "rng": capture_rng_state(),
+                "loader": loader.state_dict() if loader is not None else None,
+            }
+            check_plain(rank_state["loader"], "loader.state_dict()")
+        except Exception as exc:
+            if world == 1:
+                raise
+            rank_state = Failure(exc)
+        rank_states = gather(rank_state, world)  # every rank learns whether any rank failed
+        raise_first_failure(rank_states)
+        outcome: Any = None
+        if get_rank() == 0:
+            try:
+                state = {
+                    "step": step,
+                    "epoch": epoch,
+                    "metrics": clean,
+                    "loader": [r["loader"] for r in rank_states] if world > 1 else rank_state["loader"],
+                    "callbacks": {k: cb.state_dict() for k, cb in callbacks.items()},
+                    "extra_state": extra_state,
+                    "world_size": world,
+                }
+                payload = Payload(
+                    model=unwrap_model(model),
+                    state=state,
+                    rng_states=[r["rng"] for r in rank_states],
+                    optimizer=optimizer.state_dict() if optimizer is not None else None,
+                    scheduler=scheduler.state_dict() if scheduler is not None else None,
+                    scaler=scaler.state_dict() if scaler is not None else None,
+                    trainer_state=trainer_state,
+                )
+                path = self._write(step, epoch, clean, payload)
+                outcome = None if path is None else str(path)
+            except Exception as exc:
+                if world == 1:
+                    raise
+                outcome = Failure(exc)
+        outcome = broadcast_object(outcome)  # the others wait here while rank 0 writes
+        raise_first_failure([outcome])
+        return None if outcome is None else Path(outcome)
+
+    def format_name(self, step: int, epoch: int | float | None, metrics: Mapping[str, float]) -> str:
+        """The folder name ``filename`` gives for these values (see :func:`format_name`)."""
+        return format_name(self.filename, step, epoch, metrics)
+
+    def _write(self, step: int, epoch: Any, metrics: dict[str, float], payload: Payload) -> Path | None:
+        self.dirpath.mkdir(parents=True, exist_ok=True)
+        manifest = self._store.recover()
+        name = self.format_name(step, epoch, metrics)
+        entry: dict[str, Any] = {
+            "format": FORMAT,
+            "name": name,
+            "step": step,
+            "epoch": epoch,
+            "metrics": {k: encode_float(v) for k, v in metrics.items()},
+            "score": encode_float(metrics.get(self.monitor) if self.monitor else None),
+            "seq": manifest["next_seq"],
+        }
+        return self._store.add(manifest, entry, payload, check_disk_space=self.check_disk_space)
+
+    # ------------------------------------------------------------------------------------------------ resuming
+
+    def resume(
+        self,
+        *,
+        model: Any = None,
+        optimizer: Any = None,
+        scheduler: Any = None,
+        scaler: Any = None,
+        loader: Any = None,
+        callbacks: Mapping[str, Any] | None = None,
+        path: str | Path | None = None,
+        restore_rng: bool = True,
+    ) -> ResumeResult | None:
+        """Restore everything from the newest complete checkpoint (or ``path``); every rank must call it.
+
+        Incomplete or corrupt checkpoints (missing or truncated files, a file carrying pickled code) are skipped
+        with a warning and the next older one is tried. Nothing is restored until a checkpoint has been read
+        in full.
+
+        Args:
+            model, optimizer, scheduler, scaler, loader: restored when given (``load_state_dict``).
+            callbacks: named objects with ``load_state_dict`` (e.g. ``{"early_stopping": es}``).
+            path: a specific checkpoint folder instead of the newest.
+            restore_rng: restore the Python, NumPy and torch RNG states.
+
+        Returns:
+            A :class:`ResumeResult` (step, epoch, path, metrics, extra_state), or ``None`` when there is no
+            usable checkpoint.
+
+        Raises:
+            ValueError: when a part you ask for (e.g. ``optimizer``) was never saved in the chosen checkpoint.
+        """
+        wanted = {"model": model is not None, "optimizer": optimizer is not None}
+        wanted.update(scheduler=scheduler is not None, scaler=scaler is not None)
+        world = get_world_size()
+        chosen: Any = None
+        found: tuple[str, Loaded] | None = None
+        if get_rank() == 0:
+            try:
+                found = self._store.choose(path, wanted, world_size=world)
+                chosen = None if found is None else found[0]
+            except Exception as exc:
+                if world == 1:
+                    raise
+                chosen = Failure(exc)
+        name = broadcast_object(chosen)
+        raise_first_failure([name])
+        if name is None:
+            return None
+        folder = self.dirpath / str(name) if path is None else Path(path)
+        try:  # rank 0 read its part in full while choosing; the others read theirs now
+            loaded: Any = (
+                found[1]
+                if found is not None
+                else read_payload(folder, rank=get_rank(), world_size=world, **wanted)
+            )
+        except Exception as exc:
+            if world == 1:
+                raise
+            loaded = Failure(exc)
+        raise_first_failure(gather(loaded if isinstance(loaded, Failure) else None, world))
+        apply_payload(loaded, model, optimizer, scheduler, scaler, loader, callbacks, restore_rng)
+        state = loaded.state
+        return ResumeResult(
+            step=int(state["step"]),
+            epoch=state.get("epoch"),
+            path=folder,
+            metrics={k: float(v) for k, v in (state.get("metrics") or {}).items()},
+            extra_state=state.get("extra_state"),
+        )
+
+    # ------------------------------------------------------------------------------------------------ finding
+
+    def latest(self) -> Path | None:
+        """The newest complete checkpoint folder, or ``None``."""
+        entries = self._complete_entries()
+        return self.dirpath / max(entries, key=lambda e: e["seq"])["name"] if entries else None
+
+    def best(self) -> Path | None:
+        """The best checkpoint by ``monitor`` (``None`` without a monitor or checkpoints)."""
+        ranked = rank_best(self._complete_entries(), self.mode)
+        return self.dirpath / ranked[0]["name"] if ranked else None
+
+    def checkpoints(self) -> list[dict[str, Any]]:
+        """Manifest records of the complete checkpoints, oldest first (name, step, epoch, metrics, score)."""
+        out = []
+        for e in sorted(self._complete_entries(), key=lambda e: e["seq"]):
+            rec = dict(e)
+            rec["metrics"] = {k: decode_float(v) for k, v in e["metrics"].items()}
+            rec["score"] = decode_float(e.get("score"))
+            out.append(rec)
+        return out
+
+    def _complete_entries(self) -> list[dict[str, Any]]:
+        manifest = self._store.read()
+        return [e for e in manifest["checkpoints"] if entry_is_complete(self.dirpath / e["name"], e) is None]

@@ -1,0 +1,164 @@
+"""``EarlyStopping``: stop when a metric stops improving, with state that survives a resume."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any, Literal
+
+from hfbridge._checks import check_choice, check_non_negative_int, check_type
+from hfbridge.callbacks._naming import clean_metrics
+
+__all__ = ["EarlyStopping"]
+
+
+def _check_real(name: str, value: Any, *, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise (TypeError if not isinstance(value, (int, float)) or isinstance(value, bool) else ValueError)(
+            f"`{name}` must be a finite real number{' or None' if allow_none else ''}; got {value!r}"
+        )
+
+
+class EarlyStopping:
+    """Decide when to stop training from a monitored metric; works in plain loops and under HF Trainer.
+
+    Args:
+        monitor: the metric key to watch, e.g. ``"eval_loss"``.
+        mode: ``"min"`` (lower is better) or ``"max"``.
+        patience: stop after this many consecutive evaluations without improvement (0: at the first one).
+        min_delta: the least change that counts as an improvement (absolute, or a fraction of the best value
+            when ``relative``).
+        relative: read ``min_delta`` as a fraction of ``|best|``.
+        check_finite: stop at once when the metric is NaN or infinite.
+        stopping_threshold: stop at once when the metric reaches this value (``<=`` for min, ``>=`` for max).
+        divergence_threshold: stop at once when the metric is worse than this value.
+
+    Raises:
+        ValueError, TypeError: on a bad argument.
+
+    Example:
+        >>> es = EarlyStopping("eval_loss", patience=2)
+        >>> [es.update({"eval_loss": v}) for v in (1.0, 0.8, 0.9, 0.85)]
+        [False, False, False, True]
+        >>> es.reason
+        'eval_loss did not improve over 0.8 for 2 evaluations (patience=2)'
+    """
+
+    def __init__(
+        self,
+        monitor: str,
+        *,
+        mode: Literal["min", "max"] = "min",
+        patience: int = 3,
+        min_delta: float = 0.0,
+        relative: bool = False,
+        check_finite: bool = True,
+        stopping_threshold: float | None = None,
+        divergence_threshold: float | None = None,
+    ) -> None:
+        check_type("monitor", monitor, str)
+        if not monitor:
+            raise ValueError("`monitor` must be a non-empty metric name, e.g. 'eval_loss'; got ''")
+        check_choice("mode", mode, ("min", "max"))
+        check_non_negative_int("patience", patience)
+        _check_real("min_delta", min_delta)
+        if min_delta < 0:
+            raise ValueError(
+                f"`min_delta` must be >= 0 (it is a distance, `mode` sets the direction); got {min_delta}"
+            )
+        check_type("relative", relative, bool)
+        check_type("check_finite", check_finite, bool)
+        _check_real("stopping_threshold", stopping_threshold, allow_none=True)
+        _check_real("divergence_threshold", divergence_threshold, allow_none=True)
+        self.monitor, self.mode, self.patience = monitor, mode, patience
+        self.min_delta, self.relative, self.check_finite = float(min_delta), relative, check_finite
+        self.stopping_threshold, self.divergence_threshold = stopping_threshold, divergence_threshold
+        self.best: float | None = None
+        self.wait = 0
+        self.num_updates = 0
+        self.should_stop = False
+        self.reason: str | None = None
+
+    def _improved(self, value: float) -> bool:
+        if self.best is None or math.isnan(self.best):
+            return not math.isnan(value)
+        delta = self.min_delta * abs(self.best) if self.relative else self.min_delta
+        return value < self.best - delta if self.mode == "min" else value > self.best + delta
+
+    def update(self, metrics: Mapping[str, Any]) -> bool:
+        """Take one evaluation's metrics; return ``True`` when training should stop (``reason`` says why).
+
+        Raises:
+            ValueError: when ``metrics`` lacks ``monitor``.
+        """
+        value = clean_metrics(metrics, self.monitor)[self.monitor]
+        self.num_updates += 1
+        worse_than = (lambda a, b: a > b) if self.mode == "min" else (lambda a, b: a < b)
+        if self.check_finite and not math.isfinite(value):
+            self._stop(f"{self.monitor} is {value}, not finite (check_finite=True)")
+        elif self.stopping_threshold is not None and not worse_than(value, self.stopping_threshold):
+            self._improve(value)
+            self._stop(f"{self.monitor}={value:g} reached stopping_threshold={self.stopping_threshold:g}")
+        elif self.divergence_threshold is not None and worse_than(value, self.divergence_threshold):
+            self._stop(
+                f"{self.monitor}={value:g} is worse than divergence_threshold={self.divergence_threshold:g}"
+            )
+        elif self._improve(value):
+            pass
+        else:
+            self.wait += 1
+            if self.wait >= self.patience:
+                self._stop(
+                    f"{self.monitor} did not improve over {self.best:g} for {self.wait} evaluations "
+                    f"(patience={self.patience})"
+                )
+        return self.should_stop
+
+    def _improve(self, value: float) -> bool:
+        if self._improved(value):
+            self.best, self.wait = value, 0
+            return True
+        return False
+
+    def _stop(self, reason: str) -> None:
+        self.should_stop, self.reason = True, reason
+
+    def state_dict(self) -> dict[str, Any]:
+        """Plain-value state (loads with ``torch.load(weights_only=True)`` and JSON)."""
+        return {
+            "monitor": self.monitor,
+            "mode": self.mode,
+            "best": self.best,
+            "wait": self.wait,
+            "num_updates": self.num_updates,
+            "should_stop": self.should_stop,
+            "reason": self.reason,
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore :meth:`state_dict` output (e.g. on resume, so patience carries over).
+
+        Raises:
+            ValueError: when the state was saved for another ``monitor`` / ``mode`` or lacks keys.
+        """
+        missing = {"monitor", "mode", "best", "wait"} - set(state)
+        if missing:
+            raise ValueError(f"EarlyStopping state lacks keys {sorted(missing)}; got keys {sorted(state)}")
+        if (state["monitor"], state["mode"]) != (self.monitor, self.mode):
+            raise ValueError(
+                f"EarlyStopping state was saved for monitor={state['monitor']!r}, mode={state['mode']!r}, "
+                f"not monitor={self.monitor!r}, mode={self.mode!r}"
+            )
+        self.best = None if state["best"] is None else float(state["best"])
+        self.wait = int(state["wait"])
+        self.num_updates = int(state.get("num_updates", 0))
+        self.should_stop = bool(state.get("should_stop", False))
+        self.reason = state.get("reason")
+
+    def __repr__(self) -> str:
+        return (
+            f"EarlyStopping(monitor={self.monitor!r}, mode={self.mode!r}, patience={self.patience}, "
+            f"best={self.best}, wait={self.wait})"
+        )

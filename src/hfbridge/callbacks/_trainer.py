@@ -1,0 +1,203 @@
+"""HF ``Trainer`` bridge: ``CheckpointCallback`` and ``EarlyStoppingCallback`` (this module imports transformers)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
+
+from hfbridge._checks import check_type
+from hfbridge.callbacks._checkpointer import Checkpointer
+from hfbridge.callbacks._early_stopping import EarlyStopping
+from hfbridge.callbacks._state import load_model_weights, read_model_weights, unwrap_model
+
+__all__ = ["CheckpointCallback", "EarlyStoppingCallback"]
+
+logger = logging.getLogger(__name__)
+
+
+def _eval_key(monitor: Any) -> Any:
+    """HF prefixes evaluation metrics with ``eval_``; read ``"loss"`` as ``"eval_loss"`` like Trainer does."""
+    if isinstance(monitor, str) and monitor and not monitor.startswith("eval_"):
+        return f"eval_{monitor}"
+    return monitor
+
+
+class EarlyStoppingCallback(TrainerCallback):
+    """Stop HF ``Trainer`` when an evaluation metric stops improving; patience survives a resume.
+
+    Built on :class:`~hfbridge.EarlyStopping` (same arguments). Unlike ``transformers.EarlyStoppingCallback`` it
+    needs neither ``load_best_model_at_end`` nor ``metric_for_best_model``, and when tracked by a
+    :class:`CheckpointCallback` (``callbacks={"early_stopping": this}``) its state is saved with every checkpoint
+    and restored on ``trainer.train(resume_from_checkpoint=...)`` (transformers #28544).
+
+    Args:
+        monitor: evaluation metric, e.g. ``"eval_loss"`` (``"loss"`` is read as ``"eval_loss"``).
+        **kwargs: ``mode``, ``patience``, ``min_delta``, ``relative``, ``check_finite``, ``stopping_threshold``,
+            ``divergence_threshold`` as for :class:`~hfbridge.EarlyStopping`.
+
+    Example:
+        >>> stop = EarlyStoppingCallback("eval_loss", patience=3)  # doctest: +SKIP
+        >>> ckpt = CheckpointCallback("ckpts", monitor="eval_loss", callbacks={"early_stopping": stop})  # doctest: +SKIP
+        >>> Trainer(..., callbacks=[ckpt, stop]).train(resume_from_checkpoint=ckpt.latest())  # doctest: +SKIP
+    """
+
+    def __init__(self, monitor: str, **kwargs: Any) -> None:
+        self.early_stopping = EarlyStopping(_eval_key(monitor), **kwargs)
+        self._last_step: int | None = None
+
+    @property
+    def reason(self) -> str | None:
+        """Why training was stopped, or ``None``."""
+        return self.early_stopping.reason
+
+    def observe(self, step: int, metrics: Mapping[str, Any]) -> bool:
+        """Feed one evaluation (once per step, however many callbacks ask); return whether to stop."""
+        if step != self._last_step:
+            self.early_stopping.update(metrics)
+            self._last_step = step
+            if self.early_stopping.should_stop:
+                logger.warning("early stopping at step %d: %s", step, self.early_stopping.reason)
+        return self.early_stopping.should_stop
+
+    def on_evaluate(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> TrainerControl:
+        metrics = kwargs.get("metrics") or {}
+        if self.observe(state.global_step, metrics):
+            control.should_training_stop = True
+        return control
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"early_stopping": self.early_stopping.state_dict(), "last_step": self._last_step}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.early_stopping.load_state_dict(state["early_stopping"])
+        self._last_step = state.get("last_step")
+
+
+class CheckpointCallback(TrainerCallback):
+    """Write hfbridge crash-safe checkpoints from HF ``Trainer`` after each evaluation, keeping the best K.
+
+    Each checkpoint folder uses Trainer's file names (``model.safetensors``, ``optimizer.pt``, ``scheduler.pt``,
+    ``rng_state.pth``, ``trainer_state.json``), so ``trainer.train(resume_from_checkpoint=cb.latest())`` resumes
+    from it; on that resume this callback restores the states of ``callbacks`` (e.g. early-stopping patience).
+    Set ``save_strategy="no"`` in ``TrainingArguments`` to turn Trainer's own, non-atomic checkpoints off.
+
+    Args:
+        dirpath: checkpoint folder, or a ready :class:`~hfbridge.Checkpointer`.
+        monitor: evaluation metric that ranks checkpoints (``"loss"`` reads ``"eval_loss"``); default: none,
+            keep the last ``keep_last``.
+        mode, keep_best, keep_last, filename, check_disk_space: as for :class:`~hfbridge.Checkpointer`
+            (ignored when ``dirpath`` is a Checkpointer).
+        callbacks: named stateful callbacks to save and restore, e.g. ``{"early_stopping": stop}``.
+        load_best_at_end: load the best checkpoint's weights into the model when training ends.
+
+    Raises:
+        TypeError, ValueError: on a bad argument.
+    """
+
+    def __init__(
+        self,
+        dirpath: str | Path | Checkpointer,
+        *,
+        monitor: str | None = None,
+        mode: Literal["min", "max"] = "min",
+        keep_best: int = 1,
+        keep_last: int | None = 1,
+        filename: str = "checkpoint-{step}",
+        check_disk_space: bool = True,
+        callbacks: Mapping[str, Any] | None = None,
+        load_best_at_end: bool = False,
+    ) -> None:
+        if isinstance(dirpath, Checkpointer):
+            self.checkpointer = dirpath
+        else:
+            self.checkpointer = Checkpointer(
+                dirpath,
+                monitor=_eval_key(monitor),
+                mode=mode,
+                keep_best=keep_best,
+                keep_last=keep_last,
+                filename=filename,
+                check_disk_space=check_disk_space,
+            )
+        self.callbacks = dict(callbacks or {})
+        for key, cb in self.callbacks.items():
+            if not (hasattr(cb, "state_dict") and hasattr(cb, "load_state_dict")):
+                raise TypeError(
+                    f"`callbacks[{key!r}]` must have state_dict() and load_state_dict(); got {type(cb).__name__}"
+                )
+        check_type("load_best_at_end", load_best_at_end, bool)
+        self.load_best_at_end = load_best_at_end
+        self._training = False
+
+    def latest(self) -> str | None:
+        """The newest complete checkpoint, as a string for ``resume_from_checkpoint``; ``None`` when none."""
+        path = self.checkpointer.latest()
+        return None if path is None else str(path)
+
+    def best(self) -> str | None:
+        """The best checkpoint by ``monitor``; ``None`` when none."""
+        path = self.checkpointer.best()
+        return None if path is None else str(path)
+
+    def on_train_begin(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
+        self._training = True
+        if state.global_step == 0:
+            return
+        # Trainer resumed at global_step: restore our callbacks' states from our checkpoint of that step.
+        matches = [c for c in self.checkpointer.checkpoints() if c["step"] == state.global_step]
+        if not matches:
+            if self.callbacks:
+                warnings.warn(
+                    f"resumed at step {state.global_step}, but {str(self.checkpointer.dirpath)!r} has no "
+                    f"checkpoint of that step; callback states ({sorted(self.callbacks)}) start fresh",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+            return
+        path = self.checkpointer.dirpath / matches[-1]["name"]
+        self.checkpointer.resume(path=path, callbacks=self.callbacks, restore_rng=False)
+
+    def on_evaluate(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
+        if not self._training:
+            return  # a trainer.evaluate() call outside training: nothing to checkpoint
+        metrics = dict(kwargs.get("metrics") or {})
+        for cb in self.callbacks.values():
+            if isinstance(cb, EarlyStoppingCallback):
+                cb.observe(state.global_step, metrics)  # so the saved state includes this evaluation
+        self.checkpointer.save(
+            state.global_step,
+            model=kwargs["model"],
+            optimizer=kwargs.get("optimizer"),
+            scheduler=kwargs.get("lr_scheduler"),
+            metrics=metrics,
+            epoch=state.epoch,
+            callbacks=self.callbacks,
+            force=True,
+            trainer_state=json.loads(json.dumps(dataclasses.asdict(state))),
+        )
+
+    def on_train_end(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
+        self._training = False
+        if self.load_best_at_end:
+            best = self.checkpointer.best()
+            if best is None:
+                warnings.warn(
+                    "load_best_at_end=True but there is no best checkpoint", RuntimeWarning, stacklevel=2
+                )
+                return
+            load_model_weights(unwrap_model(kwargs["model"]), read_model_weights(best / "model.safetensors"))

@@ -1,0 +1,151 @@
+"""``MaskedLMCollator``: pad, then mask tokens for masked-LM training (80/10/10), reproducibly."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from hfbridge._checks import check_probability, check_type
+from hfbridge.collators._common import PaddingOptions
+from hfbridge.collators._padding import PaddingCollator
+from hfbridge.collators._words import continuation_table
+
+__all__ = ["MaskedLMCollator"]
+
+
+@dataclass
+class MaskedLMCollator(PaddingOptions):
+    """Pad a batch and mask ``mlm_probability`` of its tokens; ``labels`` hold the originals, -100 elsewhere.
+
+    Of the chosen tokens, ``mask_replace_prob`` become the mask token, ``random_replace_prob`` a random token and
+    the rest stay unchanged (80/10/10 by default), as ``DataCollatorForLanguageModeling(mlm=True)``. Special
+    tokens (from the rows' ``special_tokens_mask`` when present, else from the tokenizer's special ids) and
+    padding are never chosen. With ``whole_word_mask`` a word's sub-tokens are chosen together; word boundaries
+    come from the vocabulary (WordPiece ``##``, byte-level ``Ġ``, SentencePiece ``▁``), so no ``offset_mapping``
+    is needed. With ``seed``, the masks are reproducible: the generator derives from ``(seed, epoch, worker id)``
+    (see :meth:`set_epoch`).
+
+    Args:
+        tokenizer: gives the mask id, the special ids, the vocabulary size and the pad id (required).
+        mlm_probability: the share of (non-special) tokens chosen.
+        mask_replace_prob: the share of chosen tokens replaced by the mask token.
+        random_replace_prob: the share of chosen tokens replaced by a random token.
+        whole_word_mask: choose whole words instead of single tokens.
+        seed: seed for reproducible masks; ``None`` draws fresh entropy.
+        padding, max_length, overflow, pad_to_multiple_of, padding_side, pad_token_id, label_pad_token_id, pad_values,
+            attention_mask_dtype, return_tensors: as in ``PaddingCollator``.
+
+    Raises:
+        ValueError: a tokenizer without a mask token, probabilities out of [0, 1] or summing over 1.
+
+    Example:
+        >>> collate = MaskedLMCollator(tokenizer, mlm_probability=0.15, seed=0)  # doctest: +SKIP
+        >>> batch = collate(rows)  # input_ids with [MASK]s, labels -100 except at the chosen tokens  # doctest: +SKIP
+    """
+
+    mlm_probability: float = 0.15
+    mask_replace_prob: float = 0.8
+    random_replace_prob: float = 0.1
+    whole_word_mask: bool = False
+    seed: int | None = None
+    _padding: PaddingCollator = field(init=False, repr=False, compare=False)
+    _epoch: int = field(default=0, init=False, repr=False, compare=False)
+    _generator: Any = field(default=None, init=False, repr=False, compare=False)
+    _generator_pid: int = field(default=-1, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        tok = self.tokenizer
+        if tok is None or getattr(tok, "mask_token_id", None) is None:
+            raise ValueError(
+                "MaskedLMCollator needs a `tokenizer` with a mask token; got "
+                f"{type(tok).__name__ if tok is not None else None} without one"
+            )
+        check_probability("mlm_probability", self.mlm_probability)
+        check_probability("mask_replace_prob", self.mask_replace_prob)
+        check_probability("random_replace_prob", self.random_replace_prob)
+        if self.mask_replace_prob + self.random_replace_prob > 1:
+            raise ValueError(
+                "`mask_replace_prob + random_replace_prob` must not exceed 1; got "
+                f"{self.mask_replace_prob} + {self.random_replace_prob}"
+            )
+        check_type("whole_word_mask", self.whole_word_mask, bool)
+        check_type("seed", self.seed, (int, type(None)), what="an int or None")
+        self._padding = self._padder(label_mode="sequence", return_attention_mask=True)
+        self._mask_id = int(tok.mask_token_id)
+        self._vocab_size = len(tok)
+        self._special_ids = np.array(sorted(set(tok.all_special_ids)), dtype=np.int64)
+        self._continuation = continuation_table(tok) if self.whole_word_mask else None
+
+    def set_epoch(self, epoch: int) -> None:
+        """Re-derive the generator from ``(seed, epoch, worker id)`` so each epoch masks differently."""
+        check_type("epoch", epoch, int)
+        self._epoch, self._generator = epoch, None
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_generator"], state["_generator_pid"] = None, -1  # each process derives its own
+        return state
+
+    def _rng(self) -> np.random.Generator:
+        pid = os.getpid()
+        if self._generator is None or self._generator_pid != pid:
+            if self.seed is None:
+                self._generator = np.random.default_rng()
+            else:
+                from torch.utils.data import get_worker_info
+
+                info = get_worker_info()
+                self._generator = np.random.default_rng([self.seed, self._epoch, info.id if info else 0])
+            self._generator_pid = pid
+        return self._generator
+
+    def __call__(self, features: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        """Collate and mask ``features``; returns ``input_ids``, ``attention_mask``, ``labels`` (and other keys)."""
+        batch = self._padding.collate_numpy(features)
+        special = batch.pop("special_tokens_mask", None)
+        ids = batch["input_ids"]
+        blocked = ~batch["attention_mask"].astype(bool, copy=False)
+        blocked |= special.astype(bool) if special is not None else np.isin(ids, self._special_ids)
+        rng = self._rng()
+        keep = ~blocked
+        draw = rng.random(ids.shape)
+        replace_upto = self.mask_replace_prob
+        random_upto = self.mask_replace_prob + self.random_replace_prob
+        if self._continuation is None:
+            # one uniform draw decides both whether a token is chosen (draw < p) and, rescaled by p, what
+            # becomes of it: [0, p*0.8) mask token, [p*0.8, p*0.9) random token, [p*0.9, p) unchanged
+            p = self.mlm_probability
+            chosen = (draw < p) & keep
+            replaced = (draw < p * replace_upto) & keep
+            randomized = chosen & ~replaced & (draw < p * random_upto)
+        else:
+            chosen = _choose_words(self._continuation, self.mlm_probability, ids, blocked, rng) & keep
+            replaced = chosen & (draw < replace_upto)
+            randomized = chosen & ~replaced & (draw < random_upto)
+        batch["labels"] = np.where(chosen, ids, np.int64(self.label_pad_token_id))
+        ids[replaced] = self._mask_id  # ids is the collator's own buffer, never the caller's
+        count = int(np.count_nonzero(randomized))
+        if count:  # scaled uniforms: several times cheaper than Generator.integers for a handful of draws
+            ids[randomized] = (rng.random(count) * self._vocab_size).astype(np.int64)
+        batch["input_ids"] = ids
+        return self._padding.to_output(batch)
+
+
+def _choose_words(
+    table: np.ndarray, probability: float, ids: np.ndarray, blocked: np.ndarray, rng: np.random.Generator
+) -> np.ndarray:
+    """Choose whole words: draw once per word start, then spread each draw over the word's tokens."""
+    continuation = table[np.clip(ids, 0, table.shape[0] - 1)] & (ids < table.shape[0])
+    after_blocked = np.ones_like(blocked)
+    after_blocked[..., 1:] = blocked[..., :-1]
+    starts = ~blocked & (~continuation | after_blocked)
+    word_chosen = (rng.random(ids.shape) < probability)[starts]
+    word_index = np.cumsum(starts.ravel()) - 1  # the latest word start at or before each token
+    chosen = np.zeros(ids.size, dtype=bool)
+    inside = word_index >= 0
+    chosen[inside] = word_chosen[word_index[inside]]
+    return chosen.reshape(ids.shape)

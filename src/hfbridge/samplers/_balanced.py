@@ -1,0 +1,240 @@
+"""Class-balanced sampling: ``WeightedRandomSampler`` with weights from label counts, sharded and resumable."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+from torch.utils.data import Sampler
+
+from hfbridge._checks import check_choice, check_non_negative_int, check_positive_int, check_type
+from hfbridge._distributed import resolve_replicas
+from hfbridge.samplers._base import Uneven, shard, shard_len
+from hfbridge.samplers._state import (
+    check_state,
+    epoch_rng,
+    fingerprint,
+    make_state,
+    to_index_array,
+    uneven_options,
+)
+
+__all__ = ["BatchedSampler", "ClassBalancedSampler"]
+
+
+class ClassBalancedSampler(Sampler[int]):
+    """Draw row indices so classes appear in balanced proportions: each row weighs ``count(label) ** -power``.
+
+    With ``replacement=True`` this is ``WeightedRandomSampler`` with weights computed for you; with
+    ``replacement=False`` it draws a weighted permutation (Efraimidis-Spirakis keys), so each row appears at most once
+    per epoch and rare classes come early. The draw depends only on ``(seed, epoch)``; ranks take disjoint shares.
+
+    Args:
+        labels: one class id per row (e.g. ``adapter.label_ids``).
+        num_samples: indices per epoch over all ranks (default ``len(labels)``; ``<= len(labels)`` without
+            replacement).
+        replacement: draw with replacement.
+        power: 1.0 balances classes fully, 0.5 takes the square root of the imbalance, 0.0 is uniform.
+        seed: base seed; epoch ``e`` uses ``(seed, e)``.
+        num_replicas: number of ranks (default from ``torch.distributed``).
+        rank: this rank (default from ``torch.distributed``).
+        uneven: ``"pad"``, ``"drop"`` or ``"exact"``: how ``num_samples`` is split when it does not divide evenly.
+
+    Raises:
+        TypeError: when ``labels`` is not integer data or an option has the wrong type.
+        ValueError: when an option is out of range.
+
+    Example:
+        >>> sampler = ClassBalancedSampler(adapter.label_ids, seed=0)  # doctest: +SKIP
+        >>> loader = DataLoader(adapter, batch_size=32, sampler=sampler, collate_fn=adapter.collator)  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        labels: Any,
+        *,
+        num_samples: int | None = None,
+        replacement: bool = True,
+        power: float = 1.0,
+        seed: int = 0,
+        num_replicas: int | None = None,
+        rank: int | None = None,
+        uneven: Uneven = "pad",
+    ) -> None:
+        self._labels = to_index_array("labels", labels)
+        self.replacement = check_type("replacement", replacement, bool)
+        self.num_samples = check_positive_int("num_samples", num_samples, allow_none=True) or len(
+            self._labels
+        )
+        if not replacement and self.num_samples > len(self._labels):
+            raise ValueError(
+                f"`num_samples` must be <= len(labels)={len(self._labels)} when replacement=False; "
+                f"got {self.num_samples}"
+            )
+        if isinstance(power, bool) or not isinstance(power, (int, float)):
+            raise TypeError(f"`power` must be a float >= 0; got {power!r}")
+        if power < 0:
+            raise ValueError(f"`power` must be >= 0 (1.0 balances fully, 0.0 is uniform); got {power!r}")
+        self.power = float(power)
+        self.seed = check_non_negative_int("seed", seed)
+        self.uneven = check_choice("uneven", uneven, uneven_options)
+        self.num_replicas, self.rank = resolve_replicas(num_replicas, rank)
+        counts = np.bincount(self._labels)
+        self.class_counts = counts
+        self.weights = counts[self._labels].astype(np.float64) ** -self.power
+        self.epoch = 0
+        self._yielded = 0
+        self._resume_at: int | None = None
+        self._fingerprint = fingerprint(
+            {
+                "class": type(self).__name__,
+                "num_samples": self.num_samples,
+                "replacement": replacement,
+                "power": self.power,
+                "num_replicas": self.num_replicas,
+                "uneven": uneven,
+            },
+            self._labels,
+        )
+
+    def _draw(self) -> np.ndarray:
+        rng = epoch_rng(self.seed, self.epoch)
+        probabilities = self.weights / self.weights.sum()
+        if self.replacement:
+            drawn = rng.choice(len(self.weights), size=self.num_samples, replace=True, p=probabilities)
+        else:  # Efraimidis-Spirakis: the largest u ** (1 / w), i.e. the smallest -log(u) / w
+            keys = rng.exponential(size=len(self.weights)) / self.weights
+            drawn = np.argsort(keys, kind="stable")[: self.num_samples]
+        return drawn[shard(self.num_samples, self.num_replicas, self.rank, self.uneven)]
+
+    def __len__(self) -> int:
+        return shard_len(self.num_samples, self.num_replicas, self.rank, self.uneven)
+
+    def __iter__(self) -> Iterator[int]:
+        start = self._resume_at if self._resume_at is not None else 0
+        self._resume_at = None
+        drawn = self._draw()
+        self._yielded = start
+        for position in range(start, len(drawn)):
+            self._yielded = position + 1
+            yield int(drawn[position])
+
+    def set_epoch(self, epoch: int) -> None:
+        """Draw the indices of ``epoch``; a position loaded for the same epoch is kept."""
+        check_non_negative_int("epoch", epoch)
+        if epoch != self.epoch:
+            self._resume_at = None
+            self._yielded = 0
+        self.epoch = epoch
+
+    @property
+    def next_position(self) -> int:
+        return self._resume_at if self._resume_at is not None else 0
+
+    def state_dict(self, position: int | None = None) -> dict[str, Any]:
+        """Seed, epoch, position (indices of this epoch already yielded) and a configuration fingerprint."""
+        if position is None:
+            position = self._resume_at if self._resume_at is not None else self._yielded
+        return make_state(type(self).__name__, self._fingerprint, self.seed, self.epoch, position)
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Resume: the next ``__iter__`` yields exactly the indices the saved run had not yet yielded.
+
+        Raises:
+            ValueError: when the state belongs to another sampler or configuration.
+        """
+        seed, epoch, position = check_state(state, type(self).__name__, self._fingerprint)
+        if position > len(self):
+            raise ValueError(f"`state['position']` must be <= {len(self)}; got {position}")
+        self.seed, self.epoch, self._resume_at, self._yielded = seed, epoch, position, position
+
+
+class BatchedSampler(Sampler[list[int]]):
+    """Group a resumable index sampler (e.g. :class:`ClassBalancedSampler`) into batches, keeping O(1) resume.
+
+    Args:
+        sampler: an index sampler with ``set_epoch``, ``state_dict(position=...)`` and ``load_state_dict``.
+        batch_size: indices per batch.
+        drop_last: drop the last incomplete batch.
+
+    Raises:
+        TypeError: when ``sampler`` lacks the state methods.
+
+    Example:
+        >>> batches = BatchedSampler(ClassBalancedSampler(labels), batch_size=32)  # doctest: +SKIP
+    """
+
+    def __init__(self, sampler: Any, batch_size: int, *, drop_last: bool = False) -> None:
+        for method in ("set_epoch", "state_dict", "load_state_dict"):
+            if not callable(getattr(sampler, method, None)):
+                raise TypeError(f"`sampler` must have a `{method}` method; got {type(sampler).__name__}")
+        self.sampler = sampler
+        self.batch_size = check_positive_int("batch_size", batch_size)
+        self.drop_last = check_type("drop_last", drop_last, bool)
+        self._yielded = 0
+        self._resume_at: int | None = None
+
+    def __len__(self) -> int:
+        n = len(self.sampler)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        start = self._resume_at if self._resume_at is not None else 0
+        self._resume_at = None
+        self._yielded = start
+        batch: list[int] = []
+        for index in self.sampler:
+            batch.append(index)
+            if len(batch) == self.batch_size:
+                self._yielded += 1
+                yield batch
+                batch = []
+        if batch and not self.drop_last:
+            self._yielded += 1
+            yield batch
+
+    @property
+    def epoch(self) -> int:
+        return int(self.sampler.epoch)
+
+    @property
+    def num_replicas(self) -> int:
+        return int(getattr(self.sampler, "num_replicas", 1))
+
+    @property
+    def rank(self) -> int:
+        return int(getattr(self.sampler, "rank", 0))
+
+    @property
+    def next_position(self) -> int:
+        return self._resume_at if self._resume_at is not None else 0
+
+    def set_epoch(self, epoch: int) -> None:
+        if epoch != self.sampler.epoch:
+            self._resume_at = None
+            self._yielded = 0
+        self.sampler.set_epoch(epoch)
+
+    def state_dict(self, position: int | None = None) -> dict[str, Any]:
+        """The inner sampler's state, with ``position`` counted in batches."""
+        if position is None:
+            position = self._resume_at if self._resume_at is not None else self._yielded
+        state = self.sampler.state_dict(position=min(position * self.batch_size, len(self.sampler)))
+        state["position"] = int(position)
+        state["batch_size"] = self.batch_size
+        return dict(state)
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Resume after ``state['position']`` batches."""
+        batch_size = state.get("batch_size") if isinstance(state, dict) else None
+        if batch_size != self.batch_size:
+            raise ValueError(
+                f"`state['batch_size']` must equal batch_size={self.batch_size}; got {batch_size!r}"
+            )
+        position = int(state["position"])
+        inner = dict(state)
+        inner.pop("batch_size")
+        inner["position"] = min(position * self.batch_size, len(self.sampler))
+        self.sampler.load_state_dict(inner)
+        self._resume_at = self._yielded = position

@@ -1,0 +1,259 @@
+"""``build_dataloader``: a DataLoader over an adapter, with our batching, seeded workers and exact state."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Iterator
+from functools import partial
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, IterableDataset
+
+from hfbridge._checks import check_choice, check_non_negative_int, check_positive_int, check_type
+from hfbridge.samplers._balanced import BatchedSampler, ClassBalancedSampler
+from hfbridge.samplers._base import Uneven
+from hfbridge.samplers._grouped import LengthGroupedBatchSampler, RandomBatchSampler
+from hfbridge.samplers._streaming import BucketedIterable
+from hfbridge.samplers._token_budget import TokenBudgetBatchSampler
+
+__all__ = ["ResumableDataLoader", "build_dataloader", "seed_worker"]
+
+Batching = Literal["length", "tokens", "random", "balanced"]
+_BATCHINGS = ("length", "tokens", "random", "balanced")
+
+
+def seed_worker(
+    worker_id: int, *, seed: int, epoch: int, rank: int, user_fn: Callable[[int], None] | None
+) -> None:
+    """Seed ``random``, ``numpy`` and ``torch`` in a worker from ``(seed, epoch, rank, worker_id)``."""
+    worker_seed = int(np.random.SeedSequence([seed, epoch, rank, worker_id]).generate_state(1)[0])
+    random.seed(worker_seed)
+    np.random.seed(worker_seed)  # noqa: NPY002 - the legacy global generator is what user code in workers uses
+    torch.manual_seed(worker_seed)
+    if user_fn is not None:
+        user_fn(worker_id)
+
+
+class ResumableDataLoader(DataLoader):
+    """A ``DataLoader`` whose ``state_dict`` counts the batches it handed to *you*, not those workers prefetched.
+
+    Built by :func:`build_dataloader`; ``set_epoch``, ``state_dict`` and ``load_state_dict`` go to its batch sampler
+    (or bucketing stream), with the position replaced by the loader's own count, so a state saved mid-epoch with
+    ``num_workers > 0`` resumes at exactly the next batch.
+    """
+
+    def __init__(self, dataset: Any, *, seed: int, rank: int, **kwargs: Any) -> None:
+        self._user_worker_init_fn = kwargs.pop("worker_init_fn", None)
+        super().__init__(dataset, **kwargs)
+        self.seed = seed
+        self.rank = rank
+        self._count: int | None = None  # batches handed out by the live iterator, from the epoch's start
+
+    @property
+    def _stateful(self) -> Any:
+        return self.dataset if isinstance(self.dataset, BucketedIterable) else self.batch_sampler
+
+    @property
+    def epoch(self) -> int:
+        return int(self._stateful.epoch)
+
+    def __iter__(self) -> Iterator[Any]:  # type: ignore[override]
+        stateful = self._stateful
+        # read the resume position before workers start pulling batches from the sampler
+        start = 0 if isinstance(stateful, BucketedIterable) else stateful.next_position
+        self.worker_init_fn = partial(
+            seed_worker, seed=self.seed, epoch=self.epoch, rank=self.rank, user_fn=self._user_worker_init_fn
+        )
+        return self._counting(super().__iter__(), start)
+
+    def _counting(self, iterator: Any, start: int) -> Iterator[Any]:
+        self._count = start
+        for batch in iterator:
+            self._count += 1
+            yield batch
+        self._count = None
+
+    def set_epoch(self, epoch: int) -> None:
+        """Switch to ``epoch``'s order (a mid-epoch position just loaded for the same epoch is kept)."""
+        if epoch != self.epoch:
+            self._count = None
+        self._stateful.set_epoch(epoch)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The sampler state at the last batch this loader yielded (plain python values).
+
+        Raises:
+            RuntimeError: for a streaming loader with ``num_workers > 0`` (the stream lives in the workers).
+        """
+        stateful = self._stateful
+        if isinstance(stateful, BucketedIterable):
+            if self.num_workers > 0:
+                raise RuntimeError(
+                    "a streaming loader's state lives in its workers: use num_workers=0 to save and resume it, "
+                    "or torchdata's StatefulDataLoader"
+                )
+            return stateful.state_dict()
+        if self._count is None:
+            return dict(stateful.state_dict())
+        return dict(stateful.state_dict(position=self._count))
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Resume: the next iteration yields exactly the batches the saved run had not yet yielded."""
+        self._count = None
+        self._stateful.load_state_dict(state)
+
+
+def build_dataloader(
+    adapter: Any,
+    *,
+    batch_size: int | None = None,
+    max_tokens: int | None = None,
+    batching: Batching = "length",
+    shuffle: bool = True,
+    seed: int = 0,
+    num_workers: int = 0,
+    pin_memory: bool | Literal["auto"] = "auto",
+    drop_last: bool = False,
+    persistent_workers: bool = False,
+    timeout: float = 0,
+    prefetch_factor: int | None = None,
+    collate_fn: Callable[[list[Any]], Any] | None = None,
+    num_replicas: int | None = None,
+    rank: int | None = None,
+    uneven: Uneven = "pad",
+    **sampler_kwargs: Any,
+) -> ResumableDataLoader:
+    """Build a DataLoader over an adapter with length-aware batching, seeded workers and exact, O(1) resume.
+
+    Args:
+        adapter: a map adapter (``.lengths``, ``.label_ids``, ``.collator``) or an iterable adapter (yields rows
+            with ``input_ids``; bucketed through a shuffling buffer).
+        batch_size: rows per batch (``"length"``, ``"random"``, ``"balanced"``; or with ``"tokens"`` as a cap).
+        max_tokens: padded-token budget per batch (``"tokens"``).
+        batching: ``"length"`` (:class:`LengthGroupedBatchSampler`), ``"tokens"`` (:class:`TokenBudgetBatchSampler`),
+            ``"random"`` (:class:`RandomBatchSampler`) or ``"balanced"`` (:class:`ClassBalancedSampler` in batches).
+        shuffle: shuffle (``False`` for evaluation).
+        seed: seed for the sampler and the workers.
+        num_workers: DataLoader worker processes; each is seeded from ``(seed, epoch, rank, worker_id)``.
+        pin_memory: ``"auto"`` pins only when CUDA is available.
+        drop_last: drop incomplete batches.
+        persistent_workers: keep workers between epochs (they are then seeded once, with the first epoch).
+        timeout: seconds to wait for a worker's batch.
+        prefetch_factor: batches each worker loads ahead.
+        collate_fn: overrides ``adapter.collator``.
+        num_replicas: ranks (default from ``torch.distributed``).
+        rank: this rank (default from ``torch.distributed``).
+        uneven: ``"pad"``, ``"drop"`` or ``"exact"`` (each row once over all ranks, for evaluation).
+        **sampler_kwargs: further options of the chosen sampler (``megabatch_mult``, ``longest_first``,
+            ``max_batch_size``, ``pad_to_multiple_of``, ``oversized``, ``power``, ``replacement``, ``buffer_size``).
+
+    Returns:
+        A :class:`ResumableDataLoader` with ``set_epoch``, ``state_dict`` and ``load_state_dict``.
+
+    Raises:
+        TypeError: when ``adapter`` lacks what the batching needs, or an option has the wrong type.
+        ValueError: for an unknown ``batching`` or missing/contradictory sizes.
+
+    Example:
+        >>> loader = build_dataloader(train, batch_size=32, batching="length", num_workers=2)  # doctest: +SKIP
+        >>> for epoch in range(3):  # doctest: +SKIP
+        ...     loader.set_epoch(epoch)
+        ...     for batch in loader:
+        ...         ...
+    """
+    check_choice("batching", batching, _BATCHINGS)
+    check_positive_int("batch_size", batch_size, allow_none=True)
+    check_positive_int("max_tokens", max_tokens, allow_none=True)
+    check_non_negative_int("num_workers", num_workers)
+    check_non_negative_int("seed", seed)
+    if pin_memory != "auto":
+        check_type("pin_memory", pin_memory, bool, what="a bool or 'auto'")
+    if batching == "tokens":
+        if max_tokens is None:
+            raise ValueError("`max_tokens` is required with batching='tokens'; got None")
+        if batch_size is not None:
+            sampler_kwargs.setdefault("max_batch_size", batch_size)
+    elif batch_size is None:
+        raise ValueError(f"`batch_size` is required with batching={batching!r}; got None")
+    elif max_tokens is not None:
+        raise ValueError(
+            f"`max_tokens` only applies to batching='tokens'; got max_tokens={max_tokens} "
+            f"with batching={batching!r}"
+        )
+    if batching == "balanced" and not shuffle:
+        raise ValueError(
+            "`shuffle` must be True with batching='balanced' (it draws rows at random); got False"
+        )
+    if collate_fn is None:
+        collate_fn = getattr(adapter, "collator", None)
+        if collate_fn is None:
+            raise TypeError(
+                f"`adapter` must have a `.collator` (or pass `collate_fn`); got {type(adapter).__name__}"
+            )
+    loader_kwargs: dict[str, Any] = {
+        "collate_fn": collate_fn,
+        "num_workers": num_workers,
+        "pin_memory": torch.cuda.is_available() if pin_memory == "auto" else pin_memory,
+        "persistent_workers": persistent_workers and num_workers > 0,
+        "timeout": timeout,
+        "prefetch_factor": prefetch_factor if num_workers > 0 else None,
+    }
+    from hfbridge._distributed import resolve_replicas
+
+    num_replicas, rank = resolve_replicas(num_replicas, rank)
+    if isinstance(adapter, IterableDataset):
+        if batching not in ("length", "tokens"):
+            raise ValueError(
+                f"`batching` must be 'length' or 'tokens' for an iterable adapter; got {batching!r}"
+            )
+        bucketed = BucketedIterable(
+            adapter,
+            batch_size=batch_size if batching == "length" else None,
+            max_tokens=max_tokens,
+            shuffle=shuffle,
+            seed=seed,
+            drop_last=drop_last,
+            **sampler_kwargs,
+        )
+        return ResumableDataLoader(bucketed, seed=seed, rank=rank, batch_size=None, **loader_kwargs)
+    common: dict[str, Any] = {
+        "shuffle": shuffle,
+        "seed": seed,
+        "num_replicas": num_replicas,
+        "rank": rank,
+        "uneven": uneven,
+    }
+    batch_sampler: Any
+    if batching == "length":
+        batch_sampler = LengthGroupedBatchSampler(
+            _attribute(adapter, "lengths", batching),
+            batch_size or 0,
+            drop_last=drop_last,
+            **common,
+            **sampler_kwargs,
+        )
+    elif batching == "tokens":
+        batch_sampler = TokenBudgetBatchSampler(
+            _attribute(adapter, "lengths", batching), max_tokens or 0, **common, **sampler_kwargs
+        )
+    elif batching == "random":
+        batch_sampler = RandomBatchSampler(
+            len(adapter), batch_size or 0, drop_last=drop_last, **common, **sampler_kwargs
+        )
+    else:
+        common.pop("shuffle")
+        inner = ClassBalancedSampler(_attribute(adapter, "label_ids", batching), **common, **sampler_kwargs)
+        batch_sampler = BatchedSampler(inner, batch_size or 0, drop_last=drop_last)
+    return ResumableDataLoader(adapter, seed=seed, rank=rank, batch_sampler=batch_sampler, **loader_kwargs)
+
+
+def _attribute(adapter: Any, name: str, batching: str) -> Any:
+    try:
+        return getattr(adapter, name)
+    except AttributeError:
+        raise TypeError(
+            f"batching={batching!r} needs `adapter.{name}`; {type(adapter).__name__} has none (use an hfbridge "
+            "adapter, or build the sampler yourself from your own array)"
+        ) from None

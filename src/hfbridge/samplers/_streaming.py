@@ -1,0 +1,184 @@
+"""Length bucketing for streams: fill a buffer, sort it by length, emit its batches in shuffled order.
+
+HF ignores ``group_by_length`` for an ``IterableDataset``; this brings it back with a bounded buffer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from itertools import islice
+from typing import Any
+
+import numpy as np
+from torch.utils.data import IterableDataset
+
+from hfbridge._checks import check_non_negative_int, check_positive_int, check_type
+from hfbridge.samplers._state import check_state, epoch_rng, fingerprint, make_state
+from hfbridge.samplers._token_budget import padded_lengths, token_budget_bounds
+
+__all__ = ["BucketedIterable"]
+
+
+def _row_length(row: Any, key: str) -> int:
+    if not isinstance(row, Mapping) or key not in row:
+        keys = list(row) if isinstance(row, Mapping) else type(row).__name__
+        raise ValueError(
+            f"every streamed row must be a mapping with a `{key}` sequence (`length_key`); got {keys}"
+        )
+    return len(row[key])
+
+
+class BucketedIterable(IterableDataset):
+    """Wrap an iterable dataset of feature rows so it yields *lists of rows* grouped by length.
+
+    Rows are read ``buffer_size`` at a time; each buffer is sorted by length (ties broken at random) and cut into
+    batches of ``batch_size`` rows or of at most ``max_tokens`` padded tokens, which are emitted in a random order.
+    Use it with ``DataLoader(bucketed, batch_size=None, collate_fn=collator)``; :func:`build_dataloader` does this for
+    an iterable adapter.
+
+    Args:
+        source: an iterable of feature rows (e.g. an ``IterableAdapter``); its ``set_epoch``/``state_dict``/
+            ``load_state_dict`` are used when present.
+        batch_size: rows per batch (give this or ``max_tokens``).
+        max_tokens: padded-token budget per batch.
+        max_batch_size: cap on rows per batch with ``max_tokens``.
+        pad_to_multiple_of: the collator's ``pad_to_multiple_of``, for the token budget.
+        buffer_size: rows per buffer (rounded up to a multiple of ``batch_size``); larger pads less.
+        shuffle: shuffle ties and the batch order within each buffer.
+        seed: base seed; buffer ``b`` of epoch ``e`` uses ``(seed, e, b)``.
+        drop_last: drop a final batch with fewer than ``batch_size`` rows.
+        length_key: the row key whose length is measured.
+
+    Raises:
+        ValueError: unless exactly one of ``batch_size``/``max_tokens`` is given, or an option is out of range.
+
+    Example:
+        >>> batches = BucketedIterable(stream, batch_size=32, buffer_size=4096)  # doctest: +SKIP
+        >>> loader = DataLoader(batches, batch_size=None, collate_fn=collator)  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        source: Any,
+        *,
+        batch_size: int | None = None,
+        max_tokens: int | None = None,
+        max_batch_size: int | None = None,
+        pad_to_multiple_of: int | None = None,
+        buffer_size: int = 4096,
+        shuffle: bool = True,
+        seed: int = 0,
+        drop_last: bool = False,
+        length_key: str = "input_ids",
+    ) -> None:
+        if (batch_size is None) == (max_tokens is None):
+            raise ValueError(
+                f"give exactly one of `batch_size` or `max_tokens`; got batch_size={batch_size!r}, "
+                f"max_tokens={max_tokens!r}"
+            )
+        self.source = source
+        self.batch_size = check_positive_int("batch_size", batch_size, allow_none=True)
+        self.max_tokens = check_positive_int("max_tokens", max_tokens, allow_none=True)
+        self.max_batch_size = check_positive_int("max_batch_size", max_batch_size, allow_none=True)
+        self.pad_to_multiple_of = check_positive_int(
+            "pad_to_multiple_of", pad_to_multiple_of, allow_none=True
+        )
+        check_positive_int("buffer_size", buffer_size)
+        if batch_size is not None:
+            buffer_size = -(-buffer_size // batch_size) * batch_size
+        self.buffer_size = buffer_size
+        self.shuffle = check_type("shuffle", shuffle, bool)
+        self.seed = check_non_negative_int("seed", seed)
+        self.drop_last = check_type("drop_last", drop_last, bool)
+        self.length_key = check_type("length_key", length_key, str)
+        self.epoch = 0
+        self._fingerprint = fingerprint(
+            {
+                "class": type(self).__name__,
+                "batch_size": batch_size,
+                "max_tokens": max_tokens,
+                "max_batch_size": max_batch_size,
+                "pad_to_multiple_of": pad_to_multiple_of,
+                "buffer_size": buffer_size,
+                "shuffle": shuffle,
+                "drop_last": drop_last,
+            }
+        )
+        # progress: (batches yielded this epoch, buffer index, source state at buffer start, batches from buffer)
+        self._progress: tuple[int, int, Any, int] = (0, 0, None, 0)
+        self._resume: tuple[int, int, Any, int] | None = None
+
+    def _cut(self, lengths: np.ndarray, epoch: int, buffer_index: int) -> list[np.ndarray]:
+        rng = epoch_rng(self.seed, epoch, stream=buffer_index)
+        padded = padded_lengths(lengths, self.pad_to_multiple_of)
+        rows = rng.permutation(len(padded)) if self.shuffle else np.arange(len(padded))
+        order = rows[np.argsort(-padded[rows], kind="stable")]
+        if self.batch_size is not None:
+            bounds = np.arange(0, len(order) + self.batch_size, self.batch_size).clip(max=len(order))
+            bounds = np.unique(bounds)
+        else:
+            bounds = token_budget_bounds(padded[order], self.max_tokens or 0, self.max_batch_size)
+        batches = [order[bounds[i] : bounds[i + 1]] for i in range(len(bounds) - 1)]
+        if self.shuffle:
+            batches = [batches[i] for i in rng.permutation(len(batches))]
+        return batches
+
+    def set_epoch(self, epoch: int) -> None:
+        """Use ``epoch``'s shuffles and pass the epoch on to the source; a loaded position is kept."""
+        check_non_negative_int("epoch", epoch)
+        if epoch != self.epoch:
+            self._resume = None
+            self._progress = (0, 0, None, 0)
+        self.epoch = epoch
+        if callable(getattr(self.source, "set_epoch", None)):
+            self.source.set_epoch(epoch)
+
+    def __iter__(self) -> Iterator[list[Any]]:
+        epoch, source = self.epoch, self.source
+        stateful = callable(getattr(source, "state_dict", None))
+        yielded, buffer_index, source_state, skip = self._resume or (0, 0, None, 0)
+        self._resume = None
+        if source_state is not None:
+            source.load_state_dict(source_state)
+        rows_iter = iter(source)
+        start_state = source_state  # None: the start of the epoch, which needs no source state to re-read
+        while True:
+            rows = list(islice(rows_iter, self.buffer_size))
+            if not rows:
+                break
+            lengths = np.fromiter((_row_length(r, self.length_key) for r in rows), np.int64, len(rows))
+            batches = self._cut(lengths, epoch, buffer_index)
+            final = len(rows) < self.buffer_size
+            for k in range(skip, len(batches)):
+                batch = batches[k]
+                if self.drop_last and final and self.batch_size and len(batch) < self.batch_size:
+                    continue
+                yielded += 1
+                self._progress = (yielded, buffer_index, start_state, k + 1)
+                yield [rows[i] for i in batch]
+            skip = 0
+            buffer_index += 1
+            start_state = source.state_dict() if stateful else None
+            self._progress = (yielded, buffer_index, start_state, 0)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Seed, epoch, batches yielded, and where the current buffer started in the source (its state)."""
+        yielded, buffer_index, source_state, in_buffer = self._resume or self._progress
+        state = make_state(type(self).__name__, self._fingerprint, self.seed, self.epoch, yielded)
+        state.update(buffer_index=buffer_index, buffer_position=in_buffer, source_state=source_state)
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Resume: re-read only the current buffer from the source's saved state, then skip its emitted batches.
+
+        Raises:
+            ValueError: when the state belongs to another configuration.
+        """
+        seed, epoch, position = check_state(state, type(self).__name__, self._fingerprint)
+        source_state = state.get("source_state")
+        if source_state is None and state.get("buffer_index"):
+            raise ValueError(
+                "`state['source_state']` is missing: exact streaming resume needs a source with `state_dict()`"
+            )
+        self.seed, self.epoch = seed, epoch
+        self._resume = (position, int(state["buffer_index"]), source_state, int(state["buffer_position"]))
