@@ -139,3 +139,19 @@ def test_iterable_dataset_dict_gives_streaming_adapters_sharing_labels(
     assert all(isinstance(a, IterableAdapter) for a in adapters.values())
     assert adapters["test"].label2id == {"negative": 0, "neutral": 1, "positive": 2}
     assert [r["labels"] for r in adapters["test"]] == list(seqcls_dataset_dict["test"]["label"])
+
+
+def test_minus_one_labels_of_an_unlabelled_test_split_get_a_hint(
+    seqcls_dataset: Any, wordpiece_tokenizer: Any
+) -> None:
+    from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
+
+    features = Features({"text": Value("string"), "label": ClassLabel(names=["neg", "pos"])})
+    splits = DatasetDict(
+        {
+            "train": Dataset.from_dict({"text": ["a", "b"], "label": [0, 1]}, features=features),
+            "test": Dataset.from_dict({"text": ["c"], "label": [-1]}, features=features),
+        }
+    )
+    with pytest.raises(ValueError, match=r"split 'test' has labels -1 .*`label_column=None`"):
+        adapt(splits, wordpiece_tokenizer, task="sequence-classification")

@@ -68,6 +68,12 @@ def test_lazy_and_eager_give_the_same_rows(task: str, task_case: Any) -> None:
     assert eager.lengths.tolist() == lazy.lengths.tolist()
 
 
+def test_eager_tokenization_in_several_processes(seqcls_dataset: Any, wordpiece_tokenizer: Any) -> None:
+    one = adapt(seqcls_dataset, wordpiece_tokenizer, task="sequence-classification", lazy=False)
+    two = adapt(seqcls_dataset, wordpiece_tokenizer, task="sequence-classification", lazy=False, num_proc=2)
+    assert rows_of(two) == rows_of(one)
+
+
 def test_iteration_reads_in_chunks_and_matches_indexing(lm_dataset: Any, bpe_tokenizer: Any) -> None:
     adapter = adapt(lm_dataset, bpe_tokenizer, task="causal-lm", tokenize_batch_size=40)
     tokenizer = CallCounter(bpe_tokenizer)

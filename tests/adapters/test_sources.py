@@ -63,3 +63,20 @@ def test_streaming_source_with_string_labels_takes_label2id(task_case: Any) -> N
     sized = adapt(case.dataset, case.tokenizer, task=case.task)
     assert stream.label2id == label2id
     assert [r["labels"] for r in stream] == [r["labels"] for r in rows_of(sized)]
+
+
+def test_streaming_multi_label_needs_the_label_count(
+    multilabel_dataset: Any, wordpiece_tokenizer: Any
+) -> None:
+    stream = multilabel_dataset.to_iterable_dataset()
+    with pytest.raises(
+        ValueError, match=r"`label2id` is needed: `label_column` 'labels' holds multi-label lists"
+    ):
+        adapt(stream, wordpiece_tokenizer, task="sequence-classification", label_column="labels")
+    label2id = {f"tag{i}": i for i in range(4)}
+    adapter = adapt(
+        stream, wordpiece_tokenizer, task="sequence-classification", label_column="labels", label2id=label2id
+    )
+    assert [r["labels"] for r in adapter][:2] == [
+        [1.0 if i in ids else 0.0 for i in range(4)] for ids in multilabel_dataset["labels"][:2]
+    ]

@@ -80,6 +80,8 @@ def test_lr_errors(make_tiny_model: Any) -> None:
         layerwise_param_groups(model, "1e-3")  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="`no_decay` must be a sequence of strings; got str"):
         layerwise_param_groups(model, 1e-3, no_decay="bias")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="`no_decay item` must be str"):
+        layerwise_param_groups(model, 1e-3, no_decay=("bias", 3))  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="cannot find a ModuleList"):
         layerwise_param_groups(nn.Linear(2, 2), 1e-3)
 

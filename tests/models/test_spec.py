@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from typing import Any
 
 import pytest
@@ -155,7 +156,10 @@ def test_freeze_logs_counts_and_names(make_tiny_model: Any, caplog: pytest.LogCa
 def test_warns_when_nothing_or_everything_is_frozen(make_tiny_model: Any) -> None:
     model = make_tiny_model("bert", "sequence-classification")
     with pytest.warns(UserWarning, match="freezes nothing"):
-        freeze(model, None)
+        freeze(model, "embeddings,except:*embeddings*")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        freeze(model, "none")  # asking for nothing frozen is not a mistake
     with pytest.warns(UserWarning, match="freezes every parameter"):
         report = freeze(model, "all")
     assert report.trainable_params == 0

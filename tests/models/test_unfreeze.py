@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -111,6 +112,12 @@ def test_errors(make_tiny_model: Any) -> None:
         GradualUnfreezer(nn.Linear(2, 2))
     with pytest.raises(ValueError, match="`epoch` must be a non-negative integer; got -1"):
         GradualUnfreezer(model).apply(-1)
+    with pytest.raises(ValueError, match="`stack` must be one of 'both', 'encoder', 'decoder'; got 'top'"):
+        GradualUnfreezer(model, stack="top")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="`unfreeze_embeddings` must be bool"):
+        GradualUnfreezer(model, unfreeze_embeddings="no")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="`model` must be Module"):
+        GradualUnfreezer("bert")  # type: ignore[arg-type]
 
 
 def test_ddp_without_find_unused_parameters_is_refused(make_tiny_model: Any, tmp_path: Any) -> None:
@@ -154,6 +161,9 @@ def test_callback_applies_from_trainer_state(make_tiny_model: Any, tmp_path: Any
     partial = torch.optim.SGD([p for n, p in model.named_parameters() if "embeddings" not in n], lr=0.1)
     with pytest.warns(UserWarning, match="parameters are not in the Trainer's optimizer"):
         callback.on_train_begin(args, _state(0.0, 0), control, optimizer=partial)
+    several = SimpleNamespace(world_size=2, ddp_find_unused_parameters=None)
+    with pytest.raises(ValueError, match=r"needs `TrainingArguments\(ddp_find_unused_parameters=True\)`"):
+        callback.on_train_begin(several, _state(0.0, 0), control)
     steps = GradualUnfreezer(model, unit="step", every=10).as_callback()
     steps.on_train_begin(args, _state(0.0, 0), control)
     steps.on_step_begin(args, _state(0.5, 10), control)

@@ -92,6 +92,7 @@ class MapAdapter(AdapterProperties, torch.utils.data.Dataset):
             self._encoder,
             batched=True,
             batch_size=cfg.tokenize_batch_size,
+            num_proc=cfg.num_proc,
             remove_columns=dataset.column_names,
             desc=f"Tokenizing{f' {self._split}' if self._split else ''} for {cfg.task}",
         )
