@@ -126,10 +126,9 @@ def _train_real(
     model = make_tiny_model("bert", "sequence-classification", seed=1 if resume else 0)
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    # build_dataloader gives the loader its own generator: DataLoader.__iter__ would otherwise draw a base seed
+    # from the *global* torch RNG, and that extra draw after the RNG restore would shift dropout.
     loader = build_dataloader(data, batch_size=8, batching="length", seed=5)
-    # DataLoader.__iter__ draws a base seed from the *global* torch RNG unless the loader has its own generator;
-    # that extra draw after the RNG restore would shift dropout. (Reported to the samplers part.)
-    loader.generator = torch.Generator().manual_seed(5)
     step, start_epoch = 0, 0
     if resume:
         result = ckpt.resume(model=model, optimizer=opt, loader=loader)

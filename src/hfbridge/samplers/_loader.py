@@ -46,6 +46,10 @@ class ResumableDataLoader(DataLoader):
 
     def __init__(self, dataset: Any, *, seed: int, rank: int, **kwargs: Any) -> None:
         self._user_worker_init_fn = kwargs.pop("worker_init_fn", None)
+        # Without a generator of its own, every new iterator draws its base seed from the *global* torch RNG,
+        # which shifts dropout after a mid-epoch resume; a loader-owned generator keeps resumed runs bitwise exact.
+        if kwargs.get("generator") is None:
+            kwargs["generator"] = torch.Generator().manual_seed(seed)
         super().__init__(dataset, **kwargs)
         self.seed = seed
         self.rank = rank
