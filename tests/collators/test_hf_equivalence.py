@@ -94,6 +94,7 @@ def _seq2seq_rows(tokenizer: Any, texts: list[str]) -> list[dict[str, Any]]:
     return [{**row, "labels": target["input_ids"]} for row, target in zip(rows, targets)]
 
 
+@pytest.mark.filterwarnings("ignore:Creating a tensor from a list of numpy.ndarrays")  # HF's own slow path
 @pytest.mark.parametrize("container", ["list", "np"])
 @pytest.mark.parametrize("options", PADDING_OPTIONS)
 def test_seq2seq_matches_hf(

@@ -26,6 +26,7 @@ class PaddingOptions:
     overflow: Literal["error", "truncate"] = "error"
     pad_to_multiple_of: int | None = None
     padding_side: Side | None = None
+    pad_token_id: int | None = None
     label_pad_token_id: int = -100
     pad_values: Mapping[str, int | float] | None = None
     attention_mask_dtype: Literal["int64", "bool"] = "int64"
@@ -39,6 +40,7 @@ class PaddingOptions:
             "overflow": self.overflow,
             "pad_to_multiple_of": self.pad_to_multiple_of,
             "padding_side": self.padding_side,
+            "pad_token_id": self.pad_token_id,
             "label_pad_token_id": self.label_pad_token_id,
             "pad_values": self.pad_values,
             "attention_mask_dtype": self.attention_mask_dtype,

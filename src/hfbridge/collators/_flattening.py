@@ -65,18 +65,20 @@ class FlatteningCollator:
         keys = check_rows(features)
         ids_column = gather(features, "input_ids", keys)
         lens = column_lengths("input_ids", ids_column)
-        kept = [i for i, n in enumerate(lens) if n]
-        if not kept:
-            raise ValueError("FlatteningCollator got a batch whose every row has empty `input_ids`")
-        if len(kept) < len(lens):
+        kept = [i for i, n in enumerate(lens) if n] if 0 in lens else None  # HF skips empty rows too
+        if kept is not None:
+            if not kept:
+                raise ValueError("FlatteningCollator got a batch whose every row has empty `input_ids`")
             ids_column = [ids_column[i] for i in kept]
             lens = [lens[i] for i in kept]
-        input_ids = flatten_column("input_ids", ids_column, integer=True)
+        input_ids = flatten_column("input_ids", ids_column, integer=True, lengths=lens)
         lengths = np.array(lens, dtype=np.int64)
-        starts = np.cumsum(lengths) - lengths
+        ends = np.cumsum(lengths)
+        starts = ends - lengths
         if "labels" in keys:
             label_column = gather(features, "labels", keys)
-            label_column = [label_column[i] for i in kept]
+            if kept is not None:
+                label_column = [label_column[i] for i in kept]
             label_lens = column_lengths("labels", label_column)
             if label_lens != lens:
                 i = next(i for i, (a, b) in enumerate(zip(label_lens, lens)) if a != b)
@@ -84,20 +86,18 @@ class FlatteningCollator:
                     f"`labels` must be as long as `input_ids` in every row; non-empty row {i} has "
                     f"{label_lens[i]} labels for {lens[i]} input ids"
                 )
-            labels = flatten_column("labels", label_column, integer=True).copy()
+            labels = flatten_column("labels", label_column, integer=True, lengths=label_lens).copy()
         else:
             labels = input_ids.copy()
         labels[starts] = self.separator_id
-        total = int(input_ids.shape[0])
         batch: dict[str, Any] = {"input_ids": input_ids[None, :], "labels": labels[None, :]}
         if self.return_position_ids:
-            within = np.arange(total, dtype=np.int64) - np.repeat(starts, lengths)
-            batch["position_ids"] = (within + self.position_ids_start)[None, :]
+            batch["position_ids"] = _positions(lens, lengths, starts, self.position_ids_start)[None, :]
         if self.return_seq_idx:
-            batch["seq_idx"] = np.repeat(np.arange(len(lens), dtype=np.int32), lengths)[None, :]
+            batch["seq_idx"] = np.repeat(np.arange(len(lens), dtype=np.int32), lens)[None, :]
         if self.return_flash_attn_kwargs:
             cu = np.zeros(len(lens) + 1, dtype=np.int32)
-            np.cumsum(lengths, out=cu[1:])
+            cu[1:] = ends
             batch["cu_seq_lens_q"], batch["cu_seq_lens_k"] = cu, cu.copy()
             batch["max_length_q"] = batch["max_length_k"] = max(lens)
         if self.return_tensors == "np":
@@ -105,3 +105,18 @@ class FlatteningCollator:
         import torch
 
         return {k: torch.from_numpy(v) if isinstance(v, np.ndarray) else v for k, v in batch.items()}
+
+
+_ARANGE = np.arange(4096, dtype=np.int64)
+
+
+def _positions(lens: list[int], lengths: np.ndarray, starts: np.ndarray, start: int) -> np.ndarray:
+    """``[0..n0-1, 0..n1-1, ...] + start``: glued views of one cached ``arange`` for a few rows (fewest
+    NumPy calls), ``arange - repeat(starts)`` for many."""
+    if len(lens) <= 16 and max(lens) <= _ARANGE.shape[0]:
+        positions = np.concatenate([_ARANGE[:n] for n in lens])
+    else:
+        positions = np.arange(int(lengths.sum()), dtype=np.int64) - np.repeat(starts, lengths)
+    if start:
+        positions += start
+    return positions

@@ -36,7 +36,7 @@ class MaskedLMCollator(PaddingOptions):
         random_replace_prob: the share of chosen tokens replaced by a random token.
         whole_word_mask: choose whole words instead of single tokens.
         seed: seed for reproducible masks; ``None`` draws fresh entropy.
-        padding, max_length, overflow, pad_to_multiple_of, padding_side, label_pad_token_id, pad_values,
+        padding, max_length, overflow, pad_to_multiple_of, padding_side, pad_token_id, label_pad_token_id, pad_values,
             attention_mask_dtype, return_tensors: as in ``PaddingCollator``.
 
     Raises:
@@ -111,18 +111,26 @@ class MaskedLMCollator(PaddingOptions):
         blocked = ~batch["attention_mask"].astype(bool, copy=False)
         blocked |= special.astype(bool) if special is not None else np.isin(ids, self._special_ids)
         rng = self._rng()
-        if self._continuation is None:
-            chosen = rng.random(ids.shape) < self.mlm_probability
-        else:
-            chosen = _choose_words(self._continuation, self.mlm_probability, ids, blocked, rng)
-        chosen &= ~blocked
-        batch["labels"] = np.where(chosen, ids, np.int64(self.label_pad_token_id))
+        keep = ~blocked
         draw = rng.random(ids.shape)
-        replaced = chosen & (draw < self.mask_replace_prob)
-        randomized = chosen & ~replaced & (draw < self.mask_replace_prob + self.random_replace_prob)
-        ids = ids.copy()
-        ids[replaced] = self._mask_id
-        ids[randomized] = rng.integers(0, self._vocab_size, size=int(randomized.sum()), dtype=np.int64)
+        replace_upto = self.mask_replace_prob
+        random_upto = self.mask_replace_prob + self.random_replace_prob
+        if self._continuation is None:
+            # one uniform draw decides both whether a token is chosen (draw < p) and, rescaled by p, what
+            # becomes of it: [0, p*0.8) mask token, [p*0.8, p*0.9) random token, [p*0.9, p) unchanged
+            p = self.mlm_probability
+            chosen = (draw < p) & keep
+            replaced = (draw < p * replace_upto) & keep
+            randomized = chosen & ~replaced & (draw < p * random_upto)
+        else:
+            chosen = _choose_words(self._continuation, self.mlm_probability, ids, blocked, rng) & keep
+            replaced = chosen & (draw < replace_upto)
+            randomized = chosen & ~replaced & (draw < random_upto)
+        batch["labels"] = np.where(chosen, ids, np.int64(self.label_pad_token_id))
+        ids[replaced] = self._mask_id  # ids is the collator's own buffer, never the caller's
+        count = int(np.count_nonzero(randomized))
+        if count:  # scaled uniforms: several times cheaper than Generator.integers for a handful of draws
+            ids[randomized] = (rng.random(count) * self._vocab_size).astype(np.int64)
         batch["input_ids"] = ids
         return self._padding.to_output(batch)
 

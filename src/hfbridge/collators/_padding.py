@@ -201,10 +201,13 @@ class PaddingCollator:
         self, sequences: dict[str, tuple[list[Any], bool]], out: Batch, aligned: frozenset[str]
     ) -> None:
         ref: _Ref | None = None  # the input_ids layout the aligned keys share
-        order = sorted(sequences, key=lambda k: k != "input_ids")  # input_ids first: the others align to it
+        order = list(sequences)
+        if "input_ids" in sequences:  # input_ids first: the aligned keys reuse its layout
+            order.remove("input_ids")
+            order.insert(0, "input_ids")
         for name in order:
             column, nested = sequences[name]
-            choices = None
+            rows, choices = len(column), None
             if nested:
                 choices, column = _unnest(name, column)
             lens = column_lengths(name, column)
@@ -219,17 +222,19 @@ class PaddingCollator:
             if value is not None:
                 padded = _constant(layout.mask, value, pad)
             else:
-                flat = flatten_column(name, column, integer=name in INTEGER_KEYS)
+                flat = flatten_column(name, column, integer=name in INTEGER_KEYS, lengths=lens)
                 if layout.cut:
                     flat = truncate_flat(flat, np.array(lens), self.max_length, self.truncation_side)  # type: ignore[arg-type]
                 padded = scatter_padded(flat, layout.mask, pad, flat.dtype)
             if choices is not None:
-                padded = padded.reshape(-1, choices, padded.shape[-1])
+                padded = padded.reshape(rows, choices, padded.shape[-1])
             if name == "input_ids":
                 ref = layout
             out[name] = padded
         if ref is not None and "attention_mask" not in out and self.return_attention_mask:
-            mask = ref.mask if ref.choices is None else ref.mask.reshape(-1, ref.choices, ref.mask.shape[-1])
+            mask = ref.mask
+            if ref.choices is not None:
+                mask = mask.reshape(mask.shape[0] // ref.choices, ref.choices, mask.shape[-1])
             out["attention_mask"] = mask if self.attention_mask_dtype == "bool" else mask.astype(np.int64)
         elif "attention_mask" in out and self.attention_mask_dtype == "bool":
             out["attention_mask"] = out["attention_mask"].astype(bool)
@@ -284,7 +289,9 @@ def _constant(mask: np.ndarray, value: int, pad: float) -> np.ndarray:
     if value == 1 and pad == 0:
         return mask.astype(np.int64)
     if value == pad:
-        return np.full(mask.shape, value, dtype=np.int64)
+        return (
+            np.zeros(mask.shape, dtype=np.int64) if value == 0 else np.full(mask.shape, value, dtype=np.int64)
+        )
     return np.where(mask, np.int64(value), np.int64(pad))
 
 
@@ -297,6 +304,8 @@ def _unnest(name: str, column: list[Any]) -> tuple[int, list[Any]]:
             f"`{name}` is nested (one sequence per choice) but ragged: row 0 has {counts[0]} sequences, "
             f"row {i} has {counts[i]}; every row needs the same number"
         )
+    if counts[0] == 0:
+        raise ValueError(f"`{name}` is nested (one sequence per choice) but row 0 holds no sequence")
     return counts[0], [seq for row in column for seq in row]
 
 

@@ -27,7 +27,7 @@ class Seq2SeqCollator(PaddingOptions):
     Args:
         tokenizer: the pad id and padding side come from it.
         model: optional; its ``prepare_decoder_input_ids_from_labels`` builds ``decoder_input_ids``.
-        padding, max_length, overflow, pad_to_multiple_of, padding_side, label_pad_token_id, pad_values,
+        padding, max_length, overflow, pad_to_multiple_of, padding_side, pad_token_id, label_pad_token_id, pad_values,
             attention_mask_dtype, return_tensors: as in ``PaddingCollator``.
 
     Example:

@@ -24,7 +24,7 @@ class TokenClassificationCollator(PaddingOptions):
 
     Args:
         tokenizer: the pad id and padding side come from it.
-        padding, max_length, overflow, pad_to_multiple_of, padding_side, label_pad_token_id, pad_values,
+        padding, max_length, overflow, pad_to_multiple_of, padding_side, pad_token_id, label_pad_token_id, pad_values,
             attention_mask_dtype, return_tensors: as in ``PaddingCollator``.
 
     Raises:
