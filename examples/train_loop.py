@@ -199,11 +199,6 @@ def main(argv: list[str] | None = None) -> int:
         train, **size, batching=args.batching, seed=args.seed, num_workers=args.num_workers
     )
     val_loader = build_dataloader(val, batch_size=64, shuffle=False, uneven="exact")
-    for loader in (train_loader, val_loader):
-        # Starting a DataLoader iterator draws a seed from torch's global RNG unless the loader has a generator of
-        # its own; a resumed run starts one more iterator than an unbroken run, which would shift every dropout
-        # mask after the resume. A private generator keeps the global RNG for the model alone.
-        loader.generator = torch.Generator().manual_seed(args.seed)
 
     model = hfbridge.load_pretrained(
         args.model,
