@@ -249,6 +249,8 @@ def main(argv: list[str] | None = None) -> int:
     bar = tqdm(total=total_steps, initial=step, disable=args.no_progress or not main_process, desc="train")
     start = time.perf_counter()
     for epoch in range(start_epoch, epochs):
+        if step >= total_steps or stopper.should_stop:  # also when resuming a run that had finished
+            break
         train_loader.set_epoch(epoch)  # keeps a mid-epoch position just restored by resume
         first = train_loader.batch_sampler.next_position  # > 0 only in the epoch a resume lands in
         for position, batch in enumerate(train_loader, start=first):
@@ -290,8 +292,6 @@ def main(argv: list[str] | None = None) -> int:
                 os._exit(17)
             if step >= total_steps or stopper.should_stop:
                 break
-        if step >= total_steps or stopper.should_stop:
-            break
     bar.close()
     train_s = time.perf_counter() - start
 
