@@ -28,6 +28,8 @@ from hfbridge.collators._rows import (
     is_float_sequence,
     key_kind,
     output_name,
+    raise_misaligned,
+    unnest,
 )
 
 __all__ = ["PaddingCollator"]
@@ -209,11 +211,11 @@ class PaddingCollator:
             column, nested = sequences[name]
             rows, choices = len(column), None
             if nested:
-                choices, column = _unnest(name, column)
+                choices, column = unnest(name, column)
             lens = column_lengths(name, column)
             if ref is not None and name in aligned:
                 if choices != ref.choices or lens != ref.lens:
-                    _raise_misaligned(name, lens, ref.lens)
+                    raise_misaligned(name, lens, ref.lens)
                 layout = ref
             else:
                 layout = self._layout(name, lens, choices)
@@ -293,28 +295,3 @@ def _constant(mask: np.ndarray, value: int, pad: float) -> np.ndarray:
             np.zeros(mask.shape, dtype=np.int64) if value == 0 else np.full(mask.shape, value, dtype=np.int64)
         )
     return np.where(mask, np.int64(value), np.int64(pad))
-
-
-def _unnest(name: str, column: list[Any]) -> tuple[int, list[Any]]:
-    """Flatten a column of ``[C, L]`` rows into ``B * C`` rows; every row must have the same ``C``."""
-    counts = [len(row) for row in column]
-    if min(counts) != max(counts):
-        i = next(i for i, c in enumerate(counts) if c != counts[0])
-        raise ValueError(
-            f"`{name}` is nested (one sequence per choice) but ragged: row 0 has {counts[0]} sequences, "
-            f"row {i} has {counts[i]}; every row needs the same number"
-        )
-    if counts[0] == 0:
-        raise ValueError(f"`{name}` is nested (one sequence per choice) but row 0 holds no sequence")
-    return counts[0], [seq for row in column for seq in row]
-
-
-def _raise_misaligned(name: str, lengths: list[int], ref: list[int]) -> None:
-    if len(lengths) != len(ref):
-        raise ValueError(
-            f"`{name}` and `input_ids` must have the same nesting; got {len(lengths)} vs {len(ref)} rows"
-        )
-    i = next(i for i, (a, b) in enumerate(zip(lengths, ref)) if a != b)
-    raise ValueError(
-        f"`{name}` must be as long as `input_ids` in every row; row {i} has {lengths[i]} vs {ref[i]} input ids"
-    )
