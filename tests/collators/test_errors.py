@@ -223,3 +223,8 @@ def test_whole_word_mask_needs_word_boundaries() -> None:
     with pytest.raises(ValueError, match="`whole_word_mask=True` needs word boundaries"):
         MaskedLMCollator(_PlainVocabTokenizer(), whole_word_mask=True)
     assert MaskedLMCollator(_PlainVocabTokenizer())([{"input_ids": [2, 3]}])["input_ids"].shape == (1, 2)
+
+
+def test_scalar_labels_in_sequence_mode() -> None:
+    with pytest.raises(TypeError, match="`labels` must be a sequence per row; row 0 holds a scalar 1"):
+        TokenClassificationCollator(pad_token_id=0)([{"input_ids": [1, 2], "label": 1}])
