@@ -12,6 +12,7 @@ import torch
 
 from hfbridge.collators import (
     CausalLMCollator,
+    FlatteningCollator,
     MaskedLMCollator,
     PaddingCollator,
     Seq2SeqCollator,
@@ -140,6 +141,8 @@ def test_factory_returns_each_task_collator(wordpiece_tokenizer: Any, make_tiny_
         assert type(collate) is cls
         assert collate.pad_to_multiple_of == 8
         assert type(pickle.loads(pickle.dumps(collate))) is cls
+    flat = pickle.loads(pickle.dumps(FlatteningCollator(position_ids_start=2)))
+    assert flat([{"input_ids": [4, 5]}])["position_ids"].tolist() == [[2, 3]]
     seqcls = collator_for_task("sequence-classification", wordpiece_tokenizer)
     assert seqcls.label_mode == "classification"
     model = make_tiny_model("t5", "seq2seq")
@@ -185,7 +188,6 @@ def test_dataloader_with_two_workers(wordpiece_tokenizer: Any, mlm_rows: list[di
 def test_task_collators_never_mutate_features(
     wordpiece_tokenizer: Any, texts: list[str], task: str, container: str
 ) -> None:
-    from hfbridge.collators import FlatteningCollator
     from tests.collators.conftest import as_container
 
     rows = encode(wordpiece_tokenizer, texts, return_special_tokens_mask=task == "masked-lm")
