@@ -1,7 +1,7 @@
 """Low-level column operations: lengths, flattening and padding of one key across a batch.
 
 Every function takes one *column* (the values of one key, one per row) and returns a fresh NumPy array that
-never aliases the caller's data. The fast paths avoid per-element Python: lists go through one ``list +=`` per row
+never aliases the caller's data. The fast paths avoid per-element Python: lists go through one ``list.extend`` per row
 and one ``array.array`` conversion (which also rejects non-integers), arrays through one ``np.concatenate``,
 tensors through one ``torch.cat``; padding is a single boolean-mask scatter into a preallocated buffer.
 """
@@ -57,7 +57,7 @@ def column_lengths(name: str, column: Sequence[Any]) -> list[int]:
                     f"`{name}` must hold a sequence in every row (row 0 does); row {i} holds "
                     f"{type(value).__name__} {value!r:.60}"
                 ) from None
-        raise
+        return [len(value) for value in column]  # a mix of tensors and other sequences
 
 
 def _diagnose_elements(name: str, column: Sequence[Any], integer: bool) -> None:
@@ -99,8 +99,9 @@ def flatten_column(
     first = column[0]
     if isinstance(first, (list, tuple)):
         flat: list[Any] = []
+        extend = flat.extend  # not `flat += row`: a NumPy row would hijack `+=` and refuse
         for row in column:
-            flat += row
+            extend(row)
         ints = array("q")
         try:
             ints.fromlist(flat)  # C loop; rejects floats, strings, None and nested lists
