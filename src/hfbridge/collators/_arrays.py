@@ -184,6 +184,13 @@ def stack_scalars(name: str, column: Sequence[Any], hint: str = "") -> np.ndarra
         ValueError: a row holds a sequence where row 0 holds a scalar (``hint`` is appended to the message).
         TypeError: a row holds something that is not a number.
     """
+    if type(column[0]) is int:  # the usual class ids: one C loop, which also rejects floats and lists
+        out = np.empty(len(column), dtype=np.int64)
+        try:
+            pack_into(f"={len(column)}q", out.data, 0, *column)
+            return out
+        except (StructError, TypeError, OverflowError):
+            pass  # the general path below names the bad row
     if _is_tensor(column[0]):
         import torch
 

@@ -35,6 +35,7 @@ from hfbridge.collators._rows import (
 __all__ = ["PaddingCollator"]
 
 Batch = dict[str, Any]
+_RENAMED = {key: output_name(key) for key in ("label", "label_ids")}
 _CLASSIFICATION_HINT = (
     "; sequence-classification labels are one int (class id) or float (regression) per row, or a fixed-length "
     "float multi-hot list (multi-label); use TokenClassificationCollator for one label per token"
@@ -166,10 +167,12 @@ class PaddingCollator:
         sequences: dict[str, tuple[list[Any], bool]] = {}
         for key in keys:
             column = gather(features, key, keys)
-            name = output_name(key)
+            name = _RENAMED.get(key, key)
             if name in out or name in sequences:
                 raise ValueError(f"rows hold both `{key}` and another key that becomes `{name}`; keep one")
-            kind = key_kind(name, column[0])
+            first = column[0]
+            # the common case inline (a list of ints); key_kind classifies everything else
+            kind = "seq" if type(first) is list and first and type(first[0]) is int else key_kind(name, first)
             if kind == "skip":
                 if self.keep_non_numeric:
                     out[name] = column
