@@ -38,7 +38,7 @@ def test_round_trip_restores_everything(tmp_path: Path, train_objects: Any) -> N
     es.update({"loss": 2.0})
     ckpt = Checkpointer(tmp_path / "ck")
     random.seed(11)
-    np.random.seed(12)
+    np.random.seed(12)  # noqa: NPY002 - resume must restore the legacy global RNG
     torch.manual_seed(13)
     path = ckpt.save(
         7,
@@ -52,7 +52,7 @@ def test_round_trip_restores_everything(tmp_path: Path, train_objects: Any) -> N
         callbacks={"early_stopping": es},
     )
     assert path == tmp_path / "ck" / "step7"
-    expected = (random.random(), np.random.rand(), torch.rand(1))
+    expected = (random.random(), np.random.rand(), torch.rand(1))  # noqa: NPY002
     # every non-weight file loads with weights_only=True; weights are safetensors
     files = sorted(os.listdir(path))
     assert files == sorted(
@@ -90,7 +90,7 @@ def test_round_trip_restores_everything(tmp_path: Path, train_objects: Any) -> N
     assert sched2.state_dict() == sched.state_dict()
     assert sampler2.state_dict() == {"seed": 3, "epoch": 0, "consumed": 4}
     assert es2.state_dict() == es.state_dict()
-    assert (random.random(), np.random.rand()) == expected[:2]
+    assert (random.random(), np.random.rand()) == expected[:2]  # noqa: NPY002
     assert torch.equal(torch.rand(1), expected[2])
 
 
@@ -264,7 +264,7 @@ def test_unsafe_state_is_refused_before_writing(tmp_path: Path, tiny_net: Any) -
         ckpt.save(0, model=tiny_net(), extra_state={"arr": np.zeros(3)})
     with pytest.raises(TypeError, match="must have state_dict"):
         ckpt.save(0, model=tiny_net(), callbacks={"x": object()})
-    with pytest.raises(TypeError, match="`model` must be a torch.nn.Module"):
+    with pytest.raises(TypeError, match=r"`model` must be a torch\.nn\.Module"):
         ckpt.save(0, model="bert")
     assert list(tmp_path.iterdir()) in ([], [tmp_path / "manifest.json"])
 
@@ -290,6 +290,7 @@ def test_monitor_must_be_in_metrics(tmp_path: Path, tiny_net: Any) -> None:
         ({"filename": "../x{step}"}, ValueError, "`filename` must be a non-empty folder-name template"),
         ({"filename": ".hidden"}, ValueError, "not starting with '.'"),
         ({"monitor": 1}, TypeError, "`monitor` must be str"),
+        ({"check_disk_space": "yes"}, TypeError, "`check_disk_space` must be bool"),
     ],
 )
 def test_bad_arguments(tmp_path: Path, kwargs: dict[str, Any], exc: type, match: str) -> None:
@@ -302,3 +303,22 @@ def test_bad_arguments(tmp_path: Path, kwargs: dict[str, Any], exc: type, match:
 def test_bad_step(tmp_path: Path, tiny_net: Any) -> None:
     with pytest.raises(ValueError, match="`step` must be a non-negative integer"):
         Checkpointer(tmp_path).save(-1, model=tiny_net())
+
+
+def test_scaler_round_trip(tmp_path: Path, tiny_net: Any) -> None:
+    scaler = torch.amp.GradScaler("cpu", init_scale=512.0, growth_interval=7)
+    ckpt = Checkpointer(tmp_path)
+    ckpt.save(0, model=tiny_net(), scaler=scaler)
+    fresh = torch.amp.GradScaler("cpu")
+    ckpt.resume(model=tiny_net(), scaler=fresh)
+    assert fresh.state_dict() == scaler.state_dict()
+    assert fresh.get_scale() == 512.0
+
+
+def test_wrapped_models_are_unwrapped(tmp_path: Path, tiny_net: Any) -> None:
+    model = tiny_net(3)
+    ckpt = Checkpointer(tmp_path)
+    ckpt.save(0, model=torch.nn.DataParallel(model))
+    fresh = tiny_net(4)
+    ckpt.resume(model=torch.nn.DataParallel(fresh))
+    assert torch.equal(fresh.emb.weight, model.emb.weight)

@@ -115,9 +115,7 @@ def expected_params(model: Any, paths: Paths) -> Params:
                 g = "block"
                 si = next(i for i, (s, _) in enumerate(paths.stacks) if under(n, s))
                 block.setdefault(c, (si, int(n[len(paths.stacks[si][0]) + 1 :].split(".")[0])))
-            elif paths.base and under(n, paths.base):
-                g = "other"
-            elif not paths.base and not any(under(n, h) for h in paths.head):
+            elif under(n, paths.base) if paths.base else not any(under(n, h) for h in paths.head):
                 g = "other"
             else:
                 g = "head"

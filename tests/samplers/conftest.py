@@ -85,7 +85,11 @@ class FakeIterableAdapter(IterableDataset):
         self._loaded = False
         for index in range(start, len(self.lengths)):
             self._next = index + 1
-            yield {"input_ids": list(range(1, int(self.lengths[index]) + 1)), "labels": index % 3, "row": index}
+            yield {
+                "input_ids": list(range(1, int(self.lengths[index]) + 1)),
+                "labels": index % 3,
+                "row": index,
+            }
 
 
 @pytest.fixture

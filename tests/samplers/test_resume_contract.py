@@ -24,7 +24,11 @@ LABELS = np.arange(1000) % 4 + (np.arange(1000) % 7 == 0)
 
 FACTORIES: dict[str, Callable[[], Any]] = {
     "grouped": lambda: LengthGroupedBatchSampler(LENGTHS, 16, seed=5),
-    "grouped-drop-last": lambda: LengthGroupedBatchSampler(LENGTHS, 24, seed=5, drop_last=True, megabatch_mult=4),
+    "grouped-drop-last": lambda: LengthGroupedBatchSampler(
+        LENGTHS, 24, seed=5, drop_last=True, megabatch_mult=4
+    ),
+    # 125 megabatches: a resumed run sorts megabatches one by one, a full run sorts them all at once
+    "grouped-small-megabatches": lambda: LengthGroupedBatchSampler(LENGTHS, 4, megabatch_mult=2, seed=9),
     "grouped-longest-first": lambda: LengthGroupedBatchSampler(LENGTHS, 16, longest_first=True),
     "grouped-rank1": lambda: LengthGroupedBatchSampler(LENGTHS, 8, num_replicas=3, rank=1),
     "tokens": lambda: TokenBudgetBatchSampler(LENGTHS, 512, seed=2),
@@ -58,7 +62,8 @@ def test_resume_yields_exactly_the_remaining_batches(name: str, k: int, epoch: i
     iterator = iter(first)
     seen = [_key(next(iterator)) for _ in range(k)]
     state = json.loads(json.dumps(first.state_dict()))  # plain python: survives JSON
-    assert state["epoch"] == epoch and state["position"] == k
+    assert state["epoch"] == epoch
+    assert state["position"] == k
 
     resumed = FACTORIES[name]()
     resumed.load_state_dict(state)

@@ -34,6 +34,7 @@ def adapt(
     lazy: bool = True,
     estimate_lengths: bool = False,
     tokenize_batch_size: int = 1000,
+    num_proc: int | None = None,
     num_replicas: int | None = None,
     rank: int | None = None,
     collator_kwargs: Mapping[str, Any] | None = None,
@@ -63,6 +64,7 @@ def adapt(
         lazy: tokenize rows on access (default) or once up front via ``Dataset.map`` (``False``, cached).
         estimate_lengths: lazy mode: ``.lengths`` estimated from character counts instead of tokenizing.
         tokenize_batch_size: rows per tokenizer call in bulk passes.
+        num_proc: processes for the eager ``Dataset.map`` tokenization (``lazy=False`` or ``block_size``).
         num_replicas: streaming: number of ranks (``None``: from ``torch.distributed``).
         rank: streaming: this process's rank (``None``: from ``torch.distributed``).
         collator_kwargs: options for the collator that ``.collator`` builds (e.g. ``pad_to_multiple_of=8``).
@@ -100,6 +102,7 @@ def adapt(
         lazy=lazy,
         estimate_lengths=estimate_lengths,
         tokenize_batch_size=tokenize_batch_size,
+        num_proc=num_proc,
     )
     check_tokenizer(tokenizer, cfg.task)
     options = {"num_replicas": num_replicas, "rank": rank, "collator_kwargs": collator_kwargs}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from hfbridge._checks import check_choice, check_positive_int, check_type
 from hfbridge._tasks import Task, check_task
@@ -12,7 +12,7 @@ from hfbridge._tasks import Task, check_task
 __all__ = ["PROBLEM_TYPES", "AdapterConfig", "ProblemType"]
 
 ProblemType = Literal["single_label_classification", "multi_label_classification", "regression"]
-PROBLEM_TYPES: tuple[str, ...] = ProblemType.__args__  # type: ignore[attr-defined]
+PROBLEM_TYPES: tuple[str, ...] = get_args(ProblemType)
 
 _LM_TASKS = ("causal-lm", "masked-lm")
 
@@ -41,6 +41,7 @@ class AdapterConfig:
         estimate_lengths: lazy mode: estimate ``.lengths`` from character counts instead of tokenizing.
         tokenize_batch_size: rows per fast-tokenizer call when tokenizing in bulk (eager map, lengths,
             streaming).
+        num_proc: processes for the eager ``Dataset.map`` (and packing); ``None`` tokenizes in this process.
 
     Raises:
         ValueError: an unknown task or problem type, a non-positive length, an option the task does not use.
@@ -62,6 +63,7 @@ class AdapterConfig:
     lazy: bool = True
     estimate_lengths: bool = False
     tokenize_batch_size: int = 1000
+    num_proc: int | None = None
     _frozen_label2id: dict[str, int] | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -78,6 +80,7 @@ class AdapterConfig:
         check_positive_int("max_target_length", self.max_target_length, allow_none=True)
         check_positive_int("block_size", self.block_size, allow_none=True)
         check_positive_int("tokenize_batch_size", self.tokenize_batch_size)
+        check_positive_int("num_proc", self.num_proc, allow_none=True)
         if self.problem_type is not None:
             check_choice("problem_type", self.problem_type, PROBLEM_TYPES)
         self._only_for("text_pair_column", self.text_pair_column, ("sequence-classification",))

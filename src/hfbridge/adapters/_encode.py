@@ -68,10 +68,13 @@ class Encoder:
             features["labels"] = [list(ids) for ids in features["input_ids"]]
         return features
 
-    def input_lengths(self, batch: Batch) -> list[int]:
-        """Token counts of ``input_ids`` (special tokens included, after truncation), without building labels."""
+    def input_lengths(self, batch: Batch, *, truncate: bool = True) -> list[int]:
+        """Token counts of ``input_ids`` (special tokens included, truncated unless ``truncate=False``),
+        without building labels."""
         cfg = self.config
         kwargs: dict[str, Any] = {"return_attention_mask": False, "return_token_type_ids": False}
+        if not truncate:
+            kwargs.update(truncation=False, max_length=None)
         if cfg.task == "token-classification":
             kwargs["is_split_into_words"] = True
         ids = self._call_tokenizer(batch, **kwargs)["input_ids"]
@@ -81,13 +84,12 @@ class Encoder:
         cfg = self.config
         pairs = batch[cfg.text_pair_column] if cfg.text_pair_column is not None else None
         packing = cfg.block_size is not None
-        return self.tokenizer(
-            batch[cfg.text_column],
-            pairs,
-            truncation=cfg.truncation and not packing,
-            max_length=None if packing else cfg.max_length,
-            **kwargs,
-        )
+        options: dict[str, Any] = {
+            "truncation": cfg.truncation and not packing,
+            "max_length": None if packing else cfg.max_length,
+        }
+        options.update(kwargs)
+        return self.tokenizer(batch[cfg.text_column], pairs, **options)
 
     def _tokenize(self, batch: Batch) -> Batch:
         extra = {"return_special_tokens_mask": True} if self.config.task == "masked-lm" else {}

@@ -166,9 +166,12 @@ class LabelInfo:
     def _unknown(self, labels: list[Any], split: str | None) -> ValueError:
         shown = ", ".join(map(repr, labels[:5])) + (", ..." if len(labels) > 5 else "")
         valid = self.label2id if self.kind.raw == "name" else f"ids 0..{(self.num_labels or 1) - 1}"
+        hint = ""
+        if any(isinstance(v, int) and v < 0 for v in labels):
+            hint = " (-1 marks a missing label, as in GLUE test splits: adapt such a split with `label_column=None`)"
         return ValueError(
             f"`label_column` {self.column!r}{_in(split)} has labels {shown} that are not in the label map "
-            f"(built from the train split or given as `label2id`); valid: {valid}"
+            f"(built from the train split or given as `label2id`); valid: {valid}{hint}"
         )
 
 
@@ -218,9 +221,10 @@ def build_label_info(
         else:
             top = pc.max(values).as_py()
             mapping = {f"LABEL_{i}": i for i in range(int(top) + 1 if top is not None else 0)}
-    if mapping is None and kind.raw == "name":
+    if mapping is None and (kind.raw == "name" or resolved == "multi_label_classification"):
         raise ValueError(
-            f"`label2id` is needed: `label_column` {column!r} holds strings and a streaming source cannot be scanned "
+            f"`label2id` is needed: `label_column` {column!r} holds {'strings' if kind.raw == 'name' else 'multi-label lists'} "
+            "and a streaming source cannot be scanned "
             "for its label set; pass `label2id={...}` or cast the column to a `datasets.ClassLabel`"
         )
     return LabelInfo(resolved, kind, mapping, column)

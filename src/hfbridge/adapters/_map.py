@@ -92,6 +92,7 @@ class MapAdapter(AdapterProperties, torch.utils.data.Dataset):
             self._encoder,
             batched=True,
             batch_size=cfg.tokenize_batch_size,
+            num_proc=cfg.num_proc,
             remove_columns=dataset.column_names,
             desc=f"Tokenizing{f' {self._split}' if self._split else ''} for {cfg.task}",
         )
@@ -131,7 +132,8 @@ class MapAdapter(AdapterProperties, torch.utils.data.Dataset):
 
     def __getitems__(self, indices: Any) -> list[dict[str, Any]]:
         """Rows ``indices``: one Arrow read and one tokenizer call for the whole batch (``DataLoader`` calls this)."""
-        return self._read(self._positions(indices))
+        positions = self._positions(indices)
+        return self._read(positions) if positions else []
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         """Every row in order, read and tokenized ``tokenize_batch_size`` rows at a time."""
@@ -144,13 +146,13 @@ class MapAdapter(AdapterProperties, torch.utils.data.Dataset):
         if positions.ndim != 1 or (positions.size and not np.issubdtype(positions.dtype, np.integer)):
             raise TypeError(f"`indices` must be a 1-D sequence of integers; got {indices!r:.60}")
         n = len(self)
-        positions = np.where(positions < 0, positions + n, positions).astype(np.int64, copy=False)
-        bad = positions[(positions < 0) | (positions >= n)]
+        positions = positions.astype(np.int64, copy=False)
+        bad = positions[(positions < -n) | (positions >= n)]
         if bad.size:
             raise IndexError(
                 f"`indices` must be in [-{n}, {n}) for this adapter of {n} rows; got {int(bad[0])}"
             )
-        return positions.tolist()
+        return np.where(positions < 0, positions + n, positions).tolist()
 
     def _read(self, key: list[int] | slice) -> list[dict[str, Any]]:
         if self._blocks is not None:

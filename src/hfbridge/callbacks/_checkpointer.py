@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,7 +9,8 @@ from typing import Any, Literal
 
 from hfbridge._checks import check_choice, check_non_negative_int, check_positive_int, check_type
 from hfbridge._distributed import broadcast_object, get_rank, get_world_size
-from hfbridge.callbacks._io import Payload, apply_payload, read_payload
+from hfbridge.callbacks._collective import Failure, gather, raise_first_failure
+from hfbridge.callbacks._io import Loaded, Payload, apply_payload, read_payload
 from hfbridge.callbacks._manifest import (
     FORMAT,
     decode_float,
@@ -106,6 +106,7 @@ class Checkpointer:
                 f"`filename` must be a non-empty folder-name template without path separators and not starting "
                 f"with '.'; got {filename!r}"
             )
+        check_type("check_disk_space", check_disk_space, bool)
         self.dirpath = Path(dirpath)
         self.monitor, self.mode = monitor, mode
         self.keep_best, self.keep_last = keep_best, keep_last
@@ -113,6 +114,12 @@ class Checkpointer:
         self.filename = filename
         self.check_disk_space = check_disk_space
         self._store = ManifestStore(self.dirpath, mode=mode, keep_best=keep_best, keep_last=keep_last)
+
+    def __repr__(self) -> str:
+        return (
+            f"Checkpointer({str(self.dirpath)!r}, monitor={self.monitor!r}, mode={self.mode!r}, "
+            f"keep_best={self.keep_best}, keep_last={self.keep_last})"
+        )
 
     # ------------------------------------------------------------------------------------------------ schedule
 
@@ -180,13 +187,19 @@ class Checkpointer:
         for key, cb in callbacks.items():
             if not hasattr(cb, "state_dict"):
                 raise TypeError(f"`callbacks[{key!r}]` must have state_dict(); got {type(cb).__name__}")
-        rank_state = {
-            "rng": capture_rng_state(),
-            "loader": loader.state_dict() if loader is not None else None,
-        }
-        check_plain(rank_state["loader"], "loader.state_dict()")
         world = get_world_size()
-        rank_states = _gather(rank_state, world)
+        try:
+            rank_state: Any = {
+                "rng": capture_rng_state(),
+                "loader": loader.state_dict() if loader is not None else None,
+            }
+            check_plain(rank_state["loader"], "loader.state_dict()")
+        except Exception as exc:
+            if world == 1:
+                raise
+            rank_state = Failure(exc)
+        rank_states = gather(rank_state, world)  # every rank learns whether any rank failed
+        raise_first_failure(rank_states)
         outcome: Any = None
         if get_rank() == 0:
             try:
@@ -209,20 +222,14 @@ class Checkpointer:
                     trainer_state=trainer_state,
                 )
                 path = self._write(step, epoch, clean, payload)
-                outcome = ("ok", None if path is None else str(path))
+                outcome = None if path is None else str(path)
             except Exception as exc:
-                outcome = ("error", type(exc).__name__, getattr(exc, "errno", None), str(exc))
                 if world == 1:
                     raise
-        outcome = broadcast_object(outcome)
-        if outcome[0] == "error":
-            _, kind, err, msg = outcome
-            raise (
-                OSError(err, msg)
-                if err is not None
-                else RuntimeError(f"checkpoint save failed: {kind}: {msg}")
-            )
-        return None if outcome[1] is None else Path(outcome[1])
+                outcome = Failure(exc)
+        outcome = broadcast_object(outcome)  # the others wait here while rank 0 writes
+        raise_first_failure([outcome])
+        return None if outcome is None else Path(outcome)
 
     def format_name(self, step: int, epoch: int | float | None, metrics: Mapping[str, float]) -> str:
         """The folder name ``filename`` gives for these values (see :func:`format_name`)."""
@@ -278,14 +285,33 @@ class Checkpointer:
         """
         wanted = {"model": model is not None, "optimizer": optimizer is not None}
         wanted.update(scheduler=scheduler is not None, scaler=scaler is not None)
+        world = get_world_size()
         chosen: Any = None
+        found: tuple[str, Loaded] | None = None
         if get_rank() == 0:
-            chosen = self._choose(path, wanted)
+            try:
+                found = self._store.choose(path, wanted, world_size=world)
+                chosen = None if found is None else found[0]
+            except Exception as exc:
+                if world == 1:
+                    raise
+                chosen = Failure(exc)
         name = broadcast_object(chosen)
+        raise_first_failure([name])
         if name is None:
             return None
         folder = self.dirpath / str(name) if path is None else Path(path)
-        loaded = read_payload(folder, rank=get_rank(), world_size=get_world_size(), **wanted)
+        try:  # rank 0 read its part in full while choosing; the others read theirs now
+            loaded: Any = (
+                found[1]
+                if found is not None
+                else read_payload(folder, rank=get_rank(), world_size=world, **wanted)
+            )
+        except Exception as exc:
+            if world == 1:
+                raise
+            loaded = Failure(exc)
+        raise_first_failure(gather(loaded if isinstance(loaded, Failure) else None, world))
         apply_payload(loaded, model, optimizer, scheduler, scaler, loader, callbacks, restore_rng)
         state = loaded.state
         return ResumeResult(
@@ -295,26 +321,6 @@ class Checkpointer:
             metrics={k: float(v) for k, v in (state.get("metrics") or {}).items()},
             extra_state=state.get("extra_state"),
         )
-
-    def _choose(self, path: str | Path | None, wanted: dict[str, bool]) -> str | None:
-        if path is not None:
-            read_payload(Path(path), rank=0, world_size=get_world_size(), **wanted)  # raise if it is bad
-            return Path(path).name
-        for entry in sorted(self._store.read()["checkpoints"], key=lambda e: e["seq"], reverse=True):
-            folder = self.dirpath / entry["name"]
-            reason = entry_is_complete(folder, entry)
-            if reason is None:
-                try:
-                    read_payload(folder, rank=0, world_size=get_world_size(), **wanted)
-                    return str(entry["name"])
-                except ValueError as exc:
-                    if "was saved without" in str(exc):
-                        raise
-                    reason = str(exc)
-                except Exception as exc:
-                    reason = f"{type(exc).__name__}: {exc}"
-            warnings.warn(f"skipping checkpoint {entry['name']!r}: {reason}", RuntimeWarning, stacklevel=3)
-        return None
 
     # ------------------------------------------------------------------------------------------------ finding
 
@@ -341,13 +347,3 @@ class Checkpointer:
     def _complete_entries(self) -> list[dict[str, Any]]:
         manifest = self._store.read()
         return [e for e in manifest["checkpoints"] if entry_is_complete(self.dirpath / e["name"], e) is None]
-
-
-def _gather(obj: Any, world: int) -> list[Any]:
-    if world == 1:
-        return [obj]
-    import torch.distributed as dist
-
-    out: list[Any] = [None] * world
-    dist.all_gather_object(out, obj)
-    return out

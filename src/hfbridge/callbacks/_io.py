@@ -34,7 +34,7 @@ from hfbridge.callbacks._state import (
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["Loaded", "Payload", "apply_payload", "read_payload", "write_payload"]
+__all__ = ["Loaded", "MissingPartError", "Payload", "apply_payload", "read_payload", "write_payload"]
 
 WEIGHTS = "model.safetensors"
 OPTIMIZER = "optimizer.pt"
@@ -104,10 +104,14 @@ class Loaded:
     extras: dict[str, Any] = field(default_factory=dict)
 
 
+class MissingPartError(ValueError):
+    """``resume`` was asked to restore a part (e.g. the optimizer) that the checkpoint was saved without."""
+
+
 def _need(folder: Path, name: str, what: str) -> Path:
     path = folder / name
     if not path.is_file():
-        raise ValueError(
+        raise MissingPartError(
             f"checkpoint {str(folder)!r} has no {what} state ({name}); it was saved without `{what}=`, so pass "
             f"`{what}=None` to resume, or resume from a checkpoint that has it"
         )
@@ -127,7 +131,7 @@ def read_payload(
     """Read the parts of ``folder`` that will be restored; every file goes through a safe loader.
 
     Raises:
-        ValueError: when a requested part was never saved.
+        MissingPartError: when a requested part was never saved.
         pickle.UnpicklingError: when a file carries pickled code (it is refused, never run).
         OSError, RuntimeError: on unreadable or truncated files.
     """

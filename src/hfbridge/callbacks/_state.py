@@ -125,14 +125,20 @@ def restore_rng_state(state: dict[str, Any]) -> None:
 
 
 def unwrap_model(model: Any) -> torch.nn.Module:
-    """The bare module inside DDP / ``torch.compile`` / Accelerate wrappers."""
+    """The bare module inside DDP / DataParallel / ``torch.compile`` wrappers.
+
+    Raises:
+        TypeError: for a non-module, or an FSDP-sharded model (its full state must be gathered first).
+    """
     import torch
 
     while True:
-        if isinstance(model, torch.nn.parallel.DistributedDataParallel) or type(model).__name__ in (
-            "DataParallel",
-            "FullyShardedDataParallel",
-        ):
+        if type(model).__name__ in ("FullyShardedDataParallel", "FSDPModule"):
+            raise TypeError(
+                "`model` is FSDP-sharded: gather a full state dict first (e.g. accelerate's save_state); "
+                "Checkpointer saves unsharded models"
+            )
+        if isinstance(model, (torch.nn.parallel.DistributedDataParallel, torch.nn.DataParallel)):
             model = model.module
         elif hasattr(model, "_orig_mod") and isinstance(model._orig_mod, torch.nn.Module):
             model = model._orig_mod

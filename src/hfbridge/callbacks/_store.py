@@ -18,7 +18,7 @@ from hfbridge.callbacks._atomic import (
     remove_dir,
     write_json_atomic,
 )
-from hfbridge.callbacks._io import Payload, write_payload
+from hfbridge.callbacks._io import Loaded, MissingPartError, Payload, read_payload, write_payload
 from hfbridge.callbacks._manifest import (
     FORMAT,
     MANIFEST_NAME,
@@ -186,6 +186,29 @@ class ManifestStore:
             raise
         self.apply_retention(manifest)
         return final
+
+    def choose(
+        self, path: str | Path | None, wanted: dict[str, bool], *, world_size: int
+    ) -> tuple[str, Loaded] | None:
+        """The newest checkpoint that reads in full (or ``path``), with rank 0's part read; bad ones are skipped.
+
+        Raises:
+            MissingPartError: when a part in ``wanted`` was never saved (a usage error, not corruption).
+        """
+        if path is not None:
+            return Path(path).name, read_payload(Path(path), rank=0, world_size=world_size, **wanted)
+        for entry in sorted(self.read()["checkpoints"], key=lambda e: e["seq"], reverse=True):
+            folder = self.dirpath / entry["name"]
+            reason = entry_is_complete(folder, entry)
+            if reason is None:
+                try:
+                    return str(entry["name"]), read_payload(folder, rank=0, world_size=world_size, **wanted)
+                except MissingPartError:
+                    raise
+                except Exception as exc:
+                    reason = f"{type(exc).__name__}: {exc}"
+            warnings.warn(f"skipping checkpoint {entry['name']!r}: {reason}", RuntimeWarning, stacklevel=3)
+        return None
 
     def _markers(self) -> list[dict[str, Any]]:
         out = []

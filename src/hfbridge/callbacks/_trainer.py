@@ -22,11 +22,11 @@ __all__ = ["CheckpointCallback", "EarlyStoppingCallback"]
 logger = logging.getLogger(__name__)
 
 
-def _resolve_key(monitor: str, metrics: Mapping[str, Any]) -> str:
-    """HF prefixes evaluation metrics with ``eval_``; accept ``"loss"`` for ``"eval_loss"`` like Trainer does."""
-    if monitor in metrics or monitor.startswith("eval_"):
-        return monitor
-    return f"eval_{monitor}"
+def _eval_key(monitor: Any) -> Any:
+    """HF prefixes evaluation metrics with ``eval_``; read ``"loss"`` as ``"eval_loss"`` like Trainer does."""
+    if isinstance(monitor, str) and monitor and not monitor.startswith("eval_"):
+        return f"eval_{monitor}"
+    return monitor
 
 
 class EarlyStoppingCallback(TrainerCallback):
@@ -49,7 +49,7 @@ class EarlyStoppingCallback(TrainerCallback):
     """
 
     def __init__(self, monitor: str, **kwargs: Any) -> None:
-        self.early_stopping = EarlyStopping(monitor, **kwargs)
+        self.early_stopping = EarlyStopping(_eval_key(monitor), **kwargs)
         self._last_step: int | None = None
 
     @property
@@ -60,8 +60,7 @@ class EarlyStoppingCallback(TrainerCallback):
     def observe(self, step: int, metrics: Mapping[str, Any]) -> bool:
         """Feed one evaluation (once per step, however many callbacks ask); return whether to stop."""
         if step != self._last_step:
-            key = _resolve_key(self.early_stopping.monitor, metrics)
-            self.early_stopping.update({self.early_stopping.monitor: metrics[key]} if key in metrics else {})
+            self.early_stopping.update(metrics)
             self._last_step = step
             if self.early_stopping.should_stop:
                 logger.warning("early stopping at step %d: %s", step, self.early_stopping.reason)
@@ -92,7 +91,8 @@ class CheckpointCallback(TrainerCallback):
     Set ``save_strategy="no"`` in ``TrainingArguments`` to turn Trainer's own, non-atomic checkpoints off.
 
     Args:
-        dirpath: checkpoint folder, or a ready :class:`~hfbridge.Checkpointer`.
+        dirpath: checkpoint folder, or a ready :class:`~hfbridge.Checkpointer` (a checkpoint is written after every
+            evaluation during training; its ``every_n_steps`` / ``every_n_epochs`` are not used).
         monitor: evaluation metric that ranks checkpoints (``"loss"`` reads ``"eval_loss"``); default: none,
             keep the last ``keep_last``.
         mode, keep_best, keep_last, filename, check_disk_space: as for :class:`~hfbridge.Checkpointer`
@@ -120,12 +120,9 @@ class CheckpointCallback(TrainerCallback):
         if isinstance(dirpath, Checkpointer):
             self.checkpointer = dirpath
         else:
-            if monitor is not None:
-                check_type("monitor", monitor, str)
-                monitor = monitor if monitor.startswith("eval_") else f"eval_{monitor}"
             self.checkpointer = Checkpointer(
                 dirpath,
-                monitor=monitor,
+                monitor=_eval_key(monitor),
                 mode=mode,
                 keep_best=keep_best,
                 keep_last=keep_last,

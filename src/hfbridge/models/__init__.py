@@ -12,14 +12,13 @@ Importing this package imports ``torch`` lazily and never ``transformers`` or ``
 from hfbridge.models._freeze import FreezeReport, freeze
 from hfbridge.models._layout import BlockStack, ModelLayout, ResolutionError, resolve_layout
 from hfbridge.models._load import AUTO_CLASSES, load_pretrained
-from hfbridge.models._lr import DEFAULT_NO_DECAY, layerwise_param_groups
+from hfbridge.models._lr import layerwise_param_groups
 from hfbridge.models._spec import FreezeSpec
 from hfbridge.models._summary import ModelSummary, SummaryRow, summary
 from hfbridge.models._unfreeze import GradualUnfreezer
 
 __all__ = [
     "AUTO_CLASSES",
-    "DEFAULT_NO_DECAY",
     "BlockStack",
     "FreezeReport",
     "FreezeSpec",

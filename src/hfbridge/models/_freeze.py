@@ -68,7 +68,7 @@ class FreezeReport:
         verb = "would freeze" if self.dry_run else "froze"
         lines = [
             f"{verb} {self.frozen_params:,} of {self.total_params:,} parameters "
-            f"({100 * self.frozen_params / total:.1f}%) in {len(self.frozen)} tensors; "
+            f"({100 * self.frozen_params / total:.2f}%) in {len(self.frozen)} tensors; "
             f"{self.trainable_params:,} trainable in {len(self.trainable)} tensors  [spec: {self.spec}]"
         ]
         if self.frozen_modules:
@@ -192,7 +192,9 @@ def freeze(
         dry_run: only compute and return the plan; change nothing.
 
     Returns:
-        A :class:`FreezeReport` with counts and names; also logged at INFO on the ``hfbridge.models`` logger.
+        A :class:`FreezeReport` with counts and names; also logged at INFO on the ``hfbridge.models`` logger
+        (every frozen name at DEBUG). A non-empty spec that freezes nothing, or a spec that freezes everything,
+        warns.
 
     Raises:
         ValueError: for a pattern that matches nothing, a layer count above the number of blocks, a ``stack`` the
@@ -236,7 +238,7 @@ def freeze(
         for name, p in params.items():
             p.requires_grad_(name not in frozen)
         set_eval_frozen(inner, report.eval_modules)
-    if not frozen:
+    if not frozen and spec != FreezeSpec(eval_frozen=spec.eval_frozen):  # "none" freezes nothing on purpose
         warnings.warn(
             f"freeze spec {str(spec)!r} freezes nothing: every parameter stays trainable", stacklevel=2
         )

@@ -106,11 +106,15 @@ class ModelLayout:
 
 
 def unwrap_model(model: nn.Module) -> nn.Module:
-    """Return the model inside a ``DistributedDataParallel``/``DataParallel`` (or compiled) wrapper."""
+    """Return the model inside a ``DistributedDataParallel``/``DataParallel``/``torch.compile`` wrapper."""
     from torch import nn
 
     while True:
-        inner = getattr(model, "module", None) or getattr(model, "_orig_mod", None)
+        inner = None
+        if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
+            inner = model.module
+        elif "_orig_mod" in model._modules:  # torch.compile's OptimizedModule
+            inner = model._modules["_orig_mod"]
         if not isinstance(inner, nn.Module):
             return model
         model = inner

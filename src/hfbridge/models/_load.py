@@ -37,7 +37,7 @@ def _label_maps(
         ]
         if given:
             raise ValueError(
-                f"{', '.join(f'`{g}`' for g in given)} only apply to the tasks {', '.join(map(repr, _LABEL_TASKS))}; "
+                f"{', '.join(f'`{g}`' for g in given)} only {'applies' if len(given) == 1 else 'apply'} to the tasks {', '.join(map(repr, _LABEL_TASKS))}; "
                 f"got task={task!r}"
             )
         return {}

@@ -129,7 +129,6 @@ class FreezeSpec:
             or self.trainable_layers is not None
             or self.base_model
             or self.head
-            or self.train_norms
         )
 
     @classmethod

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from hfbridge._checks import check_choice, check_non_negative_int, check_positive_int, check_type
 from hfbridge.models._freeze import FreezeReport, freeze
-from hfbridge.models._layout import require, resolve_layout, unwrap_model
+from hfbridge.models._layout import require, resolve_layout
 from hfbridge.models._spec import FreezeSpec
 
 if TYPE_CHECKING:
@@ -169,9 +169,9 @@ class GradualUnfreezer:
 
 def check_distributed(model: nn.Module) -> None:
     """Raise when ``model`` is DDP-wrapped without ``find_unused_parameters=True`` (frozen params break DDP)."""
-    if unwrap_model(model) is model or not hasattr(model, "find_unused_parameters"):
-        return
-    if not model.find_unused_parameters:
+    from torch import nn
+
+    if isinstance(model, nn.parallel.DistributedDataParallel) and not model.find_unused_parameters:
         raise ValueError(
             "gradual unfreezing under DistributedDataParallel needs `find_unused_parameters=True` (frozen "
             "parameters get no gradient, and DDP otherwise waits for them); got find_unused_parameters=False. "

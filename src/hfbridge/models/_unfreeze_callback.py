@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import math
+import warnings
 from typing import TYPE_CHECKING, Any
 
 from transformers import TrainerCallback
+
+from hfbridge.models._layout import unwrap_model
 
 if TYPE_CHECKING:
     from transformers import TrainerControl, TrainerState, TrainingArguments
@@ -42,6 +45,18 @@ class GradualUnfreezingCallback(TrainerCallback):
                 "`TrainingArguments(ddp_find_unused_parameters=True)`: frozen parameters get no gradient; "
                 f"got ddp_find_unused_parameters={args.ddp_find_unused_parameters!r}"
             )
+        optimizer = kwargs.get("optimizer")
+        if optimizer is not None:
+            held = {id(p) for group in optimizer.param_groups for p in group["params"]}
+            model = unwrap_model(self.unfreezer.model)
+            missing = [n for n, p in model.named_parameters() if id(p) not in held]
+            if missing:
+                warnings.warn(
+                    f"{len(missing)} parameters are not in the Trainer's optimizer (they were frozen when it was "
+                    f"built), so they will not train when the schedule thaws them: {', '.join(missing[:4])}, ... "
+                    "Let the callback do the freezing: do not freeze the model before Trainer.train().",
+                    stacklevel=2,
+                )
         self.unfreezer.apply(self._t(state), force=True)
 
     def on_epoch_begin(

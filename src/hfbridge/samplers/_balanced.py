@@ -64,7 +64,9 @@ class ClassBalancedSampler(Sampler[int]):
     ) -> None:
         self._labels = to_index_array("labels", labels)
         self.replacement = check_type("replacement", replacement, bool)
-        self.num_samples = check_positive_int("num_samples", num_samples, allow_none=True) or len(self._labels)
+        self.num_samples = check_positive_int("num_samples", num_samples, allow_none=True) or len(
+            self._labels
+        )
         if not replacement and self.num_samples > len(self._labels):
             raise ValueError(
                 f"`num_samples` must be <= len(labels)={len(self._labels)} when replacement=False; "
@@ -197,6 +199,14 @@ class BatchedSampler(Sampler[list[int]]):
         return int(self.sampler.epoch)
 
     @property
+    def num_replicas(self) -> int:
+        return int(getattr(self.sampler, "num_replicas", 1))
+
+    @property
+    def rank(self) -> int:
+        return int(getattr(self.sampler, "rank", 0))
+
+    @property
     def next_position(self) -> int:
         return self._resume_at if self._resume_at is not None else 0
 
@@ -219,7 +229,9 @@ class BatchedSampler(Sampler[list[int]]):
         """Resume after ``state['position']`` batches."""
         batch_size = state.get("batch_size") if isinstance(state, dict) else None
         if batch_size != self.batch_size:
-            raise ValueError(f"`state['batch_size']` must equal batch_size={self.batch_size}; got {batch_size!r}")
+            raise ValueError(
+                f"`state['batch_size']` must equal batch_size={self.batch_size}; got {batch_size!r}"
+            )
         position = int(state["position"])
         inner = dict(state)
         inner.pop("batch_size")

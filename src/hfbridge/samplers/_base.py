@@ -1,26 +1,55 @@
 """The machinery every batch sampler shares: an epoch plan computed from ``(seed, epoch)``, rank sharding and
 O(1) resume.
 
-A subclass describes one epoch as ``(order, bounds)``: ``order`` is a permutation of row indices and batch ``b`` is
-``order[bounds[b]:bounds[b + 1]]``. The base class shuffles the batches, shards them over ranks and yields them from
-the saved position on. Nothing is replayed: the plan is a few vectorised NumPy calls, then indexed.
+A subclass describes one epoch as an :class:`EpochPlan` (usually :class:`SlicedPlan`: ``order`` is a permutation of
+row indices and batch ``b`` is ``order[bounds[b]:bounds[b + 1]]``). The base class shuffles the batches, shards them
+over ranks and yields them from the saved position on. Nothing is replayed: the plan is a few vectorised NumPy calls,
+then indexed.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import numpy as np
 from torch.utils.data import Sampler
 
 from hfbridge._checks import check_choice, check_non_negative_int, check_type
 from hfbridge._distributed import resolve_replicas
-from hfbridge.samplers._state import check_state, epoch_rng, fingerprint, make_state, uneven_options
+from hfbridge.samplers._permutation import Permutation
+from hfbridge.samplers._state import check_state, fingerprint, make_state, uneven_options
 
-__all__ = ["EpochBatchSampler", "Uneven", "shard"]
+__all__ = ["EpochBatchSampler", "EpochPlan", "SlicedPlan", "Uneven", "shard", "shard_len"]
 
 Uneven = Literal["pad", "drop", "exact"]
+
+
+class EpochPlan(Protocol):
+    """One epoch's batches over all ranks, before the batch shuffle."""
+
+    def batch(self, index: int) -> np.ndarray:
+        """Row indices of batch ``index``."""
+        ...
+
+    def longest(self) -> np.ndarray:
+        """The longest row of every batch (for ``longest_first``)."""
+        ...
+
+
+class SlicedPlan:
+    """Batch ``b`` is ``order[bounds[b]:bounds[b + 1]]``."""
+
+    def __init__(self, order: np.ndarray, bounds: np.ndarray, lengths: np.ndarray | None) -> None:
+        self.order, self.bounds, self.lengths = order, bounds, lengths
+
+    def batch(self, index: int) -> np.ndarray:
+        return self.order[self.bounds[index] : self.bounds[index + 1]]
+
+    def longest(self) -> np.ndarray:
+        if self.lengths is None:
+            return np.zeros(len(self.bounds) - 1, dtype=np.int64)
+        return np.maximum.reduceat(self.lengths[self.order], self.bounds[:-1])
 
 
 def shard(num_items: int, num_replicas: int, rank: int, uneven: str) -> np.ndarray:
@@ -50,8 +79,6 @@ def shard_len(num_items: int, num_replicas: int, rank: int, uneven: str) -> int:
 class EpochBatchSampler(Sampler[list[int]]):
     """Base class: epoch planning, sharding, ``set_epoch`` and exact, O(1) ``state_dict``/``load_state_dict``."""
 
-    _lengths: np.ndarray  # per-row lengths, set by subclasses that group by length
-
     def __init__(
         self,
         *,
@@ -74,20 +101,16 @@ class EpochBatchSampler(Sampler[list[int]]):
         self.epoch = 0
         self._yielded = 0  # batches of the current epoch handed out by the running iterator
         self._resume_at: int | None = None  # set by load_state_dict, consumed by the next __iter__
-        self._plan_cache: tuple[int, int, np.ndarray, np.ndarray, np.ndarray] | None = None
+        self._plan_cache: tuple[int, int, tuple[EpochPlan, Permutation, tuple[int, int] | None]] | None = None
         self._fingerprint = ""
 
     # -- to implement ---------------------------------------------------------------------------------------------
-    def _global_plan(self, epoch: int) -> tuple[np.ndarray, np.ndarray]:
-        """Return ``(order, bounds)`` for all ranks' batches of ``epoch``, before the batch shuffle."""
+    def _global_plan(self, epoch: int) -> EpochPlan:
+        """Return all ranks' batches of ``epoch``, before the batch shuffle."""
         raise NotImplementedError
 
     def _num_global_batches(self) -> int:
         raise NotImplementedError
-
-    def _batch_sizes_for_ordering(self, order: np.ndarray, bounds: np.ndarray) -> np.ndarray:
-        """Per-batch cost used by ``longest_first`` (default: the longest row of the batch)."""
-        return np.maximum.reduceat(self._lengths[order], bounds[:-1])
 
     def _config(self) -> dict[str, Any]:
         return {
@@ -101,25 +124,37 @@ class EpochBatchSampler(Sampler[list[int]]):
         self._fingerprint = fingerprint({"class": type(self).__name__, **self._config()}, *arrays)
 
     # -- the epoch plan ---------------------------------------------------------------------------------------------
-    def _plan(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``(order, bounds, batch_ids)`` for this rank and epoch; cached, so resume and iteration share it."""
+    def _plan(self) -> tuple[EpochPlan, Permutation, tuple[int, int] | None]:
+        """``(plan, batch order, longest-first swap)`` of this epoch; cached, so resume and iteration share it.
+
+        Nothing here is O(epoch) unless the subclass's plan is (the token budget sorts) or ``longest_first`` is set.
+        """
         cache = self._plan_cache
         if cache is not None and cache[0] == self.epoch and cache[1] == self.seed:
-            return cache[2], cache[3], cache[4]
-        order, bounds = self._global_plan(self.epoch)
-        num_batches = len(bounds) - 1
-        if self.shuffle:
-            batch_order = epoch_rng(self.seed, self.epoch, stream=1).permutation(num_batches)
-        else:
-            batch_order = np.arange(num_batches)
-        batch_ids = batch_order[shard(num_batches, self.num_replicas, self.rank, self.uneven)]
-        if self.longest_first and len(batch_ids) > 1:
-            cost = self._batch_sizes_for_ordering(order, bounds)[batch_ids]
-            top = int(np.argmax(cost))
-            batch_ids = batch_ids.copy()
-            batch_ids[[0, top]] = batch_ids[[top, 0]]
-        self._plan_cache = (self.epoch, self.seed, order, bounds, batch_ids)
-        return order, bounds, batch_ids
+            return cache[2]
+        plan = self._global_plan(self.epoch)
+        order = Permutation(self._num_global_batches(), (self.seed, self.epoch, 1), shuffle=self.shuffle)
+        swap = None
+        if self.longest_first and len(self) > 1:
+            ids = order(self._global_positions(np.arange(len(self))))
+            swap = (0, int(np.argmax(plan.longest()[ids])))
+        self._plan_cache = (self.epoch, self.seed, (plan, order, swap))
+        return plan, order, swap
+
+    def _global_positions(self, positions: np.ndarray) -> np.ndarray:
+        """This rank's positions -> positions in the all-ranks batch sequence (see :func:`shard`)."""
+        global_positions = self.rank + positions * self.num_replicas
+        if self.uneven == "pad":
+            global_positions %= max(self._num_global_batches(), 1)
+        return global_positions
+
+    def _batch_ids(self, start: int, stop: int) -> np.ndarray:
+        _, order, swap = self._plan()
+        positions = np.arange(start, stop)
+        if swap is not None:
+            first, top = swap
+            positions = np.where(positions == first, top, np.where(positions == top, first, positions))
+        return order(self._global_positions(positions))
 
     def __len__(self) -> int:
         """Batches this rank yields per epoch (deterministic: the same every epoch)."""
@@ -128,12 +163,17 @@ class EpochBatchSampler(Sampler[list[int]]):
     def __iter__(self) -> Iterator[list[int]]:
         start = self._resume_at if self._resume_at is not None else 0
         self._resume_at = None
-        order, bounds, batch_ids = self._plan()
+        plan, _, _ = self._plan()
+        total = len(self)
         self._yielded = start
-        for position in range(start, len(batch_ids)):
-            batch = int(batch_ids[position])
-            self._yielded = position + 1
-            yield order[bounds[batch] : bounds[batch + 1]].tolist()
+        # batch ids are mapped a growing chunk at a time: resuming maps one small chunk, not the epoch
+        chunk_start, chunk = start, 64
+        while chunk_start < total:
+            chunk_stop = min(chunk_start + chunk, total)
+            for offset, batch in enumerate(self._batch_ids(chunk_start, chunk_stop).tolist()):
+                self._yielded = chunk_start + offset + 1
+                yield plan.batch(batch).tolist()
+            chunk_start, chunk = chunk_stop, min(chunk * 4, 65536)
 
     # -- epochs and state -------------------------------------------------------------------------------------------
     def set_epoch(self, epoch: int) -> None:

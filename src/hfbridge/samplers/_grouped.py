@@ -7,8 +7,9 @@ from typing import Any
 import numpy as np
 
 from hfbridge._checks import check_positive_int, check_type
-from hfbridge.samplers._base import EpochBatchSampler, Uneven
-from hfbridge.samplers._state import epoch_rng, to_index_array
+from hfbridge.samplers._base import EpochBatchSampler, SlicedPlan, Uneven
+from hfbridge.samplers._permutation import Permutation
+from hfbridge.samplers._state import to_index_array
 
 __all__ = ["LengthGroupedBatchSampler", "RandomBatchSampler"]
 
@@ -18,6 +19,72 @@ def _sort_key(lengths: np.ndarray) -> np.ndarray:
     top = int(lengths.max()) if lengths.size else 0
     dtype = np.int16 if top < 2**15 else np.int32 if top < 2**31 else np.int64
     return (-lengths).astype(dtype)
+
+
+class MegabatchPlan:
+    """Rows in a random order (a :class:`Permutation`, first ``num_rows`` positions) cut into megabatches; a
+    megabatch is gathered and sorted (longest first) only when one of its batches is asked for, so resuming at any
+    position touches one megabatch, not the epoch."""
+
+    def __init__(
+        self,
+        rows: Permutation,
+        num_rows: int,
+        key: np.ndarray,
+        lengths: np.ndarray,
+        batch_size: int,
+        group: int,
+    ) -> None:
+        self.rows, self.num_rows, self.key, self.lengths = rows, num_rows, key, lengths
+        self.batch_size, self.group = batch_size, group
+        self._sorted: dict[int, np.ndarray] = {}
+        self._order: np.ndarray | None = None  # every megabatch sorted, once more than a few are needed
+
+    def _megabatch(self, index: int) -> np.ndarray:
+        start = index * self.group
+        if self._order is not None:
+            return self._order[start : start + self.group]
+        local = self._sorted.get(index)
+        if local is None:
+            if len(self._sorted) >= 8:  # iterating, not resuming: sort every megabatch at once, vectorised
+                self._order = self._sort_all()
+                return self._order[start : start + self.group]
+            rows = self.rows(np.arange(start, min(start + self.group, self.num_rows)))
+            local = self._sorted[index] = rows[np.argsort(self.key[rows], kind="stable")]
+        return local
+
+    def _sort_all(self) -> np.ndarray:
+        rows = self.rows(np.arange(self.num_rows))
+        n_full = (self.num_rows // self.group) * self.group
+        key = self.key[rows]
+        head = np.argsort(key[:n_full].reshape(-1, self.group), axis=1, kind="stable")
+        head += (np.arange(n_full // self.group) * self.group)[:, None]
+        tail = n_full + np.argsort(key[n_full:], kind="stable")
+        return rows[np.concatenate([head.ravel(), tail])]
+
+    def batch(self, index: int) -> np.ndarray:
+        megabatch, offset = divmod(index * self.batch_size, self.group)
+        return self._megabatch(megabatch)[offset : offset + self.batch_size]
+
+    def longest(self) -> np.ndarray:
+        if self._order is None:
+            self._order = self._sort_all()
+        starts = np.arange(-(-self.num_rows // self.batch_size)) * self.batch_size
+        return np.maximum.reduceat(self.lengths[self._order], starts)
+
+
+class RowChunkPlan:
+    """Batch ``b`` is positions ``[b * batch_size, ...)`` of a row :class:`Permutation`: O(batch) per batch."""
+
+    def __init__(self, rows: Permutation, num_rows: int, batch_size: int) -> None:
+        self.rows, self.num_rows, self.batch_size = rows, num_rows, batch_size
+
+    def batch(self, index: int) -> np.ndarray:
+        start = index * self.batch_size
+        return self.rows(np.arange(start, min(start + self.batch_size, self.num_rows)))
+
+    def longest(self) -> np.ndarray:  # pragma: no cover - random batches have no longest_first
+        return np.zeros(-(-self.num_rows // self.batch_size), dtype=np.int64)
 
 
 class LengthGroupedBatchSampler(EpochBatchSampler):
@@ -60,7 +127,7 @@ class LengthGroupedBatchSampler(EpochBatchSampler):
         *,
         shuffle: bool = True,
         seed: int = 0,
-        megabatch_mult: int = 128,
+        megabatch_mult: int = 256,
         drop_last: bool = False,
         longest_first: bool = False,
         num_replicas: int | None = None,
@@ -102,21 +169,15 @@ class LengthGroupedBatchSampler(EpochBatchSampler):
     def _num_global_batches(self) -> int:
         return -(-self._num_rows() // self.batch_size)
 
-    def _global_plan(self, epoch: int) -> tuple[np.ndarray, np.ndarray]:
+    def _global_plan(self, epoch: int) -> MegabatchPlan | SlicedPlan:
         n_rows = self._num_rows()
         if self.shuffle:
-            rows = epoch_rng(self.seed, epoch).permutation(len(self._lengths))[:n_rows]
+            rows = Permutation(len(self._lengths), (self.seed, epoch, 0))
             group = self.batch_size * self.megabatch_mult
-            n_full = (n_rows // group) * group
-            key = self._key[rows]
-            head = np.argsort(key[:n_full].reshape(-1, group), axis=1, kind="stable")
-            head += (np.arange(n_full // group) * group)[:, None]
-            tail = n_full + np.argsort(key[n_full:], kind="stable")
-            order = rows[np.concatenate([head.ravel(), tail])]
-        else:
-            order = np.argsort(self._key, kind="stable")[:n_rows]
+            return MegabatchPlan(rows, n_rows, self._key, self._lengths, self.batch_size, group)
+        order = np.argsort(self._key, kind="stable")[:n_rows]
         bounds = np.minimum(np.arange(self._num_global_batches() + 1) * self.batch_size, n_rows)
-        return order, bounds
+        return SlicedPlan(order, bounds, self._lengths)
 
 
 class RandomBatchSampler(EpochBatchSampler):
@@ -157,7 +218,12 @@ class RandomBatchSampler(EpochBatchSampler):
         self.batch_size = check_positive_int("batch_size", batch_size)
         self.drop_last = check_type("drop_last", drop_last, bool)
         super().__init__(
-            shuffle=shuffle, seed=seed, num_replicas=num_replicas, rank=rank, uneven=uneven, longest_first=False
+            shuffle=shuffle,
+            seed=seed,
+            num_replicas=num_replicas,
+            rank=rank,
+            uneven=uneven,
+            longest_first=False,
         )
         self._set_fingerprint()
 
@@ -174,11 +240,8 @@ class RandomBatchSampler(EpochBatchSampler):
             return self.num_rows // self.batch_size
         return -(-self.num_rows // self.batch_size)
 
-    def _global_plan(self, epoch: int) -> tuple[np.ndarray, np.ndarray]:
-        n_batches = self._num_global_batches()
-        n_used = min(n_batches * self.batch_size, self.num_rows)
-        if self.shuffle:
-            order = epoch_rng(self.seed, epoch).permutation(self.num_rows)[:n_used]
-        else:
-            order = np.arange(n_used)
-        return order, np.minimum(np.arange(n_batches + 1) * self.batch_size, n_used)
+    def _global_plan(self, epoch: int) -> RowChunkPlan:
+        n_used = min(self._num_global_batches() * self.batch_size, self.num_rows)
+        return RowChunkPlan(
+            Permutation(self.num_rows, (self.seed, epoch, 0), shuffle=self.shuffle), n_used, self.batch_size
+        )

@@ -24,11 +24,13 @@ Batching = Literal["length", "tokens", "random", "balanced"]
 _BATCHINGS = ("length", "tokens", "random", "balanced")
 
 
-def seed_worker(worker_id: int, *, seed: int, epoch: int, rank: int, user_fn: Callable[[int], None] | None) -> None:
+def seed_worker(
+    worker_id: int, *, seed: int, epoch: int, rank: int, user_fn: Callable[[int], None] | None
+) -> None:
     """Seed ``random``, ``numpy`` and ``torch`` in a worker from ``(seed, epoch, rank, worker_id)``."""
     worker_seed = int(np.random.SeedSequence([seed, epoch, rank, worker_id]).generate_state(1)[0])
     random.seed(worker_seed)
-    np.random.seed(worker_seed)
+    np.random.seed(worker_seed)  # noqa: NPY002 - the legacy global generator is what user code in workers uses
     torch.manual_seed(worker_seed)
     if user_fn is not None:
         user_fn(worker_id)
@@ -44,6 +46,10 @@ class ResumableDataLoader(DataLoader):
 
     def __init__(self, dataset: Any, *, seed: int, rank: int, **kwargs: Any) -> None:
         self._user_worker_init_fn = kwargs.pop("worker_init_fn", None)
+        # Without a generator of its own, every new iterator draws its base seed from the *global* torch RNG,
+        # which shifts dropout after a mid-epoch resume; a loader-owned generator keeps resumed runs bitwise exact.
+        if kwargs.get("generator") is None:
+            kwargs["generator"] = torch.Generator().manual_seed(seed)
         super().__init__(dataset, **kwargs)
         self.seed = seed
         self.rank = rank
@@ -59,10 +65,8 @@ class ResumableDataLoader(DataLoader):
 
     def __iter__(self) -> Iterator[Any]:  # type: ignore[override]
         stateful = self._stateful
-        if isinstance(stateful, BucketedIterable):
-            start = 0
-        else:
-            start = stateful.next_position  # read before workers start pulling from the sampler
+        # read the resume position before workers start pulling batches from the sampler
+        start = 0 if isinstance(stateful, BucketedIterable) else stateful.next_position
         self.worker_init_fn = partial(
             seed_worker, seed=self.seed, epoch=self.epoch, rank=self.rank, user_fn=self._user_worker_init_fn
         )
@@ -178,12 +182,20 @@ def build_dataloader(
     elif batch_size is None:
         raise ValueError(f"`batch_size` is required with batching={batching!r}; got None")
     elif max_tokens is not None:
-        raise ValueError(f"`max_tokens` only applies to batching='tokens'; got max_tokens={max_tokens} "
-                         f"with batching={batching!r}")
+        raise ValueError(
+            f"`max_tokens` only applies to batching='tokens'; got max_tokens={max_tokens} "
+            f"with batching={batching!r}"
+        )
+    if batching == "balanced" and not shuffle:
+        raise ValueError(
+            "`shuffle` must be True with batching='balanced' (it draws rows at random); got False"
+        )
     if collate_fn is None:
         collate_fn = getattr(adapter, "collator", None)
         if collate_fn is None:
-            raise TypeError(f"`adapter` must have a `.collator` (or pass `collate_fn`); got {type(adapter).__name__}")
+            raise TypeError(
+                f"`adapter` must have a `.collator` (or pass `collate_fn`); got {type(adapter).__name__}"
+            )
     loader_kwargs: dict[str, Any] = {
         "collate_fn": collate_fn,
         "num_workers": num_workers,
@@ -197,24 +209,43 @@ def build_dataloader(
     num_replicas, rank = resolve_replicas(num_replicas, rank)
     if isinstance(adapter, IterableDataset):
         if batching not in ("length", "tokens"):
-            raise ValueError(f"`batching` must be 'length' or 'tokens' for an iterable adapter; got {batching!r}")
-        bucketed = BucketedIterable(adapter, batch_size=batch_size if batching == "length" else None,
-                                    max_tokens=max_tokens, shuffle=shuffle, seed=seed, drop_last=drop_last,
-                                    **sampler_kwargs)
+            raise ValueError(
+                f"`batching` must be 'length' or 'tokens' for an iterable adapter; got {batching!r}"
+            )
+        bucketed = BucketedIterable(
+            adapter,
+            batch_size=batch_size if batching == "length" else None,
+            max_tokens=max_tokens,
+            shuffle=shuffle,
+            seed=seed,
+            drop_last=drop_last,
+            **sampler_kwargs,
+        )
         return ResumableDataLoader(bucketed, seed=seed, rank=rank, batch_size=None, **loader_kwargs)
-    common = {"shuffle": shuffle, "seed": seed, "num_replicas": num_replicas, "rank": rank, "uneven": uneven}
+    common: dict[str, Any] = {
+        "shuffle": shuffle,
+        "seed": seed,
+        "num_replicas": num_replicas,
+        "rank": rank,
+        "uneven": uneven,
+    }
     batch_sampler: Any
     if batching == "length":
         batch_sampler = LengthGroupedBatchSampler(
-            _attribute(adapter, "lengths", batching), batch_size, drop_last=drop_last, **common, **sampler_kwargs
+            _attribute(adapter, "lengths", batching),
+            batch_size or 0,
+            drop_last=drop_last,
+            **common,
+            **sampler_kwargs,
         )
     elif batching == "tokens":
         batch_sampler = TokenBudgetBatchSampler(
             _attribute(adapter, "lengths", batching), max_tokens or 0, **common, **sampler_kwargs
         )
     elif batching == "random":
-        batch_sampler = RandomBatchSampler(len(adapter), batch_size or 0, drop_last=drop_last, **common,
-                                           **sampler_kwargs)
+        batch_sampler = RandomBatchSampler(
+            len(adapter), batch_size or 0, drop_last=drop_last, **common, **sampler_kwargs
+        )
     else:
         common.pop("shuffle")
         inner = ClassBalancedSampler(_attribute(adapter, "label_ids", batching), **common, **sampler_kwargs)

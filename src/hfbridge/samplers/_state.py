@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["check_state", "fingerprint", "epoch_rng", "make_state", "to_index_array", "uneven_options"]
+__all__ = ["check_state", "epoch_rng", "fingerprint", "make_state", "to_index_array", "uneven_options"]
 
 uneven_options = ("pad", "drop", "exact")
 _STATE_KEYS = ("sampler", "fingerprint", "seed", "epoch", "position")
@@ -36,7 +36,13 @@ def fingerprint(config: Mapping[str, Any], *arrays: np.ndarray) -> str:
 
 
 def make_state(name: str, fp: str, seed: int, epoch: int, position: int) -> dict[str, Any]:
-    return {"sampler": name, "fingerprint": fp, "seed": int(seed), "epoch": int(epoch), "position": int(position)}
+    return {
+        "sampler": name,
+        "fingerprint": fp,
+        "seed": int(seed),
+        "epoch": int(epoch),
+        "position": int(position),
+    }
 
 
 def check_state(state: Any, name: str, fp: str) -> tuple[int, int, int]:
@@ -94,5 +100,7 @@ def to_index_array(name: str, values: Any) -> np.ndarray:
             raise TypeError(f"`{name}` must hold integers; got dtype {array.dtype}")
     array = array.astype(np.int64, copy=False)
     if array.min() < 0:
-        raise ValueError(f"`{name}` must be non-negative; got {int(array.min())} at index {int(array.argmin())}")
+        raise ValueError(
+            f"`{name}` must be non-negative; got {int(array.min())} at index {int(array.argmin())}"
+        )
     return array

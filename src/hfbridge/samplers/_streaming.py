@@ -22,7 +22,9 @@ __all__ = ["BucketedIterable"]
 def _row_length(row: Any, key: str) -> int:
     if not isinstance(row, Mapping) or key not in row:
         keys = list(row) if isinstance(row, Mapping) else type(row).__name__
-        raise ValueError(f"every streamed row must be a mapping with a `{key}` sequence (`length_key`); got {keys}")
+        raise ValueError(
+            f"every streamed row must be a mapping with a `{key}` sequence (`length_key`); got {keys}"
+        )
     return len(row[key])
 
 
@@ -78,7 +80,9 @@ class BucketedIterable(IterableDataset):
         self.batch_size = check_positive_int("batch_size", batch_size, allow_none=True)
         self.max_tokens = check_positive_int("max_tokens", max_tokens, allow_none=True)
         self.max_batch_size = check_positive_int("max_batch_size", max_batch_size, allow_none=True)
-        self.pad_to_multiple_of = check_positive_int("pad_to_multiple_of", pad_to_multiple_of, allow_none=True)
+        self.pad_to_multiple_of = check_positive_int(
+            "pad_to_multiple_of", pad_to_multiple_of, allow_none=True
+        )
         check_positive_int("buffer_size", buffer_size)
         if batch_size is not None:
             buffer_size = -(-buffer_size // batch_size) * batch_size

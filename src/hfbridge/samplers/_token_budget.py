@@ -8,7 +8,7 @@ from typing import Any, Literal
 import numpy as np
 
 from hfbridge._checks import check_choice, check_positive_int
-from hfbridge.samplers._base import EpochBatchSampler, Uneven
+from hfbridge.samplers._base import EpochBatchSampler, SlicedPlan, Uneven
 from hfbridge.samplers._grouped import _sort_key
 from hfbridge.samplers._state import epoch_rng, to_index_array
 
@@ -87,7 +87,9 @@ class TokenBudgetBatchSampler(EpochBatchSampler):
         self._lengths = to_index_array("lengths", lengths)
         self.max_tokens = check_positive_int("max_tokens", max_tokens)
         self.max_batch_size = check_positive_int("max_batch_size", max_batch_size, allow_none=True)
-        self.pad_to_multiple_of = check_positive_int("pad_to_multiple_of", pad_to_multiple_of, allow_none=True)
+        self.pad_to_multiple_of = check_positive_int(
+            "pad_to_multiple_of", pad_to_multiple_of, allow_none=True
+        )
         self.oversized = check_choice("oversized", oversized, ("warn", "error"))
         super().__init__(
             shuffle=shuffle,
@@ -112,8 +114,9 @@ class TokenBudgetBatchSampler(EpochBatchSampler):
             warnings.warn(f"{message}: each gets a batch of its own", UserWarning, stacklevel=2)
         self._key = _sort_key(self._padded)
         # the cut depends only on the sorted lengths: compute it once
-        self._bounds = token_budget_bounds(-self._key[np.argsort(self._key, kind="stable")].astype(np.int64),
-                                           max_tokens, max_batch_size)
+        self._bounds = token_budget_bounds(
+            -self._key[np.argsort(self._key, kind="stable")].astype(np.int64), max_tokens, max_batch_size
+        )
         self._set_fingerprint(self._lengths)
 
     def _config(self) -> dict[str, Any]:
@@ -127,10 +130,10 @@ class TokenBudgetBatchSampler(EpochBatchSampler):
     def _num_global_batches(self) -> int:
         return len(self._bounds) - 1
 
-    def _global_plan(self, epoch: int) -> tuple[np.ndarray, np.ndarray]:
+    def _global_plan(self, epoch: int) -> SlicedPlan:
         if self.shuffle:
             rows = epoch_rng(self.seed, epoch).permutation(len(self._key))
             order = rows[np.argsort(self._key[rows], kind="stable")]
         else:
             order = np.argsort(self._key, kind="stable")
-        return order, self._bounds
+        return SlicedPlan(order, self._bounds, self._lengths)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -21,7 +22,9 @@ __all__ = ["BatchingTrainerMixin", "dataset_lengths"]
 logger = logging.getLogger(__name__)
 
 
-def dataset_lengths(dataset: Any, *, length_column: str = "length", input_name: str = "input_ids") -> np.ndarray:
+def dataset_lengths(
+    dataset: Any, *, length_column: str = "length", input_name: str = "input_ids"
+) -> np.ndarray:
     """Token counts per row without tokenizing: ``.lengths`` (hfbridge adapters), a ``length`` column, or the Arrow
     list lengths of ``input_ids`` (a pre-tokenized ``datasets.Dataset``).
 
@@ -37,7 +40,9 @@ def dataset_lengths(dataset: Any, *, length_column: str = "length", input_name: 
         arrow = dataset.with_format("arrow")
         if length_column in columns:
             return np.asarray(arrow[length_column], dtype=np.int64)
-        return np.asarray(pc.list_value_length(arrow[input_name]).to_numpy(zero_copy_only=False), dtype=np.int64)
+        return np.asarray(
+            pc.list_value_length(arrow[input_name]).to_numpy(zero_copy_only=False), dtype=np.int64
+        )
     raise TypeError(
         f"cannot find lengths for {type(dataset).__name__}: give it a `.lengths` array (hfbridge adapters do), a "
         f"`{length_column}` column, or an `{input_name}` column"
@@ -88,14 +93,16 @@ class BatchingTrainerMixin:
         trainer: Any = self
         args = trainer.args
         common = {
-            "seed": args.data_seed if args.data_seed is not None else args.seed,
+            "seed": common_seed(args),
             "num_replicas": max(1, args.world_size),
             "rank": args.process_index if args.world_size > 1 else 0,
             **self.sampler_kwargs,
         }
         batch_size = trainer._train_batch_size
         input_name = "input_ids"
-        if trainer.processing_class is not None and getattr(trainer.processing_class, "model_input_names", None):
+        if trainer.processing_class is not None and getattr(
+            trainer.processing_class, "model_input_names", None
+        ):
             input_name = trainer.processing_class.model_input_names[0]
         if self.batching == "random":
             return RandomBatchSampler(len(dataset), batch_size, drop_last=args.dataloader_drop_last, **common)
@@ -120,14 +127,18 @@ class BatchingTrainerMixin:
         args = trainer.args
         if isinstance(dataset, IterableDataset):
             if args.world_size > 1 or self.batching not in ("length", "tokens"):
-                logger.warning("hfbridge bucketing of an iterable dataset is single-process; using Trainer's loader")
+                logger.warning(
+                    "hfbridge bucketing of an iterable dataset is single-process; using Trainer's loader"
+                )
                 return super().get_train_dataloader()  # type: ignore[misc]
-            collator = trainer._get_collator_with_removed_columns(trainer.data_collator, description="Training")
+            collator = trainer._get_collator_with_removed_columns(
+                trainer.data_collator, description="Training"
+            )
             stream = BucketedIterable(
                 dataset,
                 batch_size=trainer._train_batch_size if self.batching == "length" else None,
                 max_tokens=self.max_tokens,
-                seed=args.data_seed if args.data_seed is not None else args.seed,
+                seed=common_seed(args),
                 **self.sampler_kwargs,
             )
             return trainer.accelerator.prepare(DataLoader(stream, batch_size=None, collate_fn=collator))
@@ -152,7 +163,9 @@ class BatchingTrainerMixin:
             pin_memory=args.dataloader_pin_memory and torch.cuda.is_available(),
             persistent_workers=args.dataloader_persistent_workers and num_workers > 0,
             prefetch_factor=args.dataloader_prefetch_factor if num_workers > 0 else None,
-            worker_init_fn=_worker_init(batch_sampler, args),
+            worker_init_fn=partial(
+                seed_worker, seed=common_seed(args), epoch=0, rank=args.process_index, user_fn=None
+            ),
         )
         prepared = trainer.accelerator.prepare(loader)
         # the sampler is rank-aware already: make accelerate's BatchSamplerShard a passthrough
@@ -163,8 +176,6 @@ class BatchingTrainerMixin:
         return prepared
 
 
-def _worker_init(batch_sampler: Any, args: Any) -> Any:
-    from functools import partial
-
-    seed = args.data_seed if args.data_seed is not None else args.seed
-    return partial(seed_worker, seed=seed, epoch=0, rank=args.process_index, user_fn=None)
+def common_seed(args: Any) -> int:
+    """The Trainer's data seed: ``args.data_seed`` when set, else ``args.seed``."""
+    return int(args.data_seed if args.data_seed is not None else args.seed)

@@ -1,0 +1,179 @@
+"""Batching benchmark: random vs HF ``LengthGroupedSampler`` vs hfbridge (grouped, token budget), one run.
+
+Run: ``PYTHONPATH=src python benchmarks/batching.py`` (about a minute; no downloads).
+
+Measures, on the same synthetic lengths (news-like: mean ~44, p95 ~71, max 256; long documents: mean ~900, max 4096):
+
+* padding share (padded tokens that are padding), number of batches, correlation of the longest row between adjacent
+  batches (the saw-tooth of transformers #20810);
+* sampler setup for 1M lengths: construction plus the first batch (HF computes the whole order in ``__iter__``);
+* resume cost at batch 10, 10^4 and 10^6 of one epoch (``batch_size=1`` over 1.05M rows, so position 10^6 exists):
+  hfbridge = ``load_state_dict`` + first batch (the epoch plan is recomputed, as in a new process); replay = drawing
+  and dropping the first batches, as accelerate's ``skip_first_batches`` does, on our sampler and on HF's. "extra"
+  subtracts the time to the first batch of a fresh epoch: what resuming costs beyond starting an epoch.
+
+Timings are medians over repeats; the machine is shared, so expect noise.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable, Iterable
+from itertools import islice
+from typing import Any
+
+import numpy as np
+import torch
+from transformers.trainer_pt_utils import LengthGroupedSampler
+
+from hfbridge.samplers import LengthGroupedBatchSampler, RandomBatchSampler, TokenBudgetBatchSampler
+
+BATCH = 32
+
+
+def news_lengths(n: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    lengths = rng.lognormal(3.70, 0.33, n).astype(np.int64) + 2
+    tail = rng.random(n) < 0.002  # a thin tail of long articles up to the 256 cap
+    lengths[tail] = rng.integers(100, 257, tail.sum())
+    return np.clip(lengths, 3, 256)
+
+
+def long_doc_lengths(n: int, seed: int = 1) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return np.clip(rng.lognormal(6.6, 0.6, n).astype(np.int64), 64, 4096)
+
+
+def median_time(fn: Callable[[], Any], repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def chunk(indices: list[int], size: int) -> list[list[int]]:
+    return [indices[i : i + size] for i in range(0, len(indices), size)]
+
+
+def hf_batches(lengths: np.ndarray, seed: int = 0) -> list[list[int]]:
+    sampler = LengthGroupedSampler(
+        BATCH, lengths=lengths.tolist(), generator=torch.Generator().manual_seed(seed)
+    )
+    return chunk(list(sampler), BATCH)
+
+
+def quality(lengths: np.ndarray, batches: list[list[int]]) -> tuple[float, int, float]:
+    sizes = np.fromiter((len(b) for b in batches), np.int64, len(batches))
+    flat = np.fromiter((i for b in batches for i in b), np.int64, int(sizes.sum()))
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    longest = np.maximum.reduceat(lengths[flat], starts)
+    padded = float((longest * sizes).sum())
+    corr = float(np.corrcoef(longest[:-1], longest[1:])[0, 1])
+    return 1 - lengths.sum() / padded, len(batches), corr
+
+
+def quality_table(name: str, lengths: np.ndarray, max_tokens: int) -> None:
+    rows: dict[str, list[list[int]]] = {
+        "random": list(RandomBatchSampler(len(lengths), BATCH)),
+        "HF LengthGroupedSampler": hf_batches(lengths),
+        "hfbridge grouped": list(LengthGroupedBatchSampler(lengths, BATCH)),
+        f"hfbridge tokens ({max_tokens})": list(TokenBudgetBatchSampler(lengths, max_tokens)),
+    }
+    print(
+        f"\n## {name}: {len(lengths):,} rows, mean {lengths.mean():.0f}, p95 "
+        f"{np.percentile(lengths, 95):.0f}, max {lengths.max()}, batch {BATCH}"
+    )
+    print(f"| {'batching':<28} | padding | batches | adjacent corr |")
+    print(f"| {'-' * 28} | ------: | ------: | ------------: |")
+    for label, batches in rows.items():
+        pad, count, corr = quality(lengths, batches)
+        print(f"| {label:<28} | {pad:6.1%} | {count:7,} | {corr:13.3f} |")
+
+
+def setup_table(lengths: np.ndarray) -> None:
+    def hf(first_only: bool) -> None:
+        iterator = iter(LengthGroupedSampler(BATCH, lengths=lengths.tolist(), generator=torch.Generator()))
+        chunk(list(islice(iterator, BATCH) if first_only else iterator), BATCH)
+
+    def ours(make: Callable[[], Any], first_only: bool) -> None:
+        iterator = iter(make())
+        next(iterator) if first_only else list(iterator)
+
+    makers: dict[str, Callable[[], Any]] = {
+        "hfbridge grouped": lambda: LengthGroupedBatchSampler(lengths, BATCH),
+        "hfbridge tokens": lambda: TokenBudgetBatchSampler(lengths, 2048),
+    }
+    times = {"HF LengthGroupedSampler": (median_time(lambda: hf(True), 3), median_time(lambda: hf(False), 3))}
+    for label, make in makers.items():
+        times[label] = (
+            median_time(lambda make=make: ours(make, True), 5),
+            median_time(lambda make=make: ours(make, False), 3),
+        )
+    base = times["HF LengthGroupedSampler"]
+    print(f"\n## Setup for {len(lengths):,} lengths: construct + first batch, and + the whole epoch, seconds")
+    print("| sampler                   | first batch | vs HF | whole epoch | vs HF |")
+    print("| ------------------------- | ----------: | ----: | ----------: | ----: |")
+    for label, (first, whole) in times.items():
+        print(
+            f"| {label:<25} | {first:11.3f} | {first / base[0]:4.2f}x | {whole:11.3f} | {whole / base[1]:4.2f}x |"
+        )
+
+
+def _skip(batches: Iterable[Any], k: int) -> Any:
+    return next(islice(iter(batches), k, None))
+
+
+def resume_table(lengths: np.ndarray, positions: list[int]) -> None:
+    def ours(position: int) -> float:
+        saved = LengthGroupedBatchSampler(lengths, 1, seed=0).state_dict()
+        saved["position"] = position
+        sampler = LengthGroupedBatchSampler(lengths, 1, seed=0)  # construction is not part of resuming
+
+        def resume() -> None:
+            sampler.load_state_dict(saved)
+            sampler._plan_cache = None  # as in a new process: the epoch plan is recomputed
+            next(iter(sampler))
+
+        return median_time(resume, 7)
+
+    def replay(position: int) -> float:  # skip_first_batches-style: draw and drop `position` batches
+        return median_time(lambda: _skip(LengthGroupedBatchSampler(lengths, 1, seed=0), position), 3)
+
+    def hf(position: int) -> float:
+        def run() -> None:
+            sampler = LengthGroupedSampler(
+                1, lengths=lengths.tolist(), generator=torch.Generator().manual_seed(0)
+            )
+            _skip(([i] for i in sampler), position)
+
+        return median_time(run, 3)
+
+    fresh = ours(0), replay(0), hf(0)
+    print(
+        f"\n## Resume in one epoch of {len(lengths):,} batches (batch_size=1), ms; extra = minus a fresh start"
+    )
+    print("| position  | hfbridge | extra | replay (skip) | extra | HF + skip | extra |")
+    print("| --------: | -------: | ----: | ------------: | ----: | --------: | ----: |")
+    for position in positions:
+        a, b, c = ours(position), replay(position), hf(position)
+        print(
+            f"| {position:>9,} | {a * 1e3:8.1f} | {(a - fresh[0]) * 1e3:5.1f} | {b * 1e3:13.1f} | "
+            f"{(b - fresh[1]) * 1e3:5.0f} | {c * 1e3:9.0f} | {(c - fresh[2]) * 1e3:5.0f} |"
+        )
+
+
+def main() -> None:
+    start = time.perf_counter()
+    news = news_lengths(1_000_000)
+    quality_table("News-like", news, max_tokens=2048)
+    quality_table("Long documents", long_doc_lengths(200_000), max_tokens=32 * 1024)
+    setup_table(news)
+    resume_table(news_lengths(1_050_000, seed=2), [10, 10_000, 1_000_000])
+    print(f"\ntotal {time.perf_counter() - start:.0f} s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,136 @@
+"""Checkpoint save/resume time: hfbridge ``Checkpointer`` vs HF Trainer's ``_save_checkpoint`` equivalent.
+
+The HF baseline does what ``Trainer._save_checkpoint`` does for a plain single-process run: ``save_pretrained``
+(safetensors), ``torch.save`` of the optimizer and scheduler state and of the RNG states, and ``trainer_state.json``
+-- without fsync, so a crash can leave a half-written folder. hfbridge writes the same content into a temporary
+folder, fsyncs every file and the folder, renames it into place and updates the manifest atomically.
+
+Run: ``PYTHONPATH=src python benchmarks/checkpoint.py [--repeats 5] [--hidden 256] [--layers 4]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+
+def _model(hidden: int, layers: int) -> Any:
+    from transformers import BertConfig, BertForSequenceClassification
+
+    torch.manual_seed(0)
+    cfg = BertConfig(
+        vocab_size=30522,
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=max(1, hidden // 64),
+        intermediate_size=4 * hidden,
+        num_labels=3,
+    )
+    return BertForSequenceClassification(cfg)
+
+
+def _objects(hidden: int, layers: int) -> tuple[Any, Any, Any]:
+    model = _model(hidden, layers)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    sched = torch.optim.lr_scheduler.LinearLR(opt, start_factor=1.0, end_factor=0.1, total_iters=100)
+    ids = torch.randint(0, 30522, (4, 32))
+    model(input_ids=ids, labels=torch.tensor([0, 1, 2, 0])).loss.backward()
+    opt.step()
+    sched.step()
+    return model, opt, sched
+
+
+def hf_save(out: Path, model: Any, opt: Any, sched: Any, step: int) -> None:
+    folder = out / f"checkpoint-{step}"
+    model.save_pretrained(folder)
+    torch.save(opt.state_dict(), folder / "optimizer.pt")
+    torch.save(sched.state_dict(), folder / "scheduler.pt")
+    rng = {"python": random.getstate(), "numpy": np.random.get_state(), "cpu": torch.random.get_rng_state()}  # noqa: NPY002
+    torch.save(rng, folder / "rng_state.pth")
+    (folder / "trainer_state.json").write_text(json.dumps({"global_step": step}))
+
+
+def hf_load(folder: Path, model: Any, opt: Any, sched: Any) -> None:
+    from safetensors.torch import load_file
+    from transformers.utils import SAFE_WEIGHTS_NAME
+
+    model.load_state_dict(load_file(str(folder / SAFE_WEIGHTS_NAME)), strict=False)
+    opt.load_state_dict(torch.load(folder / "optimizer.pt", weights_only=True))
+    sched.load_state_dict(torch.load(folder / "scheduler.pt", weights_only=True))
+    torch.load(
+        folder / "rng_state.pth", weights_only=False
+    )  # numpy arrays in HF's RNG file need full unpickling
+
+
+def _median(fn: Any, repeats: int) -> float:
+    times = []
+    for i in range(repeats):
+        t0 = time.perf_counter()
+        fn(i)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def main() -> None:
+    from hfbridge.callbacks import Checkpointer
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--hidden", type=int, default=256)
+    parser.add_argument("--layers", type=int, default=4)
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+    model, opt, sched = _objects(args.hidden, args.layers)
+    params = sum(p.numel() for p in model.parameters())
+    root = Path(tempfile.mkdtemp(prefix="hfbridge-bench-"))
+    try:
+        hf_dir, our_dir = root / "hf", root / "ours"
+        hf_dir.mkdir()
+        ckpt = Checkpointer(our_dir, keep_last=2)
+        hf_save(hf_dir, model, opt, sched, 10_000)  # warm-up both paths
+        ckpt.save(10_000, model=model, optimizer=opt, scheduler=sched)
+
+        def hf_once(i: int) -> None:
+            hf_save(hf_dir, model, opt, sched, i)
+            if i >= 2:  # keep two, like save_total_limit=2
+                shutil.rmtree(hf_dir / f"checkpoint-{i - 2}")
+
+        t_hf = _median(hf_once, args.repeats)
+        t_ours = _median(lambda i: ckpt.save(i, model=model, optimizer=opt, scheduler=sched), args.repeats)
+        last = max(
+            (p for p in hf_dir.iterdir() if p.name != "checkpoint-10000"), key=lambda p: int(p.name[11:])
+        )
+        size = sum(f.stat().st_size for f in last.iterdir())
+        l_hf = _median(lambda i: hf_load(last, model, opt, sched), args.repeats)
+        l_ours = _median(lambda i: ckpt.resume(model=model, optimizer=opt, scheduler=sched), args.repeats)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+    print(
+        f"BERT hidden={args.hidden} layers={args.layers}: {params / 1e6:.1f}M params, checkpoint {size / 2**20:.0f} MiB"
+    )
+    print(f"median of {args.repeats} runs; ratio = hfbridge / HF (lower is better)\n")
+    print("| operation | HF Trainer equivalent | hfbridge Checkpointer | ratio |")
+    print("| --- | --- | --- | --- |")
+    print(
+        f"| save (crash-safe for hfbridge: fsync + atomic rename) | {t_hf * 1e3:.0f} ms | {t_ours * 1e3:.0f} ms | {t_ours / t_hf:.2f} |"
+    )
+    print(
+        f"| resume (read + restore model, optimizer, scheduler, RNG) | {l_hf * 1e3:.0f} ms | {l_ours * 1e3:.0f} ms | {l_ours / l_hf:.2f} |"
+    )
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    main()

@@ -1,0 +1,224 @@
+"""Bad input: an early ValueError/TypeError naming the argument, the rule, the bad value and the options."""
+
+from __future__ import annotations
+
+import copy
+import math
+from typing import Any
+
+import pytest
+
+from hfbridge.adapters import adapt
+
+SEQCLS = "sequence-classification"
+
+
+def test_missing_column_lists_the_available_ones(seqcls_dataset: Any, wordpiece_tokenizer: Any) -> None:
+    with pytest.raises(
+        ValueError, match=r"`text_column` names column 'sentence'.*available columns: 'text', 'label'"
+    ):
+        adapt(seqcls_dataset, wordpiece_tokenizer, task=SEQCLS, text_column="sentence")
+    with pytest.raises(ValueError, match=r"`label_column` names column 'y'.*'text', 'label'"):
+        adapt(seqcls_dataset, wordpiece_tokenizer, task=SEQCLS, label_column="y")
+    with pytest.raises(ValueError, match=r"`target_column` names column 'target'.*'text', 'label'"):
+        adapt(seqcls_dataset, wordpiece_tokenizer, task="seq2seq")
+
+
+def test_missing_pair_column_lists_the_available_ones(pair_dataset: Any, wordpiece_tokenizer: Any) -> None:
+    with pytest.raises(
+        ValueError, match=r"`text_pair_column` names column 'hyp'.*'premise', 'hypothesis', 'label'"
+    ):
+        adapt(pair_dataset, wordpiece_tokenizer, task=SEQCLS, text_column="premise", text_pair_column="hyp")
+
+
+def test_missing_column_in_a_stream_and_a_split(
+    streaming_dataset: Any, seqcls_dataset_dict: Any, wordpiece_tokenizer: Any
+) -> None:
+    with pytest.raises(ValueError, match=r"`text_column` names column 'body'.*'text', 'label'"):
+        adapt(streaming_dataset, wordpiece_tokenizer, task=SEQCLS, text_column="body")
+    with pytest.raises(ValueError, match=r"of split 'train' does not have"):
+        adapt(seqcls_dataset_dict, wordpiece_tokenizer, task=SEQCLS, text_column="body")
+
+
+def test_unknown_task_lists_the_valid_ones(seqcls_dataset: Any, wordpiece_tokenizer: Any) -> None:
+    with pytest.raises(
+        ValueError, match=r"`task` must be one of 'sequence-classification', .*'masked-lm'; got 'ner'"
+    ):
+        adapt(seqcls_dataset, wordpiece_tokenizer, task="ner")
+
+
+def test_tokenizer_without_pad_token_says_how_to_set_one(lm_dataset: Any, bpe_tokenizer: Any) -> None:
+    tokenizer = copy.deepcopy(bpe_tokenizer)
+    tokenizer.pad_token = None
+    with pytest.raises(ValueError, match=r"pad token.*tokenizer.pad_token = tokenizer.eos_token"):
+        adapt(lm_dataset, tokenizer, task="causal-lm")
+
+
+def test_not_a_tokenizer_is_a_type_error(seqcls_dataset: Any) -> None:
+    with pytest.raises(TypeError, match=r"`tokenizer` must be a transformers tokenizer.*got str"):
+        adapt(seqcls_dataset, "bert-base-uncased", task=SEQCLS)
+
+
+@pytest.mark.parametrize(
+    "source",
+    [{"text": [], "label": []}, [], ([], [])],
+    ids=["dict", "list", "tuple"],
+)
+def test_empty_python_source(source: Any, wordpiece_tokenizer: Any) -> None:
+    with pytest.raises(ValueError, match=r"`source` must have at least one row; got an empty"):
+        adapt(source, wordpiece_tokenizer, task=SEQCLS)
+
+
+def test_empty_dataset_and_dataframe(seqcls_dataset: Any, wordpiece_tokenizer: Any) -> None:
+    with pytest.raises(ValueError, match=r"at least one row; got an empty Dataset"):
+        adapt(seqcls_dataset.select([]), wordpiece_tokenizer, task=SEQCLS)
+    with pytest.raises(ValueError, match=r"at least one row; got an empty DataFrame"):
+        adapt(seqcls_dataset.to_pandas().iloc[:0], wordpiece_tokenizer, task=SEQCLS)
+
+
+@pytest.mark.parametrize("missing", [None, math.nan], ids=["None", "NaN"])
+def test_none_or_nan_text_in_python_sources(missing: Any, wordpiece_tokenizer: Any) -> None:
+    with pytest.raises(
+        ValueError, match=r"`text_column` 'text' must hold a text in every row; row 1 holds (None|nan)"
+    ):
+        adapt({"text": ["ok", missing], "label": [0, 1]}, wordpiece_tokenizer, task=SEQCLS)
+    with pytest.raises(ValueError, match=r"row 2 holds"):
+        adapt((["a", "b", missing], [0, 1, 0]), wordpiece_tokenizer, task=SEQCLS)
+    with pytest.raises(ValueError, match=r"row 0 holds"):
+        adapt([missing, "b"], wordpiece_tokenizer, task="masked-lm")
+
+
+def test_nan_text_in_a_dataframe(wordpiece_tokenizer: Any) -> None:
+    pd = pytest.importorskip("pandas")
+    frame = pd.DataFrame({"text": ["ok", None, "fine"], "label": [0, 1, 0]})
+    frame.loc[1, "text"] = float("nan")
+    with pytest.raises(
+        ValueError, match=r"`text_column` 'text' must hold a text in every row; row 1 holds nan"
+    ):
+        adapt(frame, wordpiece_tokenizer, task=SEQCLS)
+
+
+def test_null_text_in_a_dataset_and_in_a_pair_column(wordpiece_tokenizer: Any) -> None:
+    from datasets import Dataset
+
+    ds = Dataset.from_dict({"text": ["a", "b", None], "other": ["x", None, "z"], "label": [0, 1, 0]})
+    with pytest.raises(
+        ValueError, match=r"`text_column` 'text' must hold a text in every row; row 2 holds None"
+    ):
+        adapt(ds, wordpiece_tokenizer, task=SEQCLS)
+    with pytest.raises(ValueError, match=r"`text_pair_column` 'other' must hold a text in every row; row 1"):
+        adapt(ds.select([0, 1]), wordpiece_tokenizer, task=SEQCLS, text_pair_column="other")
+
+
+def test_null_text_in_a_stream_fails_at_its_batch(wordpiece_tokenizer: Any) -> None:
+    from datasets import Dataset
+
+    stream = Dataset.from_dict({"text": ["a", None], "label": [0, 1]}).to_iterable_dataset()
+    adapter = adapt(stream, wordpiece_tokenizer, task=SEQCLS)
+    with pytest.raises(
+        ValueError, match=r"`text_column` 'text' must hold a text in every row; row 1 holds None"
+    ):
+        list(adapter)
+
+
+def test_text_of_the_wrong_type(wordpiece_tokenizer: Any) -> None:
+    with pytest.raises(TypeError, match=r"`text_column` 'text' must hold str values; row 1 holds int 7"):
+        adapt({"text": ["a", 7]}, wordpiece_tokenizer, task="masked-lm")
+    from datasets import Dataset
+
+    with pytest.raises(
+        TypeError, match=r"`text_column` 'text' must hold lists of words \(str\) for task 'token-class"
+    ):
+        adapt(
+            Dataset.from_dict({"text": ["a b"], "label": [[0, 0]]}),
+            wordpiece_tokenizer,
+            task="token-classification",
+        )
+
+
+def test_label_type_that_does_not_fit_the_task(wordpiece_tokenizer: Any) -> None:
+    with pytest.raises(
+        TypeError, match=r"`label_column` 'label' holds .*does not fit task 'token-classification'"
+    ):
+        adapt(([["a", "b"]], [1]), wordpiece_tokenizer, task="token-classification")
+    with pytest.raises(
+        TypeError, match=r"`label_column` 'label' holds .*does not fit task 'sequence-classification'"
+    ):
+        adapt((["a"], [{"x": 1}]), wordpiece_tokenizer, task=SEQCLS)
+    with pytest.raises(TypeError, match=r"`problem_type` 'regression' does not fit `label_column` 'label'"):
+        adapt((["a"], ["pos"]), wordpiece_tokenizer, task=SEQCLS, problem_type="regression")
+
+
+def test_unsupported_source_type(wordpiece_tokenizer: Any) -> None:
+    with pytest.raises(TypeError, match=r"`source` must be datasets.Dataset, .*pandas.DataFrame; got set"):
+        adapt({"a", "b"}, wordpiece_tokenizer, task="masked-lm")
+
+
+def test_tuple_source_rules(wordpiece_tokenizer: Any) -> None:
+    with pytest.raises(
+        ValueError, match=r"tuple must be \(inputs, labels\).*got a 2-tuple for task 'causal-lm'"
+    ):
+        adapt((["a"], ["b"]), wordpiece_tokenizer, task="causal-lm")
+    with pytest.raises(ValueError, match=r"must have equal lengths; got 2 and 1"):
+        adapt((["a", "b"], [0]), wordpiece_tokenizer, task=SEQCLS)
+    with pytest.raises(ValueError, match=r"columns must all have the same length"):
+        adapt({"text": ["a", "b"], "label": [0]}, wordpiece_tokenizer, task=SEQCLS)
+
+
+@pytest.mark.parametrize(
+    ("options", "error", "pattern"),
+    [
+        ({"max_length": 0}, ValueError, r"`max_length` must be a positive integer; got 0"),
+        ({"max_length": "64"}, TypeError, r"`max_length` must be a positive integer or None; got '64'"),
+        ({"block_size": 64}, ValueError, r"`block_size` is only used by task 'causal-lm', 'masked-lm'"),
+        (
+            {"label_all_tokens": True},
+            ValueError,
+            r"`label_all_tokens` is only used by task 'token-classification'",
+        ),
+        (
+            {"problem_type": "ordinal"},
+            ValueError,
+            r"`problem_type` must be one of 'single_label_classification'",
+        ),
+        ({"lazy": "yes"}, TypeError, r"`lazy` must be bool"),
+        ({"tokenize_batch_size": -1}, ValueError, r"`tokenize_batch_size` must be a positive integer"),
+        ({"num_replicas": 2, "rank": 0}, ValueError, r"`num_replicas`/`rank` shard streaming sources only"),
+    ],
+)
+def test_bad_options(
+    options: dict[str, Any],
+    error: type[Exception],
+    pattern: str,
+    seqcls_dataset: Any,
+    wordpiece_tokenizer: Any,
+) -> None:
+    with pytest.raises(error, match=pattern):
+        adapt(seqcls_dataset, wordpiece_tokenizer, task=SEQCLS, **options)
+
+
+def test_text_pair_column_only_for_sequence_classification(lm_dataset: Any, bpe_tokenizer: Any) -> None:
+    with pytest.raises(
+        ValueError, match=r"`text_pair_column` is only used by task 'sequence-classification'"
+    ):
+        adapt(lm_dataset, bpe_tokenizer, task="causal-lm", text_pair_column="text")
+
+
+def test_block_size_larger_than_the_corpus(bpe_tokenizer: Any) -> None:
+    with pytest.raises(
+        ValueError, match=r"`block_size` must be at most the corpus size.*got 4096 for \d+ tokens"
+    ):
+        adapt(["a tiny corpus"], bpe_tokenizer, task="causal-lm", block_size=4096)
+
+
+def test_bad_indices(seqcls_dataset: Any, wordpiece_tokenizer: Any) -> None:
+    adapter = adapt(seqcls_dataset, wordpiece_tokenizer, task=SEQCLS)
+    with pytest.raises(IndexError, match=r"`indices` must be in \[-96, 96\).*got 96"):
+        adapter[96]
+    with pytest.raises(IndexError, match=r"got -97"):
+        adapter.__getitems__([0, -97])
+    with pytest.raises(TypeError, match=r"`index` must be an integer"):
+        adapter["text"]
+    with pytest.raises(TypeError, match=r"`indices` must be a 1-D sequence of integers"):
+        adapter.__getitems__([0.5, 1.5])
+    assert adapter[-1] == adapter[95]

@@ -1,0 +1,157 @@
+"""Label maps: deterministic, shared across DatasetDict splits, strict about labels the train split lacks."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+
+from hfbridge.adapters import adapt
+from tests.adapters.conftest import sorted_label_ids
+
+
+def test_dataset_dict_splits_share_the_train_label_map(wordpiece_tokenizer: Any) -> None:
+    from datasets import Dataset, DatasetDict
+
+    splits = DatasetDict(
+        {
+            "validation": Dataset.from_dict({"text": ["a", "b"], "label": ["zebra", "apple"]}),
+            "train": Dataset.from_dict({"text": ["a", "b", "c"], "label": ["zebra", "mango", "apple"]}),
+        }
+    )
+    adapters = adapt(splits, wordpiece_tokenizer, task="sequence-classification")
+    assert list(adapters) == ["validation", "train"]  # the source's order
+    assert adapters["train"].label2id == {"apple": 0, "mango": 1, "zebra": 2}
+    assert adapters["validation"].label2id == adapters["train"].label2id  # not {"apple": 0, "zebra": 1}
+    assert [adapters["validation"][i]["labels"] for i in range(2)] == [2, 0]
+
+
+def test_label_map_is_deterministic_whatever_the_row_order(
+    string_label_dataset: Any, wordpiece_tokenizer: Any
+) -> None:
+    a = adapt(string_label_dataset, wordpiece_tokenizer, task="sequence-classification")
+    b = adapt(string_label_dataset.shuffle(seed=3), wordpiece_tokenizer, task="sequence-classification")
+    assert a.label2id == b.label2id == {"negative": 0, "neutral": 1, "positive": 2}
+
+
+def test_eval_label_missing_from_train_is_an_error_naming_it(wordpiece_tokenizer: Any) -> None:
+    from datasets import Dataset, DatasetDict
+
+    splits = DatasetDict(
+        {
+            "train": Dataset.from_dict({"text": ["a", "b"], "label": ["pos", "neg"]}),
+            "validation": Dataset.from_dict({"text": ["a", "b"], "label": ["pos", "meh"]}),
+        }
+    )
+    with pytest.raises(
+        ValueError, match=r"'label' in split 'validation' has labels 'meh'.*valid: \{'neg': 0"
+    ):
+        adapt(splits, wordpiece_tokenizer, task="sequence-classification")
+
+
+def test_eval_int_label_beyond_train_range_is_an_error(wordpiece_tokenizer: Any) -> None:
+    from datasets import Dataset, DatasetDict
+
+    splits = DatasetDict(
+        {
+            "train": Dataset.from_dict({"text": ["a", "b"], "label": [0, 1]}),
+            "test": Dataset.from_dict({"text": ["a"], "label": [4]}),
+        }
+    )
+    with pytest.raises(ValueError, match=r"split 'test' has labels 4 .*ids 0..1"):
+        adapt(splits, wordpiece_tokenizer, task="sequence-classification")
+
+
+def test_class_label_names_are_the_label_map(seqcls_dataset_dict: Any, wordpiece_tokenizer: Any) -> None:
+    adapters = adapt(seqcls_dataset_dict, wordpiece_tokenizer, task="sequence-classification")
+    for adapter in adapters.values():
+        assert adapter.label2id == {"negative": 0, "neutral": 1, "positive": 2}
+    assert adapters["test"][0]["labels"] == seqcls_dataset_dict["test"][0]["label"]
+
+
+def test_given_label2id_is_used_and_checked(wordpiece_tokenizer: Any) -> None:
+    label2id = {"neg": 1, "pos": 0}
+    adapter = adapt(
+        (["a", "b"], ["neg", "pos"]), wordpiece_tokenizer, task="sequence-classification", label2id=label2id
+    )
+    assert adapter.label2id == label2id
+    assert [adapter[0]["labels"], adapter[1]["labels"]] == [1, 0]
+    with pytest.raises(ValueError, match="has labels 'meh'"):
+        adapt((["a"], ["meh"]), wordpiece_tokenizer, task="sequence-classification", label2id=label2id)
+
+
+@pytest.mark.parametrize("bad", [{}, {"a": 0, "b": 2}, {"a": 0, "b": 0}, {"a": "0"}])
+def test_bad_label2id_is_rejected(bad: dict[str, Any], wordpiece_tokenizer: Any) -> None:
+    with pytest.raises(ValueError, match="`label2id`"):
+        adapt((["a"], ["a"]), wordpiece_tokenizer, task="sequence-classification", label2id=bad)
+
+
+def test_label_ids_come_from_arrow_for_single_label(
+    string_label_dataset: Any, wordpiece_tokenizer: Any
+) -> None:
+    ds = string_label_dataset.select([5, 1, 9, 30])  # an indices mapping must be honoured
+    adapter = adapt(ds, wordpiece_tokenizer, task="sequence-classification")
+    ids = adapter.label_ids
+    assert ids.dtype == np.int64
+    assert ids.tolist() == [adapter.label2id[v] for v in ds["label"]]
+    assert ids.tolist() == [adapter[i]["labels"] for i in range(4)]
+
+
+def test_label_ids_for_class_label_and_int_labels(
+    seqcls_dataset: Any, pair_dataset: Any, wordpiece_tokenizer: Any
+) -> None:
+    a = adapt(seqcls_dataset, wordpiece_tokenizer, task="sequence-classification")
+    assert a.label_ids.tolist() == list(seqcls_dataset["label"])
+    b = adapt(pair_dataset, wordpiece_tokenizer, task="sequence-classification", text_column="premise")
+    assert b.label_ids.tolist() == list(pair_dataset["label"])
+    assert sorted_label_ids(["b", "a"]) == [1, 0]
+
+
+@pytest.mark.parametrize(
+    ("fixture", "options"),
+    [
+        ("multilabel_dataset", {"task": "sequence-classification", "label_column": "labels"}),
+        ("regression_dataset", {"task": "sequence-classification", "label_column": "score"}),
+        ("lm_dataset", {"task": "causal-lm"}),
+    ],
+)
+def test_label_ids_is_a_clear_error_for_other_tasks(
+    fixture: str, options: dict[str, Any], request: pytest.FixtureRequest, wordpiece_tokenizer: Any
+) -> None:
+    adapter = adapt(request.getfixturevalue(fixture), wordpiece_tokenizer, **options)
+    with pytest.raises(ValueError, match="`label_ids` needs single-label classification"):
+        adapter.label_ids
+
+
+def test_iterable_dataset_dict_gives_streaming_adapters_sharing_labels(
+    seqcls_dataset_dict: Any, wordpiece_tokenizer: Any
+) -> None:
+    from datasets import IterableDatasetDict
+
+    from hfbridge.adapters import IterableAdapter
+
+    streams = IterableDatasetDict(
+        {name: split.to_iterable_dataset() for name, split in seqcls_dataset_dict.items()}
+    )
+    adapters = adapt(streams, wordpiece_tokenizer, task="sequence-classification")
+    assert list(adapters) == ["train", "validation", "test"]
+    assert all(isinstance(a, IterableAdapter) for a in adapters.values())
+    assert adapters["test"].label2id == {"negative": 0, "neutral": 1, "positive": 2}
+    assert [r["labels"] for r in adapters["test"]] == list(seqcls_dataset_dict["test"]["label"])
+
+
+def test_minus_one_labels_of_an_unlabelled_test_split_get_a_hint(
+    seqcls_dataset: Any, wordpiece_tokenizer: Any
+) -> None:
+    from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
+
+    features = Features({"text": Value("string"), "label": ClassLabel(names=["neg", "pos"])})
+    splits = DatasetDict(
+        {
+            "train": Dataset.from_dict({"text": ["a", "b"], "label": [0, 1]}, features=features),
+            "test": Dataset.from_dict({"text": ["c"], "label": [-1]}, features=features),
+        }
+    )
+    with pytest.raises(ValueError, match=r"split 'test' has labels -1 .*`label_column=None`"):
+        adapt(splits, wordpiece_tokenizer, task="sequence-classification")

@@ -1,0 +1,150 @@
+"""Lengths: exact from Arrow offsets (eager), counted once and cached (lazy), or estimated cheaply."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+
+from hfbridge.adapters import _lengths as lengths_module
+from hfbridge.adapters import adapt, token_lengths
+
+
+def _true_lengths(tokenizer: Any, texts: list[str], **kwargs: Any) -> list[int]:
+    return [len(ids) for ids in tokenizer(texts, truncation=True, **kwargs)["input_ids"]]
+
+
+def test_eager_lengths_come_from_arrow_not_rows(
+    seqcls_dataset: Any, wordpiece_tokenizer: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    adapter = adapt(
+        seqcls_dataset, wordpiece_tokenizer, task="sequence-classification", lazy=False, max_length=16
+    )
+    monkeypatch.setattr(type(adapter), "__getitems__", None)  # reading a row would fail
+    monkeypatch.setattr(adapter._encoder, "tokenizer", None)  # and so would tokenizing
+    lengths = adapter.lengths
+    assert lengths.dtype == np.int64
+    assert lengths.tolist() == _true_lengths(wordpiece_tokenizer, list(seqcls_dataset["text"]), max_length=16)
+
+
+def test_lazy_lengths_are_counted_once_then_cached(
+    seqcls_dataset: Any, wordpiece_tokenizer: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ds = seqcls_dataset.select(range(50))
+    expected = _true_lengths(wordpiece_tokenizer, list(ds["text"]))
+    first = adapt(ds, wordpiece_tokenizer, task="sequence-classification", tokenize_batch_size=16)
+    assert first.lengths.tolist() == expected
+
+    def fail(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("lengths were tokenized again instead of read from the cache")
+
+    monkeypatch.setattr(lengths_module, "_tokenize_lengths", fail)
+    second = adapt(ds, wordpiece_tokenizer, task="sequence-classification")
+    assert second.lengths.tolist() == expected
+    with pytest.raises(AssertionError, match="tokenized again"):  # other options: another cache key
+        adapt(ds, wordpiece_tokenizer, task="sequence-classification", max_length=4).lengths
+
+
+def test_lazy_lengths_of_a_dataset_on_disk_are_cached_next_to_it(
+    seqcls_dataset: Any, wordpiece_tokenizer: Any, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from datasets import load_from_disk
+
+    seqcls_dataset.save_to_disk(str(tmp_path / "ds"))
+    ds = load_from_disk(str(tmp_path / "ds"))
+    adapter = adapt(ds, wordpiece_tokenizer, task="sequence-classification", max_length=9)
+    expected = adapter.lengths.tolist()
+    assert len(list((tmp_path / "ds").glob("hfbridge-lengths-*.npy"))) == 1
+    monkeypatch.setattr(
+        lengths_module, "_MEMORY_CACHE", type(lengths_module._MEMORY_CACHE)()
+    )  # a new process
+    monkeypatch.setattr(lengths_module, "_tokenize_lengths", None)
+    again = adapt(
+        load_from_disk(str(tmp_path / "ds")),
+        wordpiece_tokenizer,
+        task="sequence-classification",
+        max_length=9,
+    )
+    assert (
+        again.lengths.tolist()
+        == expected
+        == _true_lengths(wordpiece_tokenizer, list(ds["text"]), max_length=9)
+    )
+
+
+def test_lazy_lengths_for_pairs_and_words(
+    pair_dataset: Any, tokcls_dataset: Any, wordpiece_tokenizer: Any
+) -> None:
+    pairs = adapt(
+        pair_dataset,
+        wordpiece_tokenizer,
+        task="sequence-classification",
+        text_column="premise",
+        text_pair_column="hypothesis",
+    )
+    assert pairs.lengths.tolist() == [len(pairs[i]["input_ids"]) for i in range(len(pairs))]
+    words = adapt(
+        tokcls_dataset,
+        wordpiece_tokenizer,
+        task="token-classification",
+        text_column="tokens",
+        label_column="ner_tags",
+    )
+    assert words.lengths.tolist() == [len(words[i]["input_ids"]) for i in range(len(words))]
+
+
+def test_estimated_lengths_are_close_and_need_no_full_pass(
+    lm_dataset: Any, wordpiece_tokenizer: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from datasets import concatenate_datasets
+
+    big = concatenate_datasets([lm_dataset] * 20)  # 1920 rows, more than the 512-row sample
+    truth = np.asarray(_true_lengths(wordpiece_tokenizer, list(big["text"]), max_length=64))
+    monkeypatch.setattr(lengths_module, "_tokenize_lengths", None)  # no full tokenization pass allowed
+    adapter = adapt(big, wordpiece_tokenizer, task="masked-lm", estimate_lengths=True, max_length=64)
+    estimate = adapter.lengths
+    assert estimate.dtype == np.int64
+    assert estimate.max() <= 64
+    assert estimate.min() >= 2  # [CLS] ... [SEP]
+    assert np.mean(np.abs(estimate - truth) / truth) < 0.3
+    assert (
+        np.corrcoef(estimate, truth)[0, 1] > 0.9
+    )  # orders rows roughly as the truth does: enough for grouping
+
+
+def test_estimate_for_token_classification(tokcls_dataset: Any, wordpiece_tokenizer: Any) -> None:
+    adapter = adapt(
+        tokcls_dataset,
+        wordpiece_tokenizer,
+        task="token-classification",
+        text_column="tokens",
+        label_column="ner_tags",
+        estimate_lengths=True,
+    )
+    truth = np.asarray([len(adapter[i]["input_ids"]) for i in range(len(adapter))])
+    assert np.corrcoef(adapter.lengths, truth)[0, 1] > 0.9
+
+
+def test_token_lengths_honours_select_and_shuffle() -> None:
+    from datasets import Dataset
+
+    ds = Dataset.from_dict({"input_ids": [[1] * n for n in range(1, 11)]})
+    assert token_lengths(ds).tolist() == list(range(1, 11))
+    assert token_lengths(ds.select([9, 0, 4])).tolist() == [10, 1, 5]
+    shuffled = ds.shuffle(seed=0)
+    assert token_lengths(shuffled).tolist() == [len(r) for r in shuffled["input_ids"]]
+
+
+def test_token_lengths_bad_input() -> None:
+    from datasets import Dataset
+
+    ds = Dataset.from_dict({"input_ids": [[1, 2], None], "text": ["a", "b"]})
+    with pytest.raises(
+        ValueError, match=r"`column` names column 'ids'.*available columns: 'input_ids', 'text'"
+    ):
+        token_lengths(ds, "ids")
+    with pytest.raises(ValueError, match=r"`column` 'text' must be a list column"):
+        token_lengths(ds, "text")
+    with pytest.raises(ValueError, match=r"`column` 'input_ids' has 1 null rows"):
+        token_lengths(ds)

@@ -1,0 +1,74 @@
+"""ClassBalancedSampler and BatchedSampler."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+
+from hfbridge.samplers import BatchedSampler, ClassBalancedSampler
+
+LABELS = np.array([0] * 900 + [1] * 90 + [2] * 10)
+
+
+def test_with_replacement_balances_classes() -> None:
+    drawn = np.array(list(ClassBalancedSampler(LABELS, num_samples=30_000, seed=1)))
+    share = np.bincount(LABELS[drawn], minlength=3) / len(drawn)
+    np.testing.assert_allclose(share, [1 / 3] * 3, atol=0.02)
+
+
+def test_power_zero_is_uniform_and_half_is_in_between() -> None:
+    uniform = np.array(list(ClassBalancedSampler(LABELS, num_samples=20_000, power=0.0)))
+    assert abs(np.mean(LABELS[uniform] == 0) - 0.9) < 0.02
+    half = np.array(list(ClassBalancedSampler(LABELS, num_samples=20_000, power=0.5)))
+    assert 1 / 3 < np.mean(LABELS[half] == 0) < 0.9
+
+
+def test_without_replacement_every_index_once_rare_classes_early() -> None:
+    sampler = ClassBalancedSampler(LABELS, replacement=False, seed=2)
+    drawn = list(sampler)
+    assert sorted(drawn) == list(range(len(LABELS)))
+    first = LABELS[drawn[:100]]
+    assert np.mean(first == 2) > 0.05  # 1% of the data, far more than 1% of the first draws
+
+
+def test_without_replacement_subset_is_unique() -> None:
+    drawn = list(ClassBalancedSampler(LABELS, replacement=False, num_samples=60))
+    assert len(set(drawn)) == 60
+    assert np.bincount(LABELS[drawn], minlength=3).min() >= 5
+
+
+def test_batched_sampler_groups_and_drops() -> None:
+    inner = ClassBalancedSampler(LABELS, num_samples=100)
+    assert [len(b) for b in BatchedSampler(inner, 32)] == [32, 32, 32, 4]
+    assert len(BatchedSampler(inner, 32, drop_last=True)) == 3
+    assert [len(b) for b in BatchedSampler(inner, 32, drop_last=True)] == [32, 32, 32]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"num_samples": 0}, ValueError, "`num_samples` must be a positive integer"),
+        (
+            {"replacement": False, "num_samples": 2000},
+            ValueError,
+            r"`num_samples` must be <= len\(labels\)=1000",
+        ),
+        ({"power": -1.0}, ValueError, "`power` must be >= 0"),
+        ({"power": "1"}, TypeError, "`power` must be a float"),
+        ({"replacement": "yes"}, TypeError, "`replacement` must be bool"),
+        ({"uneven": "x"}, ValueError, "`uneven` must be one of"),
+    ],
+)
+def test_bad_arguments_are_named(kwargs: dict[str, Any], error: type[Exception], match: str) -> None:
+    with pytest.raises(error, match=match):
+        ClassBalancedSampler(LABELS, **kwargs)
+
+
+def test_batched_sampler_bad_input() -> None:
+    with pytest.raises(TypeError, match="`sampler` must have a `set_epoch` method"):
+        BatchedSampler([1, 2, 3], 2)
+    sampler = BatchedSampler(ClassBalancedSampler(LABELS), 4)
+    with pytest.raises(ValueError, match=r"`state\['batch_size'\]` must equal batch_size=4; got 8"):
+        sampler.load_state_dict(BatchedSampler(ClassBalancedSampler(LABELS), 8).state_dict())
