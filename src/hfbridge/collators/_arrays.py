@@ -18,6 +18,7 @@ import numpy as np
 
 __all__ = [
     "Side",
+    "aligned_constant",
     "column_lengths",
     "flatten_column",
     "padding_mask",
@@ -255,6 +256,25 @@ def uniform_value(column: Sequence[Any]) -> int | None:
     try:
         for row in column:
             if row.count(value) != len(row):
+                return None
+    except (AttributeError, TypeError):
+        return None
+    return value
+
+
+def aligned_constant(column: Sequence[Any], lengths: list[int]) -> int | None:
+    """Like :func:`uniform_value`, for a key that must also be exactly as long as ``input_ids`` in every row.
+
+    Returns ``None`` (so the caller takes the general path, which names any misaligned row) unless every row is
+    a list of ``lengths[i]`` copies of one int.
+    """
+    first = column[0]
+    if type(first) is not list or not first or type(first[0]) is not int:
+        return None
+    value = first[0]
+    try:
+        for row, n in zip(column, lengths):
+            if len(row) != n or row.count(value) != n:
                 return None
     except (AttributeError, TypeError):
         return None

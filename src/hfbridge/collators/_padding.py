@@ -11,6 +11,7 @@ import numpy as np
 from hfbridge._checks import check_choice, check_positive_int, check_type
 from hfbridge.collators._arrays import (
     Side,
+    aligned_constant,
     column_lengths,
     flatten_column,
     padding_mask,
@@ -166,7 +167,10 @@ class PaddingCollator:
         out: Batch = {}
         sequences: dict[str, tuple[list[Any], bool]] = {}
         for key in keys:
-            column = gather(features, key, keys)
+            try:
+                column = [row[key] for row in features]
+            except KeyError:
+                column = gather(features, key, keys)  # raises, naming the row that lacks the key
             name = _RENAMED.get(key, key)
             if name in out or name in sequences:
                 raise ValueError(f"rows hold both `{key}` and another key that becomes `{name}`; keep one")
@@ -215,6 +219,11 @@ class PaddingCollator:
             rows, choices = len(column), None
             if nested:
                 choices, column = unnest(name, column)
+            elif ref is not None and name in aligned and ref.choices is None and not ref.cut:
+                value = aligned_constant(column, ref.lens)
+                if value is not None:  # e.g. an all-ones attention mask: checked and built without conversion
+                    out[name] = _constant(ref.mask, value, self._pad_value(name, ref))
+                    continue
             lens = column_lengths(name, column)
             if ref is not None and name in aligned:
                 if choices != ref.choices or lens != ref.lens:
