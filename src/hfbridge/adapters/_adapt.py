@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from hfbridge.adapters._common import check_tokenizer, resolve_labels
+from hfbridge.adapters._common import check_tokenizer, rebind_labels, resolve_labels
 from hfbridge.adapters._config import AdapterConfig, ProblemType
 from hfbridge.adapters._iterable import IterableAdapter
 from hfbridge.adapters._labels import LabelInfo
@@ -173,9 +173,12 @@ def _adapt_stream(
             ) from None
     columns = list(features) if features is not None else list(sample or {})
     check_columns(columns, cfg, split)
-    if labels is None and cfg.has_labels:
+    if cfg.has_labels:
         label_sample = None if sample is None else sample[cfg.label_column]
-        labels = resolve_labels(cfg, features, sample=label_sample, split=split)
+        if labels is None:
+            labels = resolve_labels(cfg, features, sample=label_sample, split=split)
+        else:  # another split's label map: remap this split's own ClassLabel order through it
+            labels = rebind_labels(labels, cfg, features, sample=label_sample, split=split)
     return IterableAdapter(
         source,
         tokenizer,

@@ -6,6 +6,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
+import numpy as np
+
 if TYPE_CHECKING:
     import pyarrow as pa
 
@@ -85,12 +87,38 @@ def _kind_of_value(value: Any) -> LabelKind | None:
 
 @dataclass(frozen=True)
 class LabelInfo:
-    """A resolved label scheme: the problem type, the label map and how to turn raw values into model labels."""
+    """A resolved label scheme: the problem type, the label map and how to turn raw values into model labels.
+
+    ``lookup[raw_id]`` is the ``label2id`` id of the source's ClassLabel name ``kind.names[raw_id]``: a ClassLabel
+    column stores ids in its own name order, which a given ``label2id`` (or another split's ClassLabel) may not share.
+    """
 
     problem_type: str
     kind: LabelKind
     label2id: dict[str, int] | None
     column: str
+    lookup: tuple[int, ...] | None = None
+
+    def rebind(self, kind: LabelKind, split: str | None = None) -> LabelInfo:
+        """This label map applied to a source whose label column has ``kind`` (e.g. another split's ClassLabel).
+
+        Raises:
+            TypeError: ``kind`` does not fit the problem type.
+            ValueError: a ClassLabel name of ``kind`` is not in ``label2id``.
+        """
+        _check_problem_type(self.problem_type, kind, self.column)
+        return _bind(LabelInfo(self.problem_type, kind, self.label2id, self.column), split)
+
+    @property
+    def _id_count(self) -> int | None:
+        """How many raw class ids the source may hold (its ClassLabel's, else the label map's)."""
+        return len(self.lookup) if self.lookup is not None else self.num_labels
+
+    def remap(self, ids: np.ndarray) -> np.ndarray:
+        """Raw ids (already range-checked) -> ``label2id`` ids, through the ClassLabel lookup when there is one."""
+        if self.lookup is None:
+            return ids
+        return np.asarray(self.lookup, dtype=np.int64)[ids]
 
     @property
     def num_labels(self) -> int | None:
@@ -110,10 +138,12 @@ class LabelInfo:
                 return [mapping[v] for v in values]
             except KeyError as err:
                 raise self._unknown([err.args[0]], None) from None
-        n = self.num_labels
+        n = self._id_count
         ids = [int(v) for v in values]
         if n is not None and ids and (min(ids) < 0 or max(ids) >= n):
             raise self._unknown([i for i in ids if not 0 <= i < n][:5], None)
+        if self.lookup is not None:
+            return self.remap(np.asarray(ids, dtype=np.int64)).tolist()
         return ids
 
     def convert(self, values: Sequence[Any]) -> list[Any]:
@@ -155,17 +185,16 @@ class LabelInfo:
             unknown = sorted(set(pc.unique(values).to_pylist()) - set(self.label2id or {}))
             if unknown:
                 raise self._unknown(unknown, split)
-        elif self.num_labels is not None:
+        elif self._id_count is not None:
+            n = self._id_count
             lo, hi = pc.min_max(values).values()
-            if lo.as_py() < 0 or hi.as_py() >= self.num_labels:
-                bad = pc.unique(
-                    pc.filter(values, pc.or_(pc.less(values, 0), pc.greater_equal(values, self.num_labels)))
-                )
+            if lo.as_py() < 0 or hi.as_py() >= n:
+                bad = pc.unique(pc.filter(values, pc.or_(pc.less(values, 0), pc.greater_equal(values, n))))
                 raise self._unknown(bad.to_pylist(), split)
 
     def _unknown(self, labels: list[Any], split: str | None) -> ValueError:
         shown = ", ".join(map(repr, labels[:5])) + (", ..." if len(labels) > 5 else "")
-        valid = self.label2id if self.kind.raw == "name" else f"ids 0..{(self.num_labels or 1) - 1}"
+        valid = self.label2id if self.kind.raw == "name" else f"ids 0..{(self._id_count or 1) - 1}"
         hint = ""
         if any(isinstance(v, int) and v < 0 for v in labels):
             hint = " (-1 marks a missing label, as in GLUE test splits: adapt such a split with `label_column=None`)"
@@ -179,6 +208,24 @@ def _in(split: str | None) -> str:
     return f" in split {split!r}" if split else ""
 
 
+def _bind(info: LabelInfo, split: str | None) -> LabelInfo:
+    """``info`` with the lookup from its ClassLabel names to its ``label2id`` ids (none without both)."""
+    names, mapping = info.kind.names, info.label2id
+    if names is None or mapping is None:
+        return info
+    missing = [name for name in names if name not in mapping]
+    if missing:
+        shown = ", ".join(map(repr, missing[:5])) + (", ..." if len(missing) > 5 else "")
+        raise ValueError(
+            f"`label_column` {info.column!r}{_in(split)} has ClassLabel names {shown} that are not in `label2id` "
+            f"(given, or built from the train split), so their ids cannot be mapped; valid names: {sorted(mapping)}. "
+            "Pass a `label2id` that covers every ClassLabel name"
+        )
+    return LabelInfo(
+        info.problem_type, info.kind, mapping, info.column, tuple(mapping[name] for name in names)
+    )
+
+
 def build_label_info(
     kind: LabelKind,
     *,
@@ -187,10 +234,12 @@ def build_label_info(
     problem_type: str | None,
     label2id: Mapping[str, int] | None,
     data: pa.ChunkedArray | None,
+    split: str | None = None,
 ) -> LabelInfo:
     """Resolve the problem type and label map; ``data`` (the whole label column, if sized) fills in what is missing.
 
     ``label2id`` wins; then ClassLabel names; then sorted unique string labels; then ``max id + 1`` for int ids.
+    ClassLabel ids are remapped by name when ``label2id`` orders the names differently.
     """
     import pyarrow.compute as pc
 
@@ -227,7 +276,7 @@ def build_label_info(
             "and a streaming source cannot be scanned "
             "for its label set; pass `label2id={...}` or cast the column to a `datasets.ClassLabel`"
         )
-    return LabelInfo(resolved, kind, mapping, column)
+    return _bind(LabelInfo(resolved, kind, mapping, column), split)
 
 
 def _check_problem_type(problem_type: str, kind: LabelKind, column: str) -> None:

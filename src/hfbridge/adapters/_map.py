@@ -9,7 +9,7 @@ import numpy as np
 import torch.utils.data
 
 from hfbridge.adapters._arrow import arrow_column
-from hfbridge.adapters._common import AdapterProperties, check_tokenizer, resolve_labels
+from hfbridge.adapters._common import AdapterProperties, check_tokenizer, rebind_labels, resolve_labels
 from hfbridge.adapters._config import AdapterConfig
 from hfbridge.adapters._encode import Encoder, to_rows
 from hfbridge.adapters._labels import LabelInfo
@@ -66,6 +66,7 @@ class MapAdapter(AdapterProperties, torch.utils.data.Dataset):
             if labels is None:
                 labels = resolve_labels(cfg, dataset.features, data=data, split=split)
             else:
+                labels = rebind_labels(labels, cfg, dataset.features, split=split)
                 labels.check_column(data, split)
         self._encoder = Encoder(tokenizer, cfg, labels)
         self._collator_kwargs = dict(collator_kwargs or {})
@@ -217,6 +218,8 @@ class MapAdapter(AdapterProperties, torch.utils.data.Dataset):
                 names = [name for name, _ in sorted((labels.label2id or {}).items(), key=lambda kv: kv[1])]
                 column = pc.index_in(column, value_set=pa.array(names, type=column.type))
             ids = np.asarray(column.to_numpy(), dtype=np.int64)
+            if labels.kind.raw != "name":
+                ids = np.ascontiguousarray(labels.remap(ids))  # ClassLabel order -> label2id order
             ids.setflags(write=False)
             self._label_ids = ids
         return self._label_ids
