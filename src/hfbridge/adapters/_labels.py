@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
@@ -151,7 +152,11 @@ class LabelInfo:
         if any(v is None for v in values):
             raise ValueError(f"`label_column` {self.column!r} has a missing (None) label")
         if self.problem_type == "regression":
-            return [float(v) for v in values]
+            floats = [float(v) for v in values]
+            for row, value in enumerate(floats):
+                if not math.isfinite(value):
+                    raise self._non_finite(row, value, None)
+            return floats
         if self.problem_type == "single_label_classification":
             return self.to_ids(values)
         n = self.num_labels or 0
@@ -172,6 +177,7 @@ class LabelInfo:
 
     def check_column(self, column: pa.ChunkedArray, split: str | None) -> None:
         """Validate every value of an Arrow label column against the label map, in one vectorised pass."""
+        import pyarrow as pa
         import pyarrow.compute as pc
 
         if column.null_count:
@@ -179,6 +185,10 @@ class LabelInfo:
                 f"`label_column` {self.column!r}{_in(split)} has {column.null_count} missing labels"
             )
         values = pc.list_flatten(column) if self.kind.is_list else column
+        if self.problem_type == "regression" and pa.types.is_floating(values.type) and len(values):
+            row = pc.index(pc.invert(pc.is_finite(values)), True).as_py()
+            if row is not None and row >= 0:
+                raise self._non_finite(row, values[row].as_py(), split)
         if self.problem_type == "regression" or self.kind.raw == "float" or len(values) == 0:
             return
         if self.kind.raw == "name":
@@ -191,6 +201,12 @@ class LabelInfo:
             if lo.as_py() < 0 or hi.as_py() >= n:
                 bad = pc.unique(pc.filter(values, pc.or_(pc.less(values, 0), pc.greater_equal(values, n))))
                 raise self._unknown(bad.to_pylist(), split)
+
+    def _non_finite(self, row: int, value: float, split: str | None) -> ValueError:
+        return ValueError(
+            f"`label_column` {self.column!r}{_in(split)} must hold finite numbers for regression; row {row} holds "
+            f"{value!r}. Drop or fill such rows first, e.g. `dataset.filter(lambda row: math.isfinite(row[{self.column!r}]))`"
+        )
 
     def _unknown(self, labels: list[Any], split: str | None) -> ValueError:
         shown = ", ".join(map(repr, labels[:5])) + (", ..." if len(labels) > 5 else "")

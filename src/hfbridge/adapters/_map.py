@@ -14,7 +14,7 @@ from hfbridge.adapters._config import AdapterConfig
 from hfbridge.adapters._encode import Encoder, to_rows
 from hfbridge.adapters._labels import LabelInfo
 from hfbridge.adapters._lengths import count_lengths, estimate_lengths, token_lengths
-from hfbridge.adapters._sources import check_columns, check_dataset_texts
+from hfbridge.adapters._sources import check_columns, check_dataset_texts, check_dataset_word_labels
 
 if TYPE_CHECKING:
     from datasets import Dataset
@@ -68,6 +68,7 @@ class MapAdapter(AdapterProperties, torch.utils.data.Dataset):
             else:
                 labels = rebind_labels(labels, cfg, dataset.features, split=split)
                 labels.check_column(data, split)
+            check_dataset_word_labels(dataset, cfg, split)
         self._encoder = Encoder(tokenizer, cfg, labels)
         self._collator_kwargs = dict(collator_kwargs or {})
         self._dataset = dataset

@@ -12,7 +12,15 @@ from hfbridge.adapters._config import AdapterConfig
 if TYPE_CHECKING:
     from datasets import Dataset
 
-__all__ = ["SOURCE_KINDS", "check_batch_texts", "check_columns", "from_python", "is_dataframe"]
+__all__ = [
+    "SOURCE_KINDS",
+    "check_batch_texts",
+    "check_columns",
+    "check_dataset_word_labels",
+    "from_python",
+    "is_dataframe",
+    "word_label_error",
+]
 
 SOURCE_KINDS = (
     "datasets.Dataset, datasets.IterableDataset, datasets.DatasetDict, datasets.IterableDatasetDict, "
@@ -114,11 +122,33 @@ def _check_texts(column: str, values: list[Any], cfg: AdapterConfig, split: str 
 
 
 def check_batch_texts(batch: dict[str, list[Any]], cfg: AdapterConfig) -> None:
-    """Streaming rows cannot be scanned up front: check each batch's texts for None before tokenizing."""
+    """Streaming rows cannot be scanned up front: check each batch's texts for None/NaN before tokenizing."""
     for column in cfg.text_columns():
-        values = batch[column]
-        if None in values:
-            raise _missing_text(column, values.index(None), None, None, cfg)
+        for row, value in enumerate(batch[column]):
+            if value is None or (isinstance(value, float) and math.isnan(value)):
+                raise _missing_text(column, row, value, None, cfg)
+
+
+def word_label_error(row: int, words: int, labels: int, cfg: AdapterConfig, split: str | None) -> ValueError:
+    """The error for a token-classification row whose word-label list does not match its word list."""
+    where = f" of split {split!r}" if split else ""
+    return ValueError(
+        f"`label_column` {cfg.label_column!r}{where} must hold one label per word of `text_column` "
+        f"{cfg.text_column!r}; row {row} has {words} words but {labels} labels"
+    )
+
+
+def check_dataset_word_labels(dataset: Dataset, cfg: AdapterConfig, split: str | None) -> None:
+    """Token classification on a sized dataset: every row's label list is as long as its word list (in Arrow)."""
+    if cfg.task != "token-classification" or not cfg.has_labels:
+        return
+    import pyarrow.compute as pc
+
+    words = pc.list_value_length(arrow_column(dataset, cfg.text_column))
+    labels = pc.list_value_length(arrow_column(dataset, cfg.label_column))  # type: ignore[arg-type]
+    row = pc.index(pc.not_equal(words, labels), True).as_py()
+    if row is not None and row >= 0:
+        raise word_label_error(row, words[row].as_py(), labels[row].as_py(), cfg, split)
 
 
 def _argument(column: str, cfg: AdapterConfig | None) -> str:
