@@ -300,3 +300,23 @@ def test_nan_text_in_a_stream_fails_at_its_batch(wordpiece_tokenizer: Any) -> No
         ValueError, match=r"`text_column` 'text' must hold a text in every row; row 1 holds nan"
     ):
         list(adapter)
+
+
+def test_empty_split_and_empty_stream_share_the_message(
+    seqcls_dataset: Any, wordpiece_tokenizer: Any
+) -> None:
+    from datasets import DatasetDict, IterableDataset
+
+    def no_rows() -> Any:
+        yield from ()
+
+    splits = DatasetDict({"train": seqcls_dataset, "validation": seqcls_dataset.select([])})
+    with pytest.raises(
+        ValueError,
+        match=r"^`source` \(split 'validation'\) must have at least one row; got an empty Dataset$",
+    ):
+        adapt(splits, wordpiece_tokenizer, task=SEQCLS)
+    with pytest.raises(
+        ValueError, match=r"^`source` must have at least one row; got an empty IterableDataset$"
+    ):
+        adapt(IterableDataset.from_generator(no_rows), wordpiece_tokenizer, task="masked-lm")

@@ -10,7 +10,7 @@ from hfbridge.adapters._config import AdapterConfig, ProblemType
 from hfbridge.adapters._iterable import IterableAdapter
 from hfbridge.adapters._labels import LabelInfo
 from hfbridge.adapters._map import MapAdapter
-from hfbridge.adapters._sources import check_columns, from_python
+from hfbridge.adapters._sources import check_columns, empty_source_error, from_python
 
 __all__ = ["adapt"]
 
@@ -167,10 +167,7 @@ def _adapt_stream(
         try:
             sample = next(iter(source.take(1)))
         except StopIteration:
-            where = f" (split {split!r})" if split else ""
-            raise ValueError(
-                f"`source`{where} must have at least one row; got an empty IterableDataset"
-            ) from None
+            raise empty_source_error(source, split) from None
     columns = list(features) if features is not None else list(sample or {})
     check_columns(columns, cfg, split)
     if cfg.has_labels:

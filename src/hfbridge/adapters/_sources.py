@@ -17,6 +17,7 @@ __all__ = [
     "check_batch_texts",
     "check_columns",
     "check_dataset_word_labels",
+    "empty_source_error",
     "from_python",
     "is_dataframe",
     "word_label_error",
@@ -45,7 +46,7 @@ def from_python(source: Any, cfg: AdapterConfig, split: str | None = None) -> Da
 
     if is_dataframe(source):
         if len(source) == 0:
-            raise _empty(source, split)
+            raise empty_source_error(source, split)
         for column in _present_text_columns(cfg, list(source.columns)):
             missing = source[column].isna().to_numpy().nonzero()[0]
             if len(missing):
@@ -56,7 +57,7 @@ def from_python(source: Any, cfg: AdapterConfig, split: str | None = None) -> Da
     if len(set(lengths.values())) > 1:
         raise ValueError(f"`source` columns must all have the same length; got lengths {lengths}")
     if not lengths or next(iter(lengths.values())) == 0:
-        raise _empty(source, split)
+        raise empty_source_error(source, split)
     for column in _present_text_columns(cfg, list(columns)):
         _check_texts(column, columns[column], cfg, split)
     return Dataset.from_dict(columns)
@@ -169,7 +170,8 @@ def _missing_text(
     )
 
 
-def _empty(source: Any, split: str | None) -> ValueError:
+def empty_source_error(source: Any, split: str | None) -> ValueError:
+    """The error for a source (or split) without rows, for every source kind."""
     where = f" (split {split!r})" if split else ""
     return ValueError(f"`source`{where} must have at least one row; got an empty {type(source).__name__}")
 
