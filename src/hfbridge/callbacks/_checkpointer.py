@@ -163,7 +163,9 @@ class Checkpointer:
             optimizer, scheduler, scaler: objects with ``state_dict()``; saved when given.
             loader: a sampler or loader with ``state_dict()`` (each rank's state is kept).
             extra_state: any tree of tensors and plain values, handed back by ``resume``.
-            metrics: metric values; must contain ``monitor`` when one is set.
+            metrics: metric values; must contain ``monitor`` when one is set. Only rank 0's are read (rank 0's
+                evaluation is authoritative, so other ranks may pass ``None``); a bad value there makes every
+                rank raise.
             epoch: the current epoch index, handed back by ``resume``.
             epoch_end: ``True`` when called at the end of epoch ``epoch`` (for ``every_n_epochs``).
             callbacks: named objects with ``state_dict``/``load_state_dict`` (e.g. ``{"early_stopping": es}``).
@@ -182,13 +184,16 @@ class Checkpointer:
         check_non_negative_int("step", step)
         if not force and not self.should_save(step, epoch=epoch, epoch_end=epoch_end):
             return None
-        clean = clean_metrics(metrics, self.monitor)
-        callbacks = dict(callbacks or {})
-        for key, cb in callbacks.items():
-            if not hasattr(cb, "state_dict"):
-                raise TypeError(f"`callbacks[{key!r}]` must have state_dict(); got {type(cb).__name__}")
         world = get_world_size()
-        try:
+        clean: dict[str, float] = {}
+        named: dict[str, Any] = {}
+        try:  # every check runs before the gather, so a failure on one rank reaches all of them
+            if get_rank() == 0:  # rank 0's metrics are authoritative (often only rank 0 evaluates)
+                clean = clean_metrics(metrics, self.monitor)
+            named = dict(callbacks or {})
+            for key, cb in named.items():
+                if not hasattr(cb, "state_dict"):
+                    raise TypeError(f"`callbacks[{key!r}]` must have state_dict(); got {type(cb).__name__}")
             rank_state: Any = {
                 "rng": capture_rng_state(),
                 "loader": loader.state_dict() if loader is not None else None,
@@ -208,7 +213,7 @@ class Checkpointer:
                     "epoch": epoch,
                     "metrics": clean,
                     "loader": [r["loader"] for r in rank_states] if world > 1 else rank_state["loader"],
-                    "callbacks": {k: cb.state_dict() for k, cb in callbacks.items()},
+                    "callbacks": {k: cb.state_dict() for k, cb in named.items()},
                     "extra_state": extra_state,
                     "world_size": world,
                 }
@@ -314,7 +319,14 @@ class Checkpointer:
                 raise
             loaded = Failure(exc)
         raise_first_failure(gather(loaded if isinstance(loaded, Failure) else None, world))
-        apply_payload(loaded, model, optimizer, scheduler, scaler, loader, callbacks, restore_rng)
+        applied: Any = None
+        try:  # e.g. a model of another shape on one rank: every rank raises instead of one hanging later
+            apply_payload(loaded, model, optimizer, scheduler, scaler, loader, callbacks, restore_rng)
+        except Exception as exc:
+            if world == 1:
+                raise
+            applied = Failure(exc)
+        raise_first_failure(gather(applied, world))
         state = loaded.state
         return ResumeResult(
             step=int(state["step"]),
