@@ -8,14 +8,12 @@ from numbers import Integral
 from typing import Any, Literal, get_args
 
 from hfbridge._checks import check_choice, check_positive_int, check_type
-from hfbridge._tasks import Task, check_task
+from hfbridge._tasks import LM_TASKS, Task, check_task
 
 __all__ = ["PROBLEM_TYPES", "AdapterConfig", "ProblemType"]
 
 ProblemType = Literal["single_label_classification", "multi_label_classification", "regression"]
 PROBLEM_TYPES: tuple[str, ...] = get_args(ProblemType)
-
-_LM_TASKS = ("causal-lm", "masked-lm")
 
 
 @dataclass
@@ -86,7 +84,7 @@ class AdapterConfig:
             check_choice("problem_type", self.problem_type, PROBLEM_TYPES)
         self._only_for("text_pair_column", self.text_pair_column, ("sequence-classification",))
         self._only_for("problem_type", self.problem_type, ("sequence-classification",))
-        self._only_for("block_size", self.block_size, _LM_TASKS)
+        self._only_for("block_size", self.block_size, LM_TASKS)
         self._only_for("max_target_length", self.max_target_length, ("seq2seq",))
         if self.label_all_tokens and self.task != "token-classification":
             raise ValueError(

@@ -6,6 +6,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from hfbridge._tasks import LM_TASKS
 from hfbridge.adapters._arrow import arrow_column, first_null_row, missing_column_error
 from hfbridge.adapters._config import AdapterConfig
 
@@ -27,7 +28,6 @@ SOURCE_KINDS = (
     "datasets.Dataset, datasets.IterableDataset, datasets.DatasetDict, datasets.IterableDatasetDict, "
     "a dict of lists, a list of dicts, a list of texts, a (texts, labels) tuple or a pandas.DataFrame"
 )
-_LM_TASKS = ("causal-lm", "masked-lm")
 
 
 def is_dataframe(source: Any) -> bool:
@@ -65,7 +65,7 @@ def from_python(source: Any, cfg: AdapterConfig, split: str | None = None) -> Da
 
 def _columns_of(source: Any, cfg: AdapterConfig) -> dict[str, list[Any]]:
     if isinstance(source, tuple):
-        if len(source) != 2 or cfg.task in _LM_TASKS:
+        if len(source) != 2 or cfg.task in LM_TASKS:
             raise ValueError(
                 "`source` as a tuple must be (inputs, labels) for classification or (sources, targets) for "
                 f"seq2seq; got a {len(source)}-tuple for task {cfg.task!r}"
