@@ -223,3 +223,15 @@ def test_whole_word_mask_needs_word_boundaries() -> None:
     with pytest.raises(ValueError, match="`whole_word_mask=True` needs word boundaries"):
         MaskedLMCollator(_PlainVocabTokenizer(), whole_word_mask=True)
     assert MaskedLMCollator(_PlainVocabTokenizer())([{"input_ids": [2, 3]}])["input_ids"].shape == (1, 2)
+
+
+def test_scalar_labels_in_sequence_mode() -> None:
+    with pytest.raises(TypeError, match="`labels` must be a sequence per row; row 0 holds a scalar 1"):
+        TokenClassificationCollator(pad_token_id=0)([{"input_ids": [1, 2], "label": 1}])
+
+
+def test_mixed_tensor_and_list_rows() -> None:
+    with pytest.raises(ValueError, match="`input_ids` must hold 1-D tensors of one kind in every row"):
+        PAD([{"input_ids": torch.tensor([1, 2])}, {"input_ids": [3]}])
+    mixed = PAD([{"input_ids": [1, 2]}, {"input_ids": np.array([3])}, {"input_ids": torch.tensor([4])}])
+    assert mixed["input_ids"].tolist() == [[1, 2], [3, 0], [4, 0]]

@@ -173,3 +173,19 @@ def test_is_picklable_with_a_tokenizer(wordpiece_tokenizer: Any, wp_rows: list[d
     assert clone.pad_token_id == collate.pad_token_id
     a, b = collate(wp_rows), clone(wp_rows)
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_pad_values_override_the_defaults() -> None:
+    rows = [{"input_ids": [1, 2], "labels": [3, 4]}, {"input_ids": [5], "labels": [6]}]
+    batch = PaddingCollator(pad_token_id=0, pad_values={"labels": -1, "input_ids": 9})(rows)
+    assert batch["labels"].tolist() == [[3, 4], [6, -1]]
+    assert batch["input_ids"].tolist() == [[1, 2], [5, 9]]
+
+
+def test_seq2seq_labels_follow_padding_max_length(bpe_tokenizer: Any) -> None:
+    from hfbridge.collators import Seq2SeqCollator
+
+    rows = [{"input_ids": [5, 6, 2], "labels": [7, 2]}, {"input_ids": [8, 2], "labels": [2]}]
+    batch = Seq2SeqCollator(bpe_tokenizer, padding="max_length", max_length=5)(rows)
+    assert batch["input_ids"].shape == (2, 5)
+    assert batch["labels"].tolist() == [[7, 2, -100, -100, -100], [2, -100, -100, -100, -100]]

@@ -1,22 +1,24 @@
 """Low-level column operations: lengths, flattening and padding of one key across a batch.
 
 Every function takes one *column* (the values of one key, one per row) and returns a fresh NumPy array that
-never aliases the caller's data. The fast paths avoid per-element Python: lists go through one ``list +=`` per row
-and one ``array.array`` conversion (which also rejects non-integers), arrays through one ``np.concatenate``,
+never aliases the caller's data. The fast paths avoid per-element Python: lists go through one ``list.extend`` per row
+and one ``struct.pack_into`` conversion into the NumPy buffer (which also rejects non-integers), arrays through one ``np.concatenate``,
 tensors through one ``torch.cat``; padding is a single boolean-mask scatter into a preallocated buffer.
 """
 
 from __future__ import annotations
 
 import sys
-from array import array
 from collections.abc import Sequence
+from struct import error as StructError
+from struct import pack_into
 from typing import Any, Literal
 
 import numpy as np
 
 __all__ = [
     "Side",
+    "aligned_constant",
     "column_lengths",
     "flatten_column",
     "padding_mask",
@@ -57,7 +59,7 @@ def column_lengths(name: str, column: Sequence[Any]) -> list[int]:
                     f"`{name}` must hold a sequence in every row (row 0 does); row {i} holds "
                     f"{type(value).__name__} {value!r:.60}"
                 ) from None
-        raise
+        return [len(value) for value in column]  # a mix of tensors and other sequences
 
 
 def _diagnose_elements(name: str, column: Sequence[Any], integer: bool) -> None:
@@ -99,17 +101,23 @@ def flatten_column(
     first = column[0]
     if isinstance(first, (list, tuple)):
         flat: list[Any] = []
+        extend = flat.extend  # not `flat += row`: a NumPy row would hijack `+=` and refuse
         for row in column:
-            flat += row
-        ints = array("q")
+            extend(row)
+        count = len(flat)
+        out = np.empty(count, dtype=np.int64)
         try:
-            ints.fromlist(flat)  # C loop; rejects floats, strings, None and nested lists
-            return np.frombuffer(ints, dtype=np.int64)
-        except (TypeError, OverflowError):
+            # one C loop that also rejects floats, strings, None and nested lists; about twice as fast as
+            # array.fromlist or np.fromiter, and it writes straight into the NumPy buffer
+            pack_into(f"={count}q", out.data, 0, *flat)
+            return out
+        except (StructError, TypeError, OverflowError):
             if not integer:
+                floats = np.empty(count, dtype=np.float64)
                 try:
-                    return np.frombuffer(array("d", flat), dtype=np.float64).astype(np.float32)
-                except TypeError:
+                    pack_into(f"={count}d", floats.data, 0, *flat)
+                    return floats.astype(np.float32)
+                except (StructError, TypeError):
                     pass
             _diagnose_elements(name, column, integer)
             raise
@@ -177,6 +185,13 @@ def stack_scalars(name: str, column: Sequence[Any], hint: str = "") -> np.ndarra
         ValueError: a row holds a sequence where row 0 holds a scalar (``hint`` is appended to the message).
         TypeError: a row holds something that is not a number.
     """
+    if type(column[0]) is int:  # the usual class ids: one C loop, which also rejects floats and lists
+        out = np.empty(len(column), dtype=np.int64)
+        try:
+            pack_into(f"={len(column)}q", out.data, 0, *column)
+            return out
+        except (StructError, TypeError, OverflowError):
+            pass  # the general path below names the bad row
     if _is_tensor(column[0]):
         import torch
 
@@ -241,6 +256,25 @@ def uniform_value(column: Sequence[Any]) -> int | None:
     try:
         for row in column:
             if row.count(value) != len(row):
+                return None
+    except (AttributeError, TypeError):
+        return None
+    return value
+
+
+def aligned_constant(column: Sequence[Any], lengths: list[int]) -> int | None:
+    """Like :func:`uniform_value`, for a key that must also be exactly as long as ``input_ids`` in every row.
+
+    Returns ``None`` (so the caller takes the general path, which names any misaligned row) unless every row is
+    a list of ``lengths[i]`` copies of one int.
+    """
+    first = column[0]
+    if type(first) is not list or not first or type(first[0]) is not int:
+        return None
+    value = first[0]
+    try:
+        for row, n in zip(column, lengths):
+            if len(row) != n or row.count(value) != n:
                 return None
     except (AttributeError, TypeError):
         return None

@@ -16,8 +16,8 @@ __all__ = ["PaddingOptions"]
 class PaddingOptions:
     """Fields shared by the task collators; see ``PaddingCollator`` for their meaning.
 
-    Task collators inherit these *fields* only (a flat dataclass), never behaviour: each builds its own
-    ``PaddingCollator`` with :meth:`_padder` and composes it.
+    Task collators inherit these fields (one flat dataclass level) and the small :meth:`_padder` factory, not
+    padding behaviour: each builds its own ``PaddingCollator`` and composes it.
     """
 
     tokenizer: Any = None

@@ -11,6 +11,7 @@ import numpy as np
 from hfbridge._checks import check_choice, check_positive_int, check_type
 from hfbridge.collators._arrays import (
     Side,
+    aligned_constant,
     column_lengths,
     flatten_column,
     padding_mask,
@@ -28,11 +29,14 @@ from hfbridge.collators._rows import (
     is_float_sequence,
     key_kind,
     output_name,
+    raise_misaligned,
+    unnest,
 )
 
 __all__ = ["PaddingCollator"]
 
 Batch = dict[str, Any]
+_RENAMED = {key: output_name(key) for key in ("label", "label_ids")}
 _CLASSIFICATION_HINT = (
     "; sequence-classification labels are one int (class id) or float (regression) per row, or a fixed-length "
     "float multi-hot list (multi-label); use TokenClassificationCollator for one label per token"
@@ -163,11 +167,16 @@ class PaddingCollator:
         out: Batch = {}
         sequences: dict[str, tuple[list[Any], bool]] = {}
         for key in keys:
-            column = gather(features, key, keys)
-            name = output_name(key)
+            try:
+                column = [row[key] for row in features]
+            except KeyError:
+                column = gather(features, key, keys)  # raises, naming the row that lacks the key
+            name = _RENAMED.get(key, key)
             if name in out or name in sequences:
                 raise ValueError(f"rows hold both `{key}` and another key that becomes `{name}`; keep one")
-            kind = key_kind(name, column[0])
+            first = column[0]
+            # the common case inline (a list of ints); key_kind classifies everything else
+            kind = "seq" if type(first) is list and first and type(first[0]) is int else key_kind(name, first)
             if kind == "skip":
                 if self.keep_non_numeric:
                     out[name] = column
@@ -209,11 +218,16 @@ class PaddingCollator:
             column, nested = sequences[name]
             rows, choices = len(column), None
             if nested:
-                choices, column = _unnest(name, column)
+                choices, column = unnest(name, column)
+            elif ref is not None and name in aligned and ref.choices is None and not ref.cut:
+                value = aligned_constant(column, ref.lens)
+                if value is not None:  # e.g. an all-ones attention mask: checked and built without conversion
+                    out[name] = _constant(ref.mask, value, self._pad_value(name, ref))
+                    continue
             lens = column_lengths(name, column)
             if ref is not None and name in aligned:
                 if choices != ref.choices or lens != ref.lens:
-                    _raise_misaligned(name, lens, ref.lens)
+                    raise_misaligned(name, lens, ref.lens)
                 layout = ref
             else:
                 layout = self._layout(name, lens, choices)
@@ -293,28 +307,3 @@ def _constant(mask: np.ndarray, value: int, pad: float) -> np.ndarray:
             np.zeros(mask.shape, dtype=np.int64) if value == 0 else np.full(mask.shape, value, dtype=np.int64)
         )
     return np.where(mask, np.int64(value), np.int64(pad))
-
-
-def _unnest(name: str, column: list[Any]) -> tuple[int, list[Any]]:
-    """Flatten a column of ``[C, L]`` rows into ``B * C`` rows; every row must have the same ``C``."""
-    counts = [len(row) for row in column]
-    if min(counts) != max(counts):
-        i = next(i for i, c in enumerate(counts) if c != counts[0])
-        raise ValueError(
-            f"`{name}` is nested (one sequence per choice) but ragged: row 0 has {counts[0]} sequences, "
-            f"row {i} has {counts[i]}; every row needs the same number"
-        )
-    if counts[0] == 0:
-        raise ValueError(f"`{name}` is nested (one sequence per choice) but row 0 holds no sequence")
-    return counts[0], [seq for row in column for seq in row]
-
-
-def _raise_misaligned(name: str, lengths: list[int], ref: list[int]) -> None:
-    if len(lengths) != len(ref):
-        raise ValueError(
-            f"`{name}` and `input_ids` must have the same nesting; got {len(lengths)} vs {len(ref)} rows"
-        )
-    i = next(i for i, (a, b) in enumerate(zip(lengths, ref)) if a != b)
-    raise ValueError(
-        f"`{name}` must be as long as `input_ids` in every row; row {i} has {lengths[i]} vs {ref[i]} input ids"
-    )

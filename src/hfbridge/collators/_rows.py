@@ -16,6 +16,8 @@ __all__ = [
     "is_float_sequence",
     "key_kind",
     "output_name",
+    "raise_misaligned",
+    "unnest",
 ]
 
 # keys that must be as long as `input_ids` in every row (they describe the same tokens)
@@ -137,3 +139,28 @@ def is_float_sequence(value: Any) -> bool:
     if dtype is not None:
         return bool(getattr(dtype, "is_floating_point", False)) or getattr(dtype, "kind", "") == "f"
     return bool(value) and isinstance(value[0], (float, np.floating))
+
+
+def unnest(name: str, column: list[Any]) -> tuple[int, list[Any]]:
+    """Flatten a column of ``[C, L]`` rows into ``B * C`` rows; every row must have the same ``C``."""
+    counts = [len(row) for row in column]
+    if min(counts) != max(counts):
+        i = next(i for i, c in enumerate(counts) if c != counts[0])
+        raise ValueError(
+            f"`{name}` is nested (one sequence per choice) but ragged: row 0 has {counts[0]} sequences, "
+            f"row {i} has {counts[i]}; every row needs the same number"
+        )
+    if counts[0] == 0:
+        raise ValueError(f"`{name}` is nested (one sequence per choice) but row 0 holds no sequence")
+    return counts[0], [seq for row in column for seq in row]
+
+
+def raise_misaligned(name: str, lengths: list[int], ref: list[int]) -> None:
+    if len(lengths) != len(ref):
+        raise ValueError(
+            f"`{name}` and `input_ids` must have the same nesting; got {len(lengths)} vs {len(ref)} rows"
+        )
+    i = next(i for i, (a, b) in enumerate(zip(lengths, ref)) if a != b)
+    raise ValueError(
+        f"`{name}` must be as long as `input_ids` in every row; row {i} has {lengths[i]} vs {ref[i]} input ids"
+    )
