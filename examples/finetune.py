@@ -138,7 +138,7 @@ def check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         args.train_file = DATA_DIR / "news_train.csv"
         args.validation_file = DATA_DIR / "news_validation.csv"
     if args.model is None:
-        args.model = default_model(p)
+        args.model = default_model(p, offline=not args.dataset)
     elif not Path(args.model).is_dir() and Path(args.model).exists():
         p.error(f"--model: {args.model} is a file; give a model folder or a hub id")
     try:
