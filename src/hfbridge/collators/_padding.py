@@ -21,6 +21,7 @@ from hfbridge.collators._arrays import (
     truncate_flat,
     uniform_value,
 )
+from hfbridge.collators._fast import Plan, fast_collate
 from hfbridge.collators._rows import (
     ALIGNED_KEYS,
     INTEGER_KEYS,
@@ -97,6 +98,7 @@ class PaddingCollator:
     keep_non_numeric: bool = False
     return_tensors: Literal["pt", "np"] = "pt"
     _pad: dict[str, int | float | None] = field(init=False, repr=False, compare=False)
+    _plans: dict[Any, Plan | None] = field(init=False, repr=False, compare=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         tok = self.tokenizer
@@ -163,6 +165,9 @@ class PaddingCollator:
         self, features: Sequence[Mapping[str, Any]], *, aligned: frozenset[str] = ALIGNED_KEYS
     ) -> Batch:
         """Collate into NumPy arrays; ``aligned`` names the keys that must be as long as ``input_ids``."""
+        batch = fast_collate(self, features, aligned)
+        if batch is not None:
+            return batch
         keys = check_rows(features)
         out: Batch = {}
         sequences: dict[str, tuple[list[Any], bool]] = {}
