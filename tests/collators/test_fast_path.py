@@ -1,4 +1,5 @@
-"""The fast path of PaddingCollator: taken for common batches, identical to the general path, never raises."""
+"""The fast paths of PaddingCollator and FlatteningCollator: taken for common batches, identical to the general
+path, never raising errors of their own."""
 
 from __future__ import annotations
 
@@ -10,8 +11,14 @@ import numpy as np
 import pytest
 import torch
 
+import hfbridge.collators._flattening as flattening_module
 import hfbridge.collators._padding as padding_module
-from hfbridge.collators import PaddingCollator, Seq2SeqCollator, TokenClassificationCollator
+from hfbridge.collators import (
+    FlatteningCollator,
+    PaddingCollator,
+    Seq2SeqCollator,
+    TokenClassificationCollator,
+)
 from tests.collators.conftest import as_container
 
 CONTAINERS = ["list", "np", "pt"]
@@ -231,3 +238,61 @@ def test_fast_path_never_aliases_or_changes_the_features() -> None:
         for value in batch.values():
             value[...] = -7
         assert [{k: _plain(v) for k, v in row.items()} for row in features] == before
+
+
+def _flat_general(collate: Any, features: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
+    with monkeypatch.context() as patch:
+        patch.setattr(flattening_module, "_pack_fast", lambda features: None)
+        return collate(features)
+
+
+@pytest.mark.parametrize("container", CONTAINERS)
+@pytest.mark.parametrize("with_labels", [False, True])
+@pytest.mark.parametrize(
+    "options",
+    [
+        {},
+        {"return_flash_attn_kwargs": True, "return_seq_idx": True},
+        {"position_ids_start": 2, "separator_id": -1},
+    ],
+)
+def test_flattening_fast_path_matches_general_path(
+    container: str, with_labels: bool, options: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rows = [{"input_ids": row["input_ids"]} for row in _rows()]
+    if with_labels:
+        rows = [{**row, "labels": [x % 5 for x in row["input_ids"]]} for row in rows]
+    collate = FlatteningCollator(**options)
+    features = as_container(rows, container)
+    _assert_same(collate(features), _flat_general(collate, features, monkeypatch))
+
+
+@pytest.mark.parametrize("container", CONTAINERS)
+@pytest.mark.parametrize(
+    "case", ["empty_row", "other_keys", "different_other_keys", "short_labels", "floats", "different_keys"]
+)
+def test_flattening_unusual_batches_give_what_the_general_path_gives(
+    container: str, case: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rows: list[dict[str, Any]] = [{"input_ids": row["input_ids"]} for row in _rows()]
+    if case == "empty_row":
+        rows[1] = {"input_ids": []}
+    elif case in ("other_keys", "different_other_keys"):
+        rows = [{**row, "attention_mask": [1] * len(row["input_ids"])} for row in rows]
+        if case == "different_other_keys":
+            rows[2] = {"input_ids": rows[2]["input_ids"], "token_type_ids": rows[2]["attention_mask"]}
+    elif case == "short_labels":
+        rows = [{**row, "labels": row["input_ids"][: 1 if i == 2 else None]} for i, row in enumerate(rows)]
+    elif case == "floats":
+        rows[3] = {"input_ids": [1.5, 2.0]}
+    else:
+        rows[2] = {"labels": rows[2]["input_ids"]}
+    features = as_container(rows, container)
+    collate = FlatteningCollator(return_flash_attn_kwargs=True, return_seq_idx=True)
+    try:
+        expected = _flat_general(collate, features, monkeypatch)
+    except (TypeError, ValueError) as err:
+        with pytest.raises(type(err), match=re.escape(str(err))):
+            collate(features)
+        return
+    _assert_same(collate(features), expected)

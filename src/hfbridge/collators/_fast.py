@@ -27,7 +27,7 @@ from hfbridge.collators._arrays import padding_mask, stack_scalars
 if TYPE_CHECKING:
     from hfbridge.collators._padding import PaddingCollator
 
-__all__ = ["Plan", "fast_collate", "make_plan"]
+__all__ = ["FALLBACK", "Plan", "fast_collate", "flatten_ints", "is_dict", "make_plan"]
 
 Batch = dict[str, Any]
 
@@ -45,7 +45,7 @@ class _Fallback(Exception):
 
 
 # what a fast-path step may raise on input it does not handle: the general path then collates or names the problem
-_FALLBACK = (
+FALLBACK = (
     _Fallback,
     KeyError,
     TypeError,
@@ -57,7 +57,7 @@ _FALLBACK = (
     StructError,
 )
 _MAX_PLANS = 32
-_is_dict = dict.__instancecheck__
+is_dict = dict.__instancecheck__  # isinstance(row, dict), mappable in C
 
 
 def _is_tensor_type(kind: type) -> bool:
@@ -125,13 +125,13 @@ def fast_collate(c: PaddingCollator, features: Sequence[Any], aligned: frozenset
     # every row a dict with as many keys as row 0 (gathering then proves they are the same keys)
     if (
         plan is None
-        or not all(map(_is_dict, features))
+        or not all(map(is_dict, features))
         or [*map(len, features)].count(len(first)) != len(features)
     ):
         return None
     try:
         return _collate(c, plan, features)
-    except _FALLBACK:
+    except FALLBACK:
         return None
 
 
@@ -215,6 +215,31 @@ def _pad_arrays(c: PaddingCollator, plan: Plan, features: list[dict[str, Any]], 
     return mask
 
 
+def flatten_ints(column: list[Any]) -> tuple[np.ndarray, list[int]] | None:
+    """Concatenate a column of 1-D int rows (all lists, all arrays or all tensors) into int64; also its lengths.
+
+    Returns ``None`` for anything else (floats, nested or mixed rows, empty rows), which the caller leaves to
+    the general path.
+    """
+    kind = type(column[0])
+    try:
+        if kind is list:
+            return _pack_ints(column), list(map(len, column))
+        if kind is np.ndarray:
+            flat = np.concatenate(column)
+            count: Any = len
+        elif _is_tensor_type(kind):
+            flat = _tensors_to_numpy(column)
+            count = kind.numel
+        else:
+            return None
+        if flat.ndim != 1 or flat.dtype.kind not in "iub":
+            return None
+        return flat.astype(np.int64, copy=False), list(map(count, column))
+    except FALLBACK:
+        return None
+
+
 def _tensors_to_numpy(parts: list[Any]) -> np.ndarray:
     import torch
 
@@ -241,7 +266,11 @@ def _mask(c: PaddingCollator, lens: list[int], limit: int | None) -> np.ndarray:
 def _scatter(flat: np.ndarray, mask: np.ndarray, pad: float) -> np.ndarray:
     if flat.shape[0] == mask.size:  # nothing to pad: every row has the full width
         return flat.reshape(mask.shape)
-    out = np.zeros(mask.shape, dtype=np.int64) if pad == 0 else np.full(mask.shape, pad, dtype=np.int64)
+    if pad == 0:
+        out = np.zeros(mask.shape, dtype=np.int64)
+    else:
+        out = np.empty(mask.shape, dtype=np.int64)
+        out.fill(pad)  # np.full's Python wrapper costs more than the fill
     out[mask] = flat
     return out
 
@@ -263,7 +292,8 @@ def _constant(mask: np.ndarray, value: int, pad: float) -> np.ndarray:
     if value == 1 and pad == 0:
         return mask.astype(np.int64)
     if value == pad:
-        return (
-            np.zeros(mask.shape, dtype=np.int64) if value == 0 else np.full(mask.shape, value, dtype=np.int64)
-        )
+        out = np.zeros(mask.shape, dtype=np.int64)
+        if value:
+            out.fill(value)
+        return out
     return np.where(mask, np.int64(value), np.int64(pad))
