@@ -157,7 +157,8 @@ class PaddingCollator:
             return batch
         import torch
 
-        return {k: torch.from_numpy(v) if isinstance(v, np.ndarray) else v for k, v in batch.items()}
+        from_numpy = torch.from_numpy
+        return {k: from_numpy(v) if type(v) is np.ndarray else v for k, v in batch.items()}
 
     # ------------------------------------------------------------------------------------------ internals
 
