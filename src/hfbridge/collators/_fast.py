@@ -241,9 +241,9 @@ def flatten_ints(column: list[Any]) -> tuple[np.ndarray, list[int]] | None:
 
 
 def _tensors_to_numpy(parts: list[Any]) -> np.ndarray:
-    import torch
-
-    return torch.cat(parts).detach().cpu().numpy()  # dtype checked by the caller
+    """``torch.cat`` as an array (dtype checked by the caller); a CUDA or grad-tracking result raises, and the
+    general path (``.detach().cpu()``) takes it: integer tensors never track gradients."""
+    return sys.modules["torch"].cat(parts).numpy()
 
 
 _EMPTY_MASK = np.zeros((0, 0), dtype=bool)
