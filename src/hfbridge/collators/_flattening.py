@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from itertools import accumulate
 from typing import Any, Literal
 
 import numpy as np
@@ -66,8 +67,8 @@ class FlatteningCollator:
         packed = _pack_fast(features)
         input_ids, labels, lens = self._pack(features) if packed is None else packed
         lengths = np.array(lens, dtype=np.int64)
-        ends = lengths.cumsum()  # NumPy methods, not functions: the function wrappers cost more than the work
-        starts = ends - lengths
+        bounds = np.array([0, *accumulate(lens)], dtype=np.int64)  # sequence starts, then the total
+        starts = bounds[:-1]
         if labels is None:
             labels = input_ids.copy()
         labels[starts] = self.separator_id
@@ -79,8 +80,7 @@ class FlatteningCollator:
         if self.return_seq_idx:
             batch["seq_idx"] = np.repeat(np.arange(len(lens), dtype=np.int32), lens)[None, :]
         if self.return_flash_attn_kwargs:
-            cu = np.zeros(len(lens) + 1, dtype=np.int32)
-            cu[1:] = ends
+            cu = bounds.astype(np.int32)
             batch["cu_seq_lens_q"], batch["cu_seq_lens_k"] = cu, cu.copy()
             batch["max_length_q"] = batch["max_length_k"] = max(lens)
         if self.return_tensors == "np":
