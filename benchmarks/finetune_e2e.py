@@ -305,7 +305,7 @@ def warm_up(args: argparse.Namespace, names: list[str]) -> None:
     load_finetune_example()
     model = load_model(args.model, names, args.seed)
     model.train()
-    ids = torch.randint(1000, 2000, (8, 64))
+    ids = torch.randint(5, model.config.vocab_size, (8, 64))
     model(
         input_ids=ids, attention_mask=torch.ones_like(ids), labels=torch.zeros(8, dtype=torch.long)
     ).loss.backward()

@@ -85,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
         help='freezing spec, e.g. "embeddings,layers:2", "trainable-layers:2", "all-but-head" or "none"',
     )
     length = p.add_mutually_exclusive_group()
-    length.add_argument("--epochs", type=float, help="training epochs (default 4)")
+    length.add_argument("--epochs", type=float, help="training epochs (default 3)")
     length.add_argument("--max-steps", type=int, help="training steps (instead of --epochs)")
     p.add_argument("--eval-steps", type=int, help="evaluate every N steps (default: every epoch)")
     p.add_argument("--patience", type=int, default=3, help="early stopping: evaluations without improvement")
@@ -129,7 +129,7 @@ def check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     if args.batch_size is None:
         args.batch_size = 16
     if args.epochs is None:
-        args.epochs = 4.0
+        args.epochs = 3.0
     if args.dataset and (args.train_file or args.validation_file):
         p.error("give either --dataset or --train-file/--validation-file, not both")
     if args.validation_file and not args.train_file:

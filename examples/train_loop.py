@@ -224,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
         out / "checkpoints", monitor="eval_accuracy", mode="max", keep_best=1, keep_last=1
     )
     stopper = EarlyStopping("eval_accuracy", mode="max", patience=args.patience)
-    step, start_epoch, history = 0, 0, []
+    step, start_epoch, history, running, seen = 0, 0, [], 0.0, 0
     if args.resume:
         resumed = checkpointer.resume(
             model=model,
@@ -238,7 +238,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"--resume: no complete checkpoint in {out / 'checkpoints'} (run once without --resume)"
             )
         step, start_epoch = resumed.step, int(resumed.epoch or 0)
-        history = list((resumed.extra_state or {}).get("history", []))
+        extra = resumed.extra_state or {}
+        history, (running, seen) = list(extra.get("history", [])), extra.get("running_loss", (0.0, 0))
         say(f"resumed from {resumed.path} at step {step}, epoch {start_epoch}")
     say(
         f"{len(train)} train / {len(val)} validation rows, {world} process(es), {per_epoch} batches per epoch and "
@@ -247,7 +248,6 @@ def main(argv: list[str] | None = None) -> int:
 
     bar = tqdm(total=total_steps, initial=step, disable=args.no_progress or not main_process, desc="train")
     start = time.perf_counter()
-    running, seen = 0.0, 0
     for epoch in range(start_epoch, epochs):
         train_loader.set_epoch(epoch)  # keeps a mid-epoch position just restored by resume
         first = train_loader.batch_sampler.next_position  # > 0 only in the epoch a resume lands in
@@ -282,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
                     metrics=metrics,
                     epoch=epoch,
                     callbacks={"early_stopping": stopper},
-                    extra_state={"history": history},
+                    extra_state={"history": history, "running_loss": [running, seen]},
                 )
             if step == args.simulate_crash_at:
                 bar.close()
