@@ -18,10 +18,18 @@ from hfbridge.samplers._grouped import LengthGroupedBatchSampler, RandomBatchSam
 from hfbridge.samplers._streaming import BucketedIterable
 from hfbridge.samplers._token_budget import TokenBudgetBatchSampler
 
-__all__ = ["ResumableDataLoader", "build_dataloader", "seed_worker"]
+__all__ = ["ResumableDataLoader", "build_dataloader", "seed_worker", "set_collator_epoch"]
 
 Batching = Literal["length", "tokens", "random", "balanced"]
 _BATCHINGS = ("length", "tokens", "random", "balanced")
+
+
+def set_collator_epoch(collate_fn: Any, epoch: int) -> None:
+    """Call ``collate_fn.set_epoch(epoch)`` when the collator has one (e.g. per-epoch masks of the masked-LM
+    collator); collators without it are left alone."""
+    set_epoch = getattr(collate_fn, "set_epoch", None)
+    if callable(set_epoch):
+        set_epoch(epoch)
 
 
 def seed_worker(
@@ -80,10 +88,12 @@ class ResumableDataLoader(DataLoader):
         self._count = None
 
     def set_epoch(self, epoch: int) -> None:
-        """Switch to ``epoch``'s order (a mid-epoch position just loaded for the same epoch is kept)."""
+        """Switch to ``epoch``'s order (a mid-epoch position just loaded for the same epoch is kept) and pass the
+        epoch on to the collator when it has a ``set_epoch`` (per-epoch masks of the masked-LM collator)."""
         if epoch != self.epoch:
             self._count = None
         self._stateful.set_epoch(epoch)
+        set_collator_epoch(self.collate_fn, epoch)
 
     def state_dict(self) -> dict[str, Any]:
         """The sampler state at the last batch this loader yielded (plain python values).
