@@ -11,14 +11,7 @@ from torch.utils.data import Sampler
 from hfbridge._checks import check_choice, check_non_negative_int, check_positive_int, check_type
 from hfbridge._distributed import resolve_replicas
 from hfbridge.samplers._base import Uneven, shard, shard_len
-from hfbridge.samplers._state import (
-    check_state,
-    epoch_rng,
-    fingerprint,
-    make_state,
-    to_index_array,
-    uneven_options,
-)
+from hfbridge.samplers._state import Cursor, epoch_rng, fingerprint, to_index_array, uneven_options
 
 __all__ = ["BatchedSampler", "ClassBalancedSampler"]
 
@@ -83,9 +76,7 @@ class ClassBalancedSampler(Sampler[int]):
         counts = np.bincount(self._labels)
         self.class_counts = counts
         self.weights = counts[self._labels].astype(np.float64) ** -self.power
-        self.epoch = 0
-        self._yielded = 0
-        self._resume_at: int | None = None
+        self._cursor = Cursor()
         self._fingerprint = fingerprint(
             {
                 "class": type(self).__name__,
@@ -112,31 +103,28 @@ class ClassBalancedSampler(Sampler[int]):
         return shard_len(self.num_samples, self.num_replicas, self.rank, self.uneven)
 
     def __iter__(self) -> Iterator[int]:
-        start = self._resume_at if self._resume_at is not None else 0
-        self._resume_at = None
+        start = self._cursor.start()
         drawn = self._draw()
-        self._yielded = start
         for position in range(start, len(drawn)):
-            self._yielded = position + 1
+            self._cursor.yielded = position + 1
             yield int(drawn[position])
+
+    @property
+    def epoch(self) -> int:
+        """The epoch whose draw is used (see :meth:`set_epoch`)."""
+        return self._cursor.epoch
 
     def set_epoch(self, epoch: int) -> None:
         """Draw the indices of ``epoch``; a position loaded for the same epoch is kept."""
-        check_non_negative_int("epoch", epoch)
-        if epoch != self.epoch:
-            self._resume_at = None
-            self._yielded = 0
-        self.epoch = epoch
+        self._cursor.set_epoch(epoch)
 
     @property
     def next_position(self) -> int:
-        return self._resume_at if self._resume_at is not None else 0
+        return self._cursor.next_position
 
     def state_dict(self, position: int | None = None) -> dict[str, Any]:
         """Seed, epoch, position (indices of this epoch already yielded) and a configuration fingerprint."""
-        if position is None:
-            position = self._resume_at if self._resume_at is not None else self._yielded
-        return make_state(type(self).__name__, self._fingerprint, self.seed, self.epoch, position)
+        return self._cursor.state(type(self).__name__, self._fingerprint, self.seed, position)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Resume: the next ``__iter__`` yields exactly the indices the saved run had not yet yielded.
@@ -144,10 +132,7 @@ class ClassBalancedSampler(Sampler[int]):
         Raises:
             ValueError: when the state belongs to another sampler or configuration.
         """
-        seed, epoch, position = check_state(state, type(self).__name__, self._fingerprint)
-        if position > len(self):
-            raise ValueError(f"`state['position']` must be <= {len(self)}; got {position}")
-        self.seed, self.epoch, self._resume_at, self._yielded = seed, epoch, position, position
+        self.seed = self._cursor.load(state, type(self).__name__, self._fingerprint, len(self))
 
 
 class BatchedSampler(Sampler[list[int]]):
@@ -172,26 +157,24 @@ class BatchedSampler(Sampler[list[int]]):
         self.sampler = sampler
         self.batch_size = check_positive_int("batch_size", batch_size)
         self.drop_last = check_type("drop_last", drop_last, bool)
-        self._yielded = 0
-        self._resume_at: int | None = None
+        self._cursor = Cursor()  # positions counted in batches; the epoch is the inner sampler's
 
     def __len__(self) -> int:
         n = len(self.sampler)
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
     def __iter__(self) -> Iterator[list[int]]:
-        start = self._resume_at if self._resume_at is not None else 0
-        self._resume_at = None
-        self._yielded = start
+        cursor = self._cursor
+        cursor.start()
         batch: list[int] = []
         for index in self.sampler:
             batch.append(index)
             if len(batch) == self.batch_size:
-                self._yielded += 1
+                cursor.yielded += 1
                 yield batch
                 batch = []
         if batch and not self.drop_last:
-            self._yielded += 1
+            cursor.yielded += 1
             yield batch
 
     @property
@@ -208,18 +191,16 @@ class BatchedSampler(Sampler[list[int]]):
 
     @property
     def next_position(self) -> int:
-        return self._resume_at if self._resume_at is not None else 0
+        return self._cursor.next_position
 
     def set_epoch(self, epoch: int) -> None:
-        if epoch != self.sampler.epoch:
-            self._resume_at = None
-            self._yielded = 0
+        self._cursor.epoch = int(self.sampler.epoch)  # the inner sampler may have been moved directly
+        self._cursor.set_epoch(epoch)
         self.sampler.set_epoch(epoch)
 
     def state_dict(self, position: int | None = None) -> dict[str, Any]:
         """The inner sampler's state, with ``position`` counted in batches."""
-        if position is None:
-            position = self._resume_at if self._resume_at is not None else self._yielded
+        position = self._cursor.position(position)
         state = self.sampler.state_dict(position=min(position * self.batch_size, len(self.sampler)))
         state["position"] = int(position)
         state["batch_size"] = self.batch_size
@@ -237,4 +218,4 @@ class BatchedSampler(Sampler[list[int]]):
         inner.pop("batch_size")
         inner["position"] = min(position * self.batch_size, len(self.sampler))
         self.sampler.load_state_dict(inner)
-        self._resume_at = self._yielded = position
+        self._cursor.resume(int(self.sampler.epoch), position, len(self))
