@@ -10,10 +10,12 @@ from torch.utils.data import Sampler
 
 from hfbridge._checks import check_choice, check_non_negative_int, check_positive_int, check_type
 from hfbridge._distributed import resolve_replicas
-from hfbridge.samplers._base import Uneven, shard, shard_len
+from hfbridge.samplers._base import Uneven, shard_len
 from hfbridge.samplers._state import Cursor, epoch_rng, fingerprint, to_index_array, uneven_options
 
 __all__ = ["BatchedSampler", "ClassBalancedSampler"]
+
+_CHUNK = 16384  # draws with replacement come from one generator per chunk of positions
 
 
 class ClassBalancedSampler(Sampler[int]):
@@ -22,6 +24,10 @@ class ClassBalancedSampler(Sampler[int]):
     With ``replacement=True`` this is ``WeightedRandomSampler`` with weights computed for you; with
     ``replacement=False`` it draws a weighted permutation (Efraimidis-Spirakis keys), so each row appears at most once
     per epoch and rare classes come early. The draw depends only on ``(seed, epoch)``; ranks take disjoint shares.
+
+    Resume: with replacement, draws come from one generator per chunk of 16384 positions, seeded by
+    ``(seed, epoch, chunk)``, so resuming draws only the current chunk (O(1) in the position). Without replacement
+    the weighted permutation is a sort of all rows (O(n log n) per epoch, also on resume): it cannot be sliced.
 
     Args:
         labels: one class id per row (e.g. ``adapter.label_ids``).
@@ -76,6 +82,8 @@ class ClassBalancedSampler(Sampler[int]):
         counts = np.bincount(self._labels)
         self.class_counts = counts
         self.weights = counts[self._labels].astype(np.float64) ** -self.power
+        self._cdf = np.cumsum(self.weights)  # once: each chunk of draws is a binary search in it
+        self._perm_cache: tuple[tuple[int, int], np.ndarray] | None = None
         self._cursor = Cursor()
         self._fingerprint = fingerprint(
             {
@@ -89,25 +97,50 @@ class ClassBalancedSampler(Sampler[int]):
             self._labels,
         )
 
-    def _draw(self) -> np.ndarray:
-        rng = epoch_rng(self.seed, self.epoch)
-        probabilities = self.weights / self.weights.sum()
-        if self.replacement:
-            drawn = rng.choice(len(self.weights), size=self.num_samples, replace=True, p=probabilities)
-        else:  # Efraimidis-Spirakis: the largest u ** (1 / w), i.e. the smallest -log(u) / w
-            keys = rng.exponential(size=len(self.weights)) / self.weights
+    def _draw_chunk(self, chunk: int) -> np.ndarray:
+        """Draws (with replacement) at global positions ``chunk * _CHUNK ...``: they depend only on
+        ``(seed, epoch, chunk)``, so resuming draws one chunk, not the epoch."""
+        size = min(_CHUNK, self.num_samples - chunk * _CHUNK)
+        uniform = epoch_rng(self.seed, self.epoch, stream=1 + chunk).random(size)
+        drawn = np.searchsorted(self._cdf, uniform * self._cdf[-1], side="right")
+        return np.minimum(drawn, len(self._cdf) - 1)
+
+    def _permutation(self) -> np.ndarray:
+        """Without replacement: a weighted permutation (Efraimidis-Spirakis: the smallest ``-log(u) / w`` first).
+        A full sort of the rows, cached per ``(seed, epoch)``."""
+        if self._perm_cache is None or self._perm_cache[0] != (self.seed, self.epoch):
+            keys = epoch_rng(self.seed, self.epoch).exponential(size=len(self.weights)) / self.weights
             drawn = np.argsort(keys, kind="stable")[: self.num_samples]
-        return drawn[shard(self.num_samples, self.num_replicas, self.rank, self.uneven)]
+            self._perm_cache = ((self.seed, self.epoch), drawn)
+        return self._perm_cache[1]
+
+    def _indices(self, start: int, stop: int) -> np.ndarray:
+        """This rank's indices at its positions ``start..stop-1`` (sharded as :func:`shard` does)."""
+        positions = self.rank + np.arange(start, stop, dtype=np.int64) * self.num_replicas
+        if self.uneven == "pad":
+            positions %= self.num_samples
+        if not self.replacement:
+            return self._permutation()[positions]
+        chunks = positions // _CHUNK
+        drawn = np.empty_like(positions)
+        for chunk in np.unique(chunks).tolist():
+            mask = chunks == chunk
+            drawn[mask] = self._draw_chunk(chunk)[positions[mask] - chunk * _CHUNK]
+        return drawn
 
     def __len__(self) -> int:
         return shard_len(self.num_samples, self.num_replicas, self.rank, self.uneven)
 
     def __iter__(self) -> Iterator[int]:
         start = self._cursor.start()
-        drawn = self._draw()
-        for position in range(start, len(drawn)):
-            self._cursor.yielded = position + 1
-            yield int(drawn[position])
+        total = len(self)
+        low, size = start, 64  # a small first slice: resuming draws only the chunk it needs
+        while low < total:
+            high = min(low + size, total)
+            for position, index in enumerate(self._indices(low, high).tolist(), low):
+                self._cursor.yielded = position + 1
+                yield index
+            low, size = high, min(size * 4, _CHUNK)
 
     @property
     def epoch(self) -> int:
