@@ -82,7 +82,10 @@ class ClassBalancedSampler(Sampler[int]):
         counts = np.bincount(self._labels)
         self.class_counts = counts
         self.weights = counts[self._labels].astype(np.float64) ** -self.power
-        self._cdf = np.cumsum(self.weights)  # once: each chunk of draws is a binary search in it
+        # once: rows grouped by class and each class's share of the total weight, for O(1) draws
+        self._rows_by_class = np.argsort(self._labels, kind="stable")
+        self._class_starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        self._class_cdf = np.cumsum(np.where(counts > 0, counts.astype(np.float64) ** (1 - self.power), 0.0))
         self._perm_cache: tuple[tuple[int, int], np.ndarray] | None = None
         self._cursor = Cursor()
         self._fingerprint = fingerprint(
@@ -99,11 +102,15 @@ class ClassBalancedSampler(Sampler[int]):
 
     def _draw_chunk(self, chunk: int) -> np.ndarray:
         """Draws (with replacement) at global positions ``chunk * _CHUNK ...``: they depend only on
-        ``(seed, epoch, chunk)``, so resuming draws one chunk, not the epoch."""
+        ``(seed, epoch, chunk)``, so resuming draws one chunk, not the epoch. A row's weight depends only on its
+        class, so each draw picks a class (by class mass) and then a row of it uniformly: O(1) per draw."""
         size = min(_CHUNK, self.num_samples - chunk * _CHUNK)
-        uniform = epoch_rng(self.seed, self.epoch, stream=1 + chunk).random(size)
-        drawn = np.searchsorted(self._cdf, uniform * self._cdf[-1], side="right")
-        return np.minimum(drawn, len(self._cdf) - 1)
+        uniform = epoch_rng(self.seed, self.epoch, stream=1 + chunk).random((2, size))
+        cdf = self._class_cdf
+        classes = np.minimum(np.searchsorted(cdf, uniform[0] * cdf[-1], side="right"), len(cdf) - 1)
+        counts = self.class_counts[classes]
+        within = np.minimum((uniform[1] * counts).astype(np.int64), counts - 1)
+        return self._rows_by_class[self._class_starts[classes] + within]
 
     def _permutation(self) -> np.ndarray:
         """Without replacement: a weighted permutation (Efraimidis-Spirakis: the smallest ``-log(u) / w`` first).
