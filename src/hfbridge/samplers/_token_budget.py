@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from typing import Any, Literal
 
 import numpy as np
@@ -11,11 +12,16 @@ from hfbridge._checks import check_choice, check_positive_int
 from hfbridge.samplers._base import EpochBatchSampler, SlicedPlan, Uneven
 from hfbridge.samplers._grouped import _sort_key
 from hfbridge.samplers._permutation import Permutation
-from hfbridge.samplers._state import to_index_array
+from hfbridge.samplers._state import epoch_rng, to_index_array
 
 __all__ = ["TiedRunsPlan", "TokenBudgetBatchSampler", "token_budget_bounds"]
 
 Oversized = Literal["warn", "error"]
+
+_SMALL_RUN = 4096  # runs of equal length up to this size are shuffled whole (a bounded cost per run)
+_LAZY_BATCHES = (
+    32  # batches mapped one by one (a resume's first steps) before the whole epoch is mapped at once
+)
 
 
 def padded_lengths(lengths: np.ndarray, pad_to_multiple_of: int | None) -> np.ndarray:
@@ -43,7 +49,8 @@ class TiedRunsPlan:
     """Rows sorted longest first (one stable argsort, computed once per sampler) with ties shuffled per epoch.
 
     Rows of equal padded length form a run; position ``p`` of run ``[a, b)`` holds ``sorted[a + perm(p - a)]``,
-    where ``perm`` is a keyed :class:`Permutation` of the run from ``(seed, epoch, run)``. A batch maps only its own
+    where ``perm`` is a keyed :class:`Permutation` of the run from ``(seed, epoch, run)`` (a plain shuffle for runs of
+    at most 4096 rows, a bounded cost). A batch maps only its own
     positions, so building the plan and resuming are O(batch), not a sort of the epoch.
     """
 
@@ -62,28 +69,46 @@ class TiedRunsPlan:
             lengths,
         )
         self.entropy = entropy
-        self._perms: dict[int, Permutation] = {}
+        self._perms: dict[int, Callable[[np.ndarray], np.ndarray]] = {}
+        self._order: np.ndarray | None = None  # the whole epoch, mapped once iteration goes on past a resume
+        self._lazy_calls = 0
 
-    def _perm(self, run: int) -> Permutation:
+    def _run_stop(self, run: int) -> int:
+        return int(self.run_starts[run + 1]) if run + 1 < len(self.run_starts) else len(self.sorted_rows)
+
+    def _perm(self, run: int) -> Callable[[np.ndarray], np.ndarray]:
         perm = self._perms.get(run)
         if perm is None:
-            stop = self.run_starts[run + 1] if run + 1 < len(self.run_starts) else len(self.sorted_rows)
-            perm = Permutation(int(stop - self.run_starts[run]), (*self.entropy, 2, run))
+            size = self._run_stop(run) - int(self.run_starts[run])
+            if size > _SMALL_RUN:  # sliceable: a resume maps only its batch's positions
+                perm = Permutation(size, (*self.entropy, 2, run))
+            else:  # bounded work, and far cheaper per run than a Feistel network with cycle-walking
+                perm = (
+                    epoch_rng(self.entropy[0], self.entropy[1], stream=2 + run).permutation(size).__getitem__
+                )
             self._perms[run] = perm
         return perm
 
     def rows(self, start: int, stop: int) -> np.ndarray:
-        """Row indices at sorted positions ``start..stop-1`` after this epoch's tie shuffle."""
-        positions = np.arange(start, stop)
-        runs = np.searchsorted(self.run_starts, positions, side="right") - 1
-        shuffled = np.empty_like(positions)
-        for run in np.unique(runs).tolist():
-            mask = runs == run
-            first = self.run_starts[run]
-            shuffled[mask] = first + self._perm(run)(positions[mask] - first)
+        """Row indices at sorted positions ``start..stop-1`` after this epoch's tie shuffle (one slice per run)."""
+        if self._order is not None:
+            return self._order[start:stop]
+        shuffled = np.empty(stop - start, dtype=np.int64)
+        run = int(np.searchsorted(self.run_starts, start, side="right")) - 1
+        position = start
+        while position < stop:
+            first, end = int(self.run_starts[run]), min(self._run_stop(run), stop)
+            shuffled[position - start : end - start] = first + self._perm(run)(
+                np.arange(position - first, end - first)
+            )
+            position, run = end, run + 1
         return self.sorted_rows[shuffled]
 
     def batch(self, index: int) -> np.ndarray:
+        self._lazy_calls += 1
+        if self._order is None and self._lazy_calls > _LAZY_BATCHES:
+            # iterating on, not just resuming: map the whole epoch once (O(rows)) instead of batch by batch
+            self._order = self.rows(0, len(self.sorted_rows))
         return self.rows(int(self.bounds[index]), int(self.bounds[index + 1]))
 
     def longest(self) -> np.ndarray:
