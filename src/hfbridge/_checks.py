@@ -6,6 +6,7 @@ e.g. ``ValueError: `max_tokens` must be a positive integer, got -3``.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from typing import Any, TypeVar
 
@@ -14,6 +15,7 @@ __all__ = [
     "check_non_negative_int",
     "check_positive_int",
     "check_probability",
+    "check_real",
     "check_type",
 ]
 
@@ -67,6 +69,35 @@ def check_probability(name: str, value: Any, *, inclusive: bool = True) -> float
     if not ok:
         bounds = "[0, 1]" if inclusive else "(0, 1)"
         raise ValueError(f"`{name}` must be in {bounds}; got {value!r}")
+    return float(value)
+
+
+def check_real(
+    name: str,
+    value: Any,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+    allow_none: bool = False,
+) -> Any:
+    """Raise unless ``value`` is a finite real number (not a bool) in ``[low, high]`` (``(low, high]`` when
+    ``low_open``), or ``None`` when ``allow_none``; return ``float(value)`` (or ``None``).
+
+    Example: ``check_real("lr", 0, low=0, low_open=True)`` raises
+    ``ValueError: `lr` must be a finite real number in (0, inf]; got 0``.
+    """
+    if value is None and allow_none:
+        return None
+    lo = "-inf" if low is None else f"{low:g}"
+    hi = "inf" if high is None else f"{high:g}"
+    bounds = "" if low is None and high is None else f" in {'(' if low_open else '['}{lo}, {hi}]"
+    rule = f"`{name}` must be a finite real number{bounds}{' or None' if allow_none else ''}"
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{rule}; got {type(value).__name__} {value!r:.80}")
+    bad_low = low is not None and (value <= low if low_open else value < low)
+    if not math.isfinite(value) or bad_low or (high is not None and value > high):
+        raise ValueError(f"{rule}; got {value!r}")
     return float(value)
 
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from typing import Literal, get_args
 
-__all__ = ["TASKS", "Task", "check_task"]
+__all__ = ["LM_TASKS", "TASKS", "Task", "check_task"]
 
 Task = Literal["sequence-classification", "token-classification", "seq2seq", "causal-lm", "masked-lm"]
 TASKS: tuple[str, ...] = get_args(Task)
+# the tasks whose labels come from the text itself (no label column; `block_size` packing applies)
+LM_TASKS: tuple[str, ...] = ("causal-lm", "masked-lm")
 
 
 def check_task(task: object) -> Task:

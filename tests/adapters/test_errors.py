@@ -222,3 +222,101 @@ def test_bad_indices(seqcls_dataset: Any, wordpiece_tokenizer: Any) -> None:
     with pytest.raises(TypeError, match=r"`indices` must be a 1-D sequence of integers"):
         adapter.__getitems__([0.5, 1.5])
     assert adapter[-1] == adapter[95]
+
+
+def _word_rows(tags: list[list[int]]) -> Any:
+    from datasets import Dataset
+
+    tokens = [["alpha", "beta"], ["gamma", "delta", "omega"], ["storm"]]
+    return Dataset.from_dict({"tokens": tokens[: len(tags)], "tags": tags})
+
+
+TOKCLS = {"task": "token-classification", "text_column": "tokens", "label_column": "tags"}
+
+
+@pytest.mark.parametrize("lazy", [True, False], ids=["lazy", "eager"])
+@pytest.mark.parametrize(
+    ("tags", "lengths"),
+    [([[0, 1], [0, 1], [0]], "3 words .*2 labels"), ([[0, 1], [0, 1, 0, 1], [0]], "3 words .*4 labels")],
+    ids=["shorter", "longer"],
+)
+def test_word_label_count_must_match_the_word_count(
+    tags: list[list[int]], lengths: str, lazy: bool, wordpiece_tokenizer: Any
+) -> None:
+    pattern = (
+        rf"`label_column` 'tags' must hold one label per word of `text_column` 'tokens'; row 1 has {lengths}"
+    )
+    with pytest.raises(ValueError, match=pattern):
+        adapt(_word_rows(tags), wordpiece_tokenizer, lazy=lazy, **TOKCLS)
+    stream = adapt(_word_rows(tags).to_iterable_dataset(), wordpiece_tokenizer, **TOKCLS)
+    with pytest.raises(ValueError, match=pattern):
+        list(stream)
+
+
+@pytest.mark.parametrize(
+    ("bad", "error", "pattern"),
+    [
+        ({"a": 0, "b": "1"}, ValueError, r"`label2id` ids must be int.*'b': '1'"),
+        ({"a": 0, "b": 1.0}, ValueError, r"`label2id` ids must be int.*'b': 1.0"),
+        ({"a": 0, None: 1}, TypeError, r"`label2id` names must be str or int.*None"),
+        ({"a": 0, (1, 2): 1}, TypeError, r"`label2id` names must be str or int.*\(1, 2\)"),
+        ({"1": 0, 1: 1}, ValueError, r"`label2id` names must be unique as strings.*'1'"),
+    ],
+)
+def test_label2id_of_mixed_types_is_a_clear_error(
+    bad: dict[Any, Any], error: type[Exception], pattern: str, wordpiece_tokenizer: Any
+) -> None:
+    with pytest.raises(error, match=pattern):
+        adapt((["a"], ["a"]), wordpiece_tokenizer, task=SEQCLS, label2id=bad)
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf], ids=["nan", "inf", "-inf"])
+def test_non_finite_regression_label_names_its_row(bad: float, wordpiece_tokenizer: Any) -> None:
+    from datasets import Dataset
+
+    pattern = r"`label_column` 'score' must hold finite numbers for regression; row 2 holds"
+    source = {"text": ["a", "b", "c"], "score": [0.5, 1.0, bad]}
+    with pytest.raises(ValueError, match=pattern):
+        adapt(source, wordpiece_tokenizer, task=SEQCLS, label_column="score")
+    stream = adapt(
+        Dataset.from_dict(source).to_iterable_dataset(),
+        wordpiece_tokenizer,
+        task=SEQCLS,
+        label_column="score",
+    )
+    with pytest.raises(ValueError, match=pattern):
+        list(stream)
+
+
+def test_nan_text_in_a_stream_fails_at_its_batch(wordpiece_tokenizer: Any) -> None:
+    from datasets import IterableDataset
+
+    def rows() -> Any:
+        yield {"text": "a", "label": 0}
+        yield {"text": math.nan, "label": 1}
+
+    adapter = adapt(IterableDataset.from_generator(rows), wordpiece_tokenizer, task=SEQCLS)
+    with pytest.raises(
+        ValueError, match=r"`text_column` 'text' must hold a text in every row; row 1 holds nan"
+    ):
+        list(adapter)
+
+
+def test_empty_split_and_empty_stream_share_the_message(
+    seqcls_dataset: Any, wordpiece_tokenizer: Any
+) -> None:
+    from datasets import DatasetDict, IterableDataset
+
+    def no_rows() -> Any:
+        yield from ()
+
+    splits = DatasetDict({"train": seqcls_dataset, "validation": seqcls_dataset.select([])})
+    with pytest.raises(
+        ValueError,
+        match=r"^`source` \(split 'validation'\) must have at least one row; got an empty Dataset$",
+    ):
+        adapt(splits, wordpiece_tokenizer, task=SEQCLS)
+    with pytest.raises(
+        ValueError, match=r"^`source` must have at least one row; got an empty IterableDataset$"
+    ):
+        adapt(IterableDataset.from_generator(no_rows), wordpiece_tokenizer, task="masked-lm")

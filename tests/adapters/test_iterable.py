@@ -219,3 +219,24 @@ def test_stream_without_features_is_peeked_for_columns_and_labels(wordpiece_toke
     assert [r["labels"] for r in adapter] == [0, 1]
     with pytest.raises(ValueError, match=r"`label_column` names column 'label'.*'raw', 'y', 'text'"):
         adapt(stream, wordpiece_tokenizer, task="sequence-classification")
+
+
+def test_rank_is_resolved_in_the_main_process_for_spawned_workers(
+    unique_rows: Any, wordpiece_tokenizer: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Spawned DataLoader workers have no torch.distributed: the rank must travel with the pickled adapter."""
+    import hfbridge._distributed as distributed
+
+    stream = unique_rows.to_iterable_dataset(num_shards=4)
+    monkeypatch.setattr(distributed, "get_world_size", lambda: 2)
+    per_rank = []
+    for rank in range(2):
+        monkeypatch.setattr(distributed, "get_rank", lambda rank=rank: rank)
+        adapter = adapt(stream, wordpiece_tokenizer, task="sequence-classification")  # rank from "dist"
+        loader = torch.utils.data.DataLoader(
+            adapter, batch_size=8, num_workers=1, multiprocessing_context="spawn", collate_fn=_identity
+        )
+        per_rank.append([_key(row) for batch in loader for row in batch])
+    seen = Counter(per_rank[0] + per_rank[1])
+    assert max(seen.values()) == 1  # no row read by both ranks
+    assert seen == _expected(unique_rows, wordpiece_tokenizer)

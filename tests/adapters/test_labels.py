@@ -155,3 +155,80 @@ def test_minus_one_labels_of_an_unlabelled_test_split_get_a_hint(
     )
     with pytest.raises(ValueError, match=r"split 'test' has labels -1 .*`label_column=None`"):
         adapt(splits, wordpiece_tokenizer, task="sequence-classification")
+
+
+def _class_label_ds(names: list[str], ids: list[int], texts: list[str] | None = None) -> Any:
+    from datasets import ClassLabel, Dataset, Features, Value
+
+    features = Features({"text": Value("string"), "label": ClassLabel(names=names)})
+    texts = texts or [f"row {i}" for i in range(len(ids))]
+    return Dataset.from_dict({"text": texts, "label": ids}, features=features)
+
+
+@pytest.mark.parametrize("lazy", [True, False], ids=["lazy", "eager"])
+def test_given_label2id_remaps_class_label_ids_by_name(lazy: bool, wordpiece_tokenizer: Any) -> None:
+    ds = _class_label_ds(["neg", "pos"], [0, 1, 1, 0])  # raw ids: neg=0, pos=1
+    label2id = {"pos": 0, "neg": 1}  # e.g. a model config's order
+    adapter = adapt(ds, wordpiece_tokenizer, task="sequence-classification", label2id=label2id, lazy=lazy)
+    assert adapter.label2id == label2id
+    assert [adapter[i]["labels"] for i in range(4)] == [1, 0, 0, 1]  # "neg" is 1, not 0
+    assert adapter.label_ids.tolist() == [1, 0, 0, 1]
+    stream = adapt(
+        ds.to_iterable_dataset(), wordpiece_tokenizer, task="sequence-classification", label2id=label2id
+    )
+    assert [row["labels"] for row in stream] == [1, 0, 0, 1]
+
+
+def test_given_label2id_remaps_class_label_word_labels(wordpiece_tokenizer: Any) -> None:
+    from datasets import ClassLabel, Dataset, Features, List, Value
+
+    features = Features({"tokens": List(Value("string")), "tags": List(ClassLabel(names=["O", "PER"]))})
+    ds = Dataset.from_dict({"tokens": [["alpha", "beta"]], "tags": [[0, 1]]}, features=features)
+    adapter = adapt(
+        ds,
+        wordpiece_tokenizer,
+        task="token-classification",
+        text_column="tokens",
+        label_column="tags",
+        label2id={"PER": 0, "O": 1},
+    )
+    word_labels = [x for x in adapter[0]["labels"] if x != -100]
+    assert word_labels == [1, 0]
+
+
+def test_class_label_name_missing_from_label2id_is_an_error(wordpiece_tokenizer: Any) -> None:
+    ds = _class_label_ds(["neg", "neutral", "pos"], [0, 1, 2])
+    with pytest.raises(ValueError, match=r"ClassLabel names 'neutral' .*not in `label2id`"):
+        adapt(ds, wordpiece_tokenizer, task="sequence-classification", label2id={"neg": 0, "pos": 1})
+
+
+@pytest.mark.parametrize("streaming", [False, True], ids=["map", "streaming"])
+def test_dataset_dict_splits_with_different_class_label_orders(
+    streaming: bool, wordpiece_tokenizer: Any
+) -> None:
+    from datasets import DatasetDict, IterableDatasetDict
+
+    train = _class_label_ds(["neg", "pos"], [0, 1])
+    validation = _class_label_ds(["pos", "neg"], [0, 1, 1])  # raw 0 is "pos" here
+    splits: Any = DatasetDict({"train": train, "validation": validation})
+    if streaming:
+        splits = IterableDatasetDict({k: v.to_iterable_dataset() for k, v in splits.items()})
+    adapters = adapt(splits, wordpiece_tokenizer, task="sequence-classification")
+    assert adapters["validation"].label2id == {"neg": 0, "pos": 1}
+    rows = list(adapters["validation"]) if streaming else [adapters["validation"][i] for i in range(3)]
+    assert [row["labels"] for row in rows] == [1, 0, 0]
+    if not streaming:
+        assert adapters["validation"].label_ids.tolist() == [1, 0, 0]
+
+
+def test_eval_class_label_name_missing_from_train_is_an_error(wordpiece_tokenizer: Any) -> None:
+    from datasets import DatasetDict
+
+    splits = DatasetDict(
+        {
+            "train": _class_label_ds(["neg", "pos"], [0, 1]),
+            "validation": _class_label_ds(["neg", "pos", "meh"], [2]),
+        }
+    )
+    with pytest.raises(ValueError, match=r"split 'validation' .*ClassLabel names 'meh'"):
+        adapt(splits, wordpiece_tokenizer, task="sequence-classification")

@@ -80,3 +80,12 @@ def test_streaming_multi_label_needs_the_label_count(
     assert [r["labels"] for r in adapter][:2] == [
         [1.0 if i in ids else 0.0 for i in range(4)] for ids in multilabel_dataset["labels"][:2]
     ]
+
+
+def test_table_to_batch_reads_every_column_as_python_lists() -> None:
+    import pyarrow as pa
+
+    from hfbridge.adapters._arrow import table_to_batch
+
+    table = pa.table({"text": ["a", None], "ids": [[1, 2], []]})
+    assert table_to_batch(table) == {"text": ["a", None], "ids": [[1, 2], []]}

@@ -121,3 +121,63 @@ def test_two_process_gloo_single_writer_and_agreement(tmp_path: Path) -> None:
     files = {p.name for p in (tmp_path / "ck" / "step3").iterdir()}
     assert {"rng_state_0.pth", "rng_state_1.pth"} <= files
     assert not any(p.name.startswith(".") for p in (tmp_path / "ck").iterdir())
+
+
+def _rank0_metrics_worker(rank: int, init_file: str, dirpath: str, out_dir: str) -> None:
+    import torch
+    import torch.distributed as dist
+
+    from hfbridge.callbacks import Checkpointer
+
+    dist.init_process_group(
+        "gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD, timeout=timedelta(seconds=20)
+    )
+    model = torch.nn.Linear(4, 4)
+    ckpt = Checkpointer(dirpath, monitor="loss", keep_best=1, keep_last=1)
+    out: dict[str, Any] = {}
+    # only rank 0 evaluates: its metrics are the ones used, rank 1 passes none
+    path = ckpt.save(1, model=model, metrics={"loss": 0.5} if rank == 0 else None)
+    out["path"] = str(path)
+    out["metrics"] = ckpt.checkpoints()[-1]["metrics"]
+    # rank 0 lacks the monitor: every rank raises the same error instead of one waiting forever
+    try:
+        ckpt.save(2, model=model, metrics={"acc": 1.0} if rank == 0 else {"loss": 0.1})
+        out["missing"] = None
+    except ValueError as exc:
+        out["missing"] = str(exc)
+    # loading fails on rank 1 only (a model of another shape): every rank raises
+    wrong = torch.nn.Linear(4, 4) if rank == 0 else torch.nn.Linear(4, 8)
+    try:
+        ckpt.resume(model=wrong)
+        out["load"] = None
+    except Exception as exc:
+        out["load"] = f"{type(exc).__name__}: {exc}"
+    Path(out_dir, f"rank{rank}.json").write_text(json.dumps(out))
+    dist.barrier()
+    dist.destroy_process_group()
+
+
+def test_rank0_metrics_are_authoritative_and_one_rank_failures_reach_all(tmp_path: Path) -> None:
+    import torch.multiprocessing as mp
+
+    ctx = mp.start_processes(
+        _rank0_metrics_worker,
+        args=(str(tmp_path / "init"), str(tmp_path / "ck"), str(tmp_path)),
+        nprocs=WORLD,
+        join=False,
+        start_method="spawn",
+    )
+    deadline = time.monotonic() + 90
+    while not ctx.join(timeout=2):
+        if time.monotonic() > deadline:
+            for p in ctx.processes:
+                p.kill()
+            pytest.fail("distributed checkpointing deadlocked (no exit within 90 s)")
+    r0, r1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(WORLD))
+    assert r0["path"] == r1["path"] == str(tmp_path / "ck" / "step1")
+    assert r0["metrics"] == r1["metrics"] == {"loss": 0.5}
+    assert r0["missing"] == r1["missing"]
+    assert "must contain the monitored key 'loss'" in r0["missing"]
+    assert r0["load"] is not None
+    assert r1["load"] is not None
+    assert "on rank 1" in r0["load"]

@@ -100,7 +100,11 @@ def test_missing_monitor_is_an_error() -> None:
         ({"mode": "up"}, ValueError, "`mode` must be one of 'min', 'max'; got 'up'"),
         ({"patience": -1}, ValueError, "`patience` must be a non-negative integer"),
         ({"patience": 1.5}, TypeError, "`patience` must be a non-negative integer"),
-        ({"min_delta": -0.1}, ValueError, "`min_delta` must be >= 0"),
+        (
+            {"min_delta": -0.1},
+            ValueError,
+            r"`min_delta` must be a finite real number in \[0, inf\]; got -0.1",
+        ),
         ({"min_delta": "0.1"}, TypeError, "`min_delta` must be a finite real number"),
         (
             {"stopping_threshold": math.nan},

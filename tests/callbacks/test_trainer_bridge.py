@@ -157,6 +157,30 @@ def test_early_stopping_patience_survives_resume(tmp_path: Path, make_tiny_model
     assert stop2.reason == "eval_score did not improve over 0.9 for 2 evaluations (patience=2)"
 
 
+def test_early_stopping_ignores_evaluations_outside_training(tmp_path: Path, make_tiny_model: Any) -> None:
+    """``trainer.evaluate(metric_key_prefix="final")`` before or after training has no ``eval_loss``: no error."""
+    from transformers import TrainerCallback
+
+    from hfbridge.callbacks import EarlyStoppingCallback
+
+    class StopAtStep3(TrainerCallback):  # e.g. a time budget: training ends on a step that did not evaluate
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            if state.global_step == 3:
+                control.should_training_stop = True
+
+    stop = EarlyStoppingCallback("eval_loss", patience=2)
+    trainer = _trainer(tmp_path, make_tiny_model, [stop, StopAtStep3()], max_steps=8)  # evaluates every 2
+    assert "final_loss" in trainer.evaluate(metric_key_prefix="final")  # before training
+    assert stop.state_dict()["last_step"] is None
+    trainer.train()
+    assert trainer.state.global_step == 3
+    state = stop.state_dict()
+    assert state["last_step"] == 2
+    assert "final_loss" in trainer.evaluate(metric_key_prefix="final")  # after training, at a new step
+    assert stop.state_dict() == state  # neither evaluation outside training was counted
+    assert stop.reason is None
+
+
 def test_bridge_bad_arguments(tmp_path: Path) -> None:
     from hfbridge.callbacks import CheckpointCallback, EarlyStoppingCallback
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from hfbridge.adapters._common import check_tokenizer, resolve_labels
+from hfbridge.adapters._common import check_tokenizer, rebind_labels, resolve_labels
 from hfbridge.adapters._config import AdapterConfig, ProblemType
 from hfbridge.adapters._iterable import IterableAdapter
 from hfbridge.adapters._labels import LabelInfo
 from hfbridge.adapters._map import MapAdapter
-from hfbridge.adapters._sources import check_columns, from_python
+from hfbridge.adapters._sources import check_columns, empty_source_error, from_python
 
 __all__ = ["adapt"]
 
@@ -167,15 +167,15 @@ def _adapt_stream(
         try:
             sample = next(iter(source.take(1)))
         except StopIteration:
-            where = f" (split {split!r})" if split else ""
-            raise ValueError(
-                f"`source`{where} must have at least one row; got an empty IterableDataset"
-            ) from None
+            raise empty_source_error(source, split) from None
     columns = list(features) if features is not None else list(sample or {})
     check_columns(columns, cfg, split)
-    if labels is None and cfg.has_labels:
+    if cfg.has_labels:
         label_sample = None if sample is None else sample[cfg.label_column]
-        labels = resolve_labels(cfg, features, sample=label_sample, split=split)
+        if labels is None:
+            labels = resolve_labels(cfg, features, sample=label_sample, split=split)
+        else:  # another split's label map: remap this split's own ClassLabel order through it
+            labels = rebind_labels(labels, cfg, features, sample=label_sample, split=split)
     return IterableAdapter(
         source,
         tokenizer,

@@ -10,7 +10,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
     from datasets import Dataset
 
-__all__ = ["arrow_column", "first_null_row", "indices_of", "missing_column_error"]
+__all__ = ["arrow_column", "first_null_row", "indices_of", "missing_column_error", "table_to_batch"]
 
 
 def indices_of(dataset: Dataset) -> np.ndarray | None:
@@ -26,6 +26,11 @@ def arrow_column(dataset: Dataset, name: str) -> pa.ChunkedArray:
     column = dataset.data.column(name)
     indices = indices_of(dataset)
     return column if indices is None else column.take(indices)
+
+
+def table_to_batch(table: pa.Table) -> dict[str, list[Any]]:
+    """An Arrow table as the ``{column: python values}`` batch that tokenizers and encoders take."""
+    return {name: table.column(name).to_pylist() for name in table.column_names}
 
 
 def first_null_row(column: pa.ChunkedArray) -> int | None:

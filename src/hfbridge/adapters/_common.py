@@ -12,7 +12,7 @@ from hfbridge.adapters._labels import LabelInfo, build_label_info, label_kind
 if TYPE_CHECKING:
     import pyarrow as pa
 
-__all__ = ["AdapterProperties", "check_tokenizer", "resolve_labels"]
+__all__ = ["AdapterProperties", "check_tokenizer", "rebind_labels", "resolve_labels"]
 
 
 def check_tokenizer(tokenizer: Any, task: str) -> None:
@@ -69,10 +69,26 @@ def resolve_labels(
         problem_type=cfg.problem_type,
         label2id=cfg._frozen_label2id,
         data=data,
+        split=split,
     )
     if data is not None:
         info.check_column(data, split)
     return info
+
+
+def rebind_labels(
+    labels: LabelInfo,
+    cfg: AdapterConfig,
+    features: Mapping[str, Any] | None,
+    *,
+    sample: Any = None,
+    split: str | None = None,
+) -> LabelInfo:
+    """A shared label scheme (e.g. the train split's) fitted to this source's label column: its own ClassLabel
+    name order is remapped through the shared ``label2id``."""
+    feature = features.get(labels.column) if features is not None else None
+    kind = label_kind(feature, sample, column=labels.column, task=cfg.task)
+    return labels.rebind(kind, split)
 
 
 class AdapterProperties:

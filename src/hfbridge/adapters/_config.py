@@ -4,17 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from numbers import Integral
 from typing import Any, Literal, get_args
 
 from hfbridge._checks import check_choice, check_positive_int, check_type
-from hfbridge._tasks import Task, check_task
+from hfbridge._tasks import LM_TASKS, Task, check_task
 
 __all__ = ["PROBLEM_TYPES", "AdapterConfig", "ProblemType"]
 
 ProblemType = Literal["single_label_classification", "multi_label_classification", "regression"]
 PROBLEM_TYPES: tuple[str, ...] = get_args(ProblemType)
-
-_LM_TASKS = ("causal-lm", "masked-lm")
 
 
 @dataclass
@@ -85,7 +84,7 @@ class AdapterConfig:
             check_choice("problem_type", self.problem_type, PROBLEM_TYPES)
         self._only_for("text_pair_column", self.text_pair_column, ("sequence-classification",))
         self._only_for("problem_type", self.problem_type, ("sequence-classification",))
-        self._only_for("block_size", self.block_size, _LM_TASKS)
+        self._only_for("block_size", self.block_size, LM_TASKS)
         self._only_for("max_target_length", self.max_target_length, ("seq2seq",))
         if self.label_all_tokens and self.task != "token-classification":
             raise ValueError(
@@ -136,9 +135,25 @@ def _check_label2id(label2id: Any) -> dict[str, int]:
     check_type("label2id", label2id, Mapping, what="a mapping of label name to id")
     if not label2id:
         raise ValueError("`label2id` must map at least one label to an id; got an empty mapping")
-    ids = sorted(label2id.values())
-    if any(isinstance(i, bool) or not isinstance(i, int) for i in ids) or ids != list(range(len(ids))):
+    n = len(label2id)
+    for name, i in label2id.items():  # types first: sorting mixed types would fail with "'<' not supported"
+        if isinstance(name, bool) or not isinstance(name, (str, Integral)):
+            raise TypeError(
+                f"`label2id` names must be str or int (label names); got {name!r} of type {type(name).__name__} "
+                f"in {dict(label2id)!r}"
+            )
+        if isinstance(i, bool) or not isinstance(i, Integral):
+            raise ValueError(
+                f"`label2id` ids must be int class ids 0..{n - 1}; got {name!r}: {i!r} of type {type(i).__name__}"
+            )
+    names = [str(name) for name in label2id]
+    duplicates = sorted({name for name in names if names.count(name) > 1})
+    if duplicates:
         raise ValueError(
-            f"`label2id` ids must be the integers 0..{len(ids) - 1}, each once; got {dict(label2id)!r}"
+            f"`label2id` names must be unique as strings (int names become str); {duplicates[0]!r} appears "
+            f"more than once in {dict(label2id)!r}"
         )
+    ids = sorted(int(i) for i in label2id.values())
+    if ids != list(range(n)):
+        raise ValueError(f"`label2id` ids must be the integers 0..{n - 1}, each once; got {dict(label2id)!r}")
     return {str(k): int(v) for k, v in label2id.items()}

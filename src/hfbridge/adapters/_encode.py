@@ -9,6 +9,7 @@ from typing import Any
 
 from hfbridge.adapters._config import AdapterConfig
 from hfbridge.adapters._labels import LabelInfo
+from hfbridge.adapters._sources import word_label_error
 
 __all__ = ["IGNORE_INDEX", "Encoder", "pack_blocks", "to_rows"]
 
@@ -103,9 +104,11 @@ class Encoder:
             return features
         word_labels = batch[self.labels.column]
         aligned = []
-        for i, labels in enumerate(word_labels):
+        for i, (words, labels) in enumerate(zip(batch[self.config.text_column], word_labels)):
             if labels is None:
                 raise ValueError(f"`label_column` {self.labels.column!r} has a missing (None) label list")
+            if len(labels) != len(words):  # row i of this batch (sized sources are checked up front)
+                raise word_label_error(i, len(words), len(labels), self.config, None)
             ids = self.labels.to_ids(labels)
             aligned.append(align_labels(encoding.word_ids(i), ids, self.config.label_all_tokens))
         features["labels"] = aligned

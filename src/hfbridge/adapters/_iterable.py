@@ -42,8 +42,9 @@ class IterableAdapter(AdapterProperties, torch.utils.data.IterableDataset):
         tokenizer: a transformers tokenizer with a pad token.
         config: the options (see ``AdapterConfig``).
         labels: the label scheme (from ClassLabel features or ``label2id``).
-        num_replicas: number of distributed ranks; ``None`` reads ``torch.distributed``.
-        rank: this process's rank; ``None`` reads ``torch.distributed``.
+        num_replicas: number of distributed ranks; ``None`` reads ``torch.distributed`` in the main process
+            (when iterating, or when DataLoader workers receive the adapter).
+        rank: this process's rank; ``None`` reads ``torch.distributed`` likewise.
         collator_kwargs: options passed to the task's collator by ``.collator``.
     """
 
@@ -82,9 +83,20 @@ class IterableAdapter(AdapterProperties, torch.utils.data.IterableDataset):
 
     # ------------------------------------------------------------------------------------------ sharding
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled for DataLoader workers: fix the rank and world size here, in the parent process.
+
+        Workers started with ``spawn``/``forkserver`` do not have ``torch.distributed`` initialised, so reading it
+        there would give every rank ``rank=0, world_size=1`` and the same rows.
+        """
+        state = self.__dict__.copy()
+        if torch.utils.data.get_worker_info() is None:
+            state["_num_replicas"], state["_rank"] = resolve_replicas(self._num_replicas, self._rank)
+        return state
+
     def _partition(self) -> tuple[int, int]:
         """(index, count) of this (rank, worker) pair among all of them."""
-        world, rank = resolve_replicas(self._num_replicas, self._rank)
+        world, rank = resolve_replicas(self._num_replicas, self._rank)  # given, from the parent, or read here
         info = torch.utils.data.get_worker_info()
         workers, worker = (info.num_workers, info.id) if info is not None else (1, 0)
         return rank * workers + worker, world * workers

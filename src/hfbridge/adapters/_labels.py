@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -85,12 +88,38 @@ def _kind_of_value(value: Any) -> LabelKind | None:
 
 @dataclass(frozen=True)
 class LabelInfo:
-    """A resolved label scheme: the problem type, the label map and how to turn raw values into model labels."""
+    """A resolved label scheme: the problem type, the label map and how to turn raw values into model labels.
+
+    ``lookup[raw_id]`` is the ``label2id`` id of the source's ClassLabel name ``kind.names[raw_id]``: a ClassLabel
+    column stores ids in its own name order, which a given ``label2id`` (or another split's ClassLabel) may not share.
+    """
 
     problem_type: str
     kind: LabelKind
     label2id: dict[str, int] | None
     column: str
+    lookup: tuple[int, ...] | None = None
+
+    def rebind(self, kind: LabelKind, split: str | None = None) -> LabelInfo:
+        """This label map applied to a source whose label column has ``kind`` (e.g. another split's ClassLabel).
+
+        Raises:
+            TypeError: ``kind`` does not fit the problem type.
+            ValueError: a ClassLabel name of ``kind`` is not in ``label2id``.
+        """
+        _check_problem_type(self.problem_type, kind, self.column)
+        return _bind(LabelInfo(self.problem_type, kind, self.label2id, self.column), split)
+
+    @property
+    def _id_count(self) -> int | None:
+        """How many raw class ids the source may hold (its ClassLabel's, else the label map's)."""
+        return len(self.lookup) if self.lookup is not None else self.num_labels
+
+    def remap(self, ids: np.ndarray) -> np.ndarray:
+        """Raw ids (already range-checked) -> ``label2id`` ids, through the ClassLabel lookup when there is one."""
+        if self.lookup is None:
+            return ids
+        return np.asarray(self.lookup, dtype=np.int64)[ids]
 
     @property
     def num_labels(self) -> int | None:
@@ -110,10 +139,12 @@ class LabelInfo:
                 return [mapping[v] for v in values]
             except KeyError as err:
                 raise self._unknown([err.args[0]], None) from None
-        n = self.num_labels
+        n = self._id_count
         ids = [int(v) for v in values]
         if n is not None and ids and (min(ids) < 0 or max(ids) >= n):
             raise self._unknown([i for i in ids if not 0 <= i < n][:5], None)
+        if self.lookup is not None:
+            return self.remap(np.asarray(ids, dtype=np.int64)).tolist()
         return ids
 
     def convert(self, values: Sequence[Any]) -> list[Any]:
@@ -121,7 +152,11 @@ class LabelInfo:
         if any(v is None for v in values):
             raise ValueError(f"`label_column` {self.column!r} has a missing (None) label")
         if self.problem_type == "regression":
-            return [float(v) for v in values]
+            floats = [float(v) for v in values]
+            for row, value in enumerate(floats):
+                if not math.isfinite(value):
+                    raise self._non_finite(row, value, None)
+            return floats
         if self.problem_type == "single_label_classification":
             return self.to_ids(values)
         n = self.num_labels or 0
@@ -142,6 +177,7 @@ class LabelInfo:
 
     def check_column(self, column: pa.ChunkedArray, split: str | None) -> None:
         """Validate every value of an Arrow label column against the label map, in one vectorised pass."""
+        import pyarrow as pa
         import pyarrow.compute as pc
 
         if column.null_count:
@@ -149,23 +185,32 @@ class LabelInfo:
                 f"`label_column` {self.column!r}{_in(split)} has {column.null_count} missing labels"
             )
         values = pc.list_flatten(column) if self.kind.is_list else column
+        if self.problem_type == "regression" and pa.types.is_floating(values.type) and len(values):
+            row = pc.index(pc.invert(pc.is_finite(values)), True).as_py()
+            if row is not None and row >= 0:
+                raise self._non_finite(row, values[row].as_py(), split)
         if self.problem_type == "regression" or self.kind.raw == "float" or len(values) == 0:
             return
         if self.kind.raw == "name":
             unknown = sorted(set(pc.unique(values).to_pylist()) - set(self.label2id or {}))
             if unknown:
                 raise self._unknown(unknown, split)
-        elif self.num_labels is not None:
+        elif self._id_count is not None:
+            n = self._id_count
             lo, hi = pc.min_max(values).values()
-            if lo.as_py() < 0 or hi.as_py() >= self.num_labels:
-                bad = pc.unique(
-                    pc.filter(values, pc.or_(pc.less(values, 0), pc.greater_equal(values, self.num_labels)))
-                )
+            if lo.as_py() < 0 or hi.as_py() >= n:
+                bad = pc.unique(pc.filter(values, pc.or_(pc.less(values, 0), pc.greater_equal(values, n))))
                 raise self._unknown(bad.to_pylist(), split)
+
+    def _non_finite(self, row: int, value: float, split: str | None) -> ValueError:
+        return ValueError(
+            f"`label_column` {self.column!r}{_in(split)} must hold finite numbers for regression; row {row} holds "
+            f"{value!r}. Drop or fill such rows first, e.g. `dataset.filter(lambda row: math.isfinite(row[{self.column!r}]))`"
+        )
 
     def _unknown(self, labels: list[Any], split: str | None) -> ValueError:
         shown = ", ".join(map(repr, labels[:5])) + (", ..." if len(labels) > 5 else "")
-        valid = self.label2id if self.kind.raw == "name" else f"ids 0..{(self.num_labels or 1) - 1}"
+        valid = self.label2id if self.kind.raw == "name" else f"ids 0..{(self._id_count or 1) - 1}"
         hint = ""
         if any(isinstance(v, int) and v < 0 for v in labels):
             hint = " (-1 marks a missing label, as in GLUE test splits: adapt such a split with `label_column=None`)"
@@ -179,6 +224,24 @@ def _in(split: str | None) -> str:
     return f" in split {split!r}" if split else ""
 
 
+def _bind(info: LabelInfo, split: str | None) -> LabelInfo:
+    """``info`` with the lookup from its ClassLabel names to its ``label2id`` ids (none without both)."""
+    names, mapping = info.kind.names, info.label2id
+    if names is None or mapping is None:
+        return info
+    missing = [name for name in names if name not in mapping]
+    if missing:
+        shown = ", ".join(map(repr, missing[:5])) + (", ..." if len(missing) > 5 else "")
+        raise ValueError(
+            f"`label_column` {info.column!r}{_in(split)} has ClassLabel names {shown} that are not in `label2id` "
+            f"(given, or built from the train split), so their ids cannot be mapped; valid names: {sorted(mapping)}. "
+            "Pass a `label2id` that covers every ClassLabel name"
+        )
+    return LabelInfo(
+        info.problem_type, info.kind, mapping, info.column, tuple(mapping[name] for name in names)
+    )
+
+
 def build_label_info(
     kind: LabelKind,
     *,
@@ -187,10 +250,12 @@ def build_label_info(
     problem_type: str | None,
     label2id: Mapping[str, int] | None,
     data: pa.ChunkedArray | None,
+    split: str | None = None,
 ) -> LabelInfo:
     """Resolve the problem type and label map; ``data`` (the whole label column, if sized) fills in what is missing.
 
     ``label2id`` wins; then ClassLabel names; then sorted unique string labels; then ``max id + 1`` for int ids.
+    ClassLabel ids are remapped by name when ``label2id`` orders the names differently.
     """
     import pyarrow.compute as pc
 
@@ -227,7 +292,7 @@ def build_label_info(
             "and a streaming source cannot be scanned "
             "for its label set; pass `label2id={...}` or cast the column to a `datasets.ClassLabel`"
         )
-    return LabelInfo(resolved, kind, mapping, column)
+    return _bind(LabelInfo(resolved, kind, mapping, column), split)
 
 
 def _check_problem_type(problem_type: str, kind: LabelKind, column: str) -> None:

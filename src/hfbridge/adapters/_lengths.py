@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from hfbridge.adapters._arrow import arrow_column, indices_of, missing_column_error
+from hfbridge.adapters._arrow import arrow_column, indices_of, missing_column_error, table_to_batch
 
 if TYPE_CHECKING:
     from datasets import Dataset
@@ -98,9 +98,8 @@ def _tokenize_lengths(dataset: Dataset, encoder: Encoder, desc: str) -> np.ndarr
     with tqdm(total=n, desc=desc, unit=" rows", disable=disable) as bar:
         for start in range(0, n, step):
             table = reader[start : start + step]
-            batch = {name: table.column(name).to_pylist() for name in columns}
             stop = start + table.num_rows
-            out[start:stop] = encoder.input_lengths(batch)
+            out[start:stop] = encoder.input_lengths(table_to_batch(table))
             bar.update(table.num_rows)
     return out
 
@@ -126,7 +125,7 @@ def estimate_lengths(dataset: Dataset, encoder: Encoder, *, seed: int = 0) -> np
     rng = np.random.default_rng(seed)
     sample = np.sort(rng.choice(len(dataset), size=min(_SAMPLE_ROWS, len(dataset)), replace=False))
     table = dataset.with_format("arrow", columns=columns)[sample.tolist()]
-    batch = {name: table.column(name).to_pylist() for name in columns}
+    batch = table_to_batch(table)
     specials = _special_count(encoder, columns)
     content = np.asarray(encoder.input_lengths(batch, truncate=False), dtype=np.float64) - specials
     coef, *_ = np.linalg.lstsq(counts[sample], content, rcond=None)

@@ -8,13 +8,18 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch.utils.data
 
-from hfbridge.adapters._arrow import arrow_column
-from hfbridge.adapters._common import AdapterProperties, check_tokenizer, resolve_labels
+from hfbridge.adapters._arrow import arrow_column, table_to_batch
+from hfbridge.adapters._common import AdapterProperties, check_tokenizer, rebind_labels, resolve_labels
 from hfbridge.adapters._config import AdapterConfig
 from hfbridge.adapters._encode import Encoder, to_rows
 from hfbridge.adapters._labels import LabelInfo
 from hfbridge.adapters._lengths import count_lengths, estimate_lengths, token_lengths
-from hfbridge.adapters._sources import check_columns, check_dataset_texts
+from hfbridge.adapters._sources import (
+    check_columns,
+    check_dataset_texts,
+    check_dataset_word_labels,
+    empty_source_error,
+)
 
 if TYPE_CHECKING:
     from datasets import Dataset
@@ -58,15 +63,16 @@ class MapAdapter(AdapterProperties, torch.utils.data.Dataset):
         check_tokenizer(tokenizer, cfg.task)
         check_columns(dataset.column_names, cfg, split)
         if len(dataset) == 0:
-            where = f" (split {split!r})" if split else ""
-            raise ValueError(f"`source`{where} must have at least one row; got an empty Dataset")
+            raise empty_source_error(dataset, split)
         check_dataset_texts(dataset, cfg, split)
         if cfg.has_labels:
             data = arrow_column(dataset, cfg.label_column)  # type: ignore[arg-type]
             if labels is None:
                 labels = resolve_labels(cfg, dataset.features, data=data, split=split)
             else:
+                labels = rebind_labels(labels, cfg, dataset.features, split=split)
                 labels.check_column(data, split)
+            check_dataset_word_labels(dataset, cfg, split)
         self._encoder = Encoder(tokenizer, cfg, labels)
         self._collator_kwargs = dict(collator_kwargs or {})
         self._dataset = dataset
@@ -163,8 +169,7 @@ class MapAdapter(AdapterProperties, torch.utils.data.Dataset):
         table = self._reader[key]  # type: ignore[index]
         if self._encoded is not None:
             return table.to_pylist()
-        batch = {name: table.column(name).to_pylist() for name in table.column_names}
-        return to_rows(self._encoder(batch))
+        return to_rows(self._encoder(table_to_batch(table)))
 
     # ------------------------------------------------------------------------------------------ metadata
 
@@ -217,6 +222,8 @@ class MapAdapter(AdapterProperties, torch.utils.data.Dataset):
                 names = [name for name, _ in sorted((labels.label2id or {}).items(), key=lambda kv: kv[1])]
                 column = pc.index_in(column, value_set=pa.array(names, type=column.type))
             ids = np.asarray(column.to_numpy(), dtype=np.int64)
+            if labels.kind.raw != "name":
+                ids = np.ascontiguousarray(labels.remap(ids))  # ClassLabel order -> label2id order
             ids.setflags(write=False)
             self._label_ids = ids
         return self._label_ids

@@ -6,19 +6,28 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from hfbridge._tasks import LM_TASKS
 from hfbridge.adapters._arrow import arrow_column, first_null_row, missing_column_error
 from hfbridge.adapters._config import AdapterConfig
 
 if TYPE_CHECKING:
     from datasets import Dataset
 
-__all__ = ["SOURCE_KINDS", "check_batch_texts", "check_columns", "from_python", "is_dataframe"]
+__all__ = [
+    "SOURCE_KINDS",
+    "check_batch_texts",
+    "check_columns",
+    "check_dataset_word_labels",
+    "empty_source_error",
+    "from_python",
+    "is_dataframe",
+    "word_label_error",
+]
 
 SOURCE_KINDS = (
     "datasets.Dataset, datasets.IterableDataset, datasets.DatasetDict, datasets.IterableDatasetDict, "
     "a dict of lists, a list of dicts, a list of texts, a (texts, labels) tuple or a pandas.DataFrame"
 )
-_LM_TASKS = ("causal-lm", "masked-lm")
 
 
 def is_dataframe(source: Any) -> bool:
@@ -37,7 +46,7 @@ def from_python(source: Any, cfg: AdapterConfig, split: str | None = None) -> Da
 
     if is_dataframe(source):
         if len(source) == 0:
-            raise _empty(source, split)
+            raise empty_source_error(source, split)
         for column in _present_text_columns(cfg, list(source.columns)):
             missing = source[column].isna().to_numpy().nonzero()[0]
             if len(missing):
@@ -48,7 +57,7 @@ def from_python(source: Any, cfg: AdapterConfig, split: str | None = None) -> Da
     if len(set(lengths.values())) > 1:
         raise ValueError(f"`source` columns must all have the same length; got lengths {lengths}")
     if not lengths or next(iter(lengths.values())) == 0:
-        raise _empty(source, split)
+        raise empty_source_error(source, split)
     for column in _present_text_columns(cfg, list(columns)):
         _check_texts(column, columns[column], cfg, split)
     return Dataset.from_dict(columns)
@@ -56,7 +65,7 @@ def from_python(source: Any, cfg: AdapterConfig, split: str | None = None) -> Da
 
 def _columns_of(source: Any, cfg: AdapterConfig) -> dict[str, list[Any]]:
     if isinstance(source, tuple):
-        if len(source) != 2 or cfg.task in _LM_TASKS:
+        if len(source) != 2 or cfg.task in LM_TASKS:
             raise ValueError(
                 "`source` as a tuple must be (inputs, labels) for classification or (sources, targets) for "
                 f"seq2seq; got a {len(source)}-tuple for task {cfg.task!r}"
@@ -114,11 +123,33 @@ def _check_texts(column: str, values: list[Any], cfg: AdapterConfig, split: str 
 
 
 def check_batch_texts(batch: dict[str, list[Any]], cfg: AdapterConfig) -> None:
-    """Streaming rows cannot be scanned up front: check each batch's texts for None before tokenizing."""
+    """Streaming rows cannot be scanned up front: check each batch's texts for None/NaN before tokenizing."""
     for column in cfg.text_columns():
-        values = batch[column]
-        if None in values:
-            raise _missing_text(column, values.index(None), None, None, cfg)
+        for row, value in enumerate(batch[column]):
+            if value is None or (isinstance(value, float) and math.isnan(value)):
+                raise _missing_text(column, row, value, None, cfg)
+
+
+def word_label_error(row: int, words: int, labels: int, cfg: AdapterConfig, split: str | None) -> ValueError:
+    """The error for a token-classification row whose word-label list does not match its word list."""
+    where = f" of split {split!r}" if split else ""
+    return ValueError(
+        f"`label_column` {cfg.label_column!r}{where} must hold one label per word of `text_column` "
+        f"{cfg.text_column!r}; row {row} has {words} words but {labels} labels"
+    )
+
+
+def check_dataset_word_labels(dataset: Dataset, cfg: AdapterConfig, split: str | None) -> None:
+    """Token classification on a sized dataset: every row's label list is as long as its word list (in Arrow)."""
+    if cfg.task != "token-classification" or not cfg.has_labels:
+        return
+    import pyarrow.compute as pc
+
+    words = pc.list_value_length(arrow_column(dataset, cfg.text_column))
+    labels = pc.list_value_length(arrow_column(dataset, cfg.label_column))  # type: ignore[arg-type]
+    row = pc.index(pc.not_equal(words, labels), True).as_py()
+    if row is not None and row >= 0:
+        raise word_label_error(row, words[row].as_py(), labels[row].as_py(), cfg, split)
 
 
 def _argument(column: str, cfg: AdapterConfig | None) -> str:
@@ -139,7 +170,8 @@ def _missing_text(
     )
 
 
-def _empty(source: Any, split: str | None) -> ValueError:
+def empty_source_error(source: Any, split: str | None) -> ValueError:
+    """The error for a source (or split) without rows, for every source kind."""
     where = f" (split {split!r})" if split else ""
     return ValueError(f"`source`{where} must have at least one row; got an empty {type(source).__name__}")
 

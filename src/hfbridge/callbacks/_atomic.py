@@ -7,11 +7,13 @@ atomic), every file and the folder are fsynced, the folder is renamed into place
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
 import shutil
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +21,7 @@ __all__ = [
     "TMP_PREFIX",
     "TRASH_PREFIX",
     "check_free_space",
+    "dir_lock",
     "fsync_dir",
     "fsync_file",
     "new_tmp_dir",
@@ -70,6 +73,33 @@ def write_json_atomic(path: Path, data: Any) -> None:
         tmp.unlink(missing_ok=True)
         raise
     fsync_dir(path.parent)
+
+
+@contextlib.contextmanager
+def dir_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive advisory lock (``flock``) on the folder ``path`` itself while writing into it.
+
+    Two writers on one folder (two jobs pointed at the same ``dirpath``) then take turns, so neither clears the
+    other's temporary folder as a crash leftover. The lock is on the folder, so no lock file is left behind; it is
+    released when the process dies. A no-op where ``flock`` is unavailable (Windows) or refused (some network file
+    systems): one writer per folder is then up to you.
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:  # pragma: no cover - folders cannot be opened here
+        yield
+        return
+    try:
+        with contextlib.suppress(OSError):  # e.g. a file system without flock
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def new_tmp_dir(parent: Path, name: str) -> Path:

@@ -9,13 +9,13 @@ from typing import Any, Literal
 
 from hfbridge._checks import check_choice, check_non_negative_int, check_positive_int, check_type
 from hfbridge._distributed import broadcast_object, get_rank, get_world_size
+from hfbridge.callbacks._atomic import dir_lock
 from hfbridge.callbacks._collective import Failure, gather, raise_first_failure
 from hfbridge.callbacks._io import Loaded, Payload, apply_payload, read_payload
 from hfbridge.callbacks._manifest import (
     FORMAT,
     decode_float,
     encode_float,
-    entry_is_complete,
     rank_best,
 )
 from hfbridge.callbacks._naming import clean_metrics, format_name
@@ -163,7 +163,9 @@ class Checkpointer:
             optimizer, scheduler, scaler: objects with ``state_dict()``; saved when given.
             loader: a sampler or loader with ``state_dict()`` (each rank's state is kept).
             extra_state: any tree of tensors and plain values, handed back by ``resume``.
-            metrics: metric values; must contain ``monitor`` when one is set.
+            metrics: metric values; must contain ``monitor`` when one is set. Only rank 0's are read (rank 0's
+                evaluation is authoritative, so other ranks may pass ``None``); a bad value there makes every
+                rank raise.
             epoch: the current epoch index, handed back by ``resume``.
             epoch_end: ``True`` when called at the end of epoch ``epoch`` (for ``every_n_epochs``).
             callbacks: named objects with ``state_dict``/``load_state_dict`` (e.g. ``{"early_stopping": es}``).
@@ -182,13 +184,16 @@ class Checkpointer:
         check_non_negative_int("step", step)
         if not force and not self.should_save(step, epoch=epoch, epoch_end=epoch_end):
             return None
-        clean = clean_metrics(metrics, self.monitor)
-        callbacks = dict(callbacks or {})
-        for key, cb in callbacks.items():
-            if not hasattr(cb, "state_dict"):
-                raise TypeError(f"`callbacks[{key!r}]` must have state_dict(); got {type(cb).__name__}")
         world = get_world_size()
-        try:
+        clean: dict[str, float] = {}
+        named: dict[str, Any] = {}
+        try:  # every check runs before the gather, so a failure on one rank reaches all of them
+            if get_rank() == 0:  # rank 0's metrics are authoritative (often only rank 0 evaluates)
+                clean = clean_metrics(metrics, self.monitor)
+            named = dict(callbacks or {})
+            for key, cb in named.items():
+                if not hasattr(cb, "state_dict"):
+                    raise TypeError(f"`callbacks[{key!r}]` must have state_dict(); got {type(cb).__name__}")
             rank_state: Any = {
                 "rng": capture_rng_state(),
                 "loader": loader.state_dict() if loader is not None else None,
@@ -208,7 +213,7 @@ class Checkpointer:
                     "epoch": epoch,
                     "metrics": clean,
                     "loader": [r["loader"] for r in rank_states] if world > 1 else rank_state["loader"],
-                    "callbacks": {k: cb.state_dict() for k, cb in callbacks.items()},
+                    "callbacks": {k: cb.state_dict() for k, cb in named.items()},
                     "extra_state": extra_state,
                     "world_size": world,
                 }
@@ -237,18 +242,20 @@ class Checkpointer:
 
     def _write(self, step: int, epoch: Any, metrics: dict[str, float], payload: Payload) -> Path | None:
         self.dirpath.mkdir(parents=True, exist_ok=True)
-        manifest = self._store.recover()
-        name = self.format_name(step, epoch, metrics)
-        entry: dict[str, Any] = {
-            "format": FORMAT,
-            "name": name,
-            "step": step,
-            "epoch": epoch,
-            "metrics": {k: encode_float(v) for k, v in metrics.items()},
-            "score": encode_float(metrics.get(self.monitor) if self.monitor else None),
-            "seq": manifest["next_seq"],
-        }
-        return self._store.add(manifest, entry, payload, check_disk_space=self.check_disk_space)
+        with dir_lock(self.dirpath):  # one writer at a time, so recover() never clears a live writer's folder
+            manifest = self._store.recover()
+            name = self.format_name(step, epoch, metrics)
+            entry: dict[str, Any] = {
+                "format": FORMAT,
+                "name": name,
+                "run": manifest["run"],
+                "step": step,
+                "epoch": epoch,
+                "metrics": {k: encode_float(v) for k, v in metrics.items()},
+                "score": encode_float(metrics.get(self.monitor) if self.monitor else None),
+                "seq": manifest["next_seq"],
+            }
+            return self._store.add(manifest, entry, payload, check_disk_space=self.check_disk_space)
 
     # ------------------------------------------------------------------------------------------------ resuming
 
@@ -287,20 +294,20 @@ class Checkpointer:
         wanted.update(scheduler=scheduler is not None, scaler=scaler is not None)
         world = get_world_size()
         chosen: Any = None
-        found: tuple[str, Loaded] | None = None
+        found: tuple[Path, Loaded] | None = None
         if get_rank() == 0:
             try:
                 found = self._store.choose(path, wanted, world_size=world)
-                chosen = None if found is None else found[0]
+                chosen = None if found is None else str(found[0])
             except Exception as exc:
                 if world == 1:
                     raise
                 chosen = Failure(exc)
-        name = broadcast_object(chosen)
-        raise_first_failure([name])
-        if name is None:
+        chosen = broadcast_object(chosen)
+        raise_first_failure([chosen])
+        if chosen is None:
             return None
-        folder = self.dirpath / str(name) if path is None else Path(path)
+        folder = Path(chosen)
         try:  # rank 0 read its part in full while choosing; the others read theirs now
             loaded: Any = (
                 found[1]
@@ -312,7 +319,14 @@ class Checkpointer:
                 raise
             loaded = Failure(exc)
         raise_first_failure(gather(loaded if isinstance(loaded, Failure) else None, world))
-        apply_payload(loaded, model, optimizer, scheduler, scaler, loader, callbacks, restore_rng)
+        applied: Any = None
+        try:  # e.g. a model of another shape on one rank: every rank raises instead of one hanging later
+            apply_payload(loaded, model, optimizer, scheduler, scaler, loader, callbacks, restore_rng)
+        except Exception as exc:
+            if world == 1:
+                raise
+            applied = Failure(exc)
+        raise_first_failure(gather(applied, world))
         state = loaded.state
         return ResumeResult(
             step=int(state["step"]),
@@ -326,24 +340,22 @@ class Checkpointer:
 
     def latest(self) -> Path | None:
         """The newest complete checkpoint folder, or ``None``."""
-        entries = self._complete_entries()
-        return self.dirpath / max(entries, key=lambda e: e["seq"])["name"] if entries else None
+        found = self._store.complete_entries()
+        return max(found, key=lambda ef: ef[0]["seq"])[1] if found else None
 
     def best(self) -> Path | None:
         """The best checkpoint by ``monitor`` (``None`` without a monitor or checkpoints)."""
-        ranked = rank_best(self._complete_entries(), self.mode)
-        return self.dirpath / ranked[0]["name"] if ranked else None
+        found = self._store.complete_entries()
+        ranked = rank_best([e for e, _ in found], self.mode)
+        folders = {e["name"]: folder for e, folder in found}
+        return folders[ranked[0]["name"]] if ranked else None
 
     def checkpoints(self) -> list[dict[str, Any]]:
         """Manifest records of the complete checkpoints, oldest first (name, step, epoch, metrics, score)."""
         out = []
-        for e in sorted(self._complete_entries(), key=lambda e: e["seq"]):
+        for e in sorted((e for e, _ in self._store.complete_entries()), key=lambda e: e["seq"]):
             rec = dict(e)
             rec["metrics"] = {k: decode_float(v) for k, v in e["metrics"].items()}
             rec["score"] = decode_float(e.get("score"))
             out.append(rec)
         return out
-
-    def _complete_entries(self) -> list[dict[str, Any]]:
-        manifest = self._store.read()
-        return [e for e in manifest["checkpoints"] if entry_is_complete(self.dirpath / e["name"], e) is None]

@@ -6,19 +6,10 @@ import math
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from hfbridge._checks import check_choice, check_non_negative_int, check_type
+from hfbridge._checks import check_choice, check_non_negative_int, check_real, check_type
 from hfbridge.callbacks._naming import clean_metrics
 
 __all__ = ["EarlyStopping"]
-
-
-def _check_real(name: str, value: Any, *, allow_none: bool = False) -> None:
-    if value is None and allow_none:
-        return
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise (TypeError if not isinstance(value, (int, float)) or isinstance(value, bool) else ValueError)(
-            f"`{name}` must be a finite real number{' or None' if allow_none else ''}; got {value!r}"
-        )
 
 
 class EarlyStopping:
@@ -63,15 +54,11 @@ class EarlyStopping:
             raise ValueError("`monitor` must be a non-empty metric name, e.g. 'eval_loss'; got ''")
         check_choice("mode", mode, ("min", "max"))
         check_non_negative_int("patience", patience)
-        _check_real("min_delta", min_delta)
-        if min_delta < 0:
-            raise ValueError(
-                f"`min_delta` must be >= 0 (it is a distance, `mode` sets the direction); got {min_delta}"
-            )
+        check_real("min_delta", min_delta, low=0)  # a distance: `mode` sets the direction
         check_type("relative", relative, bool)
         check_type("check_finite", check_finite, bool)
-        _check_real("stopping_threshold", stopping_threshold, allow_none=True)
-        _check_real("divergence_threshold", divergence_threshold, allow_none=True)
+        check_real("stopping_threshold", stopping_threshold, allow_none=True)
+        check_real("divergence_threshold", divergence_threshold, allow_none=True)
         self.monitor, self.mode, self.patience = monitor, mode, patience
         self.min_delta, self.relative, self.check_finite = float(min_delta), relative, check_finite
         self.stopping_threshold, self.divergence_threshold = stopping_threshold, divergence_threshold

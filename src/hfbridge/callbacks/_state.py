@@ -11,6 +11,8 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from hfbridge._modules import unwrap_model as _unwrap
+
 if TYPE_CHECKING:
     import torch
 
@@ -125,28 +127,17 @@ def restore_rng_state(state: dict[str, Any]) -> None:
 
 
 def unwrap_model(model: Any) -> torch.nn.Module:
-    """The bare module inside DDP / DataParallel / ``torch.compile`` wrappers.
+    """The bare module inside DDP / DataParallel / ``torch.compile`` wrappers, refusing FSDP-sharded models.
 
     Raises:
         TypeError: for a non-module, or an FSDP-sharded model (its full state must be gathered first).
     """
-    import torch
-
-    while True:
-        if type(model).__name__ in ("FullyShardedDataParallel", "FSDPModule"):
-            raise TypeError(
-                "`model` is FSDP-sharded: gather a full state dict first (e.g. accelerate's save_state); "
-                "Checkpointer saves unsharded models"
-            )
-        if isinstance(model, (torch.nn.parallel.DistributedDataParallel, torch.nn.DataParallel)):
-            model = model.module
-        elif hasattr(model, "_orig_mod") and isinstance(model._orig_mod, torch.nn.Module):
-            model = model._orig_mod
-        else:
-            break
-    if not isinstance(model, torch.nn.Module):
-        raise TypeError(f"`model` must be a torch.nn.Module; got {type(model).__name__}")
-    return model
+    if type(model).__name__ in ("FullyShardedDataParallel", "FSDPModule"):
+        raise TypeError(
+            "`model` is FSDP-sharded: gather a full state dict first (e.g. accelerate's save_state); "
+            "Checkpointer saves unsharded models"
+        )
+    return _unwrap(model)
 
 
 def save_model_weights(model: torch.nn.Module, path: Path) -> None:

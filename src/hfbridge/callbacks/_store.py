@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import errno
 import json
+import os
 import shutil
+import uuid
 import warnings
 from pathlib import Path
 from typing import Any
@@ -13,6 +15,7 @@ from hfbridge.callbacks._atomic import (
     TMP_PREFIX,
     TRASH_PREFIX,
     check_free_space,
+    fsync_dir,
     new_tmp_dir,
     publish_dir,
     remove_dir,
@@ -35,14 +38,23 @@ _VERSION = 1
 
 
 def _empty() -> dict[str, Any]:
-    return {"format": FORMAT, "version": _VERSION, "checkpoints": [], "next_seq": 0, "best": [], "last": []}
+    return {
+        "format": FORMAT,
+        "version": _VERSION,
+        "run": uuid.uuid4().hex,
+        "checkpoints": [],
+        "next_seq": 0,
+        "best": [],
+        "last": [],
+    }
 
 
 class ManifestStore:
     """``dirpath/manifest.json`` plus the checkpoint folders it names.
 
-    Only names this store created are ever deleted: checkpoint folders recorded in the manifest (or carrying
-    our marker) and hidden ``.tmp-hfbridge-*`` / ``.trash-hfbridge-*`` leftovers of an interrupted write.
+    Only names this store created are ever deleted: checkpoint folders recorded in the manifest (or carrying a
+    marker with this manifest's ``run`` id) and hidden ``.tmp-hfbridge-*`` / ``.trash-hfbridge-*`` leftovers of an
+    interrupted write. Writers hold :func:`dir_lock` on the folder, so a leftover is never another writer's work.
     """
 
     def __init__(self, dirpath: Path, *, mode: str, keep_best: int, keep_last: int | None) -> None:
@@ -58,6 +70,7 @@ class ManifestStore:
             data = read_json(self.path)
             if not isinstance(data, dict) or data.get("format") != FORMAT:
                 raise ValueError("not an hfbridge manifest")
+            data.setdefault("run", uuid.uuid4().hex)  # a manifest from before run ids: adopts no marker
             return data
         except (ValueError, OSError) as exc:
             warnings.warn(
@@ -76,27 +89,30 @@ class ManifestStore:
         write_json_atomic(self.path, manifest)
 
     def recover(self) -> dict[str, Any]:
-        """After a crash: clear our hidden leftovers, forget missing folders, adopt published-but-unrecorded ones.
+        """After a crash: finish or undo an interrupted same-name replacement, clear our hidden leftovers, forget
+        missing folders, adopt this run's published-but-unrecorded ones.
 
-        Returns the (possibly updated) manifest. Called by the writing rank before each save.
+        Returns the (possibly updated) manifest. Called by the writing rank, under :func:`dir_lock`, before each
+        save: any ``.tmp-hfbridge-*`` / ``.trash-hfbridge-*`` left then is a crashed writer's, never a live one's.
         """
+        manifest = self.read()
+        self._restore_replaced(manifest)
         for entry in self.dirpath.iterdir():
             if entry.name.startswith((TMP_PREFIX, TRASH_PREFIX)):
                 if entry.is_dir():
                     shutil.rmtree(entry, ignore_errors=True)
                 else:
                     entry.unlink(missing_ok=True)
-        manifest = self.read()
         before = json.dumps(manifest, sort_keys=True)
         kept = []
         for e in manifest["checkpoints"]:
-            reason = entry_is_complete(self.dirpath / e["name"], e)
-            if reason is None:
-                kept.append(e)
+            current, _, reason = self.resolve(e)
+            if current is not None:
+                kept.append(current)
             else:
                 warnings.warn(f"forgetting checkpoint {e['name']!r}: {reason}", RuntimeWarning, stacklevel=3)
         known = {e["name"] for e in kept}
-        for marker in self._markers():
+        for marker in self._markers(manifest["run"]):
             if marker["name"] not in known:
                 kept.append(marker)  # renamed into place just before a crash, never recorded
         manifest["checkpoints"] = sorted(kept, key=lambda e: e["seq"])
@@ -105,6 +121,57 @@ class ManifestStore:
             self.write(manifest)
             self.apply_retention(manifest)
         return manifest
+
+    def resolve(self, entry: dict[str, Any]) -> tuple[dict[str, Any] | None, Path, str | None]:
+        """What a manifest entry names on disk now: ``(record, folder, None)``, or ``(None, folder, reason)``.
+
+        Two crash windows of a same-name replacement (a ``filename`` without ``{step}``) are read through: the new
+        folder already renamed into place but not yet recorded (its own marker, a later ``seq`` of this run, is the
+        record), and the old folder moved aside to a hidden trash name before the new one was published (the hidden
+        copy is read until the next save's :meth:`recover` renames it back).
+        """
+        folder = self.dirpath / entry["name"]
+        marker = _read_marker(folder)
+        if (
+            marker is not None
+            and marker.get("run") == entry.get("run")
+            and isinstance(marker.get("seq"), int)
+            and marker["seq"] > entry["seq"]
+            and entry_is_complete(folder, marker) is None
+        ):
+            return marker, folder, None
+        reason = entry_is_complete(folder, entry)
+        if reason is None:
+            return entry, folder, None
+        if not folder.exists():
+            aside = self._moved_aside(entry)
+            if aside is not None:
+                return entry, aside, None
+        return None, folder, reason
+
+    def _moved_aside(self, entry: dict[str, Any]) -> Path | None:
+        """The complete hidden copy of ``entry`` moved aside by an interrupted same-name replacement, if any."""
+        for folder in sorted(self.dirpath.glob(f"{TRASH_PREFIX}*")):
+            marker = _read_marker(folder)
+            if (
+                marker is not None
+                and marker.get("name") == entry["name"]
+                and marker.get("seq") == entry["seq"]
+                and entry_is_complete(folder, entry) is None
+            ):
+                return folder
+        return None
+
+    def _restore_replaced(self, manifest: dict[str, Any]) -> None:
+        """Rename a recorded checkpoint moved aside by a replacement that crashed before publishing back."""
+        for e in manifest["checkpoints"]:
+            final = self.dirpath / e["name"]
+            if final.exists():
+                continue
+            aside = self._moved_aside(e)
+            if aside is not None:
+                os.replace(aside, final)
+                fsync_dir(self.dirpath)
 
     def apply_retention(self, manifest: dict[str, Any]) -> None:
         """Drop checkpoints outside best-K and last-N: first from the manifest, then from disk."""
@@ -157,18 +224,23 @@ class ManifestStore:
             estimate += sum(state_nbytes(x) for x in (payload.optimizer, payload.scheduler, payload.state))
             check_free_space(self.dirpath, int(estimate * 1.05) + (1 << 20))
         tmp = new_tmp_dir(self.dirpath, name)
+        aside: Path | None = (
+            None  # our earlier checkpoint of the same name, moved aside until the new one is in
+        )
         try:
             entry["files"] = write_payload(tmp, payload)
             write_json_atomic(tmp / MARKER_NAME, entry)
-            if (
-                final.exists()
-            ):  # an earlier checkpoint of ours with the same name: drop it from the manifest first
-                manifest["checkpoints"] = others
-                self.write(manifest)
-                remove_dir(final)
+            if final.exists():
+                aside = self.dirpath / f"{TRASH_PREFIX}{name}-{uuid.uuid4().hex}"
+                os.replace(final, aside)  # still recorded: a crash now leaves it to recover() to rename back
+                fsync_dir(self.dirpath)
             publish_dir(tmp, final)
         except BaseException as exc:
             shutil.rmtree(tmp, ignore_errors=True)
+            if aside is not None:
+                remove_dir(final)  # the new one, if the rename got that far
+                os.replace(aside, final)
+                fsync_dir(self.dirpath)
             if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
                 raise OSError(
                     errno.ENOSPC,
@@ -177,32 +249,39 @@ class ManifestStore:
                     "`keep_best`/`keep_last`",
                 ) from exc
             raise
+        recorded = manifest["checkpoints"]
         manifest["checkpoints"] = [*others, entry]
         manifest["next_seq"] += 1
         try:
             self.write(manifest)
         except BaseException:
             remove_dir(final)  # not recorded: undo, so the manifest stays the truth
+            if aside is not None:
+                os.replace(aside, final)
+                fsync_dir(self.dirpath)
+            manifest["checkpoints"] = recorded
+            manifest["next_seq"] -= 1
             raise
+        if aside is not None:
+            shutil.rmtree(aside, ignore_errors=True)
         self.apply_retention(manifest)
         return final
 
     def choose(
         self, path: str | Path | None, wanted: dict[str, bool], *, world_size: int
-    ) -> tuple[str, Loaded] | None:
-        """The newest checkpoint that reads in full (or ``path``), with rank 0's part read; bad ones are skipped.
+    ) -> tuple[Path, Loaded] | None:
+        """The newest checkpoint folder that reads in full (or ``path``), with rank 0's part read; bad ones skipped.
 
         Raises:
             MissingPartError: when a part in ``wanted`` was never saved (a usage error, not corruption).
         """
         if path is not None:
-            return Path(path).name, read_payload(Path(path), rank=0, world_size=world_size, **wanted)
+            return Path(path), read_payload(Path(path), rank=0, world_size=world_size, **wanted)
         for entry in sorted(self.read()["checkpoints"], key=lambda e: e["seq"], reverse=True):
-            folder = self.dirpath / entry["name"]
-            reason = entry_is_complete(folder, entry)
-            if reason is None:
+            current, folder, reason = self.resolve(entry)
+            if current is not None:
                 try:
-                    return str(entry["name"]), read_payload(folder, rank=0, world_size=world_size, **wanted)
+                    return folder, read_payload(folder, rank=0, world_size=world_size, **wanted)
                 except MissingPartError:
                     raise
                 except Exception as exc:
@@ -210,25 +289,46 @@ class ManifestStore:
             warnings.warn(f"skipping checkpoint {entry['name']!r}: {reason}", RuntimeWarning, stacklevel=3)
         return None
 
-    def _markers(self) -> list[dict[str, Any]]:
+    def complete_entries(self) -> list[tuple[dict[str, Any], Path]]:
+        """``(record, folder)`` of every complete checkpoint the manifest lists (see :meth:`resolve`)."""
+        out = []
+        for entry in self.read()["checkpoints"]:
+            current, folder, _ = self.resolve(entry)
+            if current is not None:
+                out.append((current, folder))
+        return out
+
+    def _markers(self, run: str | None) -> list[dict[str, Any]]:
+        """Complete checkpoints whose marker names their folder and carries run id ``run`` (``None``: any run)."""
         out = []
         for folder in sorted(self.dirpath.iterdir()):
-            marker = folder / MARKER_NAME
-            if folder.name.startswith(".") or not marker.is_file():
+            if folder.name.startswith("."):
                 continue
-            try:
-                entry = read_json(marker)
-            except (ValueError, OSError):
+            entry = _read_marker(folder)
+            if entry is None or (run is not None and entry.get("run") != run):
                 continue
-            ours = (
-                isinstance(entry, dict) and entry.get("format") == FORMAT and entry.get("name") == folder.name
-            )
-            if ours and entry_is_complete(folder, entry) is None:
+            if entry.get("name") == folder.name and entry_is_complete(folder, entry) is None:
                 out.append(entry)
         return out
 
     def _rebuild(self) -> dict[str, Any]:
         manifest = _empty()
-        manifest["checkpoints"] = sorted(self._markers(), key=lambda e: e["seq"])
+        markers = [m for m in self._markers(None) if isinstance(m.get("seq"), int)]
+        if markers:  # adopt the newest checkpoint's run only: folders copied in from another run stay foreign
+            manifest["run"] = max(markers, key=lambda m: m["seq"]).get("run")
+            markers = [m for m in markers if m.get("run") == manifest["run"]]
+        manifest["checkpoints"] = sorted(markers, key=lambda e: e["seq"])
         manifest["next_seq"] = max([0, *(e["seq"] + 1 for e in manifest["checkpoints"])])
         return manifest
+
+
+def _read_marker(folder: Path) -> dict[str, Any] | None:
+    """The hfbridge marker record in ``folder``, or ``None`` (no folder, no marker, unreadable, not ours)."""
+    marker = folder / MARKER_NAME
+    if not marker.is_file():
+        return None
+    try:
+        entry = read_json(marker)
+    except (ValueError, OSError):
+        return None
+    return entry if isinstance(entry, dict) and entry.get("format") == FORMAT else None

@@ -35,7 +35,9 @@ class EarlyStoppingCallback(TrainerCallback):
     Built on :class:`~hfbridge.EarlyStopping` (same arguments). Unlike ``transformers.EarlyStoppingCallback`` it
     needs neither ``load_best_model_at_end`` nor ``metric_for_best_model``, and when tracked by a
     :class:`CheckpointCallback` (``callbacks={"early_stopping": this}``) its state is saved with every checkpoint
-    and restored on ``trainer.train(resume_from_checkpoint=...)`` (transformers #28544).
+    and restored on ``trainer.train(resume_from_checkpoint=...)`` (transformers #28544). Like
+    :class:`CheckpointCallback`, it only counts evaluations during training: a ``trainer.evaluate(...)`` call
+    before ``train()`` or after it (e.g. with ``metric_key_prefix="final"``) is ignored.
 
     Args:
         monitor: evaluation metric, e.g. ``"eval_loss"`` (``"loss"`` is read as ``"eval_loss"``).
@@ -51,6 +53,7 @@ class EarlyStoppingCallback(TrainerCallback):
     def __init__(self, monitor: str, **kwargs: Any) -> None:
         self.early_stopping = EarlyStopping(_eval_key(monitor), **kwargs)
         self._last_step: int | None = None
+        self._training = False
 
     @property
     def reason(self) -> str | None:
@@ -66,13 +69,25 @@ class EarlyStoppingCallback(TrainerCallback):
                 logger.warning("early stopping at step %d: %s", step, self.early_stopping.reason)
         return self.early_stopping.should_stop
 
+    def on_train_begin(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
+        self._training = True
+
     def on_evaluate(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
     ) -> TrainerControl:
+        if not self._training:
+            return control  # a trainer.evaluate() call outside training: not part of the patience count
         metrics = kwargs.get("metrics") or {}
         if self.observe(state.global_step, metrics):
             control.should_training_stop = True
         return control
+
+    def on_train_end(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
+        self._training = False
 
     def state_dict(self) -> dict[str, Any]:
         return {"early_stopping": self.early_stopping.state_dict(), "last_step": self._last_step}

@@ -25,6 +25,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
+from hfbridge._modules import unwrap_model
+
 if TYPE_CHECKING:
     from torch import nn
 
@@ -103,21 +105,6 @@ class ModelLayout:
         """Canonical names of the parameters of ``blocks`` (indices) in stack number ``stack``."""
         wanted = {(stack, b) for b in blocks}
         return [name for name, where in self.block_index.items() if where in wanted]
-
-
-def unwrap_model(model: nn.Module) -> nn.Module:
-    """Return the model inside a ``DistributedDataParallel``/``DataParallel``/``torch.compile`` wrapper."""
-    from torch import nn
-
-    while True:
-        inner = None
-        if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
-            inner = model.module
-        elif "_orig_mod" in model._modules:  # torch.compile's OptimizedModule
-            inner = model._modules["_orig_mod"]
-        if not isinstance(inner, nn.Module):
-            return model
-        model = inner
 
 
 def _join(*parts: str) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from hfbridge._checks import check_type
+from hfbridge._checks import check_real, check_type
 from hfbridge.models._layout import norm_param_names, require, resolve_layout, unwrap_model
 
 if TYPE_CHECKING:
@@ -22,15 +22,6 @@ DEFAULT_NO_DECAY: tuple[str, ...] = (
     "norm.weight",
     "layernorm_embedding.weight",
 )
-
-
-def _positive_float(name: str, value: Any, *, upper: float | None = None) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"`{name}` must be a float; got {type(value).__name__} {value!r}")
-    if value < 0 or (name != "weight_decay" and value == 0) or (upper is not None and value > upper):
-        rule = "a non-negative float" if name == "weight_decay" else f"a float in (0, {upper or 'inf'}]"
-        raise ValueError(f"`{name}` must be {rule}; got {value!r}")
-    return float(value)
 
 
 def layerwise_param_groups(
@@ -70,9 +61,9 @@ def layerwise_param_groups(
         >>> groups = layerwise_param_groups(model, 5e-5, decay=0.8, weight_decay=0.01)  # doctest: +SKIP
         >>> optimizer = torch.optim.AdamW(groups)  # doctest: +SKIP
     """
-    lr = _positive_float("lr", lr)
-    decay = _positive_float("decay", decay, upper=1.0)
-    weight_decay = _positive_float("weight_decay", weight_decay)
+    lr = check_real("lr", lr, low=0, low_open=True)
+    decay = check_real("decay", decay, low=0, high=1, low_open=True)
+    weight_decay = check_real("weight_decay", weight_decay, low=0)
     if isinstance(no_decay, str) or not isinstance(no_decay, Sequence):
         raise TypeError(
             f"`no_decay` must be a sequence of strings; got {type(no_decay).__name__} {no_decay!r}"
