@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
-from hfbridge.collators._arrays import padding_mask, stack_scalars
+from hfbridge.collators._arrays import constant_padded, padding_mask, scatter_padded, stack_scalars
 
 if TYPE_CHECKING:
     from hfbridge.collators._padding import PaddingCollator
@@ -163,7 +163,7 @@ def _pad_lists(c: PaddingCollator, plan: Plan, features: list[dict[str, Any]], o
             key_mask = _mask(c, key_lens, limit)
             if name == "input_ids":
                 lens, mask = key_lens, key_mask
-            out[name] = _scatter(_pack_ints(column), key_mask, pad)
+            out[name] = scatter_padded(_pack_ints(column), key_mask, pad)
             continue
         if list(map(len, column)) != lens:
             raise _Fallback  # misaligned: the general path names the row
@@ -171,9 +171,9 @@ def _pad_lists(c: PaddingCollator, plan: Plan, features: list[dict[str, Any]], o
         value = head[0] if head else None
         # every row is `lens[i]` copies of one int (an all-ones mask, one segment): nothing to convert
         if type(value) is int and list(map(list.count, column, repeat(value))) == lens:
-            out[name] = _constant(mask, value, pad)
+            out[name] = constant_padded(mask, value, pad)
         else:
-            out[name] = _scatter(_pack_ints(column), mask, pad)
+            out[name] = scatter_padded(_pack_ints(column), mask, pad)
     return mask
 
 
@@ -210,7 +210,7 @@ def _pad_arrays(c: PaddingCollator, plan: Plan, features: list[dict[str, Any]], 
             if name == "input_ids":
                 lens, mask = key_lens, key_mask
         end = start + sum(key_lens)
-        out[name] = _scatter(flat[start:end], key_mask, pad)
+        out[name] = scatter_padded(flat[start:end], key_mask, pad)
         start = end
     return mask
 
@@ -263,18 +263,6 @@ def _mask(c: PaddingCollator, lens: list[int], limit: int | None) -> np.ndarray:
     return padding_mask(np.array(lens, dtype=np.int64), width, c.padding_side)  # type: ignore[arg-type]
 
 
-def _scatter(flat: np.ndarray, mask: np.ndarray, pad: float) -> np.ndarray:
-    if flat.shape[0] == mask.size:  # nothing to pad: every row has the full width
-        return flat.reshape(mask.shape)
-    if pad == 0:
-        out = np.zeros(mask.shape, dtype=np.int64)
-    else:
-        out = np.empty(mask.shape, dtype=np.int64)
-        out.fill(pad)  # np.full's Python wrapper costs more than the fill
-    out[mask] = flat
-    return out
-
-
 def _pack_ints(column: list[Any]) -> np.ndarray:
     """Concatenate list rows into an int64 array with one C loop that rejects anything but ints."""
     flat: list[Any] = []
@@ -285,15 +273,3 @@ def _pack_ints(column: list[Any]) -> np.ndarray:
     out = np.empty(count, dtype=np.int64)
     pack_into(f"={count}q", out.data, 0, *flat)  # raises on floats, strings, None, nested lists
     return out
-
-
-def _constant(mask: np.ndarray, value: int, pad: float) -> np.ndarray:
-    """A padded key whose every real position holds ``value`` (e.g. an all-ones attention mask)."""
-    if value == 1 and pad == 0:
-        return mask.astype(np.int64)
-    if value == pad:
-        out = np.zeros(mask.shape, dtype=np.int64)
-        if value:
-            out.fill(value)
-        return out
-    return np.where(mask, np.int64(value), np.int64(pad))
