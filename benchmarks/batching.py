@@ -7,10 +7,10 @@ Measures, on the same synthetic lengths (news-like: mean ~44, p95 ~71, max 256; 
 * padding share (padded tokens that are padding), number of batches, correlation of the longest row between adjacent
   batches (the saw-tooth of transformers #20810);
 * sampler setup for 1M lengths: construction plus the first batch (HF computes the whole order in ``__iter__``);
-* resume cost at batch 10, 10^4 and 10^6 of one epoch (``batch_size=1`` over 1.05M rows, so position 10^6 exists):
-  hfbridge = ``load_state_dict`` + first batch (the epoch plan is recomputed, as in a new process); replay = drawing
-  and dropping the first batches, as accelerate's ``skip_first_batches`` does, on our sampler and on HF's. "extra"
-  subtracts the time to the first batch of a fresh epoch: what resuming costs beyond starting an epoch.
+* resume cost at batch 10, 10^4 and 10^6 of one epoch (one row per batch over 1.05M rows, so position 10^6 exists)
+  for every sampler (grouped, token budget, class-balanced with and without replacement): ``load_state_dict`` +
+  first batch, with per-epoch caches dropped as in a new process; replay = drawing and dropping the first batches,
+  as accelerate's ``skip_first_batches`` does, on our grouped sampler and on HF's.
 
 Timings are medians over repeats; the machine is shared, so expect noise.
 """
@@ -27,7 +27,13 @@ import numpy as np
 import torch
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
-from hfbridge.samplers import LengthGroupedBatchSampler, RandomBatchSampler, TokenBudgetBatchSampler
+from hfbridge.samplers import (
+    BatchedSampler,
+    ClassBalancedSampler,
+    LengthGroupedBatchSampler,
+    RandomBatchSampler,
+    TokenBudgetBatchSampler,
+)
 
 BATCH = 32
 
@@ -126,15 +132,35 @@ def _skip(batches: Iterable[Any], k: int) -> Any:
     return next(islice(iter(batches), k, None))
 
 
+def _resumable(kind: str, lengths: np.ndarray) -> Any:
+    """One batch per row (so position 10^6 exists) for each sampler."""
+    if kind == "grouped":
+        return LengthGroupedBatchSampler(lengths, 1, seed=0)
+    if kind == "tokens":
+        return TokenBudgetBatchSampler(lengths, int(lengths.max()), max_batch_size=1, seed=0)
+    labels = np.minimum(lengths // 20, 9)  # ten imbalanced classes
+    return BatchedSampler(ClassBalancedSampler(labels, replacement=kind == "balanced", seed=0), 1)
+
+
+def _forget(sampler: Any) -> None:
+    """Drop per-epoch caches, as in a new process (what construction computes once stays)."""
+    inner = getattr(sampler, "sampler", sampler)
+    if hasattr(inner, "_plan_cache"):
+        inner._plan_cache = None
+    if hasattr(inner, "_perm_cache"):
+        inner._perm_cache = None
+
+
 def resume_table(lengths: np.ndarray, positions: list[int]) -> None:
-    def ours(position: int) -> float:
-        saved = LengthGroupedBatchSampler(lengths, 1, seed=0).state_dict()
-        saved["position"] = position
-        sampler = LengthGroupedBatchSampler(lengths, 1, seed=0)  # construction is not part of resuming
+    kinds = ["grouped", "tokens", "balanced", "balanced (no replacement)"]
+
+    def ours(kind: str, position: int) -> float:
+        sampler = _resumable(kind, lengths)  # construction is not part of resuming
+        saved = {**sampler.state_dict(), "position": position}
 
         def resume() -> None:
             sampler.load_state_dict(saved)
-            sampler._plan_cache = None  # as in a new process: the epoch plan is recomputed
+            _forget(sampler)
             next(iter(sampler))
 
         return median_time(resume, 7)
@@ -151,18 +177,20 @@ def resume_table(lengths: np.ndarray, positions: list[int]) -> None:
 
         return median_time(run, 3)
 
-    fresh = ours(0), replay(0), hf(0)
     print(
-        f"\n## Resume in one epoch of {len(lengths):,} batches (batch_size=1), ms; extra = minus a fresh start"
+        f"\n## Resume in one epoch of {len(lengths):,} batches (batch_size=1): load_state_dict + first batch, ms"
     )
-    print("| position  | hfbridge | extra | replay (skip) | extra | HF + skip | extra |")
-    print("| --------: | -------: | ----: | ------------: | ----: | --------: | ----: |")
+    print(
+        "(target <= 10 ms; replay = draw and drop, as skip_first_batches does; HF = LengthGroupedSampler + skip)"
+    )
+    header = " | ".join(f"{k:>9}" for k in kinds)
+    print(f"| position  | {header} | replay (skip) | HF + skip |")
+    print(
+        f"| --------: | {' | '.join('-' * max(9, len(k) - 1) + ':' for k in kinds)} | ------------: | --------: |"
+    )
     for position in positions:
-        a, b, c = ours(position), replay(position), hf(position)
-        print(
-            f"| {position:>9,} | {a * 1e3:8.1f} | {(a - fresh[0]) * 1e3:5.1f} | {b * 1e3:13.1f} | "
-            f"{(b - fresh[1]) * 1e3:5.0f} | {c * 1e3:9.0f} | {(c - fresh[2]) * 1e3:5.0f} |"
-        )
+        cells = " | ".join(f"{ours(k, position) * 1e3:>{max(9, len(k))}.1f}" for k in kinds)
+        print(f"| {position:>9,} | {cells} | {replay(position) * 1e3:13.0f} | {hf(position) * 1e3:9.0f} |")
 
 
 def main() -> None:

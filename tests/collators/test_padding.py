@@ -189,3 +189,16 @@ def test_seq2seq_labels_follow_padding_max_length(bpe_tokenizer: Any) -> None:
     batch = Seq2SeqCollator(bpe_tokenizer, padding="max_length", max_length=5)(rows)
     assert batch["input_ids"].shape == (2, 5)
     assert batch["labels"].tolist() == [[7, 2, -100, -100, -100], [2, -100, -100, -100, -100]]
+
+
+@pytest.mark.parametrize("container", ["list", "np", "pt"])
+@pytest.mark.parametrize("values", [[[1, 2, 3], [4]], [[1, 1, 1], [1]]], ids=["varied", "constant"])
+def test_a_fractional_pad_value_widens_an_int_key_to_float32(container: str, values: list[list[int]]) -> None:
+    convert = {"list": list, "np": np.array, "pt": torch.tensor}[container]
+    rows = [{"input_ids": [7] * len(v), "w": convert(v)} for v in values]
+    out = PaddingCollator(pad_token_id=0, pad_values={"w": 0.5})(rows)
+    assert out["w"].dtype == torch.float32
+    expected = torch.tensor([[float(x) for x in values[0]], [float(values[1][0]), 0.5, 0.5]])
+    assert torch.equal(out["w"], expected)
+    # an integral pad keeps the int dtype
+    assert PaddingCollator(pad_token_id=0, pad_values={"w": -1})(rows)["w"].dtype == torch.int64

@@ -72,3 +72,42 @@ def test_batched_sampler_bad_input() -> None:
     sampler = BatchedSampler(ClassBalancedSampler(LABELS), 4)
     with pytest.raises(ValueError, match=r"`state\['batch_size'\]` must equal batch_size=4; got 8"):
         sampler.load_state_dict(BatchedSampler(ClassBalancedSampler(LABELS), 8).state_dict())
+
+
+def test_resume_with_replacement_draws_one_chunk(monkeypatch: pytest.MonkeyPatch) -> None:
+    from hfbridge.samplers import _balanced
+
+    labels = np.arange(100_000) % 7
+    full = list(ClassBalancedSampler(labels, seed=2))
+    sampler = ClassBalancedSampler(labels, seed=2)
+    drawn: list[int] = []
+    original = ClassBalancedSampler._draw_chunk
+
+    def counting(self: ClassBalancedSampler, chunk: int) -> np.ndarray:
+        drawn.append(chunk)
+        return original(self, chunk)
+
+    monkeypatch.setattr(ClassBalancedSampler, "_draw_chunk", counting)
+    position = 4 * _balanced._CHUNK + 123
+    sampler.load_state_dict({**sampler.state_dict(), "position": position})
+    assert next(iter(sampler)) == full[position]
+    assert drawn == [4]
+
+
+@pytest.mark.parametrize("replacement", [True, False])
+@pytest.mark.parametrize("uneven", ["pad", "drop", "exact"])
+def test_rank_shares_interleave_the_single_process_draw(replacement: bool, uneven: str) -> None:
+    labels = np.arange(40_001) % 5
+    whole = list(ClassBalancedSampler(labels, replacement=replacement, seed=3))
+    shares = [
+        list(
+            ClassBalancedSampler(
+                labels, replacement=replacement, seed=3, num_replicas=3, rank=r, uneven=uneven
+            )
+        )
+        for r in range(3)
+    ]
+    assert len({len(s) for s in shares}) == (2 if uneven == "exact" else 1)
+    for rank, share in enumerate(shares):
+        expected = [whole[(rank + 3 * k) % len(whole)] for k in range(len(share))]
+        assert share == expected

@@ -174,3 +174,30 @@ def test_works_with_torchdata_stateful_dataloader(lengths: np.ndarray) -> None:
         resumed = make()
         resumed.load_state_dict(state)
         assert seen + _rows(resumed) == full, num_workers
+
+
+class _EpochCollator:
+    """A collator with ``set_epoch`` (like the masked-LM one) that records the epochs it was given."""
+
+    def __init__(self) -> None:
+        self.epochs: list[int] = []
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epochs.append(epoch)
+
+    def __call__(self, rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        return {
+            "row": torch.tensor([r["row"] for r in rows]),
+            "epoch": torch.tensor(self.epochs[-1:] or [-1]),
+        }
+
+
+@pytest.mark.parametrize("batching", ["length", "balanced"])
+def test_set_epoch_reaches_the_collator(map_adapter: FakeMapAdapter, batching: str) -> None:
+    collator = _EpochCollator()
+    loader = build_dataloader(map_adapter, batch_size=64, batching=batching, collate_fn=collator)
+    for epoch in (0, 1, 2):
+        loader.set_epoch(epoch)
+        assert {int(b["epoch"]) for b in loader} == {epoch}
+    assert collator.epochs == [0, 1, 2]
+    build_dataloader(map_adapter, batch_size=64).set_epoch(1)  # a collator without set_epoch is left alone

@@ -94,3 +94,17 @@ def test_rows_without_the_length_key_are_refused() -> None:
 def test_iterable_adapter_with_random_batching_is_refused() -> None:
     with pytest.raises(ValueError, match="`batching` must be 'length' or 'tokens' for an iterable adapter"):
         build_dataloader(FakeIterableAdapter(news_lengths(10)), batch_size=4, batching="random")
+
+
+def test_stream_bad_uneven_is_refused() -> None:
+    with pytest.raises(ValueError, match="uneven"):
+        build_dataloader(FakeIterableAdapter(news_lengths(10)), batch_size=4, uneven="repeat")  # type: ignore[arg-type]
+
+
+def test_single_process_stream_is_not_synchronised() -> None:
+    loader = build_dataloader(
+        FakeIterableAdapter(news_lengths(50)), batch_size=16, uneven="drop", num_replicas=2
+    )
+    assert (
+        sum(len(b["row"]) for b in loader) == 50
+    )  # no process group: nothing to agree with, nothing dropped

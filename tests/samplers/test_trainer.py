@@ -174,3 +174,27 @@ def test_trainer_buckets_a_streaming_adapter(
     assert isinstance(loader.dataset, BucketedIterable)
     assert loader.dataset.buffer_size == 32
     assert trainer.train().global_step == 3
+
+
+def test_trainer_sets_the_collator_epoch(
+    tmp_path: Path, tokenized: Any, wordpiece_tokenizer: Any, make_tiny_model: Any
+) -> None:
+    from transformers import DataCollatorWithPadding
+
+    class EpochCollator(DataCollatorWithPadding):
+        seen: list[int]
+
+        def set_epoch(self, epoch: int) -> None:
+            self.seen.append(epoch)
+
+    collator = EpochCollator(wordpiece_tokenizer)
+    collator.seen = []
+    trainer = _trainer_class()(
+        model=make_tiny_model("bert", "sequence-classification"),
+        args=_args(tmp_path),
+        train_dataset=tokenized,
+        data_collator=collator,
+    )
+    trainer.train()
+    assert sorted(set(collator.seen)) == [0, 1]
+    assert collator.seen[-1] == 1

@@ -20,7 +20,9 @@ __all__ = [
     "Side",
     "aligned_constant",
     "column_lengths",
+    "constant_padded",
     "flatten_column",
+    "padded_dtype",
     "padding_mask",
     "scatter_padded",
     "stack_fixed",
@@ -169,13 +171,45 @@ def padding_mask(lengths: np.ndarray, width: int, side: Side) -> np.ndarray:
     return positions >= (width - lengths)[:, None]
 
 
-def scatter_padded(flat: np.ndarray, mask: np.ndarray, pad_value: float, dtype: Any) -> np.ndarray:
-    """Write ``flat`` into a new ``mask.shape`` buffer at ``mask``'s true positions; the rest is ``pad_value``."""
+def padded_dtype(dtype: np.dtype, pad_value: float) -> np.dtype:
+    """The dtype that holds both a key's values and its pad value.
+
+    An integer (or bool) key padded with a non-integral float (``pad_values={"w": 0.5}``) becomes float32, the
+    float dtype the collators return; otherwise the key keeps its dtype.
+    """
+    if dtype.kind in "iub" and isinstance(pad_value, float) and not pad_value.is_integer():
+        return np.dtype(np.float32)
+    return dtype
+
+
+def scatter_padded(flat: np.ndarray, mask: np.ndarray, pad_value: float, dtype: Any = None) -> np.ndarray:
+    """Write ``flat`` into a new ``mask.shape`` buffer at ``mask``'s true positions; the rest is ``pad_value``.
+
+    The buffer's dtype is ``dtype`` (default ``flat.dtype``), widened by :func:`padded_dtype` to hold the pad.
+    """
+    out_dtype = padded_dtype(flat.dtype if dtype is None else np.dtype(dtype), pad_value)
     if flat.shape[0] == mask.size:  # nothing to pad: every row already has the full width
-        return flat.astype(dtype, copy=False).reshape(mask.shape)
-    out = np.full(mask.shape, pad_value, dtype=dtype)
+        return flat.astype(out_dtype, copy=False).reshape(mask.shape)
+    if pad_value == 0:
+        out = np.zeros(mask.shape, dtype=out_dtype)
+    else:
+        out = np.empty(mask.shape, dtype=out_dtype)
+        out.fill(pad_value)  # np.full's Python wrapper costs more than the fill
     out[mask] = flat
     return out
+
+
+def constant_padded(mask: np.ndarray, value: int, pad_value: float) -> np.ndarray:
+    """A padded int key whose every real position holds ``value`` (e.g. an all-ones attention mask)."""
+    dtype = padded_dtype(np.dtype(np.int64), pad_value)
+    if value == 1 and pad_value == 0:
+        return mask.astype(dtype)
+    if value == pad_value:
+        out = np.zeros(mask.shape, dtype=dtype)
+        if value:
+            out.fill(value)
+        return out
+    return np.where(mask, dtype.type(value), dtype.type(pad_value))
 
 
 def stack_scalars(name: str, column: Sequence[Any], hint: str = "") -> np.ndarray:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from itertools import accumulate
 from typing import Any, Literal
 
 import numpy as np
 
 from hfbridge._checks import check_choice, check_type
 from hfbridge.collators._arrays import column_lengths, flatten_column
+from hfbridge.collators._fast import flatten_ints, is_dict
 from hfbridge.collators._rows import check_rows, gather
 
 __all__ = ["FlatteningCollator"]
@@ -62,6 +64,34 @@ class FlatteningCollator:
                 not as long as ``input_ids``.
             TypeError: a non-integer in ``input_ids`` or ``labels``.
         """
+        packed = _pack_fast(features)
+        input_ids, labels, lens = self._pack(features) if packed is None else packed
+        lengths = np.array(lens, dtype=np.int64)
+        bounds = np.array([0, *accumulate(lens)], dtype=np.int64)  # sequence starts, then the total
+        starts = bounds[:-1]
+        if labels is None:
+            labels = input_ids.copy()
+        labels[starts] = self.separator_id
+        batch: dict[str, Any] = {"input_ids": input_ids[None, :], "labels": labels[None, :]}
+        if self.return_position_ids:
+            batch["position_ids"] = _positions(lengths, starts, len(input_ids), self.position_ids_start)[
+                None, :
+            ]
+        if self.return_seq_idx:
+            batch["seq_idx"] = np.repeat(np.arange(len(lens), dtype=np.int32), lens)[None, :]
+        if self.return_flash_attn_kwargs:
+            cu = bounds.astype(np.int32)
+            batch["cu_seq_lens_q"], batch["cu_seq_lens_k"] = cu, cu.copy()
+            batch["max_length_q"] = batch["max_length_k"] = max(lens)
+        if self.return_tensors == "np":
+            return batch
+        import torch
+
+        from_numpy = torch.from_numpy
+        return {k: from_numpy(v) if type(v) is np.ndarray else v for k, v in batch.items()}
+
+    def _pack(self, features: Sequence[Mapping[str, Any]]) -> tuple[np.ndarray, np.ndarray | None, list[int]]:
+        """The general path: check the rows, drop empty ones, flatten ``input_ids`` and ``labels``."""
         keys = check_rows(features)
         ids_column = gather(features, "input_ids", keys)
         lens = column_lengths("input_ids", ids_column)
@@ -72,9 +102,6 @@ class FlatteningCollator:
             ids_column = [ids_column[i] for i in kept]
             lens = [lens[i] for i in kept]
         input_ids = flatten_column("input_ids", ids_column, integer=True, lengths=lens)
-        lengths = np.array(lens, dtype=np.int64)
-        ends = np.cumsum(lengths)
-        starts = ends - lengths
         if "labels" in keys:
             label_column = gather(features, "labels", keys)
             if kept is not None:
@@ -87,36 +114,43 @@ class FlatteningCollator:
                     f"{label_lens[i]} labels for {lens[i]} input ids"
                 )
             labels = flatten_column("labels", label_column, integer=True, lengths=label_lens).copy()
-        else:
-            labels = input_ids.copy()
-        labels[starts] = self.separator_id
-        batch: dict[str, Any] = {"input_ids": input_ids[None, :], "labels": labels[None, :]}
-        if self.return_position_ids:
-            batch["position_ids"] = _positions(lens, lengths, starts, self.position_ids_start)[None, :]
-        if self.return_seq_idx:
-            batch["seq_idx"] = np.repeat(np.arange(len(lens), dtype=np.int32), lens)[None, :]
-        if self.return_flash_attn_kwargs:
-            cu = np.zeros(len(lens) + 1, dtype=np.int32)
-            cu[1:] = ends
-            batch["cu_seq_lens_q"], batch["cu_seq_lens_k"] = cu, cu.copy()
-            batch["max_length_q"] = batch["max_length_k"] = max(lens)
-        if self.return_tensors == "np":
-            return batch
-        import torch
+            return input_ids, labels, lens
+        return input_ids, None, lens
 
-        return {k: torch.from_numpy(v) if isinstance(v, np.ndarray) else v for k, v in batch.items()}
+
+def _pack_fast(features: Any) -> tuple[np.ndarray, np.ndarray | None, list[int]] | None:
+    """``input_ids`` (and ``labels``) flattened with one C-level call each, or ``None`` for the general path.
+
+    Takes dict rows holding only ``input_ids`` (and ``labels``), no empty row, all lists, arrays or tensors of ints.
+    """
+    if type(features) is not list or not features:
+        return None
+    first = features[0]
+    if type(first) is not dict or "input_ids" not in first:
+        return None
+    width = len(first)
+    with_labels = width == 2 and "labels" in first
+    if (width != 1 and not with_labels) or not all(map(is_dict, features)):
+        return None
+    if [*map(len, features)].count(width) != len(features):
+        return None
+    try:
+        ids = flatten_ints([row["input_ids"] for row in features])
+        labels = flatten_ints([row["labels"] for row in features]) if with_labels else None
+    except KeyError:
+        return None  # rows with different keys: the general path names them
+    if ids is None or 0 in ids[1] or (with_labels and (labels is None or labels[1] != ids[1])):
+        return None
+    return ids[0], None if labels is None else labels[0], ids[1]
 
 
 _ARANGE = np.arange(4096, dtype=np.int64)
 
 
-def _positions(lens: list[int], lengths: np.ndarray, starts: np.ndarray, start: int) -> np.ndarray:
-    """``[0..n0-1, 0..n1-1, ...] + start``: glued views of one cached ``arange`` for a few rows (fewest
-    NumPy calls), ``arange - repeat(starts)`` for many."""
-    if len(lens) <= 16 and max(lens) <= _ARANGE.shape[0]:
-        positions = np.concatenate([_ARANGE[:n] for n in lens])
-    else:
-        positions = np.arange(int(lengths.sum()), dtype=np.int64) - np.repeat(starts, lengths)
+def _positions(lengths: np.ndarray, starts: np.ndarray, total: int, start: int) -> np.ndarray:
+    """``[0..n0-1, 0..n1-1, ...] + start``: a cached ``arange`` minus every token's sequence start."""
+    steps = _ARANGE[:total] if total <= _ARANGE.shape[0] else np.arange(total, dtype=np.int64)
+    positions = steps - starts.repeat(lengths)
     if start:
         positions += start
     return positions

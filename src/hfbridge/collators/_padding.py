@@ -13,6 +13,7 @@ from hfbridge.collators._arrays import (
     Side,
     aligned_constant,
     column_lengths,
+    constant_padded,
     flatten_column,
     padding_mask,
     scatter_padded,
@@ -21,6 +22,7 @@ from hfbridge.collators._arrays import (
     truncate_flat,
     uniform_value,
 )
+from hfbridge.collators._fast import Plan, fast_collate
 from hfbridge.collators._rows import (
     ALIGNED_KEYS,
     INTEGER_KEYS,
@@ -97,6 +99,7 @@ class PaddingCollator:
     keep_non_numeric: bool = False
     return_tensors: Literal["pt", "np"] = "pt"
     _pad: dict[str, int | float | None] = field(init=False, repr=False, compare=False)
+    _plans: dict[Any, Plan | None] = field(init=False, repr=False, compare=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         tok = self.tokenizer
@@ -155,7 +158,8 @@ class PaddingCollator:
             return batch
         import torch
 
-        return {k: torch.from_numpy(v) if isinstance(v, np.ndarray) else v for k, v in batch.items()}
+        from_numpy = torch.from_numpy
+        return {k: from_numpy(v) if type(v) is np.ndarray else v for k, v in batch.items()}
 
     # ------------------------------------------------------------------------------------------ internals
 
@@ -163,6 +167,9 @@ class PaddingCollator:
         self, features: Sequence[Mapping[str, Any]], *, aligned: frozenset[str] = ALIGNED_KEYS
     ) -> Batch:
         """Collate into NumPy arrays; ``aligned`` names the keys that must be as long as ``input_ids``."""
+        batch = fast_collate(self, features, aligned)
+        if batch is not None:
+            return batch
         keys = check_rows(features)
         out: Batch = {}
         sequences: dict[str, tuple[list[Any], bool]] = {}
@@ -222,7 +229,7 @@ class PaddingCollator:
             elif ref is not None and name in aligned and ref.choices is None and not ref.cut:
                 value = aligned_constant(column, ref.lens)
                 if value is not None:  # e.g. an all-ones attention mask: checked and built without conversion
-                    out[name] = _constant(ref.mask, value, self._pad_value(name, ref))
+                    out[name] = constant_padded(ref.mask, value, self._pad_value(name, ref))
                     continue
             lens = column_lengths(name, column)
             if ref is not None and name in aligned:
@@ -234,7 +241,7 @@ class PaddingCollator:
             pad = self._pad_value(name, layout)
             value = None if layout.cut else uniform_value(column)
             if value is not None:
-                padded = _constant(layout.mask, value, pad)
+                padded = constant_padded(layout.mask, value, pad)
             else:
                 flat = flatten_column(name, column, integer=name in INTEGER_KEYS, lengths=lens)
                 if layout.cut:
@@ -296,14 +303,3 @@ class _Ref(NamedTuple):
     mask: np.ndarray  # [rows, width] real positions
     choices: int | None
     cut: bool
-
-
-def _constant(mask: np.ndarray, value: int, pad: float) -> np.ndarray:
-    """A padded key whose every real position holds ``value`` (e.g. an all-ones attention mask)."""
-    if value == 1 and pad == 0:
-        return mask.astype(np.int64)
-    if value == pad:
-        return (
-            np.zeros(mask.shape, dtype=np.int64) if value == 0 else np.full(mask.shape, value, dtype=np.int64)
-        )
-    return np.where(mask, np.int64(value), np.int64(pad))

@@ -10,17 +10,12 @@ from torch.utils.data import Sampler
 
 from hfbridge._checks import check_choice, check_non_negative_int, check_positive_int, check_type
 from hfbridge._distributed import resolve_replicas
-from hfbridge.samplers._base import Uneven, shard, shard_len
-from hfbridge.samplers._state import (
-    check_state,
-    epoch_rng,
-    fingerprint,
-    make_state,
-    to_index_array,
-    uneven_options,
-)
+from hfbridge.samplers._base import Uneven, shard_len
+from hfbridge.samplers._state import Cursor, epoch_rng, fingerprint, to_index_array, uneven_options
 
 __all__ = ["BatchedSampler", "ClassBalancedSampler"]
+
+_CHUNK = 16384  # draws with replacement come from one generator per chunk of positions
 
 
 class ClassBalancedSampler(Sampler[int]):
@@ -29,6 +24,10 @@ class ClassBalancedSampler(Sampler[int]):
     With ``replacement=True`` this is ``WeightedRandomSampler`` with weights computed for you; with
     ``replacement=False`` it draws a weighted permutation (Efraimidis-Spirakis keys), so each row appears at most once
     per epoch and rare classes come early. The draw depends only on ``(seed, epoch)``; ranks take disjoint shares.
+
+    Resume: with replacement, draws come from one generator per chunk of 16384 positions, seeded by
+    ``(seed, epoch, chunk)``, so resuming draws only the current chunk (O(1) in the position). Without replacement
+    the weighted permutation is a sort of all rows (O(n log n) per epoch, also on resume): it cannot be sliced.
 
     Args:
         labels: one class id per row (e.g. ``adapter.label_ids``).
@@ -83,9 +82,12 @@ class ClassBalancedSampler(Sampler[int]):
         counts = np.bincount(self._labels)
         self.class_counts = counts
         self.weights = counts[self._labels].astype(np.float64) ** -self.power
-        self.epoch = 0
-        self._yielded = 0
-        self._resume_at: int | None = None
+        # once: rows grouped by class and each class's share of the total weight, for O(1) draws
+        self._rows_by_class = np.argsort(self._labels, kind="stable")
+        self._class_starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        self._class_cdf = np.cumsum(np.where(counts > 0, counts.astype(np.float64) ** (1 - self.power), 0.0))
+        self._perm_cache: tuple[tuple[int, int], np.ndarray] | None = None
+        self._cursor = Cursor()
         self._fingerprint = fingerprint(
             {
                 "class": type(self).__name__,
@@ -98,45 +100,71 @@ class ClassBalancedSampler(Sampler[int]):
             self._labels,
         )
 
-    def _draw(self) -> np.ndarray:
-        rng = epoch_rng(self.seed, self.epoch)
-        probabilities = self.weights / self.weights.sum()
-        if self.replacement:
-            drawn = rng.choice(len(self.weights), size=self.num_samples, replace=True, p=probabilities)
-        else:  # Efraimidis-Spirakis: the largest u ** (1 / w), i.e. the smallest -log(u) / w
-            keys = rng.exponential(size=len(self.weights)) / self.weights
+    def _draw_chunk(self, chunk: int) -> np.ndarray:
+        """Draws (with replacement) at global positions ``chunk * _CHUNK ...``: they depend only on
+        ``(seed, epoch, chunk)``, so resuming draws one chunk, not the epoch. A row's weight depends only on its
+        class, so each draw picks a class (by class mass) and then a row of it uniformly: O(1) per draw."""
+        size = min(_CHUNK, self.num_samples - chunk * _CHUNK)
+        uniform = epoch_rng(self.seed, self.epoch, stream=1 + chunk).random((2, size))
+        cdf = self._class_cdf
+        classes = np.minimum(np.searchsorted(cdf, uniform[0] * cdf[-1], side="right"), len(cdf) - 1)
+        counts = self.class_counts[classes]
+        within = np.minimum((uniform[1] * counts).astype(np.int64), counts - 1)
+        return self._rows_by_class[self._class_starts[classes] + within]
+
+    def _permutation(self) -> np.ndarray:
+        """Without replacement: a weighted permutation (Efraimidis-Spirakis: the smallest ``-log(u) / w`` first).
+        A full sort of the rows, cached per ``(seed, epoch)``."""
+        if self._perm_cache is None or self._perm_cache[0] != (self.seed, self.epoch):
+            keys = epoch_rng(self.seed, self.epoch).exponential(size=len(self.weights)) / self.weights
             drawn = np.argsort(keys, kind="stable")[: self.num_samples]
-        return drawn[shard(self.num_samples, self.num_replicas, self.rank, self.uneven)]
+            self._perm_cache = ((self.seed, self.epoch), drawn)
+        return self._perm_cache[1]
+
+    def _indices(self, start: int, stop: int) -> np.ndarray:
+        """This rank's indices at its positions ``start..stop-1`` (sharded as :func:`shard` does)."""
+        positions = self.rank + np.arange(start, stop, dtype=np.int64) * self.num_replicas
+        if self.uneven == "pad":
+            positions %= self.num_samples
+        if not self.replacement:
+            return self._permutation()[positions]
+        chunks = positions // _CHUNK
+        drawn = np.empty_like(positions)
+        for chunk in np.unique(chunks).tolist():
+            mask = chunks == chunk
+            drawn[mask] = self._draw_chunk(chunk)[positions[mask] - chunk * _CHUNK]
+        return drawn
 
     def __len__(self) -> int:
         return shard_len(self.num_samples, self.num_replicas, self.rank, self.uneven)
 
     def __iter__(self) -> Iterator[int]:
-        start = self._resume_at if self._resume_at is not None else 0
-        self._resume_at = None
-        drawn = self._draw()
-        self._yielded = start
-        for position in range(start, len(drawn)):
-            self._yielded = position + 1
-            yield int(drawn[position])
+        start = self._cursor.start()
+        total = len(self)
+        low, size = start, 64  # a small first slice: resuming draws only the chunk it needs
+        while low < total:
+            high = min(low + size, total)
+            for position, index in enumerate(self._indices(low, high).tolist(), low):
+                self._cursor.yielded = position + 1
+                yield index
+            low, size = high, min(size * 4, _CHUNK)
+
+    @property
+    def epoch(self) -> int:
+        """The epoch whose draw is used (see :meth:`set_epoch`)."""
+        return self._cursor.epoch
 
     def set_epoch(self, epoch: int) -> None:
         """Draw the indices of ``epoch``; a position loaded for the same epoch is kept."""
-        check_non_negative_int("epoch", epoch)
-        if epoch != self.epoch:
-            self._resume_at = None
-            self._yielded = 0
-        self.epoch = epoch
+        self._cursor.set_epoch(epoch)
 
     @property
     def next_position(self) -> int:
-        return self._resume_at if self._resume_at is not None else 0
+        return self._cursor.next_position
 
     def state_dict(self, position: int | None = None) -> dict[str, Any]:
         """Seed, epoch, position (indices of this epoch already yielded) and a configuration fingerprint."""
-        if position is None:
-            position = self._resume_at if self._resume_at is not None else self._yielded
-        return make_state(type(self).__name__, self._fingerprint, self.seed, self.epoch, position)
+        return self._cursor.state(type(self).__name__, self._fingerprint, self.seed, position)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Resume: the next ``__iter__`` yields exactly the indices the saved run had not yet yielded.
@@ -144,10 +172,7 @@ class ClassBalancedSampler(Sampler[int]):
         Raises:
             ValueError: when the state belongs to another sampler or configuration.
         """
-        seed, epoch, position = check_state(state, type(self).__name__, self._fingerprint)
-        if position > len(self):
-            raise ValueError(f"`state['position']` must be <= {len(self)}; got {position}")
-        self.seed, self.epoch, self._resume_at, self._yielded = seed, epoch, position, position
+        self.seed = self._cursor.load(state, type(self).__name__, self._fingerprint, len(self))
 
 
 class BatchedSampler(Sampler[list[int]]):
@@ -172,26 +197,24 @@ class BatchedSampler(Sampler[list[int]]):
         self.sampler = sampler
         self.batch_size = check_positive_int("batch_size", batch_size)
         self.drop_last = check_type("drop_last", drop_last, bool)
-        self._yielded = 0
-        self._resume_at: int | None = None
+        self._cursor = Cursor()  # positions counted in batches; the epoch is the inner sampler's
 
     def __len__(self) -> int:
         n = len(self.sampler)
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
     def __iter__(self) -> Iterator[list[int]]:
-        start = self._resume_at if self._resume_at is not None else 0
-        self._resume_at = None
-        self._yielded = start
+        cursor = self._cursor
+        cursor.start()
         batch: list[int] = []
         for index in self.sampler:
             batch.append(index)
             if len(batch) == self.batch_size:
-                self._yielded += 1
+                cursor.yielded += 1
                 yield batch
                 batch = []
         if batch and not self.drop_last:
-            self._yielded += 1
+            cursor.yielded += 1
             yield batch
 
     @property
@@ -208,18 +231,16 @@ class BatchedSampler(Sampler[list[int]]):
 
     @property
     def next_position(self) -> int:
-        return self._resume_at if self._resume_at is not None else 0
+        return self._cursor.next_position
 
     def set_epoch(self, epoch: int) -> None:
-        if epoch != self.sampler.epoch:
-            self._resume_at = None
-            self._yielded = 0
+        self._cursor.epoch = int(self.sampler.epoch)  # the inner sampler may have been moved directly
+        self._cursor.set_epoch(epoch)
         self.sampler.set_epoch(epoch)
 
     def state_dict(self, position: int | None = None) -> dict[str, Any]:
         """The inner sampler's state, with ``position`` counted in batches."""
-        if position is None:
-            position = self._resume_at if self._resume_at is not None else self._yielded
+        position = self._cursor.position(position)
         state = self.sampler.state_dict(position=min(position * self.batch_size, len(self.sampler)))
         state["position"] = int(position)
         state["batch_size"] = self.batch_size
@@ -237,4 +258,4 @@ class BatchedSampler(Sampler[list[int]]):
         inner.pop("batch_size")
         inner["position"] = min(position * self.batch_size, len(self.sampler))
         self.sampler.load_state_dict(inner)
-        self._resume_at = self._yielded = position
+        self._cursor.resume(int(self.sampler.epoch), position, len(self))

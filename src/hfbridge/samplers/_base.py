@@ -18,7 +18,7 @@ from torch.utils.data import Sampler
 from hfbridge._checks import check_choice, check_non_negative_int, check_type
 from hfbridge._distributed import resolve_replicas
 from hfbridge.samplers._permutation import Permutation
-from hfbridge.samplers._state import check_state, fingerprint, make_state, uneven_options
+from hfbridge.samplers._state import Cursor, fingerprint, uneven_options
 
 __all__ = ["EpochBatchSampler", "EpochPlan", "SlicedPlan", "Uneven", "shard", "shard_len"]
 
@@ -98,9 +98,7 @@ class EpochBatchSampler(Sampler[list[int]]):
         self.seed = seed
         self.uneven = uneven
         self.longest_first = longest_first
-        self.epoch = 0
-        self._yielded = 0  # batches of the current epoch handed out by the running iterator
-        self._resume_at: int | None = None  # set by load_state_dict, consumed by the next __iter__
+        self._cursor = Cursor()
         self._plan_cache: tuple[int, int, tuple[EpochPlan, Permutation, tuple[int, int] | None]] | None = None
         self._fingerprint = ""
 
@@ -161,33 +159,32 @@ class EpochBatchSampler(Sampler[list[int]]):
         return shard_len(self._num_global_batches(), self.num_replicas, self.rank, self.uneven)
 
     def __iter__(self) -> Iterator[list[int]]:
-        start = self._resume_at if self._resume_at is not None else 0
-        self._resume_at = None
+        start = self._cursor.start()
         plan, _, _ = self._plan()
         total = len(self)
-        self._yielded = start
         # batch ids are mapped a growing chunk at a time: resuming maps one small chunk, not the epoch
         chunk_start, chunk = start, 64
         while chunk_start < total:
             chunk_stop = min(chunk_start + chunk, total)
             for offset, batch in enumerate(self._batch_ids(chunk_start, chunk_stop).tolist()):
-                self._yielded = chunk_start + offset + 1
+                self._cursor.yielded = chunk_start + offset + 1
                 yield plan.batch(batch).tolist()
             chunk_start, chunk = chunk_stop, min(chunk * 4, 65536)
 
-    # -- epochs and state -------------------------------------------------------------------------------------------
+    # -- epochs and state (kept by a Cursor) ---------------------------------------------------------------------
+    @property
+    def epoch(self) -> int:
+        """The epoch whose order is used (see :meth:`set_epoch`)."""
+        return self._cursor.epoch
+
     def set_epoch(self, epoch: int) -> None:
         """Use the order of ``epoch``; a position loaded by ``load_state_dict`` for the same epoch is kept."""
-        check_non_negative_int("epoch", epoch)
-        if epoch != self.epoch:
-            self._resume_at = None
-            self._yielded = 0
-        self.epoch = epoch
+        self._cursor.set_epoch(epoch)
 
     @property
     def next_position(self) -> int:
         """Index (within this rank's epoch) of the batch the next ``__iter__`` starts from."""
-        return self._resume_at if self._resume_at is not None else 0
+        return self._cursor.next_position
 
     def state_dict(self, position: int | None = None) -> dict[str, Any]:
         """Seed, epoch, position (batches of this epoch already yielded) and a configuration fingerprint.
@@ -196,9 +193,7 @@ class EpochBatchSampler(Sampler[list[int]]):
             position: override the position (a loader passes the batches it handed to the user, which is fewer
                 than the sampler yielded when workers prefetch).
         """
-        if position is None:
-            position = self._resume_at if self._resume_at is not None else self._yielded
-        return make_state(type(self).__name__, self._fingerprint, self.seed, self.epoch, position)
+        return self._cursor.state(type(self).__name__, self._fingerprint, self.seed, position)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Resume: the next ``__iter__`` yields exactly the batches the saved run had not yet yielded.
@@ -207,7 +202,4 @@ class EpochBatchSampler(Sampler[list[int]]):
             ValueError: when the state belongs to another sampler class or configuration, or the position is past
                 the end of the epoch.
         """
-        seed, epoch, position = check_state(state, type(self).__name__, self._fingerprint)
-        if position > len(self):
-            raise ValueError(f"`state['position']` must be <= {len(self)} batches per epoch; got {position}")
-        self.seed, self.epoch, self._resume_at, self._yielded = seed, epoch, position, position
+        self.seed = self._cursor.load(state, type(self).__name__, self._fingerprint, len(self))

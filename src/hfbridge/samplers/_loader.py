@@ -15,13 +15,23 @@ from hfbridge._checks import check_choice, check_non_negative_int, check_positiv
 from hfbridge.samplers._balanced import BatchedSampler, ClassBalancedSampler
 from hfbridge.samplers._base import Uneven
 from hfbridge.samplers._grouped import LengthGroupedBatchSampler, RandomBatchSampler
+from hfbridge.samplers._rank_sync import agreed_batches, ranks_must_agree
+from hfbridge.samplers._state import uneven_options
 from hfbridge.samplers._streaming import BucketedIterable
 from hfbridge.samplers._token_budget import TokenBudgetBatchSampler
 
-__all__ = ["ResumableDataLoader", "build_dataloader", "seed_worker"]
+__all__ = ["ResumableDataLoader", "build_dataloader", "seed_worker", "set_collator_epoch"]
 
 Batching = Literal["length", "tokens", "random", "balanced"]
 _BATCHINGS = ("length", "tokens", "random", "balanced")
+
+
+def set_collator_epoch(collate_fn: Any, epoch: int) -> None:
+    """Call ``collate_fn.set_epoch(epoch)`` when the collator has one (e.g. per-epoch masks of the masked-LM
+    collator); collators without it are left alone."""
+    set_epoch = getattr(collate_fn, "set_epoch", None)
+    if callable(set_epoch):
+        set_epoch(epoch)
 
 
 def seed_worker(
@@ -44,7 +54,16 @@ class ResumableDataLoader(DataLoader):
     ``num_workers > 0`` resumes at exactly the next batch.
     """
 
-    def __init__(self, dataset: Any, *, seed: int, rank: int, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        dataset: Any,
+        *,
+        seed: int,
+        rank: int,
+        num_replicas: int = 1,
+        uneven: Uneven = "pad",
+        **kwargs: Any,
+    ) -> None:
         self._user_worker_init_fn = kwargs.pop("worker_init_fn", None)
         # Without a generator of its own, every new iterator draws its base seed from the *global* torch RNG,
         # which shifts dropout after a mid-epoch resume; a loader-owned generator keeps resumed runs bitwise exact.
@@ -53,6 +72,8 @@ class ResumableDataLoader(DataLoader):
         super().__init__(dataset, **kwargs)
         self.seed = seed
         self.rank = rank
+        self.num_replicas = num_replicas
+        self.uneven = uneven
         self._count: int | None = None  # batches handed out by the live iterator, from the epoch's start
 
     @property
@@ -70,7 +91,10 @@ class ResumableDataLoader(DataLoader):
         self.worker_init_fn = partial(
             seed_worker, seed=self.seed, epoch=self.epoch, rank=self.rank, user_fn=self._user_worker_init_fn
         )
-        return self._counting(super().__iter__(), start)
+        batches: Iterator[Any] = super().__iter__()
+        if isinstance(stateful, BucketedIterable) and ranks_must_agree(self.num_replicas, self.uneven):
+            batches = agreed_batches(batches, self.uneven)  # a stream's ranks hold different batch counts
+        return self._counting(batches, start)
 
     def _counting(self, iterator: Any, start: int) -> Iterator[Any]:
         self._count = start
@@ -80,10 +104,12 @@ class ResumableDataLoader(DataLoader):
         self._count = None
 
     def set_epoch(self, epoch: int) -> None:
-        """Switch to ``epoch``'s order (a mid-epoch position just loaded for the same epoch is kept)."""
+        """Switch to ``epoch``'s order (a mid-epoch position just loaded for the same epoch is kept) and pass the
+        epoch on to the collator when it has a ``set_epoch`` (per-epoch masks of the masked-LM collator)."""
         if epoch != self.epoch:
             self._count = None
         self._stateful.set_epoch(epoch)
+        set_collator_epoch(self.collate_fn, epoch)
 
     def state_dict(self) -> dict[str, Any]:
         """The sampler state at the last batch this loader yielded (plain python values).
@@ -149,7 +175,11 @@ def build_dataloader(
         collate_fn: overrides ``adapter.collator``.
         num_replicas: ranks (default from ``torch.distributed``).
         rank: this rank (default from ``torch.distributed``).
-        uneven: ``"pad"``, ``"drop"`` or ``"exact"`` (each row once over all ranks, for evaluation).
+        uneven: ``"pad"``, ``"drop"`` or ``"exact"`` (each row once over all ranks, for evaluation). For an
+            iterable adapter in a process group of several ranks (whose shards give different batch counts), the
+            ranks agree every step: ``"drop"`` stops all when any runs out, ``"pad"`` lets ranks that ran out
+            repeat their last batch until all are done, ``"exact"`` leaves each rank its own count (only for
+            loops that do not synchronise per step).
         **sampler_kwargs: further options of the chosen sampler (``megabatch_mult``, ``longest_first``,
             ``max_batch_size``, ``pad_to_multiple_of``, ``oversized``, ``power``, ``replacement``, ``buffer_size``).
 
@@ -172,6 +202,7 @@ def build_dataloader(
     check_positive_int("max_tokens", max_tokens, allow_none=True)
     check_non_negative_int("num_workers", num_workers)
     check_non_negative_int("seed", seed)
+    check_choice("uneven", uneven, uneven_options)
     if pin_memory != "auto":
         check_type("pin_memory", pin_memory, bool, what="a bool or 'auto'")
     if batching == "tokens":
@@ -221,7 +252,15 @@ def build_dataloader(
             drop_last=drop_last,
             **sampler_kwargs,
         )
-        return ResumableDataLoader(bucketed, seed=seed, rank=rank, batch_size=None, **loader_kwargs)
+        return ResumableDataLoader(
+            bucketed,
+            seed=seed,
+            rank=rank,
+            num_replicas=num_replicas,
+            uneven=uneven,
+            batch_size=None,
+            **loader_kwargs,
+        )
     common: dict[str, Any] = {
         "shuffle": shuffle,
         "seed": seed,

@@ -15,7 +15,17 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["check_state", "epoch_rng", "fingerprint", "make_state", "to_index_array", "uneven_options"]
+from hfbridge._checks import check_non_negative_int
+
+__all__ = [
+    "Cursor",
+    "check_state",
+    "epoch_rng",
+    "fingerprint",
+    "make_state",
+    "to_index_array",
+    "uneven_options",
+]
 
 uneven_options = ("pad", "drop", "exact")
 _STATE_KEYS = ("sampler", "fingerprint", "seed", "epoch", "position")
@@ -104,3 +114,61 @@ def to_index_array(name: str, values: Any) -> np.ndarray:
             f"`{name}` must be non-negative; got {int(array.min())} at index {int(array.argmin())}"
         )
     return array
+
+
+class Cursor:
+    """Where a sampler stands: its epoch, what the running iterator has yielded, and a position loaded by
+    ``load_state_dict`` for the next iterator. The one implementation of ``set_epoch``/``next_position``/
+    ``state_dict``/``load_state_dict`` bookkeeping that every sampler delegates to.
+    """
+
+    def __init__(self) -> None:
+        self.epoch = 0
+        self.yielded = 0  # items (batches or indices) of this epoch handed out by the running iterator
+        self.resume_at: int | None = None  # set by `load`, consumed by the next `start`
+
+    def set_epoch(self, epoch: int) -> None:
+        """Move to ``epoch``; a position loaded for the same epoch is kept."""
+        check_non_negative_int("epoch", epoch)
+        if epoch != self.epoch:
+            self.resume_at = None
+            self.yielded = 0
+        self.epoch = epoch
+
+    @property
+    def next_position(self) -> int:
+        """The position the next iterator starts from."""
+        return self.resume_at if self.resume_at is not None else 0
+
+    def start(self) -> int:
+        """Begin an iterator: consume a loaded position and return where to start."""
+        start = self.next_position
+        self.resume_at = None
+        self.yielded = start
+        return start
+
+    def position(self, override: int | None = None) -> int:
+        """The position to save: ``override``, else a loaded one not yet consumed, else what was yielded."""
+        if override is not None:
+            return override
+        return self.resume_at if self.resume_at is not None else self.yielded
+
+    def resume(self, epoch: int, position: int, limit: int) -> None:
+        """Make the next iterator start at ``position`` of ``epoch``.
+
+        Raises:
+            ValueError: when ``position`` is past ``limit`` (the items per epoch).
+        """
+        if position > limit:
+            raise ValueError(f"`state['position']` must be <= {limit} per epoch; got {position}")
+        self.epoch, self.resume_at, self.yielded = epoch, position, position
+
+    def state(self, name: str, fp: str, seed: int, position: int | None = None) -> dict[str, Any]:
+        """The state dict of a sampler ``name`` with fingerprint ``fp`` (see :func:`make_state`)."""
+        return make_state(name, fp, seed, self.epoch, self.position(position))
+
+    def load(self, state: Any, name: str, fp: str, limit: int) -> int:
+        """Validate ``state`` (:func:`check_state`), resume from it and return its seed."""
+        seed, epoch, position = check_state(state, name, fp)
+        self.resume(epoch, position, limit)
+        return seed

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from typing import Any, Literal
 
 import numpy as np
@@ -10,11 +11,17 @@ import numpy as np
 from hfbridge._checks import check_choice, check_positive_int
 from hfbridge.samplers._base import EpochBatchSampler, SlicedPlan, Uneven
 from hfbridge.samplers._grouped import _sort_key
+from hfbridge.samplers._permutation import Permutation
 from hfbridge.samplers._state import epoch_rng, to_index_array
 
-__all__ = ["TokenBudgetBatchSampler", "token_budget_bounds"]
+__all__ = ["TiedRunsPlan", "TokenBudgetBatchSampler", "token_budget_bounds"]
 
 Oversized = Literal["warn", "error"]
+
+_SMALL_RUN = 4096  # runs of equal length up to this size are shuffled whole (a bounded cost per run)
+_LAZY_BATCHES = (
+    32  # batches mapped one by one (a resume's first steps) before the whole epoch is mapped at once
+)
 
 
 def padded_lengths(lengths: np.ndarray, pad_to_multiple_of: int | None) -> np.ndarray:
@@ -38,11 +45,83 @@ def token_budget_bounds(sorted_padded: np.ndarray, max_tokens: int, max_batch_si
     return np.asarray(bounds, dtype=np.int64)
 
 
+class TiedRunsPlan:
+    """Rows sorted longest first (one stable argsort, computed once per sampler) with ties shuffled per epoch.
+
+    Rows of equal padded length form a run; position ``p`` of run ``[a, b)`` holds ``sorted[a + perm(p - a)]``,
+    where ``perm`` is a keyed :class:`Permutation` of the run from ``(seed, epoch, run)`` (a plain shuffle for runs of
+    at most 4096 rows, a bounded cost). A batch maps only its own
+    positions, so building the plan and resuming are O(batch), not a sort of the epoch.
+    """
+
+    def __init__(
+        self,
+        sorted_rows: np.ndarray,
+        run_starts: np.ndarray,
+        bounds: np.ndarray,
+        lengths: np.ndarray,
+        entropy: tuple[int, int],
+    ) -> None:
+        self.sorted_rows, self.run_starts, self.bounds, self.lengths = (
+            sorted_rows,
+            run_starts,
+            bounds,
+            lengths,
+        )
+        self.entropy = entropy
+        self._perms: dict[int, Callable[[np.ndarray], np.ndarray]] = {}
+        self._order: np.ndarray | None = None  # the whole epoch, mapped once iteration goes on past a resume
+        self._lazy_calls = 0
+
+    def _run_stop(self, run: int) -> int:
+        return int(self.run_starts[run + 1]) if run + 1 < len(self.run_starts) else len(self.sorted_rows)
+
+    def _perm(self, run: int) -> Callable[[np.ndarray], np.ndarray]:
+        perm = self._perms.get(run)
+        if perm is None:
+            size = self._run_stop(run) - int(self.run_starts[run])
+            if size > _SMALL_RUN:  # sliceable: a resume maps only its batch's positions
+                perm = Permutation(size, (*self.entropy, 2, run))
+            else:  # bounded work, and far cheaper per run than a Feistel network with cycle-walking
+                perm = (
+                    epoch_rng(self.entropy[0], self.entropy[1], stream=2 + run).permutation(size).__getitem__
+                )
+            self._perms[run] = perm
+        return perm
+
+    def rows(self, start: int, stop: int) -> np.ndarray:
+        """Row indices at sorted positions ``start..stop-1`` after this epoch's tie shuffle (one slice per run)."""
+        if self._order is not None:
+            return self._order[start:stop]
+        shuffled = np.empty(stop - start, dtype=np.int64)
+        run = int(np.searchsorted(self.run_starts, start, side="right")) - 1
+        position = start
+        while position < stop:
+            first, end = int(self.run_starts[run]), min(self._run_stop(run), stop)
+            shuffled[position - start : end - start] = first + self._perm(run)(
+                np.arange(position - first, end - first)
+            )
+            position, run = end, run + 1
+        return self.sorted_rows[shuffled]
+
+    def batch(self, index: int) -> np.ndarray:
+        self._lazy_calls += 1
+        if self._order is None and self._lazy_calls > _LAZY_BATCHES:
+            # iterating on, not just resuming: map the whole epoch once (O(rows)) instead of batch by batch
+            self._order = self.rows(0, len(self.sorted_rows))
+        return self.rows(int(self.bounds[index]), int(self.bounds[index + 1]))
+
+    def longest(self) -> np.ndarray:
+        """The longest row of every batch (maps the whole epoch: O(rows), only for ``longest_first``)."""
+        return np.maximum.reduceat(self.lengths[self.rows(0, len(self.sorted_rows))], self.bounds[:-1])
+
+
 class TokenBudgetBatchSampler(EpochBatchSampler):
     """Variable-size batches whose padded size (rows x longest row) never exceeds ``max_tokens``.
 
     Rows are sorted longest first, ties broken at random each epoch, and cut greedily into batches; then the
-    batches are shuffled. The cut depends only on the multiset of lengths, so ``len(sampler)`` is the same every
+    batches are shuffled. The sort is done once per sampler; an epoch only permutes rows within runs of equal
+    length (a keyed permutation per run), so resuming maps one batch instead of re-sorting the epoch. The cut depends only on the multiset of lengths, so ``len(sampler)`` is the same every
     epoch, while batch composition (ties) and batch order change with ``(seed, epoch)``. This is the token-based
     batching HF lacks (transformers #10512, #34406).
 
@@ -112,11 +191,12 @@ class TokenBudgetBatchSampler(EpochBatchSampler):
                     "each such row a batch of its own"
                 )
             warnings.warn(f"{message}: each gets a batch of its own", UserWarning, stacklevel=2)
-        self._key = _sort_key(self._padded)
-        # the cut depends only on the sorted lengths: compute it once
-        self._bounds = token_budget_bounds(
-            -self._key[np.argsort(self._key, kind="stable")].astype(np.int64), max_tokens, max_batch_size
-        )
+        key = _sort_key(self._padded)
+        # the sort and the cut depend only on the lengths: compute them once; epochs only shuffle ties (cheaply)
+        self._sorted = np.argsort(key, kind="stable")
+        sorted_key = key[self._sorted]
+        self._run_starts = np.flatnonzero(np.r_[True, sorted_key[1:] != sorted_key[:-1]])
+        self._bounds = token_budget_bounds(-sorted_key.astype(np.int64), max_tokens, max_batch_size)
         self._set_fingerprint(self._lengths)
 
     def _config(self) -> dict[str, Any]:
@@ -130,10 +210,7 @@ class TokenBudgetBatchSampler(EpochBatchSampler):
     def _num_global_batches(self) -> int:
         return len(self._bounds) - 1
 
-    def _global_plan(self, epoch: int) -> SlicedPlan:
-        if self.shuffle:
-            rows = epoch_rng(self.seed, epoch).permutation(len(self._key))
-            order = rows[np.argsort(self._key[rows], kind="stable")]
-        else:
-            order = np.argsort(self._key, kind="stable")
-        return SlicedPlan(order, self._bounds, self._lengths)
+    def _global_plan(self, epoch: int) -> TiedRunsPlan | SlicedPlan:
+        if not self.shuffle:
+            return SlicedPlan(self._sorted, self._bounds, self._lengths)
+        return TiedRunsPlan(self._sorted, self._run_starts, self._bounds, self._lengths, (self.seed, epoch))

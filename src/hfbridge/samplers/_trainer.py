@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader, IterableDataset
 from hfbridge._checks import check_choice, check_positive_int
 from hfbridge.samplers._balanced import BatchedSampler, ClassBalancedSampler
 from hfbridge.samplers._grouped import LengthGroupedBatchSampler, RandomBatchSampler
-from hfbridge.samplers._loader import _BATCHINGS, seed_worker
+from hfbridge.samplers._loader import _BATCHINGS, seed_worker, set_collator_epoch
 from hfbridge.samplers._streaming import BucketedIterable
 from hfbridge.samplers._token_budget import TokenBudgetBatchSampler
 
@@ -49,12 +49,32 @@ def dataset_lengths(
     )
 
 
+class _EpochToCollator:
+    """A sampler's ``set_epoch`` that also sets the collator's epoch: Trainer calls ``set_epoch`` on the loader
+    and the batch sampler each epoch, never on the collator (which the masked-LM collator needs for per-epoch
+    masks)."""
+
+    def __init__(self, set_epoch: Any, collator: Any) -> None:
+        self.set_epoch, self.collator = set_epoch, collator
+
+    def __call__(self, epoch: int) -> None:
+        self.set_epoch(epoch)
+        set_collator_epoch(self.collator, epoch)
+
+
+def _forward_epoch(stateful: Any, collator: Any) -> None:
+    """Make ``stateful.set_epoch`` (a batch sampler or a bucketing stream) also reach ``collator.set_epoch``."""
+    if callable(getattr(collator, "set_epoch", None)):
+        setattr(stateful, "set_epoch", _EpochToCollator(stateful.set_epoch, collator))  # noqa: B010
+
+
 class BatchingTrainerMixin:
     """Mix into ``transformers.Trainer`` to train with hfbridge batching.
 
     ``get_train_dataloader`` builds a :class:`LengthGroupedBatchSampler` (or token-budget, random, class-balanced)
     sharded by ``args.world_size``/``args.process_index`` and seeded by ``args.data_seed``/``args.seed``; the Trainer
-    calls its ``set_epoch`` each epoch. Accelerate's extra re-sharding is switched off (the sampler is already
+    calls its ``set_epoch`` each epoch, which also reaches ``data_collator.set_epoch`` when the collator has one
+    (per-epoch masks of the masked-LM collator). Accelerate's extra re-sharding is switched off (the sampler is already
     rank-aware), exactly as Trainer does for its own ``BatchRebalanceSampler``. An iterable training set is bucketed
     through :class:`BucketedIterable` (single process). On ``resume_from_checkpoint`` the Trainer skips the batches
     already seen by drawing their indices from the sampler (no data is loaded for them).
@@ -141,8 +161,10 @@ class BatchingTrainerMixin:
                 seed=common_seed(args),
                 **self.sampler_kwargs,
             )
+            _forward_epoch(stream, trainer.data_collator)
             return trainer.accelerator.prepare(DataLoader(stream, batch_size=None, collate_fn=collator))
         batch_sampler = self._hfbridge_batch_sampler(dataset)
+        _forward_epoch(batch_sampler, trainer.data_collator)
         collator = trainer.data_collator
         try:
             import datasets

@@ -1,0 +1,64 @@
+"""Two real gloo processes over a stream whose shards differ in size: the ranks agree on every step."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+import torch.multiprocessing as mp
+
+pytestmark = [pytest.mark.distributed, pytest.mark.slow, pytest.mark.timeout(180)]
+
+ROWS = {0: 300, 1: 170}  # this rank's shard: 19 and 11 batches of 16
+
+
+def _worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
+    from datetime import timedelta
+
+    import torch
+    import torch.distributed as dist
+
+    # a short timeout: without agreement the longer rank blocks in the step all-reduce and fails instead of hanging
+    dist.init_process_group(
+        "gloo", init_method=f"file://{init_file}", rank=rank, world_size=world, timeout=timedelta(seconds=20)
+    )
+    try:
+        from hfbridge.samplers import build_dataloader
+        from tests.samplers.conftest import FakeIterableAdapter, news_lengths
+
+        result: dict[str, list[list[int]]] = {}
+        for uneven in ("drop", "pad"):
+            loader = build_dataloader(
+                FakeIterableAdapter(news_lengths(ROWS[rank], seed=rank)),
+                batch_size=16,
+                buffer_size=64,
+                uneven=uneven,
+            )
+            rows = []
+            for batch in loader:
+                rows.append(batch["row"].tolist())
+                step = torch.ones(1)
+                dist.all_reduce(step)  # what DDP does every step: hangs when ranks' batch counts differ
+            result[uneven] = rows
+        Path(out_dir, f"rank{rank}.json").write_text(json.dumps(result))
+        dist.barrier()
+    finally:
+        dist.destroy_process_group()
+
+
+def test_stream_ranks_with_unequal_shards_yield_equal_counts() -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        init_file = os.path.join(tmp, "init")
+        mp.start_processes(_worker, args=(2, init_file, tmp), nprocs=2, join=True, start_method="spawn")
+        ranks = [json.loads(Path(tmp, f"rank{r}.json").read_text()) for r in range(2)]
+
+    assert len(ranks[0]["drop"]) == len(ranks[1]["drop"]) == 11  # all stop when rank 1 runs out
+    assert sorted(i for b in ranks[1]["drop"] for i in b) == list(range(170))
+    assert len(ranks[0]["pad"]) == len(ranks[1]["pad"]) == 19  # rank 1 repeats its last batch
+    assert sorted(i for b in ranks[0]["pad"] for i in b) == list(range(300))
+    padded = ranks[1]["pad"]
+    assert sorted(i for b in padded[:11] for i in b) == list(range(170))
+    assert all(b == padded[10] for b in padded[11:])
