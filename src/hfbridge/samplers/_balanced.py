@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 from torch.utils.data import Sampler
 
-from hfbridge._checks import check_choice, check_non_negative_int, check_positive_int, check_type
+from hfbridge._checks import check_choice, check_non_negative_int, check_positive_int, check_real, check_type
 from hfbridge._distributed import resolve_replicas
 from hfbridge.samplers._base import Uneven, shard_len
 from hfbridge.samplers._state import Cursor, epoch_rng, fingerprint, to_index_array, uneven_options
@@ -71,11 +71,7 @@ class ClassBalancedSampler(Sampler[int]):
                 f"`num_samples` must be <= len(labels)={len(self._labels)} when replacement=False; "
                 f"got {self.num_samples}"
             )
-        if isinstance(power, bool) or not isinstance(power, (int, float)):
-            raise TypeError(f"`power` must be a float >= 0; got {power!r}")
-        if power < 0:
-            raise ValueError(f"`power` must be >= 0 (1.0 balances fully, 0.0 is uniform); got {power!r}")
-        self.power = float(power)
+        self.power = check_real("power", power, low=0)  # 1.0 balances fully, 0.0 is uniform
         self.seed = check_non_negative_int("seed", seed)
         self.uneven = check_choice("uneven", uneven, uneven_options)
         self.num_replicas, self.rank = resolve_replicas(num_replicas, rank)
