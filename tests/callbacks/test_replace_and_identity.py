@@ -150,3 +150,28 @@ def test_a_second_writer_waits_for_the_first(tmp_path: Path) -> None:
     assert done.is_set()
     assert not busy.exists()  # once the lock is ours, a leftover is stale: cleared
     assert [c["name"] for c in ckpt.checkpoints()] == ["step1"]
+
+
+def test_a_failed_move_aside_leaves_the_old_checkpoint_in_place(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """If moving the old same-name checkpoint aside fails, the error is the real one and nothing is deleted."""
+    import hfbridge.callbacks._store as store
+
+    ckpt = Checkpointer(tmp_path, filename="last", keep_last=1)
+    ckpt.save(1, model=torch.nn.Linear(4, 4))
+    real_replace = os.replace
+    failures = [OSError("no room to rename")]  # the first move aside fails, as on a full directory
+
+    def failing_move_aside(src: os.PathLike[str] | str, dst: os.PathLike[str] | str) -> None:
+        if Path(dst).name.startswith(store.TRASH_PREFIX) and failures:
+            raise failures.pop()
+        real_replace(src, dst)
+
+    monkeypatch.setattr(store.os, "replace", failing_move_aside)
+    with pytest.raises(OSError, match="no room to rename"):
+        ckpt.save(2, model=torch.nn.Linear(4, 4))
+    monkeypatch.setattr(store.os, "replace", real_replace)
+    assert [c["step"] for c in ckpt.checkpoints()] == [1]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last", "manifest.json"]
+    assert ckpt.latest() == tmp_path / "last"

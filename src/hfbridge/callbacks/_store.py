@@ -231,8 +231,9 @@ class ManifestStore:
             entry["files"] = write_payload(tmp, payload)
             write_json_atomic(tmp / MARKER_NAME, entry)
             if final.exists():
-                aside = self.dirpath / f"{TRASH_PREFIX}{name}-{uuid.uuid4().hex}"
-                os.replace(final, aside)  # still recorded: a crash now leaves it to recover() to rename back
+                target = self.dirpath / f"{TRASH_PREFIX}{name}-{uuid.uuid4().hex}"
+                os.replace(final, target)  # still recorded: a crash now leaves it to recover() to rename back
+                aside = target  # only once it really moved: the error path below must not delete `final`
                 fsync_dir(self.dirpath)
             publish_dir(tmp, final)
         except BaseException as exc:
