@@ -126,18 +126,24 @@ def restore_rng_state(state: dict[str, Any]) -> None:
 # --------------------------------------------------------------------------------------------------------- weights
 
 
+def _refuse_fsdp(layer: Any) -> str | None:
+    from torch.distributed.fsdp import FSDPModule, FullyShardedDataParallel
+
+    if isinstance(layer, (FSDPModule, FullyShardedDataParallel)):
+        return (
+            "`model` is FSDP-sharded: gather a full state dict first (e.g. accelerate's save_state); "
+            "Checkpointer saves unsharded models"
+        )
+    return None
+
+
 def unwrap_model(model: Any) -> torch.nn.Module:
-    """The bare module inside DDP / DataParallel / ``torch.compile`` wrappers, refusing FSDP-sharded models.
+    """The bare module inside DDP / DataParallel / ``torch.compile`` wrappers, refusing FSDP at any layer.
 
     Raises:
         TypeError: for a non-module, or an FSDP-sharded model (its full state must be gathered first).
     """
-    if type(model).__name__ in ("FullyShardedDataParallel", "FSDPModule"):
-        raise TypeError(
-            "`model` is FSDP-sharded: gather a full state dict first (e.g. accelerate's save_state); "
-            "Checkpointer saves unsharded models"
-        )
-    return _unwrap(model)
+    return _unwrap(model, refuse=_refuse_fsdp)
 
 
 def save_model_weights(model: torch.nn.Module, path: Path) -> None:
