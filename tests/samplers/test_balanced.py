@@ -112,3 +112,15 @@ def test_rank_shares_interleave_the_single_process_draw(replacement: bool, uneve
     for rank, share in enumerate(shares):
         expected = [whole[(rank + 3 * k) % len(whole)] for k in range(len(share))]
         assert share == expected
+
+
+def test_an_absent_class_id_with_power_above_one_draws_cleanly() -> None:
+    import warnings
+
+    labels = np.array([0, 0, 0, 2, 2, 3] * 10)  # class 1 never appears
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # 0 ** negative used to warn "divide by zero"
+        sampler = ClassBalancedSampler(labels, power=1.5, seed=0)
+        drawn = list(sampler)
+    assert len(drawn) == len(labels)
+    assert 1 not in set(labels[drawn].tolist())

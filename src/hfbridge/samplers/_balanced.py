@@ -81,7 +81,10 @@ class ClassBalancedSampler(Sampler[int]):
         # once: rows grouped by class and each class's share of the total weight, for O(1) draws
         self._rows_by_class = np.argsort(self._labels, kind="stable")
         self._class_starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-        self._class_cdf = np.cumsum(np.where(counts > 0, counts.astype(np.float64) ** (1 - self.power), 0.0))
+        class_weight = np.zeros(len(counts))  # an absent class id weighs 0 (0 ** negative would warn)
+        present = counts > 0
+        class_weight[present] = counts[present].astype(np.float64) ** (1 - self.power)
+        self._class_cdf = np.cumsum(class_weight)
         self._perm_cache: tuple[tuple[int, int], np.ndarray] | None = None
         self._cursor = Cursor()
         self._fingerprint = fingerprint(
