@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from typing import Any
 
 import numpy as np
@@ -201,3 +202,16 @@ def test_set_epoch_reaches_the_collator(map_adapter: FakeMapAdapter, batching: s
         assert {int(b["epoch"]) for b in loader} == {epoch}
     assert collator.epochs == [0, 1, 2]
     build_dataloader(map_adapter, batch_size=64).set_epoch(1)  # a collator without set_epoch is left alone
+
+
+def test_persistent_workers_with_an_epoch_collator_warn(map_adapter: FakeMapAdapter) -> None:
+    with pytest.warns(
+        UserWarning, match=r"`persistent_workers=True` keeps the workers' copy of the collator"
+    ):
+        build_dataloader(
+            map_adapter, batch_size=64, collate_fn=_EpochCollator(), num_workers=1, persistent_workers=True
+        )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        build_dataloader(map_adapter, batch_size=64, num_workers=1, persistent_workers=True)  # no set_epoch
+        build_dataloader(map_adapter, batch_size=64, collate_fn=_EpochCollator(), num_workers=1)

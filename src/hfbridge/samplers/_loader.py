@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import warnings
 from collections.abc import Callable, Iterator
 from functools import partial
 from typing import Any, Literal
@@ -227,6 +228,14 @@ def build_dataloader(
             raise TypeError(
                 f"`adapter` must have a `.collator` (or pass `collate_fn`); got {type(adapter).__name__}"
             )
+    if persistent_workers and num_workers > 0 and callable(getattr(collate_fn, "set_epoch", None)):
+        warnings.warn(
+            f"`persistent_workers=True` keeps the workers' copy of the collator ({type(collate_fn).__name__}), "
+            "so its set_epoch never reaches them and per-epoch randomness (e.g. masked-LM masks) stays that of "
+            "the first epoch; use persistent_workers=False for a collator with set_epoch",
+            UserWarning,
+            stacklevel=2,
+        )
     loader_kwargs: dict[str, Any] = {
         "collate_fn": collate_fn,
         "num_workers": num_workers,
