@@ -127,7 +127,10 @@ def restore_rng_state(state: dict[str, Any]) -> None:
 
 
 def _refuse_fsdp(layer: Any) -> str | None:
-    from torch.distributed.fsdp import FSDPModule, FullyShardedDataParallel
+    try:
+        from torch.distributed.fsdp import FSDPModule, FullyShardedDataParallel
+    except ImportError:  # a torch build without torch.distributed cannot hold an FSDP model
+        return None
 
     if isinstance(layer, (FSDPModule, FullyShardedDataParallel)):
         return (
