@@ -124,16 +124,43 @@ def collators(task: str, tok: Any) -> tuple[Callable[..., Any], Callable[..., An
     return FlatteningCollator(), tf.DataCollatorWithFlattening(), 5.0
 
 
-def paired_times(
-    ours: Callable[..., Any], hf: Callable[..., Any], batches: list[Any], repeats: int, per_call: bool
-) -> tuple[float, float]:
-    """Median ms per batch of each collator, ours and HF's alternating so load from other processes hits both.
+def fresh(batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A new copy of ``batch`` made of new objects, as a DataLoader fetch hands the collator: new lists of new
+    ints (as Arrow's ``to_pylist`` or a tokenizer call makes them), new arrays, new tensors."""
+    out = []
+    for row in batch:
+        new: dict[str, Any] = {}
+        for key, value in row.items():
+            if isinstance(value, list):
+                new[key] = np.array(value).tolist()  # new int objects, not references to the old ones
+            elif isinstance(value, (np.ndarray, torch.Tensor)):
+                new[key] = value.copy() if isinstance(value, np.ndarray) else value.clone()
+            else:
+                new[key] = value
+        out.append(new)
+    return out
 
-    By default each repeat times one pass over ``batches`` with ours, then one with HF's (as ``timeit.repeat``
-    would), each pass after one untimed call, and the median pass is reported: steady-state cost per batch.
-    ``per_call`` alternates call by call instead, so every call starts with caches the other collator evicted
-    (the first call after HF's pass costs ours ~0.2 ms more); fixed per-call costs weigh more there. The garbage collector is paused while timing, as ``timeit``
-    does, so collections triggered by HF's many small objects do not land inside either collator's calls.
+
+def paired_times(
+    ours: Callable[..., Any], hf: Callable[..., Any], batches: list[Any], repeats: int, mode: str
+) -> tuple[float, float]:
+    """Median ms per batch of each collator over ``repeats`` passes, ours and HF's alternating.
+
+    ``mode`` says what each call is given and how the calls are ordered:
+
+    - ``"fresh"`` (default): each repeat times one pass over ``batches`` with ours, then one with HF's; every
+      call gets its own new copy of its batch, made (untimed) just before it, as a DataLoader worker's loop
+      fetches rows and collates them. Both collators start each call from the same cache state: the batch
+      just built, their own previous call before that.
+    - ``"reuse"``: as ``"fresh"``, but every pass collates the same batch objects (as ``timeit.repeat``
+      would), each pass after one untimed call. This is harsher on ours: HF's pass allocates enough to evict
+      the batches from cache before our pass, while ours touches too little to evict them before HF's, so
+      ours pays the cache misses of reading the rows (~10-30 us per batch of 32) and HF's does not.
+    - ``"per-call"``: the same batch objects, ours and HF's alternating call by call: each of our calls
+      starts with its code and NumPy's evicted by HF's call (~20-30 us), while ours evicts little of HF's.
+
+    The garbage collector is paused while timing, as ``timeit`` does, so collections triggered by HF's many
+    small objects do not land inside either collator's calls.
     """
     ours_ms: list[float] = []
     hf_ms: list[float] = []
@@ -142,7 +169,15 @@ def paired_times(
     gc.disable()
     try:
         for _ in range(repeats):
-            if per_call:
+            if mode == "reuse":
+                for collate, out in ((ours, ours_ms), (hf, hf_ms)):
+                    collate(batches[-1])  # untimed: re-warm caches the other collator's pass evicted
+                    t0 = clock()
+                    for batch in batches:
+                        collate(batch)
+                    out.append((clock() - t0) / len(batches))
+                continue
+            if mode == "per-call":
                 for batch in batches:
                     t0 = clock()
                     ours(batch)
@@ -152,11 +187,14 @@ def paired_times(
                     hf_ms.append(clock() - t1)
                 continue
             for collate, out in ((ours, ours_ms), (hf, hf_ms)):
-                collate(batches[-1])  # untimed: re-warm caches the other collator's pass evicted
-                t0 = clock()
+                collate(fresh(batches[-1]))  # untimed: warm this collator's code again
+                total = 0.0
                 for batch in batches:
-                    collate(batch)
-                out.append((clock() - t0) / len(batches))
+                    rows = fresh(batch)
+                    t0 = clock()
+                    collate(rows)
+                    total += clock() - t0
+                out.append(total / len(batches))
     finally:
         gc.enable()
     return statistics.median(ours_ms) * 1e3, statistics.median(hf_ms) * 1e3
@@ -167,7 +205,11 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=9, help="timed repeats per cell (median is reported)")
     parser.add_argument("--batches", type=int, default=12, help="distinct batches per cell")
     parser.add_argument(
-        "--per-call", action="store_true", help="alternate ours/HF call by call (colder caches)"
+        "--mode",
+        choices=("fresh", "reuse", "per-call"),
+        default="fresh",
+        help="fresh: each call gets a new copy of its batch, as from a DataLoader fetch (default); "
+        "reuse/per-call: the same batch objects every pass (see paired_times)",
     )
     parser.add_argument("--tasks", nargs="*", default=None, help="subset of tasks to run")
     args = parser.parse_args()
@@ -177,7 +219,8 @@ def main() -> None:
     pool = news_lengths(20_000, rng)
     print(
         f"tokenizer {type(tok).__name__}; lengths mean {pool.mean():.1f}, p95 {np.percentile(pool, 95):.0f}, "
-        f"max {pool.max()}; {args.batches} batches x {args.repeats} repeats per cell, median ms per batch{' (per-call alternation)' if args.per_call else ''}\n"
+        f"max {pool.max()}; {args.batches} batches x {args.repeats} repeats per cell, median ms per batch; "
+        f"mode {args.mode}\n"
     )
     tasks = args.tasks or [
         "sequence-classification",
@@ -200,7 +243,7 @@ def main() -> None:
                     lengths = rng.choice(pool, size=size)
                     batches.append(convert(make_rows(task, lengths, tok, rng), container))
                 ours(batches[0]), hf(batches[0])  # warm-up
-                b, a = paired_times(ours, hf, batches, args.repeats, args.per_call)
+                b, a = paired_times(ours, hf, batches, args.repeats, args.mode)
                 want = 20.0 if task == "sequence-classification" and size == 32 else target
                 flag = "" if a / b >= want else "  <- below target"
                 if flag:

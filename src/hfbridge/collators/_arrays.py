@@ -32,7 +32,8 @@ __all__ = [
 ]
 
 Side = Literal["left", "right"]
-_ARANGE = np.arange(8192)  # sliced, not rebuilt, for every padding mask
+_ARANGE = np.arange(8192)  # sliced, not rebuilt, for padding masks wider than the tables below
+_MASK_TABLES: dict[int, np.ndarray] = {}  # width -> [width + 1, width] table whose row n is n trues, then falses
 
 
 def _is_tensor(value: Any) -> bool:
@@ -163,12 +164,26 @@ def truncate_flat(flat: np.ndarray, lengths: np.ndarray, max_length: int, side: 
     return flat[keep]
 
 
-def padding_mask(lengths: np.ndarray, width: int, side: Side) -> np.ndarray:
-    """Return the ``[B, width]`` boolean mask of real (non-pad) positions."""
-    positions = _ARANGE[:width] if width <= _ARANGE.shape[0] else np.arange(width)
+def padding_mask(lengths: Sequence[int] | np.ndarray, width: int, side: Side) -> np.ndarray:
+    """Return the ``[B, width]`` boolean mask of real (non-pad) positions (``lengths`` at most ``width``).
+
+    Up to width 512 the mask is one gather of precomputed rows (a few times cheaper than comparing against
+    ``arange``); the result may then be a non-contiguous view of a fresh array, never shared with another call.
+    """
+    if width > 512:
+        positions = _ARANGE[:width] if width <= _ARANGE.shape[0] else np.arange(width)
+        lengths = np.asarray(lengths, dtype=np.int64)
+        if side == "right":
+            return positions < lengths[:, None]
+        return positions >= (width - lengths)[:, None]
+    size = 1 << max(width - 1, 63).bit_length()  # the table width: 64, 128, 256 or 512
+    table = _MASK_TABLES.get(size)
+    if table is None:
+        table = _MASK_TABLES[size] = np.arange(size) < np.arange(size + 1)[:, None]
+    rows = table.take(lengths, axis=0)
     if side == "right":
-        return positions < lengths[:, None]
-    return positions >= (width - lengths)[:, None]
+        return rows[:, :width]
+    return rows[:, width - 1 :: -1] if width else rows[:, :0]  # row n reversed: falses, then n trues
 
 
 def padded_dtype(dtype: np.dtype, pad_value: float) -> np.dtype:

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
-from hfbridge.collators._arrays import constant_padded, padding_mask, scatter_padded, stack_scalars
+from hfbridge.collators._arrays import constant_padded, padding_mask, stack_scalars
 
 if TYPE_CHECKING:
     from hfbridge.collators._padding import PaddingCollator
@@ -96,6 +96,9 @@ def make_plan(c: PaddingCollator, first: dict[str, Any], aligned: frozenset[str]
         pad = c._pad.get(name)
         if pad is None or (name == "labels" and c.label_mode == "classification"):
             return None  # no pad value (maybe an error, maybe a fixed-length key) or multi-hot labels
+        if not float(pad).is_integer():
+            return None  # a fractional pad makes the key float32: the general path widens it
+        pad = int(pad)
         # `labels` in "auto" mode: int sequences are padded; float ones (multi-hot) fail the int check per batch
         entry = (key, name, pad, name in aligned and name != "input_ids")
         if name == "input_ids":
@@ -122,12 +125,10 @@ def fast_collate(c: PaddingCollator, features: Sequence[Any], aligned: frozenset
         if len(plans) >= _MAX_PLANS:
             plans.clear()
         plan = plans[signature] = make_plan(c, first, aligned)
-    # every row a dict with as many keys as row 0 (gathering then proves they are the same keys)
-    if (
-        plan is None
-        or not all(map(is_dict, features))
-        or [*map(len, features)].count(len(first)) != len(features)
-    ):
+    # every row a plain dict (a defaultdict would invent missing keys) with as many keys as row 0: gathering
+    # then proves they are the same keys
+    rows = len(features)
+    if plan is None or [*map(type, features)].count(dict) != rows or [*map(len, features)].count(len(first)) != rows:
         return None
     try:
         return _collate(c, plan, features)
@@ -138,14 +139,21 @@ def fast_collate(c: PaddingCollator, features: Sequence[Any], aligned: frozenset
 def _collate(c: PaddingCollator, plan: Plan, features: list[dict[str, Any]]) -> Batch:
     out: Batch = {}
     for key, name in plan.scalars:
-        out[name] = stack_scalars(name, [row[key] for row in features])
+        column = [row[key] for row in features]
+        if type(column[0]) is int:  # class ids: one C loop, which also rejects a float or list in a later row
+            stacked = np.empty(len(column), dtype=np.int64)
+            pack_into(f"{len(column)}q", stacked.data, 0, *column)
+            out[name] = stacked
+        else:
+            out[name] = stack_scalars(name, column)
     if plan.container is list:
         mask = _pad_lists(c, plan, features, out)
     else:
         mask = _pad_arrays(c, plan, features, out)
     if "attention_mask" not in out:
         if c.return_attention_mask:
-            out["attention_mask"] = mask if c.attention_mask_dtype == "bool" else mask.astype(np.int64)
+            bool_mask = c.attention_mask_dtype == "bool"
+            out["attention_mask"] = np.ascontiguousarray(mask) if bool_mask else mask.astype(np.int64)
     elif c.attention_mask_dtype == "bool":
         out["attention_mask"] = out["attention_mask"].astype(bool)
     return out
@@ -153,17 +161,16 @@ def _collate(c: PaddingCollator, plan: Plan, features: list[dict[str, Any]]) -> 
 
 def _pad_lists(c: PaddingCollator, plan: Plan, features: list[dict[str, Any]], out: Batch) -> np.ndarray:
     """List rows: lengths with ``len``, one ``pack_into`` per key; returns the ``input_ids`` mask."""
-    limit = c.max_length
     lens: list[int] = []
     mask = _EMPTY_MASK
     for key, name, pad, is_aligned in plan.sequences:
         column = [row[key] for row in features]
         if not is_aligned:
             key_lens = list(map(len, column))
-            key_mask = _mask(c, key_lens, limit)
+            key_mask = _mask(c, key_lens)
             if name == "input_ids":
                 lens, mask = key_lens, key_mask
-            out[name] = scatter_padded(_pack_ints(column), key_mask, pad)
+            out[name] = _scatter(_pack_ints(column), key_mask, pad)
             continue
         if list(map(len, column)) != lens:
             raise _Fallback  # misaligned: the general path names the row
@@ -172,8 +179,10 @@ def _pad_lists(c: PaddingCollator, plan: Plan, features: list[dict[str, Any]], o
         # every row is `lens[i]` copies of one int (an all-ones mask, one segment): nothing to convert
         if type(value) is int and list(map(list.count, column, repeat(value))) == lens:
             out[name] = constant_padded(mask, value, pad)
+        elif name in _FLAG_KEYS:
+            out[name] = _scatter(_pack_flags(column), mask, pad)
         else:
-            out[name] = scatter_padded(_pack_ints(column), mask, pad)
+            out[name] = _scatter(_pack_ints(column), mask, pad)
     return mask
 
 
@@ -195,7 +204,6 @@ def _pad_arrays(c: PaddingCollator, plan: Plan, features: list[dict[str, Any]], 
     if flat.ndim != 1 or flat.dtype.kind not in "iub":
         raise _Fallback  # nested rows, floats, or an empty float64 row that promoted the rest
     flat = flat.astype(np.int64, copy=False)
-    limit = c.max_length
     lens: list[int] = []
     mask = _EMPTY_MASK
     start = 0
@@ -206,13 +214,26 @@ def _pad_arrays(c: PaddingCollator, plan: Plan, features: list[dict[str, Any]], 
                 raise _Fallback  # misaligned: the general path names the row
             key_mask = mask
         else:
-            key_mask = _mask(c, key_lens, limit)
+            key_mask = _mask(c, key_lens)
             if name == "input_ids":
                 lens, mask = key_lens, key_mask
         end = start + sum(key_lens)
-        out[name] = scatter_padded(flat[start:end], key_mask, pad)
+        out[name] = _scatter(flat[start:end], key_mask, pad)
         start = end
     return mask
+
+
+def _scatter(flat: np.ndarray, mask: np.ndarray, pad: int) -> np.ndarray:
+    """``scatter_padded`` into int64 for an int ``flat`` (int64, or uint8 flags) and an int ``pad``."""
+    if flat.shape[0] == mask.size:  # nothing to pad (a uint8 `flat` is read-only: astype copies it)
+        return flat.astype(np.int64, copy=False).reshape(mask.shape)
+    if pad:
+        out = np.empty(mask.shape, dtype=np.int64)
+        out.fill(pad)
+    else:
+        out = np.zeros(mask.shape, dtype=np.int64)
+    out[mask] = flat
+    return out
 
 
 def flatten_ints(column: list[Any]) -> tuple[np.ndarray, list[int]] | None:
@@ -249,9 +270,10 @@ def _tensors_to_numpy(parts: list[Any]) -> np.ndarray:
 _EMPTY_MASK = np.zeros((0, 0), dtype=bool)
 
 
-def _mask(c: PaddingCollator, lens: list[int], limit: int | None) -> np.ndarray:
+def _mask(c: PaddingCollator, lens: list[int]) -> np.ndarray:
     """The ``[B, width]`` mask of real positions, as ``PaddingCollator._layout`` has it for untruncated rows."""
     width = max(lens)
+    limit = c.max_length
     if limit is not None:
         if width > limit:
             raise _Fallback  # an error or a truncation
@@ -260,7 +282,21 @@ def _mask(c: PaddingCollator, lens: list[int], limit: int | None) -> np.ndarray:
     multiple = c.pad_to_multiple_of
     if multiple is not None and width % multiple:
         width += multiple - width % multiple
-    return padding_mask(np.array(lens, dtype=np.int64), width, c.padding_side)  # type: ignore[arg-type]
+    return padding_mask(lens, width, c.padding_side)  # type: ignore[arg-type]
+
+
+_FLAG_KEYS = frozenset({"attention_mask", "token_type_ids", "special_tokens_mask"})  # small ints, as a rule
+
+
+def _pack_flags(column: list[Any]) -> np.ndarray:
+    """Concatenate list rows of ints in [0, 255] (masks, segment ids) into uint8: ``bytes`` converts them about
+    twice as fast as ``pack_into``; any other value (or row type) goes through :func:`_pack_ints`."""
+    if [*map(type, column)].count(list) == len(column):
+        try:
+            return np.frombuffer(b"".join(map(bytes, column)), dtype=np.uint8)
+        except (ValueError, TypeError):
+            pass  # a value outside [0, 255] or not an int
+    return _pack_ints(column)
 
 
 def _pack_ints(column: list[Any]) -> np.ndarray:
@@ -271,5 +307,5 @@ def _pack_ints(column: list[Any]) -> np.ndarray:
         extend(row)
     count = len(flat)
     out = np.empty(count, dtype=np.int64)
-    pack_into(f"={count}q", out.data, 0, *flat)  # raises on floats, strings, None, nested lists
+    pack_into(f"{count}q", out.data, 0, *flat)  # raises on floats, strings, None, nested lists
     return out

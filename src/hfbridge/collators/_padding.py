@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple
@@ -156,9 +157,7 @@ class PaddingCollator:
         """Turn a NumPy batch into the requested output type (one ``torch.from_numpy`` per key)."""
         if self.return_tensors == "np":
             return batch
-        import torch
-
-        from_numpy = torch.from_numpy
+        from_numpy = sys.modules["torch"].from_numpy if "torch" in sys.modules else _import_torch().from_numpy
         return {k: from_numpy(v) if type(v) is np.ndarray else v for k, v in batch.items()}
 
     # ------------------------------------------------------------------------------------------ internals
@@ -256,7 +255,8 @@ class PaddingCollator:
             mask = ref.mask
             if ref.choices is not None:
                 mask = mask.reshape(mask.shape[0] // ref.choices, ref.choices, mask.shape[-1])
-            out["attention_mask"] = mask if self.attention_mask_dtype == "bool" else mask.astype(np.int64)
+            bool_mask = self.attention_mask_dtype == "bool"
+            out["attention_mask"] = np.ascontiguousarray(mask) if bool_mask else mask.astype(np.int64)
         elif "attention_mask" in out and self.attention_mask_dtype == "bool":
             out["attention_mask"] = out["attention_mask"].astype(bool)
 
@@ -296,6 +296,12 @@ class PaddingCollator:
         if cut and limit is not None:
             lengths = np.minimum(lengths, limit)
         return _Ref(lens, padding_mask(lengths, width, self.padding_side), choices, cut)  # type: ignore[arg-type]
+
+
+def _import_torch() -> Any:
+    import torch
+
+    return torch
 
 
 class _Ref(NamedTuple):
