@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
-from hfbridge.collators._arrays import constant_padded, padding_mask, stack_scalars
+from hfbridge.collators._arrays import _MASK_TABLES, constant_padded, padding_mask, stack_scalars
 
 if TYPE_CHECKING:
     from hfbridge.collators._padding import PaddingCollator
@@ -130,26 +130,19 @@ def fast_collate(c: PaddingCollator, features: Sequence[Any], aligned: frozenset
     rows = len(features)
     if plan is None or [*map(type, features)].count(dict) != rows or [*map(len, features)].count(len(first)) != rows:
         return None
+    out: Batch = {}
     try:
-        return _collate(c, plan, features)
+        for key, name in plan.scalars:
+            column = [row[key] for row in features]
+            if type(column[0]) is int:  # class ids: one C loop, which also rejects a float or list in a later row
+                stacked = np.empty(rows, dtype=np.int64)
+                pack_into(f"{rows}q", stacked.data, 0, *column)
+                out[name] = stacked
+            else:
+                out[name] = stack_scalars(name, column)
+        mask = (_pad_lists if plan.container is list else _pad_arrays)(c, plan, features, out)
     except FALLBACK:
         return None
-
-
-def _collate(c: PaddingCollator, plan: Plan, features: list[dict[str, Any]]) -> Batch:
-    out: Batch = {}
-    for key, name in plan.scalars:
-        column = [row[key] for row in features]
-        if type(column[0]) is int:  # class ids: one C loop, which also rejects a float or list in a later row
-            stacked = np.empty(len(column), dtype=np.int64)
-            pack_into(f"{len(column)}q", stacked.data, 0, *column)
-            out[name] = stacked
-        else:
-            out[name] = stack_scalars(name, column)
-    if plan.container is list:
-        mask = _pad_lists(c, plan, features, out)
-    else:
-        mask = _pad_arrays(c, plan, features, out)
     if "attention_mask" not in out:
         if c.return_attention_mask:
             bool_mask = c.attention_mask_dtype == "bool"
@@ -178,7 +171,12 @@ def _pad_lists(c: PaddingCollator, plan: Plan, features: list[dict[str, Any]], o
         value = head[0] if head else None
         # every row is `lens[i]` copies of one int (an all-ones mask, one segment): nothing to convert
         if type(value) is int and list(map(list.count, column, repeat(value))) == lens:
-            out[name] = constant_padded(mask, value, pad)
+            if value == 1 and pad == 0:
+                out[name] = mask.astype(np.int64)
+            elif value == pad == 0:
+                out[name] = np.zeros(mask.shape, dtype=np.int64)
+            else:
+                out[name] = constant_padded(mask, value, pad)
         elif name in _FLAG_KEYS:
             out[name] = _scatter(_pack_flags(column), mask, pad)
         else:
@@ -282,6 +280,10 @@ def _mask(c: PaddingCollator, lens: list[int]) -> np.ndarray:
     multiple = c.pad_to_multiple_of
     if multiple is not None and width % multiple:
         width += multiple - width % multiple
+    if width <= 512 and c.padding_side == "right":  # padding_mask's common case, inline
+        table = _MASK_TABLES.get(1 << max(width - 1, 63).bit_length())
+        if table is not None:
+            return table.take(lens, axis=0)[:, :width]
     return padding_mask(lens, width, c.padding_side)  # type: ignore[arg-type]
 
 
