@@ -17,12 +17,12 @@ import sys
 from collections.abc import Sequence
 from itertools import repeat
 from struct import error as StructError
-from struct import pack_into
+from struct import Struct, pack_into
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
-from hfbridge.collators._arrays import _MASK_TABLES, constant_padded, padding_mask, stack_scalars
+from hfbridge.collators._arrays import constant_padded, padding_mask, stack_scalars
 
 if TYPE_CHECKING:
     from hfbridge.collators._padding import PaddingCollator
@@ -153,17 +153,20 @@ def fast_collate(c: PaddingCollator, features: Sequence[Any], aligned: frozenset
 
 
 def _pad_lists(c: PaddingCollator, plan: Plan, features: list[dict[str, Any]], out: Batch) -> np.ndarray:
-    """List rows: lengths with ``len``, one ``pack_into`` per key; returns the ``input_ids`` mask."""
+    """List rows: each key's rows written straight into its padded buffer (one ``pack_into`` per row), or, for
+    a key that is one int throughout (an all-ones mask), built from the mask; returns the ``input_ids`` mask."""
     lens: list[int] = []
-    mask = _EMPTY_MASK
+    width = 0
+    mask = None
+    side = c.padding_side
     for key, name, pad, is_aligned in plan.sequences:
         column = [row[key] for row in features]
         if not is_aligned:
             key_lens = list(map(len, column))
-            key_mask = _mask(c, key_lens)
+            key_width = _width(c, key_lens)
+            out[name] = _pack_rows(column, key_lens, key_width, pad, side)
             if name == "input_ids":
-                lens, mask = key_lens, key_mask
-            out[name] = _scatter(_pack_ints(column), key_mask, pad)
+                lens, width = key_lens, key_width
             continue
         if list(map(len, column)) != lens:
             raise _Fallback  # misaligned: the general path names the row
@@ -171,17 +174,45 @@ def _pad_lists(c: PaddingCollator, plan: Plan, features: list[dict[str, Any]], o
         value = head[0] if head else None
         # every row is `lens[i]` copies of one int (an all-ones mask, one segment): nothing to convert
         if type(value) is int and list(map(list.count, column, repeat(value))) == lens:
-            if value == 1 and pad == 0:
-                out[name] = mask.astype(np.int64)
-            elif value == pad == 0:
-                out[name] = np.zeros(mask.shape, dtype=np.int64)
-            else:
-                out[name] = constant_padded(mask, value, pad)
-        elif name in _FLAG_KEYS:
+            if value == pad == 0:
+                out[name] = np.zeros((len(lens), width), dtype=np.int64)
+                continue
+            if mask is None:
+                mask = padding_mask(lens, width, side)  # type: ignore[arg-type]
+            out[name] = mask.astype(np.int64) if value == 1 and pad == 0 else constant_padded(mask, value, pad)
+        elif name in _FLAG_KEYS:  # 0/1 values: converting all rows at once as bytes beats a pack per row
+            if mask is None:
+                mask = padding_mask(lens, width, side)  # type: ignore[arg-type]
             out[name] = _scatter(_pack_flags(column), mask, pad)
         else:
-            out[name] = _scatter(_pack_ints(column), mask, pad)
-    return mask
+            out[name] = _pack_rows(column, lens, width, pad, side)
+    return padding_mask(lens, width, side) if mask is None else mask  # type: ignore[arg-type]
+
+
+def _pack_rows(column: list[Any], lens: list[int], width: int, pad: int, side: str) -> np.ndarray:
+    """Write list rows of ints into a new ``[B, width]`` int64 buffer filled with ``pad``: one ``pack_into``
+    per row at the row's offset, which also rejects floats, strings, None and nested lists."""
+    if pad:
+        out = np.empty((len(column), width), dtype=np.int64)
+        out.fill(pad)
+    else:
+        out = np.zeros((len(column), width), dtype=np.int64)
+    buffer = out.data
+    step = width * 8
+    offset = 0
+    packers = _ROW_PACKERS
+    for row, n in zip(column, lens):
+        packer = packers.get(n)
+        if packer is None:
+            if len(packers) >= 4096:
+                packers.clear()
+            packer = packers[n] = Struct(f"{n}q").pack_into
+        packer(buffer, offset if side == "right" else offset + (width - n) * 8, *row)
+        offset += step
+    return out
+
+
+_ROW_PACKERS: dict[int, Any] = {}  # row length -> a compiled ``pack_into`` for that many int64s
 
 
 def _pad_arrays(c: PaddingCollator, plan: Plan, features: list[dict[str, Any]], out: Batch) -> np.ndarray:
@@ -268,8 +299,8 @@ def _tensors_to_numpy(parts: list[Any]) -> np.ndarray:
 _EMPTY_MASK = np.zeros((0, 0), dtype=bool)
 
 
-def _mask(c: PaddingCollator, lens: list[int]) -> np.ndarray:
-    """The ``[B, width]`` mask of real positions, as ``PaddingCollator._layout`` has it for untruncated rows."""
+def _width(c: PaddingCollator, lens: list[int]) -> int:
+    """The padded width of a key with these row lengths, as ``PaddingCollator._layout`` has it."""
     width = max(lens)
     limit = c.max_length
     if limit is not None:
@@ -280,11 +311,12 @@ def _mask(c: PaddingCollator, lens: list[int]) -> np.ndarray:
     multiple = c.pad_to_multiple_of
     if multiple is not None and width % multiple:
         width += multiple - width % multiple
-    if width <= 512 and c.padding_side == "right":  # padding_mask's common case, inline
-        table = _MASK_TABLES.get(1 << max(width - 1, 63).bit_length())
-        if table is not None:
-            return table.take(lens, axis=0)[:, :width]
-    return padding_mask(lens, width, c.padding_side)  # type: ignore[arg-type]
+    return width
+
+
+def _mask(c: PaddingCollator, lens: list[int]) -> np.ndarray:
+    """The ``[B, width]`` mask of real positions, as ``PaddingCollator._layout`` has it for untruncated rows."""
+    return padding_mask(lens, _width(c, lens), c.padding_side)  # type: ignore[arg-type]
 
 
 _FLAG_KEYS = frozenset({"attention_mask", "token_type_ids", "special_tokens_mask"})  # small ints, as a rule
