@@ -27,18 +27,33 @@ __all__ = [
     "scatter_padded",
     "stack_fixed",
     "stack_scalars",
+    "to_torch",
     "truncate_flat",
     "uniform_value",
 ]
 
 Side = Literal["left", "right"]
 _ARANGE = np.arange(8192)  # sliced, not rebuilt, for padding masks wider than the tables below
-_MASK_TABLES: dict[int, np.ndarray] = {}  # width -> [width + 1, width] table whose row n is n trues, then falses
+_MASK_TABLES: dict[
+    int, np.ndarray
+] = {}  # width -> [width + 1, width] table whose row n is n trues, then falses
 
 
 def _is_tensor(value: Any) -> bool:
     torch = sys.modules.get("torch")  # never import torch just to ask
     return torch is not None and isinstance(value, torch.Tensor)
+
+
+def to_torch(batch: dict[str, Any]) -> dict[str, Any]:
+    """``batch`` with every NumPy array made a tensor that shares its memory; other values as they are."""
+    torch: Any = sys.modules.get("torch")
+    if torch is None:
+        import torch
+    from_numpy = torch.from_numpy
+    try:
+        return dict(zip(batch, map(from_numpy, batch.values())))  # all arrays, as a rule: one C loop
+    except TypeError:
+        return {k: from_numpy(v) if type(v) is np.ndarray else v for k, v in batch.items()}
 
 
 def column_lengths(name: str, column: Sequence[Any]) -> list[int]:

@@ -16,8 +16,8 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 from itertools import repeat
-from struct import error as StructError
 from struct import Struct, pack_into
+from struct import error as StructError
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
@@ -27,7 +27,7 @@ from hfbridge.collators._arrays import constant_padded, padding_mask, stack_scal
 if TYPE_CHECKING:
     from hfbridge.collators._padding import PaddingCollator
 
-__all__ = ["FALLBACK", "Plan", "fast_collate", "flatten_ints", "is_dict", "make_plan"]
+__all__ = ["FALLBACK", "Plan", "fast_collate", "flatten_ints", "make_plan"]
 
 Batch = dict[str, Any]
 
@@ -37,7 +37,7 @@ class Plan(NamedTuple):
 
     container: type  # list, np.ndarray or torch.Tensor: what every sequence key holds in row 0
     scalars: tuple[tuple[str, str], ...]  # (key, output name) of keys stacked one value per row, in key order
-    sequences: tuple[tuple[str, str, int | float, bool], ...]  # (key, name, pad, aligned), input_ids first
+    sequences: tuple[tuple[str, str, int, bool], ...]  # (key, name, int pad, aligned), input_ids first
 
 
 class _Fallback(Exception):
@@ -57,7 +57,6 @@ FALLBACK = (
     StructError,
 )
 _MAX_PLANS = 32
-is_dict = dict.__instancecheck__  # isinstance(row, dict), mappable in C
 
 
 def _is_tensor_type(kind: type) -> bool:
@@ -74,7 +73,7 @@ def make_plan(c: PaddingCollator, first: dict[str, Any], aligned: frozenset[str]
         return None
     container: type | None = None
     scalars: list[tuple[str, str]] = []
-    sequences: list[tuple[str, str, int | float, bool]] = []
+    sequences: list[tuple[str, str, int, bool]] = []
     names: set[str] = set()
     for key, value in first.items():
         name = "labels" if key in ("label", "label_ids") else key
@@ -128,13 +127,19 @@ def fast_collate(c: PaddingCollator, features: Sequence[Any], aligned: frozenset
     # every row a plain dict (a defaultdict would invent missing keys) with as many keys as row 0: gathering
     # then proves they are the same keys
     rows = len(features)
-    if plan is None or [*map(type, features)].count(dict) != rows or [*map(len, features)].count(len(first)) != rows:
+    if (
+        plan is None
+        or [*map(type, features)].count(dict) != rows
+        or [*map(len, features)].count(len(first)) != rows
+    ):
         return None
     out: Batch = {}
     try:
         for key, name in plan.scalars:
             column = [row[key] for row in features]
-            if type(column[0]) is int:  # class ids: one C loop, which also rejects a float or list in a later row
+            if (
+                type(column[0]) is int
+            ):  # class ids: one C loop, which also rejects a float or list in a later row
                 stacked = np.empty(rows, dtype=np.int64)
                 pack_into(f"{rows}q", stacked.data, 0, *column)
                 out[name] = stacked
@@ -158,7 +163,7 @@ def _pad_lists(c: PaddingCollator, plan: Plan, features: list[dict[str, Any]], o
     lens: list[int] = []
     width = 0
     mask = None
-    side = c.padding_side
+    side: str = c.padding_side  # type: ignore[assignment]  # set in __post_init__
     for key, name, pad, is_aligned in plan.sequences:
         column = [row[key] for row in features]
         if not is_aligned:
@@ -179,7 +184,9 @@ def _pad_lists(c: PaddingCollator, plan: Plan, features: list[dict[str, Any]], o
                 continue
             if mask is None:
                 mask = padding_mask(lens, width, side)  # type: ignore[arg-type]
-            out[name] = mask.astype(np.int64) if value == 1 and pad == 0 else constant_padded(mask, value, pad)
+            out[name] = (
+                mask.astype(np.int64) if value == 1 and pad == 0 else constant_padded(mask, value, pad)
+            )
         elif name in _FLAG_KEYS:  # 0/1 values: converting all rows at once as bytes beats a pack per row
             if mask is None:
                 mask = padding_mask(lens, width, side)  # type: ignore[arg-type]

@@ -10,8 +10,8 @@ from typing import Any, Literal
 import numpy as np
 
 from hfbridge._checks import check_choice, check_type
-from hfbridge.collators._arrays import column_lengths, flatten_column
-from hfbridge.collators._fast import flatten_ints, is_dict
+from hfbridge.collators._arrays import column_lengths, flatten_column, to_torch
+from hfbridge.collators._fast import flatten_ints
 from hfbridge.collators._rows import check_rows, gather
 
 __all__ = ["FlatteningCollator"]
@@ -66,29 +66,23 @@ class FlatteningCollator:
         """
         packed = _pack_fast(features)
         input_ids, labels, lens = self._pack(features) if packed is None else packed
-        lengths = np.array(lens, dtype=np.int64)
-        bounds = np.array([0, *accumulate(lens)], dtype=np.int64)  # sequence starts, then the total
-        starts = bounds[:-1]
+        bounds = [0, *accumulate(lens)]  # sequence starts, then the total
+        starts = np.array(bounds[:-1], dtype=np.int64)
         if labels is None:
             labels = input_ids.copy()
         labels[starts] = self.separator_id
         batch: dict[str, Any] = {"input_ids": input_ids[None, :], "labels": labels[None, :]}
         if self.return_position_ids:
-            batch["position_ids"] = _positions(lengths, starts, len(input_ids), self.position_ids_start)[
-                None, :
-            ]
+            batch["position_ids"] = _positions(lens, starts, len(input_ids), self.position_ids_start)[None, :]
         if self.return_seq_idx:
             batch["seq_idx"] = np.repeat(np.arange(len(lens), dtype=np.int32), lens)[None, :]
         if self.return_flash_attn_kwargs:
-            cu = bounds.astype(np.int32)
+            cu = np.array(bounds, dtype=np.int32)
             batch["cu_seq_lens_q"], batch["cu_seq_lens_k"] = cu, cu.copy()
             batch["max_length_q"] = batch["max_length_k"] = max(lens)
         if self.return_tensors == "np":
             return batch
-        import torch
-
-        from_numpy = torch.from_numpy
-        return {k: from_numpy(v) if type(v) is np.ndarray else v for k, v in batch.items()}
+        return to_torch(batch)
 
     def _pack(self, features: Sequence[Mapping[str, Any]]) -> tuple[np.ndarray, np.ndarray | None, list[int]]:
         """The general path: check the rows, drop empty ones, flatten ``input_ids`` and ``labels``."""
@@ -130,9 +124,11 @@ def _pack_fast(features: Any) -> tuple[np.ndarray, np.ndarray | None, list[int]]
         return None
     width = len(first)
     with_labels = width == 2 and "labels" in first
-    if (width != 1 and not with_labels) or not all(map(is_dict, features)):
+    rows = len(features)
+    if width != 1 and not with_labels:
         return None
-    if [*map(len, features)].count(width) != len(features):
+    # plain dicts only (a defaultdict would invent a missing key), each with row 0's number of keys
+    if [*map(type, features)].count(dict) != rows or [*map(len, features)].count(width) != rows:
         return None
     try:
         ids = flatten_ints([row["input_ids"] for row in features])
@@ -147,7 +143,7 @@ def _pack_fast(features: Any) -> tuple[np.ndarray, np.ndarray | None, list[int]]
 _ARANGE = np.arange(4096, dtype=np.int64)
 
 
-def _positions(lengths: np.ndarray, starts: np.ndarray, total: int, start: int) -> np.ndarray:
+def _positions(lengths: list[int], starts: np.ndarray, total: int, start: int) -> np.ndarray:
     """``[0..n0-1, 0..n1-1, ...] + start``: a cached ``arange`` minus every token's sequence start."""
     steps = _ARANGE[:total] if total <= _ARANGE.shape[0] else np.arange(total, dtype=np.int64)
     positions = steps - starts.repeat(lengths)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import hashlib
 import sys
 import threading
-from struct import pack
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from struct import pack
 from typing import Any
 
 import numpy as np

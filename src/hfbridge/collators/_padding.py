@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple
@@ -20,6 +19,7 @@ from hfbridge.collators._arrays import (
     scatter_padded,
     stack_fixed,
     stack_scalars,
+    to_torch,
     truncate_flat,
     uniform_value,
 )
@@ -157,11 +157,7 @@ class PaddingCollator:
         """Turn a NumPy batch into the requested output type (one ``torch.from_numpy`` per key)."""
         if self.return_tensors == "np":
             return batch
-        from_numpy = sys.modules["torch"].from_numpy if "torch" in sys.modules else _import_torch().from_numpy
-        try:
-            return dict(zip(batch, map(from_numpy, batch.values())))  # all arrays, as a rule: one C loop
-        except TypeError:
-            return {k: from_numpy(v) if type(v) is np.ndarray else v for k, v in batch.items()}
+        return to_torch(batch)
 
     # ------------------------------------------------------------------------------------------ internals
 
@@ -299,12 +295,6 @@ class PaddingCollator:
         if cut and limit is not None:
             lengths = np.minimum(lengths, limit)
         return _Ref(lens, padding_mask(lengths, width, self.padding_side), choices, cut)  # type: ignore[arg-type]
-
-
-def _import_torch() -> Any:
-    import torch
-
-    return torch
 
 
 class _Ref(NamedTuple):
