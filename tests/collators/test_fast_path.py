@@ -296,3 +296,97 @@ def test_flattening_unusual_batches_give_what_the_general_path_gives(
             collate(features)
         return
     _assert_same(collate(features), expected)
+
+
+@pytest.mark.parametrize("side", ["right", "left"])
+def test_padding_masks_from_the_tables_match_a_comparison_with_arange(side: str) -> None:
+    from hfbridge.collators._arrays import padding_mask
+
+    rng = np.random.default_rng(0)
+    for width in [0, 1, 2, 63, 64, 65, 127, 128, 129, 255, 256, 257, 511, 512, 513, 700]:
+        lengths = rng.integers(0, width + 1, size=9).tolist()
+        if width:
+            lengths[0] = width
+        positions = np.arange(width)
+        want = (
+            positions < np.array(lengths)[:, None]
+            if side == "right"
+            else positions >= width - np.array(lengths)[:, None]
+        )
+        got = padding_mask(lengths, width, side)  # type: ignore[arg-type]
+        assert got.shape == want.shape
+        assert (got == want).all(), (width, side)
+
+
+@pytest.mark.parametrize("container", CONTAINERS)
+@pytest.mark.parametrize("side", ["right", "left"])
+@pytest.mark.parametrize("longest", [300, 600])  # mask from a table (<= 512) or from a comparison
+def test_long_rows_take_the_fast_path_and_match_the_general_path(
+    container: str, side: str, longest: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rows = _rows(pair=True)
+    n = longest
+    rows[2] = {
+        "input_ids": [2, *range(7, 7 + n - 2), 3],
+        "token_type_ids": [0] * (n // 2) + [1] * (n - n // 2),
+        "attention_mask": [1] * n,
+        "label": 1,
+    }
+    collate = PaddingCollator(pad_token_id=5, padding_side=side)  # type: ignore[arg-type]
+    features = as_container(rows, container)
+    fast = collate(features)
+    assert _took_fast_path(collate)
+    assert fast["input_ids"].shape == (4, n)
+    _assert_same(fast, _general(collate, features, monkeypatch))
+
+
+@pytest.mark.parametrize("container", CONTAINERS)
+@pytest.mark.parametrize("fast", [True, False])
+def test_every_output_is_its_own_writable_contiguous_array(
+    container: str, fast: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Masks gathered from a table are strided views; flag keys go through read-only bytes: neither may leak."""
+    if not fast:
+        monkeypatch.setattr(padding_module, "fast_collate", lambda *args: None)
+    rows = _rows(pair=True)
+    rows = [
+        {**row, "special_tokens_mask": [1, *[0] * (len(row["input_ids"]) - 2), 1][: len(row["input_ids"])]}
+        for row in rows
+    ]
+    for dtype in ("int64", "bool"):
+        for drop in ((), ("attention_mask",)):
+            batch = PaddingCollator(pad_token_id=0, attention_mask_dtype=dtype, return_tensors="np")(  # type: ignore[arg-type]
+                as_container([{k: v for k, v in r.items() if k not in drop} for r in rows], container)
+            )
+            assert batch["attention_mask"].dtype == (bool if dtype == "bool" else np.int64)
+            for key, value in batch.items():
+                assert value.flags.c_contiguous, (key, dtype, drop)
+                assert value.flags.writeable, (key, dtype, drop)
+            values = list(batch.values())  # and no two outputs share memory
+            for i, a in enumerate(values):
+                for b in values[i + 1 :]:
+                    assert not np.shares_memory(a, b)
+
+
+@pytest.mark.parametrize(
+    ("key", "values"),
+    [
+        ("token_type_ids", [0, 300]),  # over 255: not a byte
+        ("token_type_ids", [0, -1]),  # negative: not a byte
+        ("special_tokens_mask", [True, False]),  # bools are ints 0 and 1
+        ("attention_mask", [1, 0]),  # zeros inside a row (a pre-padded row)
+    ],
+)
+def test_flag_keys_with_any_int_values_match_the_general_path(
+    key: str, values: list[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rows = _rows()
+    for i, row in enumerate(rows):
+        n = len(row["input_ids"])
+        row[key] = [values[(i + j) % 2] for j in range(n)]
+    collate = PaddingCollator(pad_token_id=0, pad_values={"special_tokens_mask": 1})
+    fast = collate(rows)
+    assert _took_fast_path(collate)
+    _assert_same(fast, _general(collate, rows, monkeypatch))
+    got = fast[key][0, : len(rows[0]["input_ids"])].tolist()
+    assert got == [int(v) for v in rows[0][key]]

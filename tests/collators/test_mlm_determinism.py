@@ -153,3 +153,30 @@ def test_resumed_loader_masks_exactly_as_an_uninterrupted_run(
     assert len(expected) == 6
     assert len(head) + len(tail) == len(expected)
     assert all(torch.equal(a, b) for a, b in zip(head + tail, expected))
+
+
+def test_one_changed_token_or_a_reshaped_batch_gets_another_mask(wordpiece_tokenizer: Any) -> None:
+    """The batch fingerprint sees every token and the shape: same ids laid out [2, 8] or [4, 4] differ too."""
+    collate = MaskedLMCollator(wordpiece_tokenizer, seed=0, mlm_probability=0.5, return_tensors="np")
+    ids = list(range(10, 26))
+    wide = [{"input_ids": ids[:8]}, {"input_ids": ids[8:]}]
+    tall = [{"input_ids": ids[i : i + 4]} for i in range(0, 16, 4)]
+    assert not np.array_equal(collate(wide)["labels"].ravel(), collate(tall)["labels"].ravel())
+    base = collate(wide)["labels"]
+    for position in (0, 7, 15):
+        changed = [dict(row) for row in wide]
+        row, col = divmod(position, 8)
+        changed[row]["input_ids"] = [*changed[row]["input_ids"]]
+        changed[row]["input_ids"][col] += 1
+        assert not np.array_equal((collate(changed)["labels"] != -100), (base != -100)), position
+
+
+def test_a_batch_of_over_65536_tokens_is_masked_reproducibly(wordpiece_tokenizer: Any) -> None:
+    rng = np.random.default_rng(0)
+    big = [{"input_ids": rng.integers(10, 500, 300).tolist()} for _ in range(230)]  # 69,000 tokens
+    a = MaskedLMCollator(wordpiece_tokenizer, seed=3, return_tensors="np")(big)
+    b = MaskedLMCollator(wordpiece_tokenizer, seed=3, return_tensors="np")(big)
+    assert np.array_equal(a["labels"], b["labels"])
+    assert np.array_equal(a["input_ids"], b["input_ids"])
+    share = (a["labels"] != -100).mean()
+    assert 0.13 < share < 0.17

@@ -209,3 +209,48 @@ def test_task_collators_never_mutate_features(
             value.fill_(-7)  # the output must not share memory with the input either
     for row, before in zip(rows, snapshot):
         assert all(np.array_equal(np.asarray(row[k]), np.asarray(before[k])) for k in before)
+
+
+def test_masked_lm_random_replacements_are_uniform_over_the_vocabulary(wordpiece_tokenizer: Any) -> None:
+    """Every chosen token becomes a random one: ids cover [0, vocab) evenly and never reach vocab."""
+    vocab = len(wordpiece_tokenizer)
+    rows = [{"input_ids": [7] * 200} for _ in range(100)]  # no specials: 20,000 candidates
+    collate = MaskedLMCollator(
+        wordpiece_tokenizer,
+        mlm_probability=1.0,
+        mask_replace_prob=0.0,
+        random_replace_prob=1.0,
+        seed=0,
+        return_tensors="np",
+    )
+    ids = collate(rows)["input_ids"].ravel()
+    assert ids.min() >= 0
+    assert ids.max() < vocab
+    counts = np.bincount(ids, minlength=vocab)
+    expected = ids.size / vocab
+    chi2 = float(((counts - expected) ** 2 / expected).sum())
+    assert chi2 < vocab + 5 * np.sqrt(2 * vocab)  # a chi-square test at about 5 sigma
+    assert (ids[:-1] != ids[1:]).mean() > 0.99  # neighbours are drawn independently
+
+
+@pytest.mark.parametrize(("replace", "random"), [(0.8, 0.1), (0.5, 0.5), (0.0, 0.0), (0.3, 1e-9)])
+def test_masked_lm_splits_chosen_tokens_in_the_given_shares(
+    wordpiece_tokenizer: Any, replace: float, random: float
+) -> None:
+    rows = [{"input_ids": [7] * 200} for _ in range(100)]
+    batch = MaskedLMCollator(
+        wordpiece_tokenizer,
+        mlm_probability=0.5,
+        mask_replace_prob=replace,
+        random_replace_prob=random,
+        seed=1,
+        return_tensors="np",
+    )(rows)
+    chosen = batch["labels"] != -100
+    assert 0.48 < chosen.mean() < 0.52
+    picked = batch["input_ids"][chosen]
+    masked = (picked == wordpiece_tokenizer.mask_token_id).mean()
+    unchanged = (picked == 7).mean()
+    assert abs(masked - replace) < 0.02
+    assert abs(unchanged - (1 - replace - random)) < 0.02 + 1 / len(wordpiece_tokenizer)
+    assert (batch["input_ids"][~chosen] == 7).all()
