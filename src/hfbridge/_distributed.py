@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import sys
+
 __all__ = ["barrier", "broadcast_object", "get_rank", "get_world_size", "is_main_process", "resolve_replicas"]
 
 
 def _dist_ready() -> bool:
-    import torch.distributed as dist
-
-    return dist.is_available() and dist.is_initialized()
+    # a process group can only exist once torch.distributed is imported: never import torch just to ask
+    dist = sys.modules.get("torch.distributed")
+    return dist is not None and dist.is_available() and dist.is_initialized()
 
 
 def get_world_size() -> int:

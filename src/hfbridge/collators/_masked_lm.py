@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import hashlib
-import sys
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from struct import pack
+from struct import unpack
 from typing import Any
 
 import numpy as np
@@ -19,8 +18,6 @@ from hfbridge.collators._padding import PaddingCollator
 from hfbridge.collators._words import continuation_table
 
 __all__ = ["MaskedLMCollator"]
-
-_LOW_128 = (1 << 128) - 1
 
 
 @dataclass
@@ -117,28 +114,31 @@ class MaskedLMCollator(PaddingOptions):
         self._local = threading.local()
 
     def _rng(self, ids: np.ndarray) -> np.random.Generator:
-        """The batch's generator: its 256-bit state hashes ``(seed, epoch, rank)`` and the padded ids."""
-        rank = self._rank
-        if rank is None:
-            rank = get_rank() if "torch.distributed" in sys.modules else 0  # no import just to ask
+        """The batch's generator: a PCG64 whose increment hashes ``(seed, epoch, rank)`` and whose state mixes
+        that hash with a fingerprint of the padded ids and their shape."""
+        rank = self._rank if self._rank is not None else get_rank()
         local = self._local
-        prefix = getattr(local, "prefix", None)
-        if prefix is None or local.prefix_key != (self._seed, self._epoch, rank):
-            # the hash of (seed, epoch, rank), copied and extended per batch
-            prefix = local.prefix = hashlib.sha256(f"{self._seed},{self._epoch},{rank}".encode())
-            local.prefix_key = (self._seed, self._epoch, rank)
+        key = (self._seed, self._epoch, rank)
+        if getattr(local, "key", None) != key:
+            digest = hashlib.sha256(f"{self._seed},{self._epoch},{rank}".encode()).digest()
+            high, low, inc_high, inc_low = unpack("4Q", digest)
+            local.words = (high, low)
             local.generator = np.random.Generator(np.random.PCG64(0))  # its state is reset every call
-        digest = prefix.copy()
-        digest.update(pack(f"{ids.ndim}q", *ids.shape))
-        digest.update(_fingerprint(ids))
-        key = int.from_bytes(digest.digest(), "little")
+            local.state = {
+                "bit_generator": "PCG64",
+                "state": {"state": 0, "inc": (inc_high << 64 | inc_low) | 1},
+                "has_uint32": 0,
+                "uinteger": 0,
+            }
+            local.key = key
+        x = _fingerprint(ids)
+        high, low = local.words
+        state = local.state
+        state["state"]["state"] = _mix64(x ^ high) << 64 | _mix64(
+            x ^ low
+        )  # distinct batches, unrelated states
         generator: np.random.Generator = local.generator  # resetting its state: ~10x cheaper than a new one
-        generator.bit_generator.state = {
-            "bit_generator": "PCG64",
-            "state": {"state": key >> 128, "inc": (key & _LOW_128) | 1},
-            "has_uint32": 0,
-            "uinteger": 0,
-        }
+        generator.bit_generator.state = state
         return generator
 
     def __call__(self, features: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
@@ -147,9 +147,9 @@ class MaskedLMCollator(PaddingOptions):
         special = batch.pop("special_tokens_mask", None)
         ids = batch["input_ids"]
         rng = self._rng(ids)
-        # one uniform draw per token decides whether it is chosen and, rescaled, what becomes of it:
-        # [0, lo) the mask token, [lo, lo + span) a random token (the draw's place in that range picks which),
-        # [lo + span, top) unchanged, [top, 2] not chosen
+        # one uniform draw per token decides whether it is chosen and, scaled, what becomes of it: [0, lo) the
+        # mask token, [lo, lo + span) a random token (the draw's place in that range picks which), [lo + span,
+        # top) unchanged, [top, 2] not chosen
         draw = rng.random(ids.shape)
         replace, random = self.mask_replace_prob, self.random_replace_prob
         if self._continuation is None:
@@ -166,39 +166,63 @@ class MaskedLMCollator(PaddingOptions):
             chosen &= ~blocked
             np.putmask(draw, ~chosen, 2.0)
         lo, span = top * replace, top * random
-        replaced = draw < lo
-        randomized = draw < top * (replace + random)
-        randomized ^= replaced  # now [lo, lo + span)
         batch["labels"] = np.where(chosen, ids, np.int64(self.label_pad_token_id))
-        ids[replaced] = self._mask_id  # ids is the collator's own buffer, never the caller's
-        picked = draw[randomized]
-        if picked.size:
-            tokens = ((picked - lo) * (self._vocab_size / span)).astype(np.int64)
-            np.minimum(tokens, self._vocab_size - 1, out=tokens)  # float rounding at the range's top end
-            ids[randomized] = tokens
+        if span > 0:
+            vocab = self._vocab_size
+            scale = vocab / span
+            if scale < 2.0**61:  # every draw (at most 2) times scale fits an int64
+                # floor((draw - lo) * scale) is a uniform token for a draw in [lo, lo + span); written at every
+                # draw below lo + span (ids: the collator's own buffer), then the draws below lo get the mask
+                scaled = draw * scale
+                scaled -= lo * scale
+                tokens = scaled.astype(np.int64)
+                np.minimum(tokens, vocab - 1, out=tokens)  # float rounding at the range's top end
+                np.copyto(ids, tokens, where=draw < lo + span)
+            else:  # a vanishing `random_replace_prob`: rescale just the few draws in range
+                randomized = draw < lo + span
+                randomized &= draw >= lo
+                picked = draw[randomized]
+                ids[randomized] = np.minimum(((picked - lo) * scale).astype(np.int64), vocab - 1)
+        np.putmask(ids, draw < lo, self._mask_id)
         return self._padding.to_output(batch)
 
 
 _WEIGHTS: np.ndarray | None = None  # 2**16 odd 64-bit weights (splitmix64 of 0, 1, ...), built on first use
+_M64 = (1 << 64) - 1
 
 
-def _fingerprint(ids: np.ndarray) -> bytes:
-    """A 64-bit fingerprint of ``ids``: the dot product with fixed odd random weights, modulo 2**64.
+def _mix64(x: int) -> int:
+    """splitmix64's finalizer: a bijection on 64-bit ints that spreads every input bit over the output."""
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _M64
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _M64
+    return x ^ (x >> 31)
 
-    Two batches of one shape that differ anywhere get the same fingerprint with probability about 2**-64, and
-    it costs a fraction of hashing the ids' bytes (sha256 of a 32 x 100 batch: ~15 us; this: ~3 us). Batches
-    of more than 2**16 tokens are hashed whole.
+
+def _fingerprint(ids: np.ndarray) -> int:
+    """A 64-bit fingerprint of ``ids`` and their shape: the dot product with fixed odd random weights, modulo
+    2**64, with the shape mixed in.
+
+    Two batches that differ anywhere (a token or the shape) get the same fingerprint with probability about
+    2**-64, and it costs a fraction of hashing the ids' bytes (sha256 of a 32 x 100 batch: ~15 us; this:
+    ~2 us). Batches of more than 2**16 tokens are hashed whole.
     """
     global _WEIGHTS
     flat = np.ascontiguousarray(ids, dtype=np.int64).ravel()
     if flat.shape[0] > 1 << 16:
-        return hashlib.sha256(flat.data).digest()
-    if _WEIGHTS is None:
-        z = np.arange(1 << 16, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)
-        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        _WEIGHTS = (z ^ (z >> np.uint64(31))).view(np.int64) | 1
-    return int(np.dot(flat, _WEIGHTS[: flat.shape[0]])).to_bytes(8, "little", signed=True)
+        x = int.from_bytes(hashlib.sha256(flat.data).digest()[:8], "little")
+    else:
+        if _WEIGHTS is None:
+            z = np.arange(1 << 16, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+            z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+            z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+            _WEIGHTS = (z ^ (z >> np.uint64(31))).view(np.int64) | 1
+        x = int(np.dot(flat, _WEIGHTS[: flat.shape[0]])) & _M64
+    shape = 0
+    for size in ids.shape:
+        shape = (
+            shape * 0x100000001B3 + size
+        ) & _M64  # distinct for any two shapes of fewer than 2**40 tokens
+    return _mix64(x ^ (shape * 0x9E3779B97F4A7C15 & _M64))
 
 
 def _choose_words(
