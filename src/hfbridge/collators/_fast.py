@@ -204,19 +204,28 @@ def _pack_rows(column: list[Any], lens: list[int], width: int, pad: int, side: s
         out.fill(pad)
     else:
         out = np.zeros((len(column), width), dtype=np.int64)
-    buffer = out.data
+    packers: list[Any] = list(map(_ROW_PACKERS.get, lens))
+    if None in packers:
+        packers = [_packer(n) for n in lens]
     step = width * 8
-    offset = 0
-    packers = _ROW_PACKERS
-    for row, n in zip(column, lens):
-        packer = packers.get(n)
-        if packer is None:
-            if len(packers) >= 4096:
-                packers.clear()
-            packer = packers[n] = Struct(f"{n}q").pack_into
-        packer(buffer, offset if side == "right" else offset + (width - n) * 8, *row)
-        offset += step
+    if side == "right":
+        offsets: Any = range(0, len(lens) * step, step)
+    else:
+        offsets = [i * step + (width - n) * 8 for i, n in enumerate(lens)]
+    buffer = out.data
+    for packer, offset, row in zip(packers, offsets, column):
+        packer(buffer, offset, *row)
     return out
+
+
+def _packer(n: int) -> Any:
+    """A compiled ``pack_into`` of ``n`` int64s, cached by ``n``."""
+    packer = _ROW_PACKERS.get(n)
+    if packer is None:
+        if len(_ROW_PACKERS) >= 4096:
+            _ROW_PACKERS.clear()
+        packer = _ROW_PACKERS[n] = Struct(f"{n}q").pack_into
+    return packer
 
 
 _ROW_PACKERS: dict[int, Any] = {}  # row length -> a compiled ``pack_into`` for that many int64s
