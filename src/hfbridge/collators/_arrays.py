@@ -34,9 +34,8 @@ __all__ = [
 
 Side = Literal["left", "right"]
 _ARANGE = np.arange(8192)  # sliced, not rebuilt, for padding masks wider than the tables below
-_MASK_TABLES: dict[
-    int, np.ndarray
-] = {}  # width -> [width + 1, width] table whose row n is n trues, then falses
+# table width -> a [width + 1, width] bool table whose row n is n trues, then falses
+_MASK_TABLES: dict[int, np.ndarray] = {}
 
 
 def _is_tensor(value: Any) -> bool:

@@ -137,9 +137,7 @@ def fast_collate(c: PaddingCollator, features: Sequence[Any], aligned: frozenset
     try:
         for key, name in plan.scalars:
             column = [row[key] for row in features]
-            if (
-                type(column[0]) is int
-            ):  # class ids: one C loop, which also rejects a float or list in a later row
+            if type(column[0]) is int:  # class ids: one C loop, which rejects a float or list in a later row
                 stacked = np.empty(rows, dtype=np.int64)
                 pack_into(f"{rows}q", stacked.data, 0, *column)
                 out[name] = stacked

@@ -134,9 +134,8 @@ class MaskedLMCollator(PaddingOptions):
         x = _fingerprint(ids)
         high, low = local.words
         state = local.state
-        state["state"]["state"] = _mix64(x ^ high) << 64 | _mix64(
-            x ^ low
-        )  # distinct batches, unrelated states
+        # distinct batches, distinct and unrelated states
+        state["state"]["state"] = _mix64(x ^ high) << 64 | _mix64(x ^ low)
         generator: np.random.Generator = local.generator  # resetting its state: ~10x cheaper than a new one
         generator.bit_generator.state = state
         return generator
@@ -217,11 +216,9 @@ def _fingerprint(ids: np.ndarray) -> int:
             z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
             _WEIGHTS = (z ^ (z >> np.uint64(31))).view(np.int64) | 1
         x = int(np.dot(flat, _WEIGHTS[: flat.shape[0]])) & _M64
-    shape = 0
+    shape = 0  # rows * (2**40 + 435) + width: distinct for any two 2-D shapes
     for size in ids.shape:
-        shape = (
-            shape * 0x100000001B3 + size
-        ) & _M64  # distinct for any two shapes of fewer than 2**40 tokens
+        shape = (shape * 0x100000001B3 + size) & _M64
     return _mix64(x ^ (shape * 0x9E3779B97F4A7C15 & _M64))
 
 
