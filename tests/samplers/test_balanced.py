@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from hfbridge.samplers import BatchedSampler, ClassBalancedSampler
+from hfbridge.samplers._permutation import Permutations
 
 LABELS = np.array([0] * 900 + [1] * 90 + [2] * 10)
 
@@ -124,3 +125,19 @@ def test_an_absent_class_id_with_power_above_one_draws_cleanly() -> None:
         drawn = list(sampler)
     assert len(drawn) == len(labels)
     assert 1 not in set(labels[drawn].tolist())
+
+
+def test_permutations_are_independent_bijections_mapped_in_one_pass() -> None:
+    sizes = np.array([1, 2, 3, 5, 64, 65, 1000])
+    perms = Permutations(sizes, (1, 2, 3))
+    domains = np.repeat(np.arange(len(sizes)), sizes)
+    positions = np.concatenate([np.arange(n) for n in sizes])
+    mapped = perms(domains, positions)
+    for domain, n in enumerate(sizes.tolist()):
+        values = mapped[domains == domain]
+        assert sorted(values.tolist()) == list(range(n))
+        assert np.array_equal(perms(np.full(n, domain), np.arange(n)), values)  # the same, mapped alone
+    assert not np.array_equal(mapped[domains == 6], np.arange(1000))
+    assert not np.array_equal(Permutations(sizes, (1, 2, 4))(domains, positions), mapped)
+    order = np.random.default_rng(0).permutation(len(domains))  # any mix of domains, in any order
+    assert np.array_equal(perms(domains[order], positions[order]), mapped[order])

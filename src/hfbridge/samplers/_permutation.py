@@ -9,12 +9,40 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["Permutation"]
+__all__ = ["Permutation", "Permutations"]
 
 _ROUNDS = 6
 _M1 = np.uint64(0x9E3779B97F4A7C15)
 _M2 = np.uint64(0xBF58476D1CE4E5B9)
 _M3 = np.uint64(0x94D049BB133111EB)
+
+
+def _mix(x: np.ndarray) -> np.ndarray:
+    """splitmix64's finalizer: a bijection of uint64 with full avalanche (uint64 arithmetic wraps)."""
+    x = x * _M1
+    x ^= x >> np.uint64(30)
+    x *= _M2
+    x ^= x >> np.uint64(27)
+    x *= _M3
+    x ^= x >> np.uint64(31)
+    return x
+
+
+def _feistel(
+    x: np.ndarray, half: np.ndarray | np.uint64, mask: np.ndarray | np.uint64, keys: np.ndarray
+) -> np.ndarray:
+    """One pass of the Feistel network over ``2 * half`` bits, one round per row of ``keys``; ``half``, ``mask`` and
+    each round key are a scalar or one value per element of ``x``."""
+    left, right = x >> half, x & mask
+    for key in keys:
+        left, right = right, left ^ (_mix(right ^ key) & mask)
+    return (left << half) | right
+
+
+def _half_bits(n: int) -> int:
+    """Half the (even) bit width of the Feistel domain for ``range(n)``: ``2 ** (2 * half) < 4 n`` (n > 1)."""
+    bits = max(2, (n - 1).bit_length())
+    return (bits + bits % 2) // 2
 
 
 class Permutation:
@@ -29,26 +57,12 @@ class Permutation:
     def __init__(self, n: int, entropy: tuple[int, ...], *, shuffle: bool = True) -> None:
         self.n = n
         self.shuffle = shuffle
-        bits = max(2, (n - 1).bit_length())
-        bits += bits % 2
-        self._half = np.uint64(bits // 2)
-        self._mask = np.uint64((1 << (bits // 2)) - 1)
+        self._half = np.uint64(_half_bits(n))
+        self._mask = np.uint64((1 << _half_bits(n)) - 1)
         self._keys = np.random.SeedSequence(list(entropy)).generate_state(_ROUNDS, dtype=np.uint64)
 
-    def _round(self, right: np.ndarray, key: np.uint64) -> np.ndarray:
-        h = (right ^ key) * _M1  # splitmix64-style mixing; uint64 arithmetic wraps
-        h ^= h >> np.uint64(30)
-        h *= _M2
-        h ^= h >> np.uint64(27)
-        h *= _M3
-        h ^= h >> np.uint64(31)
-        return h & self._mask
-
     def _encrypt(self, x: np.ndarray) -> np.ndarray:
-        left, right = x >> self._half, x & self._mask
-        for key in self._keys:
-            left, right = right, left ^ self._round(right, key)
-        return (left << self._half) | right
+        return _feistel(x, self._half, self._mask, self._keys)
 
     def __call__(self, positions: np.ndarray) -> np.ndarray:
         """Map ``positions`` (ints in ``[0, n)``) to their permuted values (int64)."""
@@ -65,3 +79,33 @@ class Permutation:
     def all(self) -> np.ndarray:
         """The whole permutation."""
         return self(np.arange(self.n))
+
+
+class Permutations:
+    """Independent random permutations of ``range(sizes[d])``, one per domain ``d``, mapped together:
+    ``perms(domains, positions)`` costs one vectorised pass whatever the mix of domains.
+
+    Args:
+        sizes: size of each permuted range (non-negative ints).
+        entropy: seeds of the whole family, e.g. ``(seed, epoch, stream)``; domain ``d``'s round keys are hashed
+            from them and ``d``.
+    """
+
+    def __init__(self, sizes: np.ndarray, entropy: tuple[int, ...]) -> None:
+        self.sizes = np.asarray(sizes, dtype=np.uint64)
+        self._half = np.array([_half_bits(int(n)) for n in self.sizes], dtype=np.uint64)  # few domains
+        self._mask = (np.uint64(1) << self._half) - np.uint64(1)
+        base = np.random.SeedSequence(list(entropy)).generate_state(_ROUNDS, dtype=np.uint64)
+        domains = np.arange(len(self.sizes), dtype=np.uint64)[:, None]
+        self._keys = _mix(base[None, :] + (domains + np.uint64(1)) * _M1)  # (domains, rounds)
+
+    def __call__(self, domains: np.ndarray, positions: np.ndarray) -> np.ndarray:
+        """Map ``positions[i]`` (in ``[0, sizes[domains[i]])``) through the permutation of ``domains[i]`` (int64)."""
+        domains = np.asarray(domains, dtype=np.int64)
+        values = np.asarray(positions, dtype=np.uint64)
+        walking = np.arange(len(values))
+        while walking.size:  # cycle-walk values outside their domain: a domain is < 4 n, so few rounds
+            of = domains[walking]
+            values[walking] = _feistel(values[walking], self._half[of], self._mask[of], self._keys[of].T)
+            walking = walking[values[walking] >= self.sizes[of]]
+        return values.astype(np.int64)
