@@ -147,8 +147,8 @@ def _forget(sampler: Any) -> None:
     inner = getattr(sampler, "sampler", sampler)
     if hasattr(inner, "_plan_cache"):
         inner._plan_cache = None
-    if hasattr(inner, "_perm_cache"):
-        inner._perm_cache = None
+    if hasattr(inner, "_order"):
+        inner._order.clear_cache()
 
 
 def resume_table(lengths: np.ndarray, positions: list[int]) -> None:

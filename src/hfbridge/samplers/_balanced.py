@@ -12,6 +12,7 @@ from hfbridge._checks import check_choice, check_non_negative_int, check_positiv
 from hfbridge._distributed import resolve_replicas
 from hfbridge.samplers._base import Uneven, shard_len
 from hfbridge.samplers._state import Cursor, epoch_rng, fingerprint, to_index_array, uneven_options
+from hfbridge.samplers._weighted_order import WeightedOrder
 
 __all__ = ["BatchedSampler", "ClassBalancedSampler"]
 
@@ -26,8 +27,10 @@ class ClassBalancedSampler(Sampler[int]):
     per epoch and rare classes come early. The draw depends only on ``(seed, epoch)``; ranks take disjoint shares.
 
     Resume: with replacement, draws come from one generator per chunk of 16384 positions, seeded by
-    ``(seed, epoch, chunk)``, so resuming draws only the current chunk (O(1) in the position). Without replacement
-    the weighted permutation is a sort of all rows (O(n log n) per epoch, also on resume): it cannot be sliced.
+    ``(seed, epoch, chunk)``, so resuming draws only the current chunk (O(1) in the position). Without replacement,
+    rows of equal weight are exchangeable, so the permutation is drawn as a sequence of weight groups (binomial
+    counts per interval of the key axis, then one interval's keys sorted) and a keyed uniform order within each
+    group: resuming draws one small count table and sorts one interval of ~8192 keys, whatever the position.
 
     Args:
         labels: one class id per row (e.g. ``adapter.label_ids``).
@@ -75,17 +78,16 @@ class ClassBalancedSampler(Sampler[int]):
         self.seed = check_non_negative_int("seed", seed)
         self.uneven = check_choice("uneven", uneven, uneven_options)
         self.num_replicas, self.rank = resolve_replicas(num_replicas, rank)
-        counts = np.bincount(self._labels)
-        self.class_counts = counts
-        self.weights = counts[self._labels].astype(np.float64) ** -self.power
-        # once: rows grouped by class and each class's share of the total weight, for O(1) draws
-        self._rows_by_class = np.argsort(self._labels, kind="stable")
-        self._class_starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-        class_weight = np.zeros(len(counts))  # an absent class id weighs 0 (0 ** negative would warn)
-        present = counts > 0
-        class_weight[present] = counts[present].astype(np.float64) ** (1 - self.power)
-        self._class_cdf = np.cumsum(class_weight)
-        self._perm_cache: tuple[tuple[int, int], np.ndarray] | None = None
+        self.class_counts = counts = np.bincount(self._labels)
+        if replacement:  # rows grouped by class and each class's share of the total weight, for O(1) draws
+            self._rows_by_class = np.argsort(self._labels, kind="stable")
+            self._class_starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+            class_weight = np.zeros(len(counts))  # an absent class id weighs 0 (0 ** negative would warn)
+            present = counts > 0
+            class_weight[present] = counts[present].astype(np.float64) ** (1 - self.power)
+            self._class_cdf = np.cumsum(class_weight)
+        else:  # a weighted permutation with random access: see _weighted_order
+            self._order = WeightedOrder(self._labels, self.power, self.num_samples)
         self._cursor = Cursor()
         self._fingerprint = fingerprint(
             {
@@ -111,28 +113,24 @@ class ClassBalancedSampler(Sampler[int]):
         within = np.minimum((uniform[1] * counts).astype(np.int64), counts - 1)
         return self._rows_by_class[self._class_starts[classes] + within]
 
-    def _permutation(self) -> np.ndarray:
-        """Without replacement: a weighted permutation (Efraimidis-Spirakis: the smallest ``-log(u) / w`` first).
-        A full sort of the rows, cached per ``(seed, epoch)``."""
-        if self._perm_cache is None or self._perm_cache[0] != (self.seed, self.epoch):
-            keys = epoch_rng(self.seed, self.epoch).exponential(size=len(self.weights)) / self.weights
-            drawn = np.argsort(keys, kind="stable")[: self.num_samples]
-            self._perm_cache = ((self.seed, self.epoch), drawn)
-        return self._perm_cache[1]
-
     def _indices(self, start: int, stop: int) -> np.ndarray:
         """This rank's indices at its positions ``start..stop-1`` (sharded as :func:`shard` does)."""
         positions = self.rank + np.arange(start, stop, dtype=np.int64) * self.num_replicas
         if self.uneven == "pad":
             positions %= self.num_samples
         if not self.replacement:
-            return self._permutation()[positions]
+            return self._order(self.seed, self.epoch, positions)
         chunks = positions // _CHUNK
         drawn = np.empty_like(positions)
         for chunk in np.unique(chunks).tolist():
             mask = chunks == chunk
             drawn[mask] = self._draw_chunk(chunk)[positions[mask] - chunk * _CHUNK]
         return drawn
+
+    @property
+    def weights(self) -> np.ndarray:
+        """Each row's weight, ``count(label) ** -power`` (computed on request: sampling uses class weights)."""
+        return self.class_counts[self._labels].astype(np.float64) ** -self.power
 
     def __len__(self) -> int:
         return shard_len(self.num_samples, self.num_replicas, self.rank, self.uneven)
