@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import numpy as np
 import pytest
 
-from hfbridge.samplers import BatchedSampler, ClassBalancedSampler
+from hfbridge.samplers import BatchedSampler, ClassBalancedSampler, _weighted_order
 from hfbridge.samplers._permutation import Permutations
 
 LABELS = np.array([0] * 900 + [1] * 90 + [2] * 10)
@@ -125,6 +126,180 @@ def test_an_absent_class_id_with_power_above_one_draws_cleanly() -> None:
         drawn = list(sampler)
     assert len(drawn) == len(labels)
     assert 1 not in set(labels[drawn].tolist())
+
+
+# -- without replacement: a weighted permutation drawn an interval at a time ---------------------------------------
+
+
+def _successive_sampling(counts: list[int], power: float) -> np.ndarray:
+    """Exact ``P(class c at position t)`` when each draw picks a remaining row with probability proportional to
+    ``count(label) ** -power`` (a dynamic programme over the remaining counts)."""
+    weights = np.asarray(counts, dtype=np.float64) ** -power
+    states = {tuple(counts): 1.0}
+    marginals = np.zeros((sum(counts), len(counts)))
+    for position in range(sum(counts)):
+        following: dict[tuple[int, ...], float] = {}
+        for state, probability in states.items():
+            mass = np.asarray(state) * weights
+            for cls in np.flatnonzero(mass).tolist():
+                share = probability * mass[cls] / mass.sum()
+                marginals[position, cls] += share
+                after = tuple(n - (c == cls) for c, n in enumerate(state))
+                following[after] = following.get(after, 0.0) + share
+        states = following
+    return marginals
+
+
+def _epochs(sampler: ClassBalancedSampler, epochs: int) -> np.ndarray:
+    drawn = []
+    for epoch in range(epochs):
+        sampler.set_epoch(epoch)
+        drawn.append(list(sampler))
+    return np.array(drawn)
+
+
+@pytest.mark.parametrize(
+    ("counts", "power", "interval"),
+    [([6, 3, 1], 1.0, 2), ([4, 4, 2, 1], 0.5, 3), ([5, 3, 2], 2.0, 10**6)],
+    ids=["many-intervals", "shared-weight", "one-interval"],
+)
+def test_without_replacement_class_at_each_position_is_successive_sampling(
+    monkeypatch: pytest.MonkeyPatch, counts: list[int], power: float, interval: int
+) -> None:
+    monkeypatch.setattr(_weighted_order, "_INTERVAL", interval)
+    labels = np.repeat(np.arange(len(counts)), counts)
+    epochs = 2000
+    drawn = _epochs(ClassBalancedSampler(labels, replacement=False, power=power, seed=5), epochs)
+    assert (np.sort(drawn, axis=1) == np.arange(len(labels))).all()  # every row exactly once per epoch
+    seen = np.stack([(labels[drawn] == cls).mean(axis=0) for cls in range(len(counts))], axis=1)
+    exact = _successive_sampling(counts, power)
+    z = (seen - exact) / np.sqrt(exact * (1 - exact) / epochs + 1e-12)
+    assert np.abs(z).max() < 4.5, np.round(z, 1)
+
+
+def test_without_replacement_rows_of_equal_weight_come_in_uniform_order(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(_weighted_order, "_INTERVAL", 3)
+    labels = np.array(
+        [0] * 4 + [1] * 4 + [2] * 2 + [3]
+    )  # classes 0 and 1 share a weight: 8 exchangeable rows
+    epochs = 2000
+    drawn = _epochs(ClassBalancedSampler(labels, replacement=False, seed=1), epochs)
+    first = np.bincount(drawn[:, 0], minlength=len(labels)) / epochs
+    expected = np.array([1 / 16] * 8 + [1 / 8] * 2 + [1 / 4])  # weight / total weight (4)
+    assert np.abs(first - expected).max() < 4.5 * np.sqrt(0.25 * 0.75 / epochs)
+    # each of the 8 rows is equally likely at each rank among them (a uniform order, not a fixed stride)
+    shared = drawn[np.isin(labels[drawn], [0, 1])].reshape(epochs, 8)
+    table = np.stack([np.bincount(shared[:, rank], minlength=8) for rank in range(8)])
+    assert np.abs(table - epochs / 8).max() < 4.5 * np.sqrt(epochs / 8 * 7 / 8)
+
+
+def test_without_replacement_subset_matches_efraimidis_spirakis(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_weighted_order, "_INTERVAL", 16)
+    sampler = ClassBalancedSampler(LABELS, replacement=False, num_samples=100, power=0.5, seed=0)
+    ours = _epochs(sampler, 400)
+    assert all(len(set(epoch)) == 100 for epoch in ours.tolist())
+    ours_counts = np.stack([np.bincount(LABELS[epoch], minlength=3) for epoch in ours])
+    weights = np.bincount(LABELS)[LABELS] ** -0.5
+    keys = np.random.default_rng(0).exponential(size=(2000, len(LABELS))) / weights
+    reference = LABELS[np.argpartition(keys, 100, axis=1)[:, :100]]
+    reference_counts = np.stack([np.bincount(epoch, minlength=3) for epoch in reference])
+    error = np.sqrt(ours_counts.var(axis=0) / len(ours) + reference_counts.var(axis=0) / len(reference))
+    assert (np.abs(ours_counts.mean(axis=0) - reference_counts.mean(axis=0)) < 4.5 * error).all()
+
+
+@pytest.mark.parametrize("uneven", ["pad", "drop", "exact"])
+@pytest.mark.parametrize("num_replicas", [1, 3])
+def test_without_replacement_resumes_exactly_at_any_position(
+    monkeypatch: pytest.MonkeyPatch, uneven: str, num_replicas: int
+) -> None:
+    monkeypatch.setattr(_weighted_order, "_INTERVAL", 64)
+    labels = np.arange(2000) % 7 + 7 * (np.arange(2000) % 11 == 0)
+
+    def make(rank: int) -> ClassBalancedSampler:
+        return ClassBalancedSampler(
+            labels,
+            replacement=False,
+            num_samples=1501,
+            seed=3,
+            num_replicas=num_replicas,
+            rank=rank,
+            uneven=uneven,  # type: ignore[arg-type]
+        )
+
+    whole = (
+        make(0)
+        if num_replicas == 1
+        else ClassBalancedSampler(labels, replacement=False, num_samples=1501, seed=3)
+    )
+    whole.set_epoch(2)
+    single = list(whole)
+    starts = whole._order._epoch(3, 2)[1]  # positions where the intervals of the key axis start
+    assert len(starts) > 10
+    shares = []
+    for rank in range(num_replicas):
+        reference = make(rank)
+        reference.set_epoch(2)
+        full = list(reference)
+        shares.append(full)
+        boundaries = [(int(s) - rank) // num_replicas + d for s in starts[1:4] for d in (0, 1)]
+        for position in [0, 1, 10, *boundaries, len(full) // 2, len(full) - 1, len(full)]:
+            resumed = make(rank)
+            resumed.load_state_dict({**reference.state_dict(), "position": position})
+            assert list(resumed) == full[position:], position
+        # mid-iteration: save after 100 indices, a fresh sampler (no caches) yields the rest
+        first = make(rank)
+        first.set_epoch(2)
+        iterator = iter(first)
+        seen = [next(iterator) for _ in range(100)]
+        state = json.loads(json.dumps(first.state_dict()))
+        resumed = make(rank)
+        resumed.load_state_dict(state)
+        assert resumed.state_dict() == state
+        assert seen + list(resumed) == full
+    if uneven == "exact":
+        assert sorted(i for share in shares for i in share) == sorted(single)
+        assert len(set(single)) == 1501
+
+
+def test_without_replacement_resume_draws_one_interval(monkeypatch: pytest.MonkeyPatch) -> None:
+    labels = np.minimum(np.arange(200_000) % 97, 9)
+    sampler = ClassBalancedSampler(labels, replacement=False, seed=2)
+    full = list(sampler)
+    starts = sampler._order._epoch(2, 0)[1]
+    position = int(starts[17]) + 10
+    streams: list[int] = []
+    original = _weighted_order.epoch_rng
+
+    def counting(seed: int, epoch: int, stream: int = 0) -> np.random.Generator:
+        streams.append(stream)
+        return original(seed, epoch, stream)
+
+    monkeypatch.setattr(_weighted_order, "epoch_rng", counting)
+    resumed = ClassBalancedSampler(labels, replacement=False, seed=2)
+    resumed.load_state_dict({**sampler.state_dict(), "position": position})
+    assert next(iter(resumed)) == full[position]
+    assert streams == [0, 1 + 17]  # the count table, then interval 17's keys: not the other 24 intervals
+
+
+@pytest.mark.parametrize("power", [1.5, 300.0])
+def test_without_replacement_absent_classes_and_extreme_power_draw_cleanly(power: float) -> None:
+    import warnings
+
+    labels = np.array([0, 0, 0, 2, 2, 3] * 10)  # class 1 never appears
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        drawn = list(ClassBalancedSampler(labels, replacement=False, power=power, seed=0))
+    assert sorted(drawn) == list(range(len(labels)))
+    if power > 100:  # the smaller class weighs 2 ** 300 times more per row: classes come rarest first
+        assert labels[drawn].tolist() == [3] * 10 + [2] * 20 + [0] * 30
+
+
+def test_without_replacement_state_of_another_configuration_is_refused() -> None:
+    saved = ClassBalancedSampler(LABELS, replacement=True).state_dict()
+    with pytest.raises(ValueError, match="configured differently"):
+        ClassBalancedSampler(LABELS, replacement=False).load_state_dict(saved)
 
 
 def test_permutations_are_independent_bijections_mapped_in_one_pass() -> None:
