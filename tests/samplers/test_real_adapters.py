@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from itertools import islice
 from typing import Any
 
 import numpy as np
@@ -100,3 +101,23 @@ def test_real_streaming_adapter_bucketed_and_resumed(
     resumed.load_state_dict(state)
     assert seen + _ids(resumed) == full
     assert torch.is_tensor(next(iter(make()))["labels"])
+
+
+@pytest.mark.parametrize(
+    "save_at", [2, None]
+)  # in the first buffer (no source state); run out (past the last)
+def test_real_streaming_adapter_rebuilds_the_last_batch_after_a_resume(
+    streaming_dataset: Any, wordpiece_tokenizer: Any, save_at: int | None
+) -> None:
+    def make() -> Any:
+        stream = adapt(streaming_dataset, wordpiece_tokenizer, task="sequence-classification", max_length=64)
+        return build_dataloader(stream, batch_size=4, buffer_size=16, seed=3)
+
+    loader = make()
+    seen = [b["input_ids"].tolist() for b in islice(loader, save_at)]
+    state = json.loads(json.dumps(loader.state_dict()))
+    resumed = make()
+    resumed.load_state_dict(state)
+    last = resumed.collate_fn(resumed.dataset.last_batch())  # what uneven="pad" repeats on a run-out rank
+    assert last["input_ids"].tolist() == seen[-1]
+    assert seen + _ids(resumed) == _ids(make())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from itertools import islice
 from typing import Any
 
 import numpy as np
@@ -108,3 +109,107 @@ def test_single_process_stream_is_not_synchronised() -> None:
     assert (
         sum(len(b["row"]) for b in loader) == 50
     )  # no process group: nothing to agree with, nothing dropped
+
+
+def _stream(rows: int = 170, **kwargs: Any) -> BucketedIterable:
+    """11 batches of 16 rows (with 170 rows) over buffers of 4 batches, shuffled."""
+    return BucketedIterable(
+        FakeIterableAdapter(news_lengths(rows)), batch_size=16, buffer_size=64, seed=3, **kwargs
+    )
+
+
+def _ids(batches: Any) -> list[list[int]]:
+    return [[row["row"] for row in batch] for batch in batches]
+
+
+@pytest.mark.parametrize(
+    ("rows", "drop_last", "save_at"),
+    [
+        (170, False, 0),
+        (170, False, 1),
+        (170, False, 6),  # mid-buffer
+        (170, False, None),  # the stream ran out: the last batch lies in the buffer before the saved one
+        (138, True, None),  # the final buffer's only batch was dropped: the last lies two buffers back
+    ],
+)
+def test_last_batch_after_a_resume_is_the_batch_yielded_last(
+    rows: int, drop_last: bool, save_at: int | None
+) -> None:
+    uninterrupted = _stream(rows, drop_last=drop_last)
+    full = _ids(uninterrupted)
+    stream = _stream(rows, drop_last=drop_last)
+    seen = _ids(islice(stream, save_at))  # islice(_, None) runs the stream out
+    state = json.loads(json.dumps(stream.state_dict()))
+    resumed = _stream(rows, drop_last=drop_last)
+    resumed.load_state_dict(state)
+    last = resumed.last_batch()
+    assert (None if last is None else _ids([last])[0]) == (seen[-1] if seen else None)
+    assert seen + _ids(resumed) == full  # re-reading the source for the last batch leaves the resume exact
+    assert resumed.state_dict() == uninterrupted.state_dict()  # also when the resumed stream yielded nothing
+
+
+def test_a_state_saved_without_last_batch_still_loads() -> None:
+    full = _ids(_stream())
+    stream = _stream()
+    seen = _ids(islice(stream, 5))
+    state = stream.state_dict()
+    del state["last_batch"]  # saved before the field existed
+    resumed = _stream()
+    resumed.load_state_dict(state)
+    assert resumed.last_batch() is None
+    assert seen + _ids(resumed) == full
+
+
+def test_last_batch_of_a_source_without_state_is_read_from_the_epoch_start_only() -> None:
+    rows = list(FakeIterableAdapter(news_lengths(170)))
+    stream = BucketedIterable(rows, batch_size=16, buffer_size=64, seed=3)
+    first = _ids(islice(stream, 2))
+    assert _ids([stream.last_batch()]) == first[-1:]
+    list(stream)
+    with pytest.raises(
+        RuntimeError, match="lies in buffer 2, which only a source with `state_dict\\(\\)` can"
+    ):
+        stream.last_batch()
+
+
+@pytest.mark.parametrize(
+    ("last", "error", "match"),
+    [
+        ("buffer 2", TypeError, r"`state\['last_batch'\]` must be None or a dict with keys \['buffer_index'"),
+        ({"buffer_index": 1}, TypeError, r"`state\['last_batch'\]` must be None or a dict"),
+        (
+            {"buffer_index": 1, "source_state": None, "batch_index": 0},
+            ValueError,
+            r"`state\['last_batch'\]\['source_state'\]` is missing",
+        ),
+        (
+            {"buffer_index": 0, "source_state": None, "batch_index": -1},
+            ValueError,
+            r"`state\['last_batch'\]\['batch_index'\]` must be a non-negative integer; got -1",
+        ),
+        (
+            {"buffer_index": "0", "source_state": None, "batch_index": 0},
+            TypeError,
+            r"`state\['last_batch'\]\['buffer_index'\]` must be a non-negative integer; got '0'",
+        ),
+    ],
+)
+def test_bad_last_batch_in_a_state_is_refused(last: Any, error: type[Exception], match: str) -> None:
+    stream = _stream()
+    state = stream.state_dict()
+    state["last_batch"] = last
+    with pytest.raises(error, match=match):
+        _stream().load_state_dict(state)
+
+
+def test_last_batch_from_another_source_is_refused() -> None:
+    stream = _stream()
+    list(stream)
+    state = stream.state_dict()
+    state["last_batch"]["batch_index"] = 99
+    resumed = _stream()
+    resumed.load_state_dict(state)
+    with pytest.raises(
+        ValueError, match="too few for its batch 99: it is not the source the position was saved"
+    ):
+        resumed.last_batch()

@@ -94,8 +94,14 @@ class ResumableDataLoader(DataLoader):
         )
         batches: Iterator[Any] = super().__iter__()
         if isinstance(stateful, BucketedIterable) and ranks_must_agree(self.num_replicas, self.uneven):
-            batches = agreed_batches(batches, self.uneven)  # a stream's ranks hold different batch counts
+            # a stream's ranks hold different batch counts
+            batches = agreed_batches(batches, self.uneven, previous=self._last_stream_batch)
         return self._counting(batches, start)
+
+    def _last_stream_batch(self) -> Any | None:
+        """The stream's last batch this epoch, collated: what ``uneven="pad"`` repeats on a rank resumed past it."""
+        rows = self._stateful.last_batch()
+        return None if rows is None else self.collate_fn(rows)
 
     def _counting(self, iterator: Any, start: int) -> Iterator[Any]:
         self._count = start

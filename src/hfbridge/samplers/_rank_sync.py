@@ -9,7 +9,7 @@ together, with one tiny ``all_reduce`` per batch.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import torch
@@ -36,17 +36,22 @@ def _flag_device() -> torch.device:
     return torch.device("cpu")
 
 
-def agreed_batches(batches: Iterable[Any], uneven: str) -> Iterator[Any]:
+def agreed_batches(
+    batches: Iterable[Any], uneven: str, previous: Callable[[], Any | None] | None = None
+) -> Iterator[Any]:
     """Yield ``batches`` so that every rank of the default process group yields the same number.
 
     Each step the ranks ``all_reduce`` (MIN) whether they still have a batch. ``"drop"``: all stop as soon as any
     rank runs out (its extra batches are not seen this epoch). ``"pad"``: ranks that ran out repeat their last batch
-    until every rank is done; if a rank had no batch at all this epoch there is nothing to repeat, so all stop there
-    with a warning.
+    until every rank is done. A rank that runs out before yielding anything repeats the batch ``previous`` builds
+    (its last one before a resume); if there is none either, the rank had no batch this epoch and nothing to
+    repeat, so all stop there with a warning.
 
     Args:
         batches: this rank's batches.
         uneven: ``"pad"`` or ``"drop"``.
+        previous: builds the batch this rank yielded last this epoch before ``batches`` began (``None`` when there
+            was none); called at most once, only when ``"pad"`` needs it.
 
     Returns:
         An iterator of batches, the same length on every rank.
@@ -64,6 +69,9 @@ def agreed_batches(batches: Iterable[Any], uneven: str) -> Iterator[Any]:
             done = batch is _MISSING
             if not done:
                 last = batch
+            elif last is _MISSING and uneven == "pad" and previous is not None:
+                restored = previous()
+                last = _MISSING if restored is None else restored
         # [this rank has a batch, this rank is done, this rank can yield something]; MIN over ranks
         flags = torch.tensor([int(not done), int(done), int(last is not _MISSING)], device=device)
         dist.all_reduce(flags, op=dist.ReduceOp.MIN)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from itertools import islice
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from torch.utils.data import IterableDataset
@@ -26,6 +26,27 @@ def _row_length(row: Any, key: str) -> int:
             f"every streamed row must be a mapping with a `{key}` sequence (`length_key`); got {keys}"
         )
     return len(row[key])
+
+
+class _BatchAt(NamedTuple):
+    """Where a yielded batch came from: enough to cut it again from the source."""
+
+    buffer_index: int
+    source_state: Any  # the source's state at the buffer's start; None: the start of the epoch
+    batch_index: int  # the batch's place among the buffer's batches, as cut
+
+
+class _Progress(NamedTuple):
+    """Where a stream stands in its epoch."""
+
+    yielded: int  # batches yielded this epoch
+    buffer_index: int  # the buffer being read
+    source_state: Any  # the source's state at that buffer's start; None: the start of the epoch
+    in_buffer: int  # the buffer's batches already emitted (or dropped)
+    last: _BatchAt | None  # the batch yielded last this epoch, which uneven="pad" may have to repeat
+
+
+_START = _Progress(0, 0, None, 0, None)
 
 
 class BucketedIterable(IterableDataset):
@@ -104,9 +125,18 @@ class BucketedIterable(IterableDataset):
                 "drop_last": drop_last,
             }
         )
-        # progress: (batches yielded this epoch, buffer index, source state at buffer start, batches from buffer)
-        self._progress: tuple[int, int, Any, int] = (0, 0, None, 0)
-        self._resume: tuple[int, int, Any, int] | None = None
+        self._progress = _START
+        self._resume: _Progress | None = None
+
+    def _read_buffer(
+        self, rows_iter: Iterator[Any], epoch: int, buffer_index: int
+    ) -> tuple[list[Any], list[np.ndarray]]:
+        """The next ``buffer_size`` rows of ``rows_iter`` and their batches (row indices), cut for the buffer."""
+        rows = list(islice(rows_iter, self.buffer_size))
+        if not rows:
+            return rows, []
+        lengths = np.fromiter((_row_length(r, self.length_key) for r in rows), np.int64, len(rows))
+        return rows, self._cut(lengths, epoch, buffer_index)
 
     def _cut(self, lengths: np.ndarray, epoch: int, buffer_index: int) -> list[np.ndarray]:
         rng = epoch_rng(self.seed, epoch, stream=buffer_index)
@@ -128,7 +158,7 @@ class BucketedIterable(IterableDataset):
         check_non_negative_int("epoch", epoch)
         if epoch != self.epoch:
             self._resume = None
-            self._progress = (0, 0, None, 0)
+            self._progress = _START
         self.epoch = epoch
         if callable(getattr(self.source, "set_epoch", None)):
             self.source.set_epoch(epoch)
@@ -136,49 +166,112 @@ class BucketedIterable(IterableDataset):
     def __iter__(self) -> Iterator[list[Any]]:
         epoch, source = self.epoch, self.source
         stateful = callable(getattr(source, "state_dict", None))
-        yielded, buffer_index, source_state, skip = self._resume or (0, 0, None, 0)
-        self._resume = None
-        if source_state is not None:
-            source.load_state_dict(source_state)
+        self._progress, self._resume = self._resume or _START, None
+        yielded, buffer_index, start_state, skip, _ = self._progress
+        if start_state is not None:  # None: the start of the epoch, which needs no source state to re-read
+            source.load_state_dict(start_state)
         rows_iter = iter(source)
-        start_state = source_state  # None: the start of the epoch, which needs no source state to re-read
         while True:
-            rows = list(islice(rows_iter, self.buffer_size))
+            rows, batches = self._read_buffer(rows_iter, epoch, buffer_index)
             if not rows:
                 break
-            lengths = np.fromiter((_row_length(r, self.length_key) for r in rows), np.int64, len(rows))
-            batches = self._cut(lengths, epoch, buffer_index)
             final = len(rows) < self.buffer_size
             for k in range(skip, len(batches)):
                 batch = batches[k]
                 if self.drop_last and final and self.batch_size and len(batch) < self.batch_size:
                     continue
                 yielded += 1
-                self._progress = (yielded, buffer_index, start_state, k + 1)
+                last = _BatchAt(buffer_index, start_state, k)
+                self._progress = _Progress(yielded, buffer_index, start_state, k + 1, last)
                 yield [rows[i] for i in batch]
             skip = 0
             buffer_index += 1
             start_state = source.state_dict() if stateful else None
-            self._progress = (yielded, buffer_index, start_state, 0)
+            self._progress = self._progress._replace(
+                buffer_index=buffer_index, source_state=start_state, in_buffer=0
+            )
+
+    def last_batch(self) -> list[Any] | None:
+        """The rows of the batch yielded last this epoch, cut again from the source; ``None`` before the first.
+
+        ``uneven="pad"`` repeats this batch on a rank whose stream ran out. A run resumed past it has not got it in
+        memory, so the loader rebuilds it from here: the source is reloaded at the start of that batch's buffer and
+        the buffer re-read and cut with the same ``(seed, epoch, buffer)``. Call it between iterations, as it moves
+        the source.
+
+        Returns:
+            The batch's rows, or ``None`` when no batch was yielded this epoch.
+
+        Raises:
+            RuntimeError: when the batch lies past the first buffer of a source without ``state_dict()``.
+            ValueError: when the source no longer yields the rows the batch was cut from.
+        """
+        last = (self._resume or self._progress).last
+        if last is None:
+            return None
+        if last.source_state is not None:
+            self.source.load_state_dict(last.source_state)
+        elif last.buffer_index:
+            raise RuntimeError(
+                f"the last batch lies in buffer {last.buffer_index}, which only a source with `state_dict()` can "
+                "re-read"
+            )
+        rows, batches = self._read_buffer(iter(self.source), self.epoch, last.buffer_index)
+        if last.batch_index >= len(batches):
+            raise ValueError(
+                f"the source yields {len(rows)} rows for buffer {last.buffer_index}, too few for its batch "
+                f"{last.batch_index}: it is not the source the position was saved from"
+            )
+        return [rows[i] for i in batches[last.batch_index]]
 
     def state_dict(self) -> dict[str, Any]:
-        """Seed, epoch, batches yielded, and where the current buffer started in the source (its state)."""
-        yielded, buffer_index, source_state, in_buffer = self._resume or self._progress
+        """Seed, epoch, batches yielded, where the current buffer started in the source (its state), and where the
+        last batch yielded came from (``last_batch``, which ``uneven="pad"`` may repeat after a resume)."""
+        yielded, buffer_index, source_state, in_buffer, last = self._resume or self._progress
         state = make_state(type(self).__name__, self._fingerprint, self.seed, self.epoch, yielded)
-        state.update(buffer_index=buffer_index, buffer_position=in_buffer, source_state=source_state)
+        state.update(
+            buffer_index=buffer_index,
+            buffer_position=in_buffer,
+            source_state=source_state,
+            last_batch=None if last is None else last._asdict(),
+        )
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Resume: re-read only the current buffer from the source's saved state, then skip its emitted batches.
 
+        A state without ``last_batch`` (saved before it was kept) loads too; a rank resumed from it past its last
+        batch has nothing for ``uneven="pad"`` to repeat, so all ranks stop that epoch there, with a warning.
+
         Raises:
+            TypeError: when the state or its ``last_batch`` has the wrong shape.
             ValueError: when the state belongs to another configuration.
         """
         seed, epoch, position = check_state(state, type(self).__name__, self._fingerprint)
-        source_state = state.get("source_state")
-        if source_state is None and state.get("buffer_index"):
-            raise ValueError(
-                "`state['source_state']` is missing: exact streaming resume needs a source with `state_dict()`"
-            )
+        buffer_index, source_state = _buffer_start(state, "state")
+        last = _batch_at(state.get("last_batch"))
         self.seed, self.epoch = seed, epoch
-        self._resume = (position, int(state["buffer_index"]), source_state, int(state["buffer_position"]))
+        self._resume = _Progress(position, buffer_index, source_state, int(state["buffer_position"]), last)
+
+
+def _buffer_start(state: Mapping[str, Any], where: str) -> tuple[int, Any]:
+    """A buffer's index and the source's state at its start, read from ``state`` (named ``where`` in errors); only
+    the first buffer of an epoch may lack a source state."""
+    buffer_index = check_non_negative_int(f"{where}['buffer_index']", state["buffer_index"])
+    source_state = state.get("source_state")
+    if source_state is None and buffer_index:
+        raise ValueError(
+            f"`{where}['source_state']` is missing: exact streaming resume needs a source with `state_dict()`"
+        )
+    return buffer_index, source_state
+
+
+def _batch_at(value: Any) -> _BatchAt | None:
+    """The ``last_batch`` field of a state (``None``: no batch yet, or a state saved before the field existed)."""
+    if value is None:
+        return None
+    where = "state['last_batch']"
+    if not isinstance(value, Mapping) or set(value) != set(_BatchAt._fields):
+        raise TypeError(f"`{where}` must be None or a dict with keys {list(_BatchAt._fields)}; got {value!r}")
+    batch_index = check_non_negative_int(f"{where}['batch_index']", value["batch_index"])
+    return _BatchAt(*_buffer_start(value, where), batch_index)
