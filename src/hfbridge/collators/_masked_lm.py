@@ -13,6 +13,7 @@ import numpy as np
 
 from hfbridge._checks import check_probability, check_type
 from hfbridge._distributed import get_rank, get_world_size
+from hfbridge._mixing import GOLDEN, mix64, mix64_array
 from hfbridge.collators._common import PaddingOptions
 from hfbridge.collators._padding import PaddingCollator
 from hfbridge.collators._words import continuation_table
@@ -135,7 +136,7 @@ class MaskedLMCollator(PaddingOptions):
         high, low = local.words
         state = local.state
         # distinct batches, distinct and unrelated states
-        state["state"]["state"] = _mix64(x ^ high) << 64 | _mix64(x ^ low)
+        state["state"]["state"] = mix64(x ^ high) << 64 | mix64(x ^ low)
         generator: np.random.Generator = local.generator  # resetting its state: ~10x cheaper than a new one
         generator.bit_generator.state = state
         return generator
@@ -190,13 +191,6 @@ _WEIGHTS: np.ndarray | None = None  # 2**16 odd 64-bit weights (splitmix64 of 0,
 _M64 = (1 << 64) - 1
 
 
-def _mix64(x: int) -> int:
-    """splitmix64's finalizer: a bijection on 64-bit ints that spreads every input bit over the output."""
-    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _M64
-    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _M64
-    return x ^ (x >> 31)
-
-
 def _fingerprint(ids: np.ndarray) -> int:
     """A 64-bit fingerprint of ``ids`` and their shape: the dot product with fixed odd random weights, modulo
     2**64, with the shape mixed in.
@@ -211,15 +205,12 @@ def _fingerprint(ids: np.ndarray) -> int:
         x = int.from_bytes(hashlib.sha256(flat.data).digest()[:8], "little")
     else:
         if _WEIGHTS is None:
-            z = np.arange(1 << 16, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)
-            z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-            z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-            _WEIGHTS = (z ^ (z >> np.uint64(31))).view(np.int64) | 1
+            _WEIGHTS = mix64_array(np.arange(1 << 16, dtype=np.uint64) * np.uint64(GOLDEN)).view(np.int64) | 1
         x = int(np.dot(flat, _WEIGHTS[: flat.shape[0]])) & _M64
     shape = 0  # rows * (2**40 + 435) + width: distinct for any two 2-D shapes
     for size in ids.shape:
         shape = (shape * 0x100000001B3 + size) & _M64
-    return _mix64(x ^ (shape * 0x9E3779B97F4A7C15 & _M64))
+    return mix64(x ^ (shape * GOLDEN & _M64))
 
 
 def _choose_words(

@@ -9,23 +9,17 @@ from __future__ import annotations
 
 import numpy as np
 
+from hfbridge._mixing import GOLDEN, mix64_array
+
 __all__ = ["Permutation", "Permutations"]
 
 _ROUNDS = 6
-_M1 = np.uint64(0x9E3779B97F4A7C15)
-_M2 = np.uint64(0xBF58476D1CE4E5B9)
-_M3 = np.uint64(0x94D049BB133111EB)
+_M1 = np.uint64(GOLDEN)
 
 
 def _mix(x: np.ndarray) -> np.ndarray:
-    """splitmix64's finalizer: a bijection of uint64 with full avalanche (uint64 arithmetic wraps)."""
-    x = x * _M1
-    x ^= x >> np.uint64(30)
-    x *= _M2
-    x ^= x >> np.uint64(27)
-    x *= _M3
-    x ^= x >> np.uint64(31)
-    return x
+    """splitmix64 of ``x`` (its golden-ratio multiply, then its finalizer)."""
+    return mix64_array(x * _M1)
 
 
 def _feistel(
