@@ -320,3 +320,30 @@ def test_empty_split_and_empty_stream_share_the_message(
         ValueError, match=r"^`source` must have at least one row; got an empty IterableDataset$"
     ):
         adapt(IterableDataset.from_generator(no_rows), wordpiece_tokenizer, task="masked-lm")
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, 2.0, -0.5], ids=["nan", "inf", "two", "negative"])
+def test_multi_hot_label_outside_0_1_names_its_row(bad: float, wordpiece_tokenizer: Any) -> None:
+    from datasets import Dataset
+
+    pattern = r"`label_column` 'tags' multi-hot rows must hold numbers in \[0, 1\].*row 1 holds \[0\.0, "
+    source = {"text": ["a", "b", "c"], "tags": [[1.0, 0.0], [0.0, bad], [0.3, 0.7]]}
+    with pytest.raises(ValueError, match=pattern):
+        adapt(source, wordpiece_tokenizer, task=SEQCLS, label_column="tags")
+    with pytest.raises(ValueError, match=pattern):
+        adapt(Dataset.from_dict(source), wordpiece_tokenizer, task=SEQCLS, label_column="tags")
+    stream = adapt(
+        Dataset.from_dict(source).to_iterable_dataset(),
+        wordpiece_tokenizer,
+        task=SEQCLS,
+        label_column="tags",
+        label2id={"x": 0, "y": 1},
+    )
+    with pytest.raises(ValueError, match=pattern):
+        list(stream)
+
+
+def test_soft_multi_hot_labels_in_0_1_are_kept(wordpiece_tokenizer: Any) -> None:
+    source = {"text": ["a", "b"], "tags": [[1.0, 0.0], [0.25, 0.75]]}
+    adapter = adapt(source, wordpiece_tokenizer, task=SEQCLS, label_column="tags")
+    assert [row["labels"] for row in adapter] == [[1.0, 0.0], [0.25, 0.75]]

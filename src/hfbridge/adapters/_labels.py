@@ -166,7 +166,11 @@ class LabelInfo:
                 raise ValueError(
                     f"`label_column` {self.column!r} multi-hot rows must have {n} values; got {bad[0]}"
                 )
-            return [[float(x) for x in v] for v in values]
+            hot = [[float(x) for x in v] for v in values]
+            for row, vector in enumerate(hot):
+                if not all(0.0 <= x <= 1.0 for x in vector):  # also false for NaN
+                    raise self._bad_multi_hot(row, vector, None)
+            return hot
         hot = []
         for row in values:
             vector = [0.0] * n
@@ -189,6 +193,11 @@ class LabelInfo:
             row = pc.index(pc.invert(pc.is_finite(values)), True).as_py()
             if row is not None and row >= 0:
                 raise self._non_finite(row, values[row].as_py(), split)
+        if self.kind.raw == "float" and self.kind.is_list and len(values):  # multi-hot (or soft) labels
+            outside = pc.invert(pc.and_(pc.greater_equal(values, 0.0), pc.less_equal(values, 1.0)))
+            if pc.any(pc.fill_null(outside, True)).as_py():  # NaN compares false: it is outside too
+                row = next(i for i, v in enumerate(column.to_pylist()) if not all(0.0 <= x <= 1.0 for x in v))
+                raise self._bad_multi_hot(row, column[row].as_py(), split)
         if self.problem_type == "regression" or self.kind.raw == "float" or len(values) == 0:
             return
         if self.kind.raw == "name":
@@ -206,6 +215,12 @@ class LabelInfo:
         return ValueError(
             f"`label_column` {self.column!r}{_in(split)} must hold finite numbers for regression; row {row} holds "
             f"{value!r}. Drop or fill such rows first, e.g. `dataset.filter(lambda row: math.isfinite(row[{self.column!r}]))`"
+        )
+
+    def _bad_multi_hot(self, row: int, vector: list[float], split: str | None) -> ValueError:
+        return ValueError(
+            f"`label_column` {self.column!r}{_in(split)} multi-hot rows must hold numbers in [0, 1] (1 = the label "
+            f"applies; soft labels in between); row {row} holds {vector!r:.80}"
         )
 
     def _unknown(self, labels: list[Any], split: str | None) -> ValueError:
