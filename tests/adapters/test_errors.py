@@ -347,3 +347,25 @@ def test_soft_multi_hot_labels_in_0_1_are_kept(wordpiece_tokenizer: Any) -> None
     source = {"text": ["a", "b"], "tags": [[1.0, 0.0], [0.25, 0.75]]}
     adapter = adapt(source, wordpiece_tokenizer, task=SEQCLS, label_column="tags")
     assert [row["labels"] for row in adapter] == [[1.0, 0.0], [0.25, 0.75]]
+
+
+def test_int_labels_in_a_split_whose_train_split_has_names_are_refused(wordpiece_tokenizer: Any) -> None:
+    """Which int is which name is unknown unless the user says so: no silent guess of the id order."""
+    from datasets import Dataset, DatasetDict
+
+    splits = DatasetDict(
+        {
+            "train": Dataset.from_dict({"text": ["a", "b"], "label": ["pos", "neg"]}),
+            "test": Dataset.from_dict({"text": ["c", "d"], "label": [0, 1]}),
+        }
+    )
+    with pytest.raises(
+        ValueError,
+        match=r"`label_column` 'label' in split 'test' holds plain int labels, but the label map was learnt from "
+        r"string labels \('neg', 'pos', \.\.\.\).*ClassLabel.*or pass `label2id`",
+    ):
+        adapt(splits, wordpiece_tokenizer, task=SEQCLS)
+    # with label2id the ints mean its ids
+    given = adapt(splits, wordpiece_tokenizer, task=SEQCLS, label2id={"neg": 0, "pos": 1})
+    assert [row["labels"] for row in given["test"]] == [0, 1]
+    assert [row["labels"] for row in given["train"]] == [1, 0]

@@ -88,7 +88,7 @@ def rebind_labels(
     name order is remapped through the shared ``label2id``."""
     feature = features.get(labels.column) if features is not None else None
     kind = label_kind(feature, sample, column=labels.column, task=cfg.task)
-    return labels.rebind(kind, split)
+    return labels.rebind(kind, split, given_map=cfg.label2id is not None)
 
 
 class AdapterProperties:

@@ -100,14 +100,26 @@ class LabelInfo:
     column: str
     lookup: tuple[int, ...] | None = None
 
-    def rebind(self, kind: LabelKind, split: str | None = None) -> LabelInfo:
+    def rebind(self, kind: LabelKind, split: str | None = None, *, given_map: bool = False) -> LabelInfo:
         """This label map applied to a source whose label column has ``kind`` (e.g. another split's ClassLabel).
+
+        Plain int labels are read as ids of ``label2id`` when the user gave it (``given_map``); a map learnt from
+        another split's string labels has no id order the ints could follow, so they are an error.
 
         Raises:
             TypeError: ``kind`` does not fit the problem type.
-            ValueError: a ClassLabel name of ``kind`` is not in ``label2id``.
+            ValueError: a ClassLabel name of ``kind`` is not in ``label2id``; or plain ints against a map learnt
+                from string labels.
         """
         _check_problem_type(self.problem_type, kind, self.column)
+        if self.kind.raw == "name" and kind.raw == "id" and kind.names is None and not given_map:
+            names = ", ".join(map(repr, list(self.label2id or {})[:5]))
+            raise ValueError(
+                f"`label_column` {self.column!r}{_in(split)} holds plain int labels, but the label map was learnt "
+                f"from string labels ({names}, ...): which int is which name is unknown. Give that split the same "
+                f"string labels, cast its column to a ClassLabel with the names in its id order (`split.cast_column"
+                f"({self.column!r}, ClassLabel(names=[...]))`), or pass `label2id` to say what the ints mean"
+            )
         return _bind(LabelInfo(self.problem_type, kind, self.label2id, self.column), split)
 
     @property
