@@ -16,13 +16,14 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 from itertools import repeat
-from struct import Struct, pack_into
 from struct import error as StructError
+from struct import pack_into
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
 from hfbridge.collators._arrays import constant_padded, padding_mask, stack_scalars
+from hfbridge.collators._packing import FLAG_KEYS, pack_flags, pack_ints, pack_rows
 
 if TYPE_CHECKING:
     from hfbridge.collators._padding import PaddingCollator
@@ -167,7 +168,7 @@ def _pad_lists(c: PaddingCollator, plan: Plan, features: list[dict[str, Any]], o
         if not is_aligned:
             key_lens = list(map(len, column))
             key_width = _width(c, key_lens)
-            out[name] = _pack_rows(column, key_lens, key_width, pad, side)
+            out[name] = pack_rows(column, key_lens, key_width, pad, side)
             if name == "input_ids":
                 lens, width = key_lens, key_width
             continue
@@ -185,48 +186,13 @@ def _pad_lists(c: PaddingCollator, plan: Plan, features: list[dict[str, Any]], o
             out[name] = (
                 mask.astype(np.int64) if value == 1 and pad == 0 else constant_padded(mask, value, pad)
             )
-        elif name in _FLAG_KEYS:  # 0/1 values: converting all rows at once as bytes beats a pack per row
+        elif name in FLAG_KEYS:  # 0/1 values: converting all rows at once as bytes beats a pack per row
             if mask is None:
                 mask = padding_mask(lens, width, side)  # type: ignore[arg-type]
-            out[name] = _scatter(_pack_flags(column), mask, pad)
+            out[name] = _scatter(pack_flags(column), mask, pad)
         else:
-            out[name] = _pack_rows(column, lens, width, pad, side)
+            out[name] = pack_rows(column, lens, width, pad, side)
     return padding_mask(lens, width, side) if mask is None else mask  # type: ignore[arg-type]
-
-
-def _pack_rows(column: list[Any], lens: list[int], width: int, pad: int, side: str) -> np.ndarray:
-    """Write list rows of ints into a new ``[B, width]`` int64 buffer filled with ``pad``: one ``pack_into``
-    per row at the row's offset, which also rejects floats, strings, None and nested lists."""
-    if pad:
-        out = np.empty((len(column), width), dtype=np.int64)
-        out.fill(pad)
-    else:
-        out = np.zeros((len(column), width), dtype=np.int64)
-    packers: list[Any] = list(map(_ROW_PACKERS.get, lens))
-    if None in packers:
-        packers = [_packer(n) for n in lens]
-    step = width * 8
-    if side == "right":
-        offsets: Any = range(0, len(lens) * step, step)
-    else:
-        offsets = [i * step + (width - n) * 8 for i, n in enumerate(lens)]
-    buffer = out.data
-    for packer, offset, row in zip(packers, offsets, column):
-        packer(buffer, offset, *row)
-    return out
-
-
-def _packer(n: int) -> Any:
-    """A compiled ``pack_into`` of ``n`` int64s, cached by ``n``."""
-    packer = _ROW_PACKERS.get(n)
-    if packer is None:
-        if len(_ROW_PACKERS) >= 4096:
-            _ROW_PACKERS.clear()
-        packer = _ROW_PACKERS[n] = Struct(f"{n}q").pack_into
-    return packer
-
-
-_ROW_PACKERS: dict[int, Any] = {}  # row length -> a compiled ``pack_into`` for that many int64s
 
 
 def _pad_arrays(c: PaddingCollator, plan: Plan, features: list[dict[str, Any]], out: Batch) -> np.ndarray:
@@ -288,7 +254,7 @@ def flatten_ints(column: list[Any]) -> tuple[np.ndarray, list[int]] | None:
     kind = type(column[0])
     try:
         if kind is list:
-            return _pack_ints(column), list(map(len, column))
+            return pack_ints(column), list(map(len, column))
         if kind is np.ndarray:
             flat = np.concatenate(column)
             count: Any = len
@@ -331,29 +297,3 @@ def _width(c: PaddingCollator, lens: list[int]) -> int:
 def _mask(c: PaddingCollator, lens: list[int]) -> np.ndarray:
     """The ``[B, width]`` mask of real positions, as ``PaddingCollator._layout`` has it for untruncated rows."""
     return padding_mask(lens, _width(c, lens), c.padding_side)  # type: ignore[arg-type]
-
-
-_FLAG_KEYS = frozenset({"attention_mask", "token_type_ids", "special_tokens_mask"})  # small ints, as a rule
-
-
-def _pack_flags(column: list[Any]) -> np.ndarray:
-    """Concatenate list rows of ints in [0, 255] (masks, segment ids) into uint8: ``bytes`` converts them about
-    twice as fast as ``pack_into``; any other value (or row type) goes through :func:`_pack_ints`."""
-    if [*map(type, column)].count(list) == len(column):
-        try:
-            return np.frombuffer(b"".join(map(bytes, column)), dtype=np.uint8)
-        except (ValueError, TypeError):
-            pass  # a value outside [0, 255] or not an int
-    return _pack_ints(column)
-
-
-def _pack_ints(column: list[Any]) -> np.ndarray:
-    """Concatenate list rows into an int64 array with one C loop that rejects anything but ints."""
-    flat: list[Any] = []
-    extend = flat.extend
-    for row in column:
-        extend(row)
-    count = len(flat)
-    out = np.empty(count, dtype=np.int64)
-    pack_into(f"{count}q", out.data, 0, *flat)  # raises on floats, strings, None, nested lists
-    return out
