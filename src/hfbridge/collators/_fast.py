@@ -3,8 +3,10 @@
 Most batches look alike: ``input_ids`` plus keys aligned with it (``attention_mask``, ``token_type_ids``, ...),
 maybe further padded keys with their own length (seq2seq ``labels``), and scalar labels, every sequence a list,
 an array or a tensor. A :class:`Plan` for such a batch is worked out once per key set and value types (row 0's)
-and cached on the collator. Each call then gathers a column per key, takes the lengths once, converts each key
-with one C-level call and writes it into a padded buffer with one boolean-mask scatter.
+and cached on the collator. Each call then gathers a column per key and takes the lengths once. List rows are
+written straight into each key's padded buffer (one compiled ``pack_into`` per row, see ``_packing``), and a key
+that is one int throughout (an all-ones mask) is built from the lengths; array and tensor rows are concatenated
+for all keys at once and written with one boolean-mask scatter per key.
 
 The fast path never raises and never guesses: whatever it cannot verify cheaply (a key without a pad value, a row
 over ``max_length``, a float in an id key, misaligned or ragged rows, mixed containers) makes it return ``None``,
