@@ -204,14 +204,58 @@ def test_set_epoch_reaches_the_collator(map_adapter: FakeMapAdapter, batching: s
     build_dataloader(map_adapter, batch_size=64).set_epoch(1)  # a collator without set_epoch is left alone
 
 
-def test_persistent_workers_with_an_epoch_collator_warn(map_adapter: FakeMapAdapter) -> None:
-    with pytest.warns(
-        UserWarning, match=r"`persistent_workers=True` keeps the workers' copy of the collator"
-    ):
-        build_dataloader(
-            map_adapter, batch_size=64, collate_fn=_EpochCollator(), num_workers=1, persistent_workers=True
-        )
+@pytest.mark.parametrize("batching", ["length", "balanced"])
+def test_persistent_workers_see_every_epoch_of_the_collator(
+    map_adapter: FakeMapAdapter, batching: str
+) -> None:
+    """Persistent workers keep their copy of the collator; its epoch reaches them through shared memory."""
+    collator = _EpochCollator()
+    loader = build_dataloader(
+        map_adapter,
+        batch_size=64,
+        batching=batching,
+        collate_fn=collator,
+        num_workers=2,
+        persistent_workers=True,
+    )
+    for epoch in (0, 1, 2, 1):
+        loader.set_epoch(epoch)
+        assert {int(b["epoch"]) for b in loader} == {epoch}
+    assert collator.epochs == [0, 1, 2, 1]  # the main process's copy too
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        build_dataloader(map_adapter, batch_size=64, num_workers=1, persistent_workers=True)  # no set_epoch
-        build_dataloader(map_adapter, batch_size=64, collate_fn=_EpochCollator(), num_workers=1)
+        plain = build_dataloader(map_adapter, batch_size=64, num_workers=1, persistent_workers=True)
+    assert plain.collate_fn is map_adapter.collator  # no set_epoch: nothing to share
+
+
+def test_an_epoch_synced_collator_reaches_spawned_persistent_workers(map_adapter: FakeMapAdapter) -> None:
+    """The shared epoch survives pickling into a ``spawn`` worker, not only ``fork`` inheritance."""
+    import multiprocessing
+
+    from torch.utils.data import DataLoader
+
+    from hfbridge.samplers._epoch_sync import EpochSyncedCollator
+
+    context = multiprocessing.get_context("spawn")
+    synced = EpochSyncedCollator(_EpochCollator(), context)
+    loader = DataLoader(
+        _Rows(),
+        batch_size=4,
+        collate_fn=synced,
+        num_workers=1,
+        persistent_workers=True,
+        multiprocessing_context=context,
+    )
+    for epoch in (0, 3):
+        synced.set_epoch(epoch)
+        assert {int(b["epoch"]) for b in loader} == {epoch}
+
+
+class _Rows(torch.utils.data.Dataset):
+    """Eight ``{"row": i}`` rows, importable by spawned workers."""
+
+    def __len__(self) -> int:
+        return 8
+
+    def __getitem__(self, i: int) -> dict[str, int]:
+        return {"row": i}

@@ -198,3 +198,32 @@ def test_trainer_sets_the_collator_epoch(
     trainer.train()
     assert sorted(set(collator.seen)) == [0, 1]
     assert collator.seen[-1] == 1
+
+
+def test_trainer_with_persistent_workers_shares_the_collator_epoch(
+    tmp_path: Path, tokenized: Any, wordpiece_tokenizer: Any, make_tiny_model: Any
+) -> None:
+    """Persistent workers keep their collator copy: the Trainer's loader hands them one whose epoch is shared."""
+    from transformers import DataCollatorWithPadding
+
+    from hfbridge.samplers._epoch_sync import EpochSyncedCollator
+
+    class EpochCollator(DataCollatorWithPadding):
+        def set_epoch(self, epoch: int) -> None:
+            self.epoch = epoch
+
+    collator = EpochCollator(wordpiece_tokenizer)
+    trainer = _trainer_class()(
+        model=make_tiny_model("bert", "sequence-classification"),
+        args=_args(tmp_path, dataloader_num_workers=1, dataloader_persistent_workers=True),
+        train_dataset=tokenized,
+        data_collator=collator,
+    )
+    loader = trainer.get_train_dataloader()
+    synced = loader.collate_fn
+    assert isinstance(synced, EpochSyncedCollator)
+    assert synced.collator is collator
+    _our_sampler(loader).set_epoch(4)  # what the Trainer calls each epoch
+    assert synced._shared.value == 4
+    assert collator.epoch == 4
+    assert len(next(iter(loader))["input_ids"]) == 8  # a worker collates through it

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-import warnings
 from collections.abc import Callable, Iterator
 from functools import partial
 from typing import Any, Literal
@@ -15,24 +14,17 @@ from torch.utils.data import DataLoader, IterableDataset
 from hfbridge._checks import check_choice, check_non_negative_int, check_positive_int, check_type
 from hfbridge.samplers._balanced import BatchedSampler, ClassBalancedSampler
 from hfbridge.samplers._base import Uneven
+from hfbridge.samplers._epoch_sync import EpochSyncedCollator, set_collator_epoch
 from hfbridge.samplers._grouped import LengthGroupedBatchSampler, RandomBatchSampler
 from hfbridge.samplers._rank_sync import agreed_batches, ranks_must_agree
 from hfbridge.samplers._state import uneven_options
 from hfbridge.samplers._streaming import BucketedIterable
 from hfbridge.samplers._token_budget import TokenBudgetBatchSampler
 
-__all__ = ["ResumableDataLoader", "build_dataloader", "seed_worker", "set_collator_epoch"]
+__all__ = ["ResumableDataLoader", "build_dataloader", "seed_worker"]
 
 Batching = Literal["length", "tokens", "random", "balanced"]
 _BATCHINGS = ("length", "tokens", "random", "balanced")
-
-
-def set_collator_epoch(collate_fn: Any, epoch: int) -> None:
-    """Call ``collate_fn.set_epoch(epoch)`` when the collator has one (e.g. per-epoch masks of the masked-LM
-    collator); collators without it are left alone."""
-    set_epoch = getattr(collate_fn, "set_epoch", None)
-    if callable(set_epoch):
-        set_epoch(epoch)
 
 
 def seed_worker(
@@ -176,7 +168,8 @@ def build_dataloader(
         num_workers: DataLoader worker processes; each is seeded from ``(seed, epoch, rank, worker_id)``.
         pin_memory: ``"auto"`` pins only when CUDA is available.
         drop_last: drop incomplete batches.
-        persistent_workers: keep workers between epochs (they are then seeded once, with the first epoch).
+        persistent_workers: keep workers between epochs (they are then seeded once, with the first epoch); a
+            collator with ``set_epoch`` still gets every epoch (through an :class:`EpochSyncedCollator`).
         timeout: seconds to wait for a worker's batch.
         prefetch_factor: batches each worker loads ahead.
         collate_fn: overrides ``adapter.collator``.
@@ -235,13 +228,7 @@ def build_dataloader(
                 f"`adapter` must have a `.collator` (or pass `collate_fn`); got {type(adapter).__name__}"
             )
     if persistent_workers and num_workers > 0 and callable(getattr(collate_fn, "set_epoch", None)):
-        warnings.warn(
-            f"`persistent_workers=True` keeps the workers' copy of the collator ({type(collate_fn).__name__}), "
-            "so its set_epoch never reaches them and per-epoch randomness (e.g. masked-LM masks) stays that of "
-            "the first epoch; use persistent_workers=False for a collator with set_epoch",
-            UserWarning,
-            stacklevel=2,
-        )
+        collate_fn = EpochSyncedCollator(collate_fn)  # persistent workers keep their copy: share its epoch
     loader_kwargs: dict[str, Any] = {
         "collate_fn": collate_fn,
         "num_workers": num_workers,

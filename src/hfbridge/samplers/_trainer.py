@@ -12,8 +12,9 @@ from torch.utils.data import DataLoader, IterableDataset
 
 from hfbridge._checks import check_choice, check_positive_int
 from hfbridge.samplers._balanced import BatchedSampler, ClassBalancedSampler
+from hfbridge.samplers._epoch_sync import EpochSyncedCollator, set_collator_epoch
 from hfbridge.samplers._grouped import LengthGroupedBatchSampler, RandomBatchSampler
-from hfbridge.samplers._loader import _BATCHINGS, seed_worker, set_collator_epoch
+from hfbridge.samplers._loader import _BATCHINGS, seed_worker
 from hfbridge.samplers._streaming import BucketedIterable
 from hfbridge.samplers._token_budget import TokenBudgetBatchSampler
 
@@ -164,8 +165,12 @@ class BatchingTrainerMixin:
             _forward_epoch(stream, trainer.data_collator)
             return trainer.accelerator.prepare(DataLoader(stream, batch_size=None, collate_fn=collator))
         batch_sampler = self._hfbridge_batch_sampler(dataset)
-        _forward_epoch(batch_sampler, trainer.data_collator)
+        num_workers = args.dataloader_num_workers
+        persistent = args.dataloader_persistent_workers and num_workers > 0
         collator = trainer.data_collator
+        if persistent and callable(getattr(collator, "set_epoch", None)):
+            collator = EpochSyncedCollator(collator)  # persistent workers keep their copy: share its epoch
+        _forward_epoch(batch_sampler, collator)
         try:
             import datasets
 
@@ -176,14 +181,13 @@ class BatchingTrainerMixin:
             dataset = trainer._remove_unused_columns(dataset, description="Training")
         else:
             collator = trainer._get_collator_with_removed_columns(collator, description="Training")
-        num_workers = args.dataloader_num_workers
         loader = DataLoader(
             dataset,
             batch_sampler=batch_sampler,
             collate_fn=collator,
             num_workers=num_workers,
             pin_memory=args.dataloader_pin_memory and torch.cuda.is_available(),
-            persistent_workers=args.dataloader_persistent_workers and num_workers > 0,
+            persistent_workers=persistent,
             prefetch_factor=args.dataloader_prefetch_factor if num_workers > 0 else None,
             worker_init_fn=partial(
                 seed_worker, seed=common_seed(args), epoch=0, rank=args.process_index, user_fn=None
