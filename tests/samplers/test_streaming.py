@@ -148,6 +148,42 @@ def test_last_batch_after_a_resume_is_the_batch_yielded_last(
     assert resumed.state_dict() == uninterrupted.state_dict()  # also when the resumed stream yielded nothing
 
 
+def _hf_stream(rows: int, drop_last: bool) -> BucketedIterable:
+    """Buffers of 8 batches of 8 rows over a real ``datasets.IterableDataset`` (one shard), which keeps a loaded
+    state for every later iter() of its epoch."""
+    from datasets import Dataset
+
+    data = {"input_ids": [[1] * (1 + i % 7) for i in range(rows)], "row": list(range(rows))}
+    source = Dataset.from_dict(data).to_iterable_dataset(num_shards=1)
+    return BucketedIterable(source, batch_size=8, buffer_size=64, seed=3, drop_last=drop_last)
+
+
+@pytest.mark.parametrize(
+    ("rows", "drop_last"),
+    [
+        (40, False),  # the stream runs out in buffer 0
+        (68, True),  # buffer 1's only batch (4 rows) is dropped: the last batch lies in buffer 0
+    ],
+)
+def test_last_batch_in_the_first_buffer_of_a_real_stream_resumed_after_it_ran_out(
+    rows: int, drop_last: bool
+) -> None:
+    uninterrupted = _hf_stream(rows, drop_last)
+    full = _ids(uninterrupted)
+    stream = _hf_stream(rows, drop_last)
+    seen = _ids(stream)
+    state = json.loads(json.dumps(stream.state_dict()))
+    assert state["last_batch"]["buffer_index"] == 0
+    resumed = _hf_stream(rows, drop_last)
+    resumed.load_state_dict(state)
+    assert _ids(resumed) == []  # a rank in uneven="pad"'s repeat phase
+    last = resumed.last_batch()
+    assert last is not None
+    assert _ids([last])[0] == seen[-1] == full[-1]
+    # a later pass of the epoch reads it from its start, not from the state loaded for the resume
+    assert _ids(resumed) == full
+
+
 def test_a_state_saved_without_last_batch_still_loads() -> None:
     full = _ids(_stream())
     stream = _stream()
