@@ -177,8 +177,12 @@ class BucketedIterable(IterableDataset):
             self._resume = None
             self._progress = _START
         self.epoch = epoch
+        self._source_epoch()
+
+    def _source_epoch(self) -> None:
+        """Pass the epoch on to the source, when it has ``set_epoch``."""
         if callable(getattr(self.source, "set_epoch", None)):
-            self.source.set_epoch(epoch)
+            self.source.set_epoch(self.epoch)
 
     def __iter__(self) -> Iterator[list[Any]]:
         epoch, source = self.epoch, self.source
@@ -253,6 +257,8 @@ class BucketedIterable(IterableDataset):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Resume: re-read only the current buffer from the source's saved state, then skip its emitted batches.
 
+        The saved epoch is adopted and passed on to the source, so no ``set_epoch`` is needed afterwards.
+
         A state without ``last_batch`` (saved before it was kept) loads too; a rank resumed from it past its last
         batch has nothing for ``uneven="pad"`` to repeat, so all ranks stop that epoch there, with a warning.
 
@@ -264,6 +270,7 @@ class BucketedIterable(IterableDataset):
         buffer_index, source_state = _buffer_start(state, "state")
         last = _batch_at(state.get("last_batch"))
         self.seed, self.epoch = seed, epoch
+        self._source_epoch()  # a buffer's start state may not restore it, and the first buffer has none
         self._resume = _Progress(position, buffer_index, source_state, int(state["buffer_position"]), last)
 
 
