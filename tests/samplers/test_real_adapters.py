@@ -123,13 +123,6 @@ def test_real_streaming_adapter_rebuilds_the_last_batch_after_a_resume(
     assert seen + _ids(resumed) == _ids(make())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=ValueError,
-    reason="IterableAdapter with one partition iterates the user's IterableDataset itself, which keeps the state "
-    "the adapter loaded for every later iter() of the epoch: hfbridge.adapters must start a pass it does not "
-    "resume from the epoch's start",
-)
 def test_real_streaming_adapter_rebuilds_a_last_batch_of_the_first_buffer_after_the_stream_ran_out(
     seqcls_dataset: Any, wordpiece_tokenizer: Any
 ) -> None:

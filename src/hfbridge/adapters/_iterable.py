@@ -104,11 +104,9 @@ class IterableAdapter(AdapterProperties, torch.utils.data.IterableDataset):
     def _part(self, index: int, count: int) -> IterableDataset:
         from datasets.distributed import split_dataset_by_node
 
-        part = (
-            self._dataset
-            if count == 1
-            else split_dataset_by_node(self._dataset, rank=index, world_size=count)
-        )
+        # a fresh copy even for one partition: a loaded state or epoch must not stick to the user's dataset object,
+        # which would start every later pass of the epoch from that state
+        part = split_dataset_by_node(self._dataset, rank=index, world_size=count)
         part.set_epoch(int(self._epoch))
         return part
 

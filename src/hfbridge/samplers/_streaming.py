@@ -215,8 +215,8 @@ class BucketedIterable(IterableDataset):
 
         ``uneven="pad"`` repeats this batch on a rank whose stream ran out. A run resumed past it has not got it in
         memory, so the loader rebuilds it from here: the source is reloaded at the start of that batch's buffer (the
-        epoch's start for the first buffer) and the buffer re-read and cut with the same ``(seed, epoch, buffer)``. Call it between iterations, as it moves
-        the source.
+        epoch's start for the first buffer) and the buffer re-read and cut with the same ``(seed, epoch, buffer)``.
+        Call it between iterations, as it moves the source.
 
         Returns:
             The batch's rows, or ``None`` when no batch was yielded this epoch.
