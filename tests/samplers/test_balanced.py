@@ -316,3 +316,13 @@ def test_permutations_are_independent_bijections_mapped_in_one_pass() -> None:
     assert not np.array_equal(Permutations(sizes, (1, 2, 4))(domains, positions), mapped)
     order = np.random.default_rng(0).permutation(len(domains))  # any mix of domains, in any order
     assert np.array_equal(perms(domains[order], positions[order]), mapped[order])
+
+
+def test_permutations_leave_the_callers_positions_alone() -> None:
+    sizes = np.array([3, 1000])
+    perms = Permutations(sizes, (0, 0, 7))
+    domains = np.array([1] * 6)
+    positions = np.arange(994, 1000, dtype=np.uint64)  # near the top of the domain: some values cycle-walk
+    mapped = perms(domains, positions)
+    assert positions.tolist() == list(range(994, 1000))
+    assert np.array_equal(perms(domains, positions.astype(np.int64)), mapped)

@@ -96,7 +96,7 @@ class Permutations:
     def __call__(self, domains: np.ndarray, positions: np.ndarray) -> np.ndarray:
         """Map ``positions[i]`` (in ``[0, sizes[domains[i]])``) through the permutation of ``domains[i]`` (int64)."""
         domains = np.asarray(domains, dtype=np.int64)
-        values = np.asarray(positions, dtype=np.uint64)
+        values = np.array(positions, dtype=np.uint64)  # a copy: the walk writes into it
         walking = np.arange(len(values))
         while walking.size:  # cycle-walk values outside their domain: a domain is < 4 n, so few rounds
             of = domains[walking]
