@@ -10,6 +10,8 @@ import pytest
 
 from hfbridge.samplers import BatchedSampler, ClassBalancedSampler, _weighted_order
 from hfbridge.samplers._permutation import Permutations
+from hfbridge.samplers._state import fingerprint
+from hfbridge.samplers._weighted_order import ORDER_VERSION
 
 LABELS = np.array([0] * 900 + [1] * 90 + [2] * 10)
 
@@ -300,6 +302,27 @@ def test_without_replacement_state_of_another_configuration_is_refused() -> None
     saved = ClassBalancedSampler(LABELS, replacement=True).state_dict()
     with pytest.raises(ValueError, match="configured differently"):
         ClassBalancedSampler(LABELS, replacement=False).load_state_dict(saved)
+
+
+def test_without_replacement_state_of_an_earlier_order_is_refused() -> None:
+    sampler = ClassBalancedSampler(LABELS, replacement=False, seed=0)
+    config = {  # what versions before ORDER_VERSION hashed: the same for their order and this one
+        "class": "ClassBalancedSampler",
+        "num_samples": len(LABELS),
+        "replacement": False,
+        "power": 1.0,
+        "num_replicas": 1,
+        "uneven": "pad",
+    }
+    assert sampler.state_dict()["fingerprint"] == fingerprint({**config, "order": ORDER_VERSION}, LABELS)
+    earlier = {**sampler.state_dict(), "fingerprint": fingerprint(config, LABELS), "position": 10}
+    with pytest.raises(ValueError, match=r"configured differently.*drew another order"):
+        sampler.load_state_dict(earlier)
+    # with replacement the draw did not change, and neither does its fingerprint
+    with_replacement = ClassBalancedSampler(LABELS, seed=0)
+    assert with_replacement.state_dict()["fingerprint"] == fingerprint(
+        {**config, "replacement": True}, LABELS
+    )
 
 
 def test_permutations_are_independent_bijections_mapped_in_one_pass() -> None:

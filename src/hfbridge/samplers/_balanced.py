@@ -12,7 +12,7 @@ from hfbridge._checks import check_choice, check_non_negative_int, check_positiv
 from hfbridge._distributed import resolve_replicas
 from hfbridge.samplers._base import Uneven, shard_len
 from hfbridge.samplers._state import Cursor, epoch_rng, fingerprint, to_index_array, uneven_options
-from hfbridge.samplers._weighted_order import WeightedOrder
+from hfbridge.samplers._weighted_order import ORDER_VERSION, WeightedOrder
 
 __all__ = ["BatchedSampler", "ClassBalancedSampler"]
 
@@ -89,17 +89,17 @@ class ClassBalancedSampler(Sampler[int]):
         else:  # a weighted permutation with random access: see _weighted_order
             self._order = WeightedOrder(self._labels, self.power, self.num_samples)
         self._cursor = Cursor()
-        self._fingerprint = fingerprint(
-            {
-                "class": type(self).__name__,
-                "num_samples": self.num_samples,
-                "replacement": replacement,
-                "power": self.power,
-                "num_replicas": self.num_replicas,
-                "uneven": uneven,
-            },
-            self._labels,
-        )
+        config = {
+            "class": type(self).__name__,
+            "num_samples": self.num_samples,
+            "replacement": replacement,
+            "power": self.power,
+            "num_replicas": self.num_replicas,
+            "uneven": uneven,
+        }
+        if not replacement:  # a state saved with an earlier order must not resume into this one's
+            config["order"] = ORDER_VERSION
+        self._fingerprint = fingerprint(config, self._labels)
 
     def _draw_chunk(self, chunk: int) -> np.ndarray:
         """Draws (with replacement) at global positions ``chunk * _CHUNK ...``: they depend only on

@@ -25,8 +25,10 @@ import numpy as np
 from hfbridge.samplers._permutation import Permutations
 from hfbridge.samplers._state import epoch_rng
 
-__all__ = ["WeightedOrder"]
+__all__ = ["ORDER_VERSION", "WeightedOrder"]
 
+# in the samplers' fingerprints: a state saved with another order (an earlier version, unversioned) is refused
+ORDER_VERSION = 2
 _INTERVAL = 8192  # expected keys per interval of the key axis: the work of a resume
 _MAX_CELLS = 1 << 16  # bound on intervals x groups, the per-epoch count table
 _LOG_WEIGHT_FLOOR = -600.0  # weights under e^-600 (~1e-261) of the largest are raised to it: exp() stays > 0
