@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from hfbridge.samplers import BatchedSampler, ClassBalancedSampler, _weighted_order
-from hfbridge.samplers._permutation import Permutations
+from hfbridge.samplers._permutation import Permutations, _half_bits
 from hfbridge.samplers._state import fingerprint
 from hfbridge.samplers._weighted_order import ORDER_VERSION
 
@@ -339,6 +339,13 @@ def test_permutations_are_independent_bijections_mapped_in_one_pass() -> None:
     assert not np.array_equal(Permutations(sizes, (1, 2, 4))(domains, positions), mapped)
     order = np.random.default_rng(0).permutation(len(domains))  # any mix of domains, in any order
     assert np.array_equal(perms(domains[order], positions[order]), mapped[order])
+
+
+def test_permutations_size_each_domain_as_a_single_permutation_does() -> None:
+    powers = 2 ** np.arange(1, 50)
+    sizes = np.concatenate([np.arange(70_000), powers - 1, powers, powers + 1])
+    expected = [_half_bits(int(n)) for n in sizes]  # the per-domain rule, computed one int at a time
+    assert Permutations(sizes, (1, 2, 3))._half.tolist() == expected
 
 
 def test_permutations_leave_the_callers_positions_alone() -> None:
