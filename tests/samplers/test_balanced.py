@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from typing import Any
 
@@ -160,6 +161,12 @@ def _epochs(sampler: ClassBalancedSampler, epochs: int) -> np.ndarray:
     return np.array(drawn)
 
 
+def _interval_starts(sampler: ClassBalancedSampler, seed: int, epoch: int) -> np.ndarray:
+    """The positions where the intervals of the key axis start in the order of ``(seed, epoch)``."""
+    keys = sampler._order.interval_counts(seed, epoch).sum(axis=1)
+    return np.cumsum(keys) - keys
+
+
 @pytest.mark.parametrize(
     ("counts", "power", "interval"),
     [([6, 3, 1], 1.0, 2), ([4, 4, 2, 1], 0.5, 3), ([5, 3, 2], 2.0, 10**6)],
@@ -237,7 +244,7 @@ def test_without_replacement_resumes_exactly_at_any_position(
     )
     whole.set_epoch(2)
     single = list(whole)
-    starts = whole._order._epoch(3, 2)[1]  # positions where the intervals of the key axis start
+    starts = _interval_starts(whole, 3, 2)
     assert len(starts) > 10
     shares = []
     for rank in range(num_replicas):
@@ -265,11 +272,12 @@ def test_without_replacement_resumes_exactly_at_any_position(
         assert len(set(single)) == 1501
 
 
-def test_without_replacement_resume_draws_one_interval(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_without_replacement_resume_draws_one_path_and_one_interval(monkeypatch: pytest.MonkeyPatch) -> None:
     labels = np.minimum(np.arange(200_000) % 97, 9)
     sampler = ClassBalancedSampler(labels, replacement=False, seed=2)
     full = list(sampler)
-    starts = sampler._order._epoch(2, 0)[1]
+    starts = _interval_starts(sampler, 2, 0)
+    assert len(starts) == 25
     position = int(starts[17]) + 10
     streams: list[int] = []
     original = _weighted_order.epoch_rng
@@ -282,7 +290,14 @@ def test_without_replacement_resume_draws_one_interval(monkeypatch: pytest.Monke
     resumed = ClassBalancedSampler(labels, replacement=False, seed=2)
     resumed.load_state_dict({**sampler.state_dict(), "position": position})
     assert next(iter(resumed)) == full[position]
-    assert streams == [0, 1 + 17]  # the count table, then interval 17's keys: not the other 24 intervals
+    # the splits on the path from the root (node 1; children 2k, 2k + 1) to interval 17, then its keys: nothing of
+    # the other 24 intervals
+    split = _weighted_order._SPLIT_STREAM
+    path = [stream - split for stream in streams if stream >= split]
+    assert [stream for stream in streams if stream < split] == [1 + 17]
+    assert path[0] == 1
+    assert all(child // 2 == parent for parent, child in itertools.pairwise(path))
+    assert 4 <= len(path) <= 5  # ceil(log2(25)) levels at most
 
 
 @pytest.mark.parametrize("power", [1.5, 300.0])

@@ -29,8 +29,10 @@ class ClassBalancedSampler(Sampler[int]):
     Resume: with replacement, draws come from one generator per chunk of 16384 positions, seeded by
     ``(seed, epoch, chunk)``, so resuming draws only the current chunk (O(1) in the position). Without replacement,
     rows of equal weight are exchangeable, so the permutation is drawn as a sequence of weight groups (binomial
-    counts per interval of the key axis, then one interval's keys sorted) and a keyed uniform order within each
-    group: resuming draws one small count table and sorts one interval of ~8192 keys, whatever the position.
+    counts per interval of the key axis, drawn down a binary tree over the intervals, then one interval's keys
+    sorted) and a keyed uniform order within each group: resuming draws one path down the tree
+    (``log2(len(labels) / 8192)`` splits, one binomial per distinct class size each) and sorts one interval of
+    ~8192 keys, whatever the position and the power.
 
     Args:
         labels: one class id per row (e.g. ``adapter.label_ids``).
@@ -87,7 +89,7 @@ class ClassBalancedSampler(Sampler[int]):
             class_weight[present] = counts[present].astype(np.float64) ** (1 - self.power)
             self._class_cdf = np.cumsum(class_weight)
         else:  # a weighted permutation with random access: see _weighted_order
-            self._order = WeightedOrder(self._labels, self.power, self.num_samples)
+            self._order = WeightedOrder(self._labels, self.power)
         self._cursor = Cursor()
         config = {
             "class": type(self).__name__,
