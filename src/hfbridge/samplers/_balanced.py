@@ -129,6 +129,11 @@ class ClassBalancedSampler(Sampler[int]):
             drawn[mask] = self._draw_chunk(chunk)[positions[mask] - chunk * _CHUNK]
         return drawn
 
+    def clear_cache(self) -> None:
+        """Drop what was drawn for the current epoch, as a new process starts (e.g. to time a resume)."""
+        if not self.replacement:
+            self._order.clear_cache()
+
     @property
     def weights(self) -> np.ndarray:
         """Each row's weight, ``count(label) ** -power`` (computed on request: sampling uses class weights)."""
@@ -231,6 +236,12 @@ class BatchedSampler(Sampler[list[int]]):
     @property
     def next_position(self) -> int:
         return self._cursor.next_position
+
+    def clear_cache(self) -> None:
+        """Drop the inner sampler's per-epoch draws (when it has a ``clear_cache``), as a new process starts."""
+        clear = getattr(self.sampler, "clear_cache", None)
+        if callable(clear):
+            clear()
 
     def set_epoch(self, epoch: int) -> None:
         self._cursor.epoch = int(self.sampler.epoch)  # the inner sampler may have been moved directly
