@@ -169,8 +169,8 @@ def _interval_starts(sampler: ClassBalancedSampler, seed: int, epoch: int) -> np
 
 @pytest.mark.parametrize(
     ("counts", "power", "interval"),
-    [([6, 3, 1], 1.0, 2), ([4, 4, 2, 1], 0.5, 3), ([5, 3, 2], 2.0, 10**6)],
-    ids=["many-intervals", "shared-weight", "one-interval"],
+    [([6, 3, 1], 1.0, 2), ([4, 4, 2, 1], 0.5, 3), ([5, 3, 2], 2.0, 10**6), ([7, 3, 1], 6.0, 2)],
+    ids=["many-intervals", "shared-weight", "one-interval", "weights-5-orders-apart"],
 )
 def test_without_replacement_class_at_each_position_is_successive_sampling(
     monkeypatch: pytest.MonkeyPatch, counts: list[int], power: float, interval: int
