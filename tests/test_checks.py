@@ -36,9 +36,9 @@ def test_check_real_accepts_and_converts() -> None:
             0,
             {"low": 0, "low_open": True},
             ValueError,
-            r"`x` must be a finite real number in \(0, inf\]; got 0",
+            r"`x` must be a finite real number in \(0, inf\); got 0",
         ),
-        (-1, {"low": 0}, ValueError, r"`x` must be a finite real number in \[0, inf\]; got -1"),
+        (-1, {"low": 0}, ValueError, r"`x` must be a finite real number in \[0, inf\); got -1"),
         (1.5, {"low": 0, "high": 1}, ValueError, r"`x` must be a finite real number in \[0, 1\]; got 1.5"),
     ],
 )

@@ -85,13 +85,15 @@ def check_real(
     ``low_open``), or ``None`` when ``allow_none``; return ``float(value)`` (or ``None``).
 
     Example: ``check_real("lr", 0, low=0, low_open=True)`` raises
-    ``ValueError: `lr` must be a finite real number in (0, inf]; got 0``.
+    ``ValueError: `lr` must be a finite real number in (0, inf); got 0``.
     """
     if value is None and allow_none:
         return None
     lo = "-inf" if low is None else f"{low:g}"
-    hi = "inf" if high is None else f"{high:g}"
-    bounds = "" if low is None and high is None else f" in {'(' if low_open else '['}{lo}, {hi}]"
+    hi = "inf)" if high is None else f"{high:g}]"  # a finite number never reaches an infinite bound
+    bounds = (
+        "" if low is None and high is None else f" in {'(' if low_open or low is None else '['}{lo}, {hi}"
+    )
     rule = f"`{name}` must be a finite real number{bounds}{' or None' if allow_none else ''}"
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{rule}; got {type(value).__name__} {value!r:.80}")

@@ -361,11 +361,20 @@ def test_int_labels_in_a_split_whose_train_split_has_names_are_refused(wordpiece
     )
     with pytest.raises(
         ValueError,
-        match=r"`label_column` 'label' in split 'test' holds plain int labels, but the label map was learnt from "
-        r"string labels \('neg', 'pos', \.\.\.\).*ClassLabel.*or pass `label2id`",
+        match=r"`label_column` 'label' in split 'test' holds int labels, but the label map was learnt from "
+        r"string labels \('neg', 'pos'\).*ClassLabel.*or pass `label2id`.*-1 placeholders.*`label_column=None`",
     ):
         adapt(splits, wordpiece_tokenizer, task=SEQCLS)
     # with label2id the ints mean its ids
     given = adapt(splits, wordpiece_tokenizer, task=SEQCLS, label2id={"neg": 0, "pos": 1})
     assert [row["labels"] for row in given["test"]] == [0, 1]
     assert [row["labels"] for row in given["train"]] == [1, 0]
+
+
+def test_multi_hot_label_with_a_missing_value_names_its_row(wordpiece_tokenizer: Any) -> None:
+    from datasets import Dataset
+
+    source = {"text": ["a", "b"], "tags": [[1.0, 0.0], [0.0, None]]}
+    pattern = r"multi-hot rows must hold numbers in \[0, 1\].*none missing; row 1 holds \[0\.0, None\]"
+    with pytest.raises(ValueError, match=pattern):
+        adapt(Dataset.from_dict(source), wordpiece_tokenizer, task=SEQCLS, label_column="tags")

@@ -103,7 +103,7 @@ def test_missing_monitor_is_an_error() -> None:
         (
             {"min_delta": -0.1},
             ValueError,
-            r"`min_delta` must be a finite real number in \[0, inf\]; got -0.1",
+            r"`min_delta` must be a finite real number in \[0, inf\); got -0.1",
         ),
         ({"min_delta": "0.1"}, TypeError, "`min_delta` must be a finite real number"),
         (

@@ -254,3 +254,27 @@ def test_masked_lm_splits_chosen_tokens_in_the_given_shares(
     assert abs(masked - replace) < 0.02
     assert abs(unchanged - (1 - replace - random)) < 0.02 + 1 / len(wordpiece_tokenizer)
     assert (batch["input_ids"][~chosen] == 7).all()
+
+
+def test_masked_lm_a_draw_at_the_choice_threshold_changes_nothing(
+    wordpiece_tokenizer: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """0.14 * 0.9 + 0.14 * 0.1 rounds above 0.14: a draw of exactly 0.14 is not chosen, so it must stay as it is."""
+
+    class AtThreshold:
+        def random(self, shape: Any) -> np.ndarray:
+            return np.full(shape, 0.14)
+
+    collate = MaskedLMCollator(
+        wordpiece_tokenizer,
+        mlm_probability=0.14,
+        mask_replace_prob=0.9,
+        random_replace_prob=0.1,
+        seed=0,
+        return_tensors="np",
+    )
+    assert 0.14 * 0.9 + 0.14 * 0.1 > 0.14
+    monkeypatch.setattr(collate, "_rng", lambda ids: AtThreshold())
+    batch = collate([{"input_ids": [10, 11, 12, 13]}])
+    assert batch["labels"].tolist() == [[-100] * 4]
+    assert batch["input_ids"].tolist() == [[10, 11, 12, 13]]

@@ -70,15 +70,15 @@ def test_lr_errors(make_tiny_model: Any) -> None:
     from torch import nn
 
     model = make_tiny_model("bert", "sequence-classification")
-    with pytest.raises(ValueError, match=r"`lr` must be a finite real number in \(0, inf\]; got 0"):
+    with pytest.raises(ValueError, match=r"`lr` must be a finite real number in \(0, inf\); got 0"):
         layerwise_param_groups(model, 0)
     with pytest.raises(ValueError, match=r"`decay` must be a finite real number in \(0, 1\]; got 1.5"):
         layerwise_param_groups(model, 1e-3, decay=1.5)
     with pytest.raises(
-        ValueError, match=r"`weight_decay` must be a finite real number in \[0, inf\]; got -0\.1"
+        ValueError, match=r"`weight_decay` must be a finite real number in \[0, inf\); got -0\.1"
     ):
         layerwise_param_groups(model, 1e-3, weight_decay=-0.1)
-    with pytest.raises(TypeError, match="`lr` must be a finite real number in \\(0, inf\\]; got str"):
+    with pytest.raises(TypeError, match="`lr` must be a finite real number in \\(0, inf\\); got str"):
         layerwise_param_groups(model, "1e-3")  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="`no_decay` must be a sequence of strings; got str"):
         layerwise_param_groups(model, 1e-3, no_decay="bias")  # type: ignore[arg-type]

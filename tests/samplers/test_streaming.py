@@ -148,6 +148,66 @@ def test_last_batch_after_a_resume_is_the_batch_yielded_last(
     assert resumed.state_dict() == uninterrupted.state_dict()  # also when the resumed stream yielded nothing
 
 
+def _hf_stream(rows: int, drop_last: bool = False, shuffled: bool = False) -> BucketedIterable:
+    """Buffers of 8 batches of 8 rows over a real ``datasets.IterableDataset``, which keeps a loaded state for
+    every later iter() of its epoch (4 shards; ``shuffled``: through a shuffle buffer, in another order each epoch)."""
+    from datasets import Dataset
+
+    data = {"input_ids": [[1] * (1 + i % 7) for i in range(rows)], "row": list(range(rows))}
+    source = Dataset.from_dict(data).to_iterable_dataset(num_shards=4)
+    if shuffled:
+        source = source.shuffle(seed=1, buffer_size=50)
+    return BucketedIterable(source, batch_size=8, buffer_size=64, seed=3, drop_last=drop_last)
+
+
+@pytest.mark.parametrize(
+    ("rows", "drop_last"),
+    [
+        (40, False),  # the stream runs out in buffer 0
+        (68, True),  # buffer 1's only batch (4 rows) is dropped: the last batch lies in buffer 0
+    ],
+)
+def test_last_batch_in_the_first_buffer_of_a_real_stream_resumed_after_it_ran_out(
+    rows: int, drop_last: bool
+) -> None:
+    uninterrupted = _hf_stream(rows, drop_last)
+    full = _ids(uninterrupted)
+    stream = _hf_stream(rows, drop_last)
+    seen = _ids(stream)
+    state = json.loads(json.dumps(stream.state_dict()))
+    assert state["last_batch"]["buffer_index"] == 0
+    resumed = _hf_stream(rows, drop_last)
+    resumed.load_state_dict(state)
+    assert _ids(resumed) == []  # a rank in uneven="pad"'s repeat phase
+    last = resumed.last_batch()
+    assert last is not None
+    assert _ids([last])[0] == seen[-1] == full[-1]
+    # a later pass of the epoch reads it from its start, not from the state loaded for the resume
+    assert _ids(resumed) == full
+
+
+@pytest.mark.parametrize(
+    ("save_at", "shuffled"),
+    [
+        (3, True),  # in buffer 0, read without a source state: the source must be at the saved epoch's order
+        (
+            12,
+            False,
+        ),  # in buffer 1: the source ignores a buffer-start state saved in another epoch than its own
+    ],  # (a shuffle buffer is not restored exactly from a state, so the second case reads the shards in order)
+)
+def test_a_loaded_epoch_reaches_the_source_without_set_epoch(save_at: int, shuffled: bool) -> None:
+    uninterrupted = _hf_stream(200, shuffled=shuffled)
+    uninterrupted.set_epoch(1)
+    full = _ids(uninterrupted)
+    stream = _hf_stream(200, shuffled=shuffled)
+    stream.set_epoch(1)
+    seen = _ids(islice(stream, save_at))
+    resumed = _hf_stream(200, shuffled=shuffled)
+    resumed.load_state_dict(json.loads(json.dumps(stream.state_dict())))  # "loading adopts the saved epoch"
+    assert seen + _ids(resumed) == full
+
+
 def test_a_state_saved_without_last_batch_still_loads() -> None:
     full = _ids(_stream())
     stream = _stream()

@@ -113,12 +113,14 @@ class LabelInfo:
         """
         _check_problem_type(self.problem_type, kind, self.column)
         if self.kind.raw == "name" and kind.raw == "id" and kind.names is None and not given_map:
-            names = ", ".join(map(repr, list(self.label2id or {})[:5]))
+            learnt = list(self.label2id or {})
+            names = ", ".join(map(repr, learnt[:5])) + (", ..." if len(learnt) > 5 else "")
             raise ValueError(
-                f"`label_column` {self.column!r}{_in(split)} holds plain int labels, but the label map was learnt "
-                f"from string labels ({names}, ...): which int is which name is unknown. Give that split the same "
-                f"string labels, cast its column to a ClassLabel with the names in its id order (`split.cast_column"
-                f"({self.column!r}, ClassLabel(names=[...]))`), or pass `label2id` to say what the ints mean"
+                f"`label_column` {self.column!r}{_in(split)} holds int labels, but the label map was learnt from "
+                f"string labels ({names}): which int is which name is unknown. Give that split the same string "
+                f"labels, cast its column to a ClassLabel with the names in its id order (`split.cast_column("
+                f"{self.column!r}, ClassLabel(names=[...]))`), or pass `label2id` to say what the ints mean; if "
+                "they are -1 placeholders of an unlabelled split, adapt that split with `label_column=None`"
             )
         return _bind(LabelInfo(self.problem_type, kind, self.label2id, self.column), split)
 
@@ -178,9 +180,9 @@ class LabelInfo:
                 raise ValueError(
                     f"`label_column` {self.column!r} multi-hot rows must have {n} values; got {bad[0]}"
                 )
-            hot = [[float(x) for x in v] for v in values]
+            hot = [[float(x) if x is not None else math.nan for x in v] for v in values]
             for row, vector in enumerate(hot):
-                if not all(0.0 <= x <= 1.0 for x in vector):  # also false for NaN
+                if not _unit_interval(vector):
                     raise self._bad_multi_hot(row, vector, None)
             return hot
         hot = []
@@ -208,7 +210,7 @@ class LabelInfo:
         if self.kind.raw == "float" and self.kind.is_list and len(values):  # multi-hot (or soft) labels
             outside = pc.invert(pc.and_(pc.greater_equal(values, 0.0), pc.less_equal(values, 1.0)))
             if pc.any(pc.fill_null(outside, True)).as_py():  # NaN compares false: it is outside too
-                row = next(i for i, v in enumerate(column.to_pylist()) if not all(0.0 <= x <= 1.0 for x in v))
+                row = next(i for i, v in enumerate(column.to_pylist()) if not _unit_interval(v))
                 raise self._bad_multi_hot(row, column[row].as_py(), split)
         if self.problem_type == "regression" or self.kind.raw == "float" or len(values) == 0:
             return
@@ -232,7 +234,7 @@ class LabelInfo:
     def _bad_multi_hot(self, row: int, vector: list[float], split: str | None) -> ValueError:
         return ValueError(
             f"`label_column` {self.column!r}{_in(split)} multi-hot rows must hold numbers in [0, 1] (1 = the label "
-            f"applies; soft labels in between); row {row} holds {vector!r:.80}"
+            f"applies; soft labels in between), none missing; row {row} holds {vector!r:.80}"
         )
 
     def _unknown(self, labels: list[Any], split: str | None) -> ValueError:
@@ -334,3 +336,8 @@ def _check_problem_type(problem_type: str, kind: LabelKind, column: str) -> None
         raise TypeError(
             f"`problem_type` {problem_type!r} does not fit `label_column` {column!r}, which holds {shape}"
         )
+
+
+def _unit_interval(vector: Sequence[Any]) -> bool:
+    """Every value of a multi-hot (or soft) label vector is a number in [0, 1]: not None, not NaN."""
+    return all(x is not None and 0.0 <= x <= 1.0 for x in vector)

@@ -21,7 +21,10 @@ __all__ = [
     "aligned_constant",
     "column_lengths",
     "constant_padded",
+    "filled",
     "flatten_column",
+    "ints_array",
+    "join_rows",
     "padded_dtype",
     "padding_mask",
     "scatter_padded",
@@ -117,22 +120,14 @@ def flatten_column(
     """
     first = column[0]
     if isinstance(first, (list, tuple)):
-        flat: list[Any] = []
-        extend = flat.extend  # not `flat += row`: a NumPy row would hijack `+=` and refuse
-        for row in column:
-            extend(row)
-        count = len(flat)
-        out = np.empty(count, dtype=np.int64)
+        flat = join_rows(column)
         try:
-            # one C loop that also rejects floats, strings, None and nested lists; about twice as fast as
-            # array.fromlist or np.fromiter, and it writes straight into the NumPy buffer
-            pack_into(f"={count}q", out.data, 0, *flat)
-            return out
+            return ints_array(flat)
         except (StructError, TypeError, OverflowError):
             if not integer:
-                floats = np.empty(count, dtype=np.float64)
+                floats = np.empty(len(flat), dtype=np.float64)
                 try:
-                    pack_into(f"={count}d", floats.data, 0, *flat)
+                    pack_into(f"={len(flat)}d", floats.data, 0, *flat)
                     return floats.astype(np.float32)
                 except (StructError, TypeError):
                     pass
@@ -211,6 +206,34 @@ def padded_dtype(dtype: np.dtype, pad_value: float) -> np.dtype:
     return dtype
 
 
+def join_rows(column: Sequence[Any]) -> list[Any]:
+    """All rows' elements in one list, row after row (one C-level ``extend`` per row)."""
+    flat: list[Any] = []
+    extend = flat.extend  # not `flat += row`: a NumPy row would hijack `+=` and refuse
+    for row in column:
+        extend(row)
+    return flat
+
+
+def ints_array(flat: list[Any]) -> np.ndarray:
+    """``flat`` as a new int64 array, converted by one ``struct.pack_into`` C loop straight into the array's
+    buffer; it raises on floats, strings, ``None`` and nested lists (about twice as fast as ``array.fromlist`` or
+    ``np.fromiter``)."""
+    out = np.empty(len(flat), dtype=np.int64)
+    pack_into(f"{len(flat)}q", out.data, 0, *flat)
+    return out
+
+
+def filled(shape: tuple[int, ...], value: float, dtype: Any = np.int64) -> np.ndarray:
+    """A new array of ``shape`` holding ``value`` everywhere: ``np.zeros``, or ``np.empty`` then ``fill`` (``np.full``'s
+    Python wrapper costs more than the fill)."""
+    if value == 0:
+        return np.zeros(shape, dtype=dtype)
+    out = np.empty(shape, dtype=dtype)
+    out.fill(value)
+    return out
+
+
 def scatter_padded(flat: np.ndarray, mask: np.ndarray, pad_value: float, dtype: Any = None) -> np.ndarray:
     """Write ``flat`` into a new ``mask.shape`` buffer at ``mask``'s true positions; the rest is ``pad_value``.
 
@@ -219,11 +242,7 @@ def scatter_padded(flat: np.ndarray, mask: np.ndarray, pad_value: float, dtype: 
     out_dtype = padded_dtype(flat.dtype if dtype is None else np.dtype(dtype), pad_value)
     if flat.shape[0] == mask.size:  # nothing to pad: every row already has the full width
         return flat.astype(out_dtype, copy=False).reshape(mask.shape)
-    if pad_value == 0:
-        out = np.zeros(mask.shape, dtype=out_dtype)
-    else:
-        out = np.empty(mask.shape, dtype=out_dtype)
-        out.fill(pad_value)  # np.full's Python wrapper costs more than the fill
+    out = filled(mask.shape, pad_value, out_dtype)
     out[mask] = flat
     return out
 

@@ -19,18 +19,17 @@ import sys
 from collections.abc import Sequence
 from itertools import repeat
 from struct import error as StructError
-from struct import pack_into
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
-from hfbridge.collators._arrays import constant_padded, padding_mask, stack_scalars
+from hfbridge.collators._arrays import constant_padded, filled, padding_mask, stack_scalars
 from hfbridge.collators._packing import FLAG_KEYS, pack_flags, pack_ints, pack_rows
 
 if TYPE_CHECKING:
     from hfbridge.collators._padding import PaddingCollator
 
-__all__ = ["FALLBACK", "Plan", "fast_collate", "flatten_ints", "make_plan"]
+__all__ = ["FALLBACK", "Plan", "fast_collate", "flatten_ints", "make_plan", "same_dict_rows"]
 
 Batch = dict[str, Any]
 
@@ -127,25 +126,12 @@ def fast_collate(c: PaddingCollator, features: Sequence[Any], aligned: frozenset
         if len(plans) >= _MAX_PLANS:
             plans.clear()
         plan = plans[signature] = make_plan(c, first, aligned)
-    # every row a plain dict (a defaultdict would invent missing keys) with as many keys as row 0: gathering
-    # then proves they are the same keys
-    rows = len(features)
-    if (
-        plan is None
-        or [*map(type, features)].count(dict) != rows
-        or [*map(len, features)].count(len(first)) != rows
-    ):
+    if plan is None or not same_dict_rows(features, len(first)):
         return None
     out: Batch = {}
     try:
         for key, name in plan.scalars:
-            column = [row[key] for row in features]
-            if type(column[0]) is int:  # class ids: one C loop, which rejects a float or list in a later row
-                stacked = np.empty(rows, dtype=np.int64)
-                pack_into(f"{rows}q", stacked.data, 0, *column)
-                out[name] = stacked
-            else:
-                out[name] = stack_scalars(name, column)
+            out[name] = stack_scalars(name, [row[key] for row in features])
         mask = (_pad_lists if plan.container is list else _pad_arrays)(c, plan, features, out)
     except FALLBACK:
         return None
@@ -156,6 +142,13 @@ def fast_collate(c: PaddingCollator, features: Sequence[Any], aligned: frozenset
     elif c.attention_mask_dtype == "bool":
         out["attention_mask"] = out["attention_mask"].astype(bool)
     return out
+
+
+def same_dict_rows(features: list[Any], keys: int) -> bool:
+    """Every row a plain dict (a defaultdict would invent missing keys) with ``keys`` keys, as row 0: gathering a
+    column then proves they are the same keys."""
+    rows = len(features)
+    return [*map(type, features)].count(dict) == rows and [*map(len, features)].count(keys) == rows
 
 
 def _pad_lists(c: PaddingCollator, plan: Plan, features: list[dict[str, Any]], out: Batch) -> np.ndarray:
@@ -238,11 +231,7 @@ def _scatter(flat: np.ndarray, mask: np.ndarray, pad: int) -> np.ndarray:
     """``scatter_padded`` into int64 for an int ``flat`` (int64, or uint8 flags) and an int ``pad``."""
     if flat.shape[0] == mask.size:  # nothing to pad (a uint8 `flat` is read-only: astype copies it)
         return flat.astype(np.int64, copy=False).reshape(mask.shape)
-    if pad:
-        out = np.empty(mask.shape, dtype=np.int64)
-        out.fill(pad)
-    else:
-        out = np.zeros(mask.shape, dtype=np.int64)
+    out = filled(mask.shape, pad)
     out[mask] = flat
     return out
 

@@ -11,7 +11,7 @@ import numpy as np
 
 from hfbridge._checks import check_choice, check_type
 from hfbridge.collators._arrays import column_lengths, flatten_column, to_torch
-from hfbridge.collators._fast import flatten_ints
+from hfbridge.collators._fast import flatten_ints, same_dict_rows
 from hfbridge.collators._rows import check_rows, gather
 
 __all__ = ["FlatteningCollator"]
@@ -124,11 +124,7 @@ def _pack_fast(features: Any) -> tuple[np.ndarray, np.ndarray | None, list[int]]
         return None
     width = len(first)
     with_labels = width == 2 and "labels" in first
-    rows = len(features)
-    if width != 1 and not with_labels:
-        return None
-    # plain dicts only (a defaultdict would invent a missing key), each with row 0's number of keys
-    if [*map(type, features)].count(dict) != rows or [*map(len, features)].count(width) != rows:
+    if (width != 1 and not with_labels) or not same_dict_rows(features, width):
         return None
     try:
         ids = flatten_ints([row["input_ids"] for row in features])

@@ -177,9 +177,9 @@ class MaskedLMCollator(PaddingOptions):
                 scaled -= lo * scale
                 tokens = scaled.astype(np.int64)
                 np.minimum(tokens, vocab - 1, out=tokens)  # float rounding at the range's top end
-                np.copyto(ids, tokens, where=draw < lo + span)
+                np.copyto(ids, tokens, where=draw < min(lo + span, top))  # lo + span may round above top
             else:  # a vanishing `random_replace_prob`: rescale just the few draws in range
-                randomized = draw < lo + span
+                randomized = draw < min(lo + span, top)
                 randomized &= draw >= lo
                 picked = draw[randomized]
                 ids[randomized] = np.minimum(((picked - lo) * scale).astype(np.int64), vocab - 1)

@@ -6,10 +6,12 @@ lists), so a bad row costs nothing to detect: the caller falls back to the gener
 
 from __future__ import annotations
 
-from struct import Struct, pack_into
+from struct import Struct
 from typing import Any
 
 import numpy as np
+
+from hfbridge.collators._arrays import filled, ints_array, join_rows
 
 __all__ = ["FLAG_KEYS", "pack_flags", "pack_ints", "pack_rows"]
 
@@ -20,11 +22,7 @@ _ROW_PACKERS: dict[int, Any] = {}  # row length -> a compiled ``pack_into`` for 
 def pack_rows(column: list[Any], lens: list[int], width: int, pad: int, side: str) -> np.ndarray:
     """Write list rows of ints into a new ``[B, width]`` int64 buffer filled with ``pad``: one ``pack_into``
     per row at the row's offset, which also rejects floats, strings, None and nested lists."""
-    if pad:
-        out = np.empty((len(column), width), dtype=np.int64)
-        out.fill(pad)
-    else:
-        out = np.zeros((len(column), width), dtype=np.int64)
+    out = filled((len(column), width), pad)
     packers: list[Any] = list(map(_ROW_PACKERS.get, lens))
     if None in packers:
         packers = [_packer(n) for n in lens]
@@ -62,11 +60,4 @@ def pack_flags(column: list[Any]) -> np.ndarray:
 
 def pack_ints(column: list[Any]) -> np.ndarray:
     """Concatenate list rows into an int64 array with one C loop that rejects anything but ints."""
-    flat: list[Any] = []
-    extend = flat.extend
-    for row in column:
-        extend(row)
-    count = len(flat)
-    out = np.empty(count, dtype=np.int64)
-    pack_into(f"{count}q", out.data, 0, *flat)  # raises on floats, strings, None, nested lists
-    return out
+    return ints_array(join_rows(column))

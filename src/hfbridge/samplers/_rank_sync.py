@@ -36,6 +36,51 @@ def _flag_device() -> torch.device:
     return torch.device("cpu")
 
 
+def _all_min(values: list[int], device: torch.device) -> list[int]:
+    """The minimum of each value over the ranks of the default process group."""
+    import torch.distributed as dist
+
+    flags = torch.tensor(values, device=device)
+    dist.all_reduce(flags, op=dist.ReduceOp.MIN)
+    return [int(v) for v in flags.tolist()]
+
+
+def _agreed_previous(previous: Callable[[], Any | None] | None, device: torch.device) -> tuple[Any, bool]:
+    """Build ``previous()`` on the ranks that pass it (the others pass ``None``) and agree on the outcome.
+
+    Returns:
+        This rank's batch from ``previous`` (``_MISSING`` without one) and whether every rank has a batch to yield.
+
+    Raises:
+        Exception: ``previous``'s own error on the rank where it failed.
+        RuntimeError: on every other rank, naming the rank where it failed.
+    """
+    import torch.distributed as dist
+
+    world, rank = dist.get_world_size(), dist.get_rank()
+    restored: Any = _MISSING
+    error: Exception | None = None
+    if previous is not None:
+        try:
+            built = previous()
+        except Exception as exc:  # raised below, once every rank knows
+            error = exc
+        else:
+            restored = _MISSING if built is None else built
+    # [the lowest rank where `previous` failed, or the world size], [this rank has a batch to yield]
+    failed, all_can = _all_min(
+        [rank if error is not None else world, int(previous is None or restored is not _MISSING)], device
+    )
+    if error is not None:
+        raise error
+    if failed < world:
+        raise RuntimeError(
+            f"rank {failed} could not rebuild the batch it yielded last before the resume, which uneven='pad' "
+            "must repeat there while other ranks still have batches (see that rank's error); all ranks stop here"
+        )
+    return restored, bool(all_can)
+
+
 def agreed_batches(
     batches: Iterable[Any], uneven: str, previous: Callable[[], Any | None] | None = None
 ) -> Iterator[Any]:
@@ -44,8 +89,8 @@ def agreed_batches(
     Each step the ranks ``all_reduce`` (MIN) whether they still have a batch. ``"drop"``: all stop as soon as any
     rank runs out (its extra batches are not seen this epoch). ``"pad"``: ranks that ran out repeat their last batch
     until every rank is done. A rank that runs out before yielding anything repeats the batch ``previous`` builds
-    (its last one before a resume); if there is none either, the rank had no batch this epoch and nothing to
-    repeat, so all stop there with a warning.
+    (its last one before a resume), once the ranks know that some rank still has batches; if there is none either,
+    the rank had no batch this epoch and nothing to repeat, so all stop there with a warning.
 
     Args:
         batches: this rank's batches.
@@ -55,9 +100,12 @@ def agreed_batches(
 
     Returns:
         An iterator of batches, the same length on every rank.
-    """
-    import torch.distributed as dist
 
+    Raises:
+        Exception: ``previous``'s error, on the rank where it failed.
+        RuntimeError: on every other rank when ``previous`` failed on one (all ranks stop together, none is left
+            waiting in a collective).
+    """
     device = _flag_device()
     iterator = iter(batches)
     last: Any = _MISSING
@@ -69,19 +117,24 @@ def agreed_batches(
             done = batch is _MISSING
             if not done:
                 last = batch
-            elif last is _MISSING and uneven == "pad" and previous is not None:
-                restored = previous()
-                last = _MISSING if restored is None else restored
-        # [this rank has a batch, this rank is done, this rank can yield something]; MIN over ranks
-        flags = torch.tensor([int(not done), int(done), int(last is not _MISSING)], device=device)
-        dist.all_reduce(flags, op=dist.ReduceOp.MIN)
-        all_have, all_done, all_can = flags.tolist()
+        restore = done and last is _MISSING and uneven == "pad" and previous is not None
+        # [this rank has a batch, this rank is done, this rank can yield something (or may, from `previous`),
+        # this rank need not call `previous`]; MIN over ranks
+        all_have, all_done, all_can, none_restore = _all_min(
+            [int(not done), int(done), int(last is not _MISSING or restore), int(not restore)], device
+        )
         if uneven == "drop":
             if not all_have:
                 return
-        elif all_done:
+            yield batch
+            continue
+        if all_done:
             return
-        elif not all_can:
+        if all_can and not none_restore:  # some rank must rebuild its batch, and some rank still has one
+            restored, all_can = _agreed_previous(previous if restore else None, device)
+            if restore and restored is not _MISSING:
+                last = restored
+        if not all_can:
             warnings.warn(
                 "a rank's stream had no batch this epoch, so uneven='pad' has nothing to repeat: all ranks stop "
                 "here (as with uneven='drop')",

@@ -127,6 +127,23 @@ class BucketedIterable(IterableDataset):
         )
         self._progress = _START
         self._resume: _Progress | None = None
+        # (epoch, the source's state before this stream first loaded one in that epoch)
+        self._unloaded: tuple[int, Any] | None = None
+
+    def _seek(self, source_state: Any) -> Iterator[Any]:
+        """Iterate the source from ``source_state``, a buffer's start (``None``: the start of the epoch).
+
+        A source may keep a loaded state for every later ``iter()`` of its epoch (a ``datasets.IterableDataset``
+        does), so reading the epoch from its start once this stream has loaded a state into it first gives the
+        source back the state it had before that load.
+        """
+        if source_state is not None:
+            if self._unloaded is None or self._unloaded[0] != self.epoch:
+                self._unloaded = (self.epoch, self.source.state_dict())
+            self.source.load_state_dict(source_state)
+        elif self._unloaded is not None and self._unloaded[0] == self.epoch:
+            self.source.load_state_dict(self._unloaded[1])
+        return iter(self.source)
 
     def _read_buffer(
         self, rows_iter: Iterator[Any], epoch: int, buffer_index: int
@@ -160,17 +177,19 @@ class BucketedIterable(IterableDataset):
             self._resume = None
             self._progress = _START
         self.epoch = epoch
+        self._source_epoch()
+
+    def _source_epoch(self) -> None:
+        """Pass the epoch on to the source, when it has ``set_epoch``."""
         if callable(getattr(self.source, "set_epoch", None)):
-            self.source.set_epoch(epoch)
+            self.source.set_epoch(self.epoch)
 
     def __iter__(self) -> Iterator[list[Any]]:
         epoch, source = self.epoch, self.source
         stateful = callable(getattr(source, "state_dict", None))
         self._progress, self._resume = self._resume or _START, None
         yielded, buffer_index, start_state, skip, _ = self._progress
-        if start_state is not None:  # None: the start of the epoch, which needs no source state to re-read
-            source.load_state_dict(start_state)
-        rows_iter = iter(source)
+        rows_iter = self._seek(start_state)
         while True:
             rows, batches = self._read_buffer(rows_iter, epoch, buffer_index)
             if not rows:
@@ -195,8 +214,8 @@ class BucketedIterable(IterableDataset):
         """The rows of the batch yielded last this epoch, cut again from the source; ``None`` before the first.
 
         ``uneven="pad"`` repeats this batch on a rank whose stream ran out. A run resumed past it has not got it in
-        memory, so the loader rebuilds it from here: the source is reloaded at the start of that batch's buffer and
-        the buffer re-read and cut with the same ``(seed, epoch, buffer)``. Call it between iterations, as it moves
+        memory, so the loader rebuilds it from here: the source is reloaded at the start of that batch's buffer (the
+        epoch's start for the first buffer) and the buffer re-read and cut with the same ``(seed, epoch, buffer)``. Call it between iterations, as it moves
         the source.
 
         Returns:
@@ -209,14 +228,12 @@ class BucketedIterable(IterableDataset):
         last = (self._resume or self._progress).last
         if last is None:
             return None
-        if last.source_state is not None:
-            self.source.load_state_dict(last.source_state)
-        elif last.buffer_index:
+        if last.source_state is None and last.buffer_index:
             raise RuntimeError(
                 f"the last batch lies in buffer {last.buffer_index}, which only a source with `state_dict()` can "
                 "re-read"
             )
-        rows, batches = self._read_buffer(iter(self.source), self.epoch, last.buffer_index)
+        rows, batches = self._read_buffer(self._seek(last.source_state), self.epoch, last.buffer_index)
         if last.batch_index >= len(batches):
             raise ValueError(
                 f"the source yields {len(rows)} rows for buffer {last.buffer_index}, too few for its batch "
@@ -240,6 +257,8 @@ class BucketedIterable(IterableDataset):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Resume: re-read only the current buffer from the source's saved state, then skip its emitted batches.
 
+        The saved epoch is adopted and passed on to the source, so no ``set_epoch`` is needed afterwards.
+
         A state without ``last_batch`` (saved before it was kept) loads too; a rank resumed from it past its last
         batch has nothing for ``uneven="pad"`` to repeat, so all ranks stop that epoch there, with a warning.
 
@@ -251,6 +270,7 @@ class BucketedIterable(IterableDataset):
         buffer_index, source_state = _buffer_start(state, "state")
         last = _batch_at(state.get("last_batch"))
         self.seed, self.epoch = seed, epoch
+        self._source_epoch()  # a buffer's start state may not restore it, and the first buffer has none
         self._resume = _Progress(position, buffer_index, source_state, int(state["buffer_position"]), last)
 
 
