@@ -144,11 +144,7 @@ def _resumable(kind: str, lengths: np.ndarray) -> Any:
 
 def _forget(sampler: Any) -> None:
     """Drop per-epoch caches, as in a new process (what construction computes once stays)."""
-    inner = getattr(sampler, "sampler", sampler)
-    if hasattr(inner, "_plan_cache"):
-        inner._plan_cache = None
-    if hasattr(inner, "_order"):
-        inner._order.clear_cache()
+    sampler.clear_cache()
 
 
 def resume_table(lengths: np.ndarray, positions: list[int]) -> None:

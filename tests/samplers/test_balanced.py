@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from typing import Any
 
@@ -9,7 +10,9 @@ import numpy as np
 import pytest
 
 from hfbridge.samplers import BatchedSampler, ClassBalancedSampler, _weighted_order
-from hfbridge.samplers._permutation import Permutations
+from hfbridge.samplers._permutation import Permutations, _half_bits
+from hfbridge.samplers._state import fingerprint
+from hfbridge.samplers._weighted_order import ORDER_VERSION
 
 LABELS = np.array([0] * 900 + [1] * 90 + [2] * 10)
 
@@ -158,10 +161,16 @@ def _epochs(sampler: ClassBalancedSampler, epochs: int) -> np.ndarray:
     return np.array(drawn)
 
 
+def _interval_starts(sampler: ClassBalancedSampler, seed: int, epoch: int) -> np.ndarray:
+    """The positions where the intervals of the key axis start in the order of ``(seed, epoch)``."""
+    keys = sampler._order.interval_counts(seed, epoch).sum(axis=1)
+    return np.cumsum(keys) - keys
+
+
 @pytest.mark.parametrize(
     ("counts", "power", "interval"),
-    [([6, 3, 1], 1.0, 2), ([4, 4, 2, 1], 0.5, 3), ([5, 3, 2], 2.0, 10**6)],
-    ids=["many-intervals", "shared-weight", "one-interval"],
+    [([6, 3, 1], 1.0, 2), ([4, 4, 2, 1], 0.5, 3), ([5, 3, 2], 2.0, 10**6), ([7, 3, 1], 6.0, 2)],
+    ids=["many-intervals", "shared-weight", "one-interval", "weights-5-orders-apart"],
 )
 def test_without_replacement_class_at_each_position_is_successive_sampling(
     monkeypatch: pytest.MonkeyPatch, counts: list[int], power: float, interval: int
@@ -235,7 +244,7 @@ def test_without_replacement_resumes_exactly_at_any_position(
     )
     whole.set_epoch(2)
     single = list(whole)
-    starts = whole._order._epoch(3, 2)[1]  # positions where the intervals of the key axis start
+    starts = _interval_starts(whole, 3, 2)
     assert len(starts) > 10
     shares = []
     for rank in range(num_replicas):
@@ -263,11 +272,12 @@ def test_without_replacement_resumes_exactly_at_any_position(
         assert len(set(single)) == 1501
 
 
-def test_without_replacement_resume_draws_one_interval(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_without_replacement_resume_draws_one_path_and_one_interval(monkeypatch: pytest.MonkeyPatch) -> None:
     labels = np.minimum(np.arange(200_000) % 97, 9)
     sampler = ClassBalancedSampler(labels, replacement=False, seed=2)
     full = list(sampler)
-    starts = sampler._order._epoch(2, 0)[1]
+    starts = _interval_starts(sampler, 2, 0)
+    assert len(starts) == 25
     position = int(starts[17]) + 10
     streams: list[int] = []
     original = _weighted_order.epoch_rng
@@ -280,7 +290,14 @@ def test_without_replacement_resume_draws_one_interval(monkeypatch: pytest.Monke
     resumed = ClassBalancedSampler(labels, replacement=False, seed=2)
     resumed.load_state_dict({**sampler.state_dict(), "position": position})
     assert next(iter(resumed)) == full[position]
-    assert streams == [0, 1 + 17]  # the count table, then interval 17's keys: not the other 24 intervals
+    # the splits on the path from the root (node 1; children 2k, 2k + 1) to interval 17, then its keys: nothing of
+    # the other 24 intervals
+    split = _weighted_order._SPLIT_STREAM
+    path = [stream - split for stream in streams if stream >= split]
+    assert [stream for stream in streams if stream < split] == [1 + 17]
+    assert path[0] == 1
+    assert all(child // 2 == parent for parent, child in itertools.pairwise(path))
+    assert 4 <= len(path) <= 5  # ceil(log2(25)) levels at most
 
 
 @pytest.mark.parametrize("power", [1.5, 300.0])
@@ -302,6 +319,27 @@ def test_without_replacement_state_of_another_configuration_is_refused() -> None
         ClassBalancedSampler(LABELS, replacement=False).load_state_dict(saved)
 
 
+def test_without_replacement_state_of_an_earlier_order_is_refused() -> None:
+    sampler = ClassBalancedSampler(LABELS, replacement=False, seed=0)
+    config = {  # what versions before ORDER_VERSION hashed: the same for their order and this one
+        "class": "ClassBalancedSampler",
+        "num_samples": len(LABELS),
+        "replacement": False,
+        "power": 1.0,
+        "num_replicas": 1,
+        "uneven": "pad",
+    }
+    assert sampler.state_dict()["fingerprint"] == fingerprint({**config, "order": ORDER_VERSION}, LABELS)
+    earlier = {**sampler.state_dict(), "fingerprint": fingerprint(config, LABELS), "position": 10}
+    with pytest.raises(ValueError, match=r"configured differently.*drew another order"):
+        sampler.load_state_dict(earlier)
+    # with replacement the draw did not change, and neither does its fingerprint
+    with_replacement = ClassBalancedSampler(LABELS, seed=0)
+    assert with_replacement.state_dict()["fingerprint"] == fingerprint(
+        {**config, "replacement": True}, LABELS
+    )
+
+
 def test_permutations_are_independent_bijections_mapped_in_one_pass() -> None:
     sizes = np.array([1, 2, 3, 5, 64, 65, 1000])
     perms = Permutations(sizes, (1, 2, 3))
@@ -316,3 +354,20 @@ def test_permutations_are_independent_bijections_mapped_in_one_pass() -> None:
     assert not np.array_equal(Permutations(sizes, (1, 2, 4))(domains, positions), mapped)
     order = np.random.default_rng(0).permutation(len(domains))  # any mix of domains, in any order
     assert np.array_equal(perms(domains[order], positions[order]), mapped[order])
+
+
+def test_permutations_size_each_domain_as_a_single_permutation_does() -> None:
+    powers = 2 ** np.arange(1, 50)
+    sizes = np.concatenate([np.arange(70_000), powers - 1, powers, powers + 1])
+    expected = [_half_bits(int(n)) for n in sizes]  # the per-domain rule, computed one int at a time
+    assert Permutations(sizes, (1, 2, 3))._half.tolist() == expected
+
+
+def test_permutations_leave_the_callers_positions_alone() -> None:
+    sizes = np.array([3, 1000])
+    perms = Permutations(sizes, (0, 0, 7))
+    domains = np.array([1] * 6)
+    positions = np.arange(994, 1000, dtype=np.uint64)  # near the top of the domain: some values cycle-walk
+    mapped = perms(domains, positions)
+    assert positions.tolist() == list(range(994, 1000))
+    assert np.array_equal(perms(domains, positions.astype(np.int64)), mapped)

@@ -149,3 +149,22 @@ def test_loading_adopts_the_saved_seed() -> None:
     resumed = LengthGroupedBatchSampler(LENGTHS, 16, seed=0)
     resumed.load_state_dict(saver.state_dict())
     assert list(resumed) == list(LengthGroupedBatchSampler(LENGTHS, 16, seed=11))
+
+
+@pytest.mark.parametrize("name", [name for name in FACTORIES if not name.startswith("stream")])
+def test_clear_cache_drops_the_epoch_draws_and_changes_nothing(name: str) -> None:
+    reference = FACTORIES[name]()
+    reference.set_epoch(1)
+    full = [_key(b) for b in reference]
+    sampler = FACTORIES[name]()
+    sampler.load_state_dict({**reference.state_dict(), "position": 9})
+    iterator = iter(sampler)
+    head = [_key(next(iterator)) for _ in range(3)]
+    inner = getattr(sampler, "sampler", sampler)
+    cached = inner._order if isinstance(inner, ClassBalancedSampler) and not inner.replacement else None
+    sampler.clear_cache()  # mid-iteration, as a new process would start
+    if cached is not None:
+        assert cached._epoch_cache is None
+    elif hasattr(inner, "_plan_cache"):
+        assert inner._plan_cache is None
+    assert head + [_key(b) for b in iterator] == full[9:]

@@ -12,7 +12,7 @@ from hfbridge._checks import check_choice, check_non_negative_int, check_positiv
 from hfbridge._distributed import resolve_replicas
 from hfbridge.samplers._base import Uneven, shard_len
 from hfbridge.samplers._state import Cursor, epoch_rng, fingerprint, to_index_array, uneven_options
-from hfbridge.samplers._weighted_order import WeightedOrder
+from hfbridge.samplers._weighted_order import ORDER_VERSION, WeightedOrder
 
 __all__ = ["BatchedSampler", "ClassBalancedSampler"]
 
@@ -29,8 +29,10 @@ class ClassBalancedSampler(Sampler[int]):
     Resume: with replacement, draws come from one generator per chunk of 16384 positions, seeded by
     ``(seed, epoch, chunk)``, so resuming draws only the current chunk (O(1) in the position). Without replacement,
     rows of equal weight are exchangeable, so the permutation is drawn as a sequence of weight groups (binomial
-    counts per interval of the key axis, then one interval's keys sorted) and a keyed uniform order within each
-    group: resuming draws one small count table and sorts one interval of ~8192 keys, whatever the position.
+    counts per interval of the key axis, drawn down a binary tree over the intervals, then one interval's keys
+    sorted) and a keyed uniform order within each group: resuming draws one path down the tree
+    (``log2(len(labels) / 8192)`` splits, one binomial per distinct class size each) and sorts one interval of
+    ~8192 keys, whatever the position and the power.
 
     Args:
         labels: one class id per row (e.g. ``adapter.label_ids``).
@@ -87,19 +89,19 @@ class ClassBalancedSampler(Sampler[int]):
             class_weight[present] = counts[present].astype(np.float64) ** (1 - self.power)
             self._class_cdf = np.cumsum(class_weight)
         else:  # a weighted permutation with random access: see _weighted_order
-            self._order = WeightedOrder(self._labels, self.power, self.num_samples)
+            self._order = WeightedOrder(self._labels, self.power)
         self._cursor = Cursor()
-        self._fingerprint = fingerprint(
-            {
-                "class": type(self).__name__,
-                "num_samples": self.num_samples,
-                "replacement": replacement,
-                "power": self.power,
-                "num_replicas": self.num_replicas,
-                "uneven": uneven,
-            },
-            self._labels,
-        )
+        config = {
+            "class": type(self).__name__,
+            "num_samples": self.num_samples,
+            "replacement": replacement,
+            "power": self.power,
+            "num_replicas": self.num_replicas,
+            "uneven": uneven,
+        }
+        if not replacement:  # a state saved with an earlier order must not resume into this one's
+            config["order"] = ORDER_VERSION
+        self._fingerprint = fingerprint(config, self._labels)
 
     def _draw_chunk(self, chunk: int) -> np.ndarray:
         """Draws (with replacement) at global positions ``chunk * _CHUNK ...``: they depend only on
@@ -126,6 +128,11 @@ class ClassBalancedSampler(Sampler[int]):
             mask = chunks == chunk
             drawn[mask] = self._draw_chunk(chunk)[positions[mask] - chunk * _CHUNK]
         return drawn
+
+    def clear_cache(self) -> None:
+        """Drop what was drawn for the current epoch, as a new process starts (e.g. to time a resume)."""
+        if not self.replacement:
+            self._order.clear_cache()
 
     @property
     def weights(self) -> np.ndarray:
@@ -229,6 +236,12 @@ class BatchedSampler(Sampler[list[int]]):
     @property
     def next_position(self) -> int:
         return self._cursor.next_position
+
+    def clear_cache(self) -> None:
+        """Drop the inner sampler's per-epoch draws (when it has a ``clear_cache``), as a new process starts."""
+        clear = getattr(self.sampler, "clear_cache", None)
+        if callable(clear):
+            clear()
 
     def set_epoch(self, epoch: int) -> None:
         self._cursor.epoch = int(self.sampler.epoch)  # the inner sampler may have been moved directly

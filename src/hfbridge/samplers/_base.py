@@ -139,6 +139,10 @@ class EpochBatchSampler(Sampler[list[int]]):
         self._plan_cache = (self.epoch, self.seed, (plan, order, swap))
         return plan, order, swap
 
+    def clear_cache(self) -> None:
+        """Drop the epoch plan computed so far, as a new process starts (e.g. to time a resume)."""
+        self._plan_cache = None
+
     def _global_positions(self, positions: np.ndarray) -> np.ndarray:
         """This rank's positions -> positions in the all-ranks batch sequence (see :func:`shard`)."""
         global_positions = self.rank + positions * self.num_replicas

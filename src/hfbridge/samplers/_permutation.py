@@ -87,7 +87,9 @@ class Permutations:
 
     def __init__(self, sizes: np.ndarray, entropy: tuple[int, ...]) -> None:
         self.sizes = np.asarray(sizes, dtype=np.uint64)
-        self._half = np.array([_half_bits(int(n)) for n in self.sizes], dtype=np.uint64)  # few domains
+        # _half_bits of every size at once: frexp's exponent of n - 1 is its bit length (exact below 2**53)
+        bits = np.maximum(2, np.frexp(np.asarray(sizes, dtype=np.int64) - 1.0)[1])
+        self._half = ((bits + bits % 2) // 2).astype(np.uint64)
         self._mask = (np.uint64(1) << self._half) - np.uint64(1)
         base = np.random.SeedSequence(list(entropy)).generate_state(_ROUNDS, dtype=np.uint64)
         domains = np.arange(len(self.sizes), dtype=np.uint64)[:, None]
@@ -96,7 +98,7 @@ class Permutations:
     def __call__(self, domains: np.ndarray, positions: np.ndarray) -> np.ndarray:
         """Map ``positions[i]`` (in ``[0, sizes[domains[i]])``) through the permutation of ``domains[i]`` (int64)."""
         domains = np.asarray(domains, dtype=np.int64)
-        values = np.asarray(positions, dtype=np.uint64)
+        values = np.array(positions, dtype=np.uint64)  # a copy: the walk writes into it
         walking = np.arange(len(values))
         while walking.size:  # cycle-walk values outside their domain: a domain is < 4 n, so few rounds
             of = domains[walking]

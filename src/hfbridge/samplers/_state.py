@@ -73,7 +73,8 @@ def check_state(state: Any, name: str, fp: str) -> tuple[int, int, int]:
         raise ValueError(
             f"`state` was saved by a {name} configured differently (fingerprint {state['fingerprint']!r}, "
             f"this one is {fp!r}): lengths/labels, batch size or token budget, shuffle, drop_last, num_replicas "
-            "or uneven must match the run that saved it"
+            "or uneven must match the run that saved it, and so must the order's algorithm (a state from an "
+            "hfbridge version that drew another order is refused too)"
         )
     values = []
     for key in ("seed", "epoch", "position"):
