@@ -38,9 +38,8 @@ ORDER_VERSION = 2
 _INTERVAL = 8192  # expected keys per interval of the key axis: the work of a resume
 _LOG_WEIGHT_FLOOR = -600.0  # weights under e^-600 (~1e-261) of the largest are raised to it: exp() stays > 0
 _PERMUTATION_STREAM = 2**32 - 1  # row orders are keyed (seed, epoch, this); interval j uses stream 1 + j
-_SPLIT_STREAM = (
-    2**32
-)  # node k of the tree (root 1, children 2k and 2k + 1) splits with stream _SPLIT_STREAM + k
+# node k of the tree (root 1, children 2k and 2k + 1) splits with stream _SPLIT_STREAM + k
+_SPLIT_STREAM = 2**32
 
 
 @dataclass
