@@ -16,6 +16,7 @@ from the last complete checkpoint with the same batches, learning-rate schedule 
 from __future__ import annotations
 
 import argparse
+import gc
 import math
 import os
 import sys
@@ -319,6 +320,9 @@ def main(argv: list[str] | None = None) -> int:
         )
     if world > 1:
         dist.barrier()
+        # free DDP (kept alive by reference cycles) before its process group goes, not at interpreter exit
+        del ddp_model
+        gc.collect()
         dist.destroy_process_group()
     return 0
 

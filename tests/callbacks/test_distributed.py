@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import gc
 import io
 import json
 import time
@@ -85,6 +86,10 @@ def _worker(rank: int, init_file: str, dirpath: str, out_dir: str) -> None:
     }
     Path(out_dir, f"rank{rank}.json").write_text(json.dumps(out))
     dist.barrier()
+    # free the DDP reducer (kept alive by reference cycles) while the interpreter is still whole: freed at exit,
+    # gloo's threads can abort the process (SIGABRT, "terminate called without an active exception")
+    del model
+    gc.collect()
     dist.destroy_process_group()
 
 
