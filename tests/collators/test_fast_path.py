@@ -316,6 +316,7 @@ def test_padding_masks_from_the_tables_match_a_comparison_with_arange(side: str)
         got = padding_mask(lengths, width, side)  # type: ignore[arg-type]
         assert got.shape == want.shape
         assert (got == want).all(), (width, side)
+        assert (padding_mask(np.array(lengths), np.int64(width), side) == want).all()  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("container", CONTAINERS)

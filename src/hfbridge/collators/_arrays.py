@@ -185,7 +185,7 @@ def padding_mask(lengths: Sequence[int] | np.ndarray, width: int, side: Side) ->
         if side == "right":
             return positions < lengths[:, None]
         return positions >= (width - lengths)[:, None]
-    size = 1 << max(width - 1, 63).bit_length()  # the table width: 64, 128, 256 or 512
+    size = 1 << max(int(width) - 1, 63).bit_length()  # the table width: 64, 128, 256 or 512
     table = _MASK_TABLES.get(size)
     if table is None:
         table = _MASK_TABLES[size] = np.arange(size) < np.arange(size + 1)[:, None]

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
-from hfbridge.collators._arrays import constant_padded, filled, padding_mask, stack_scalars
+from hfbridge.collators._arrays import constant_padded, padding_mask, scatter_padded, stack_scalars
 from hfbridge.collators._packing import FLAG_KEYS, pack_flags, pack_ints, pack_rows
 
 if TYPE_CHECKING:
@@ -184,7 +184,7 @@ def _pad_lists(c: PaddingCollator, plan: Plan, features: list[dict[str, Any]], o
         elif name in FLAG_KEYS:  # 0/1 values: converting all rows at once as bytes beats a pack per row
             if mask is None:
                 mask = padding_mask(lens, width, side)  # type: ignore[arg-type]
-            out[name] = _scatter(pack_flags(column), mask, pad)
+            out[name] = scatter_padded(pack_flags(column), mask, pad, np.int64)  # uint8 flags, int64 out
         else:
             out[name] = pack_rows(column, lens, width, pad, side)
     return padding_mask(lens, width, side) if mask is None else mask  # type: ignore[arg-type]
@@ -222,18 +222,9 @@ def _pad_arrays(c: PaddingCollator, plan: Plan, features: list[dict[str, Any]], 
             if name == "input_ids":
                 lens, mask = key_lens, key_mask
         end = start + sum(key_lens)
-        out[name] = _scatter(flat[start:end], key_mask, pad)
+        out[name] = scatter_padded(flat[start:end], key_mask, pad)
         start = end
     return mask
-
-
-def _scatter(flat: np.ndarray, mask: np.ndarray, pad: int) -> np.ndarray:
-    """``scatter_padded`` into int64 for an int ``flat`` (int64, or uint8 flags) and an int ``pad``."""
-    if flat.shape[0] == mask.size:  # nothing to pad (a uint8 `flat` is read-only: astype copies it)
-        return flat.astype(np.int64, copy=False).reshape(mask.shape)
-    out = filled(mask.shape, pad)
-    out[mask] = flat
-    return out
 
 
 def flatten_ints(column: list[Any]) -> tuple[np.ndarray, list[int]] | None:
