@@ -120,7 +120,11 @@ def _raise_in_worker(worker_id: int) -> None:
         ({"batch_size": 8, "batching": "sorted"}, ValueError, "`batching` must be one of 'length', 'tokens'"),
         ({"batching": "length"}, ValueError, "`batch_size` is required with batching='length'"),
         ({"batching": "tokens"}, ValueError, "`max_tokens` is required with batching='tokens'"),
-        ({"batch_size": 8, "max_tokens": 64}, ValueError, "`max_tokens` only applies to batching='tokens'"),
+        (
+            {"batch_size": 8, "max_tokens": 64, "batching": "length"},
+            ValueError,
+            "`max_tokens`=64 conflicts with `batching`='length'",
+        ),
         ({"batch_size": 8, "num_workers": -1}, ValueError, "`num_workers` must be a non-negative integer"),
         ({"batch_size": 8, "pin_memory": "yes"}, TypeError, "`pin_memory` must be a bool or 'auto'"),
         ({"batch_size": 0}, ValueError, "`batch_size` must be a positive integer"),
@@ -145,7 +149,7 @@ def test_adapter_without_what_is_needed() -> None:
 
     with pytest.raises(TypeError, match=r"must have a `.collator`"):
         build_dataloader(Bare(), batch_size=2)
-    with pytest.raises(TypeError, match=r"batching='length' needs `adapter.lengths`"):
+    with pytest.raises(TypeError, match=r"cannot find lengths for Bare: give it a `.lengths` array"):
         build_dataloader(Bare(), batch_size=2, collate_fn=list)
     assert list(
         build_dataloader(Bare(), batch_size=2, batching="random", collate_fn=list, shuffle=False)

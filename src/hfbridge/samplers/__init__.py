@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from hfbridge.samplers._balanced import BatchedSampler, ClassBalancedSampler
+from hfbridge.samplers._build import build_batch_sampler, dataset_labels, dataset_lengths
 from hfbridge.samplers._grouped import LengthGroupedBatchSampler, RandomBatchSampler
 from hfbridge.samplers._loader import ResumableDataLoader, build_dataloader, seed_worker
 from hfbridge.samplers._streaming import BucketedIterable
@@ -27,7 +28,10 @@ __all__ = [
     "RandomBatchSampler",
     "ResumableDataLoader",
     "TokenBudgetBatchSampler",
+    "build_batch_sampler",
     "build_dataloader",
+    "dataset_labels",
+    "dataset_lengths",
     "seed_worker",
 ]
 

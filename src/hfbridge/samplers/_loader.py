@@ -11,20 +11,19 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset
 
-from hfbridge._checks import check_choice, check_non_negative_int, check_positive_int, check_type
-from hfbridge.samplers._balanced import BatchedSampler, ClassBalancedSampler
+from hfbridge._checks import check_choice, check_non_negative_int, check_type
 from hfbridge.samplers._base import Uneven
+from hfbridge.samplers._build import BATCHINGS, Batching, build_batch_sampler, resolve_batching
 from hfbridge.samplers._epoch_sync import EpochSyncedCollator, set_collator_epoch
-from hfbridge.samplers._grouped import LengthGroupedBatchSampler, RandomBatchSampler
 from hfbridge.samplers._rank_sync import agreed_batches, ranks_must_agree
 from hfbridge.samplers._state import uneven_options
 from hfbridge.samplers._streaming import BucketedIterable
-from hfbridge.samplers._token_budget import TokenBudgetBatchSampler
 
 __all__ = ["ResumableDataLoader", "build_dataloader", "seed_worker"]
 
-Batching = Literal["length", "tokens", "random", "balanced"]
-_BATCHINGS = ("length", "tokens", "random", "balanced")
+_BATCHINGS = (
+    BATCHINGS  # read by samplers/_trainer.py until it moves to hfbridge.trainer and uses build_batch_sampler
+)
 
 
 def seed_worker(
@@ -139,7 +138,7 @@ def build_dataloader(
     *,
     batch_size: int | None = None,
     max_tokens: int | None = None,
-    batching: Batching = "length",
+    batching: Batching | None = None,
     shuffle: bool = True,
     seed: int = 0,
     num_workers: int = 0,
@@ -197,30 +196,12 @@ def build_dataloader(
         ...     for batch in loader:
         ...         ...
     """
-    check_choice("batching", batching, _BATCHINGS)
-    check_positive_int("batch_size", batch_size, allow_none=True)
-    check_positive_int("max_tokens", max_tokens, allow_none=True)
+    batching = resolve_batching(batching, batch_size, max_tokens)
     check_non_negative_int("num_workers", num_workers)
     check_non_negative_int("seed", seed)
     check_choice("uneven", uneven, uneven_options)
     if pin_memory != "auto":
         check_type("pin_memory", pin_memory, bool, what="a bool or 'auto'")
-    if batching == "tokens":
-        if max_tokens is None:
-            raise ValueError("`max_tokens` is required with batching='tokens'; got None")
-        if batch_size is not None:
-            sampler_kwargs.setdefault("max_batch_size", batch_size)
-    elif batch_size is None:
-        raise ValueError(f"`batch_size` is required with batching={batching!r}; got None")
-    elif max_tokens is not None:
-        raise ValueError(
-            f"`max_tokens` only applies to batching='tokens'; got max_tokens={max_tokens} "
-            f"with batching={batching!r}"
-        )
-    if batching == "balanced" and not shuffle:
-        raise ValueError(
-            "`shuffle` must be True with batching='balanced' (it draws rows at random); got False"
-        )
     if collate_fn is None:
         collate_fn = getattr(adapter, "collator", None)
         if collate_fn is None:
@@ -245,6 +226,8 @@ def build_dataloader(
             raise ValueError(
                 f"`batching` must be 'length' or 'tokens' for an iterable adapter; got {batching!r}"
             )
+        if batching == "tokens" and batch_size is not None:
+            sampler_kwargs.setdefault("max_batch_size", batch_size)
         bucketed = BucketedIterable(
             adapter,
             batch_size=batch_size if batching == "length" else None,
@@ -263,42 +246,17 @@ def build_dataloader(
             batch_size=None,
             **loader_kwargs,
         )
-    common: dict[str, Any] = {
-        "shuffle": shuffle,
-        "seed": seed,
-        "num_replicas": num_replicas,
-        "rank": rank,
-        "uneven": uneven,
-    }
-    batch_sampler: Any
-    if batching == "length":
-        batch_sampler = LengthGroupedBatchSampler(
-            _attribute(adapter, "lengths", batching),
-            batch_size or 0,
-            drop_last=drop_last,
-            **common,
-            **sampler_kwargs,
-        )
-    elif batching == "tokens":
-        batch_sampler = TokenBudgetBatchSampler(
-            _attribute(adapter, "lengths", batching), max_tokens or 0, **common, **sampler_kwargs
-        )
-    elif batching == "random":
-        batch_sampler = RandomBatchSampler(
-            len(adapter), batch_size or 0, drop_last=drop_last, **common, **sampler_kwargs
-        )
-    else:
-        common.pop("shuffle")
-        inner = ClassBalancedSampler(_attribute(adapter, "label_ids", batching), **common, **sampler_kwargs)
-        batch_sampler = BatchedSampler(inner, batch_size or 0, drop_last=drop_last)
+    batch_sampler = build_batch_sampler(
+        adapter,
+        batching=batching,
+        batch_size=batch_size,
+        max_tokens=max_tokens,
+        shuffle=shuffle,
+        seed=seed,
+        drop_last=drop_last,
+        num_replicas=num_replicas,
+        rank=rank,
+        uneven=uneven,
+        **sampler_kwargs,
+    )
     return ResumableDataLoader(adapter, seed=seed, rank=rank, batch_sampler=batch_sampler, **loader_kwargs)
-
-
-def _attribute(adapter: Any, name: str, batching: str) -> Any:
-    try:
-        return getattr(adapter, name)
-    except AttributeError:
-        raise TypeError(
-            f"batching={batching!r} needs `adapter.{name}`; {type(adapter).__name__} has none (use an hfbridge "
-            "adapter, or build the sampler yourself from your own array)"
-        ) from None

@@ -210,6 +210,10 @@ class TokenBudgetBatchSampler(EpochBatchSampler):
     def _num_global_batches(self) -> int:
         return len(self._bounds) - 1
 
+    def largest_batch(self) -> int:
+        """Rows in the largest batch (the same every epoch: the cut depends only on the lengths)."""
+        return int(np.diff(self._bounds).max())
+
     def _global_plan(self, epoch: int) -> TiedRunsPlan | SlicedPlan:
         if not self.shuffle:
             return SlicedPlan(self._sorted, self._bounds, self._lengths)
