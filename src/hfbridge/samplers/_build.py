@@ -11,6 +11,7 @@ from torch.utils.data import Sampler
 from hfbridge._checks import check_choice, check_positive_int
 from hfbridge.samplers._balanced import BatchedSampler, ClassBalancedSampler
 from hfbridge.samplers._grouped import LengthGroupedBatchSampler, RandomBatchSampler
+from hfbridge.samplers._state import Uneven
 from hfbridge.samplers._token_budget import TokenBudgetBatchSampler
 
 __all__ = [
@@ -110,7 +111,7 @@ def build_batch_sampler(
     drop_last: bool = False,
     num_replicas: int | None = None,
     rank: int | None = None,
-    uneven: Literal["pad", "drop", "exact"] = "pad",
+    uneven: Uneven = "pad",
     length_column: str = "length",
     input_name: str = "input_ids",
     label_column: str = "label",

@@ -12,11 +12,10 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset
 
 from hfbridge._checks import check_choice, check_non_negative_int, check_type
-from hfbridge.samplers._base import Uneven
 from hfbridge.samplers._build import BATCHINGS, Batching, build_batch_sampler, resolve_batching
 from hfbridge.samplers._epoch_sync import EpochSyncedCollator, set_collator_epoch
 from hfbridge.samplers._rank_sync import agreed_batches, ranks_must_agree
-from hfbridge.samplers._state import uneven_options
+from hfbridge.samplers._state import Uneven, uneven_options
 from hfbridge.samplers._streaming import BucketedIterable
 
 __all__ = ["ResumableDataLoader", "build_dataloader", "seed_worker"]
