@@ -263,3 +263,19 @@ class _Rows(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int) -> dict[str, int]:
         return {"row": i}
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_seek_resumes_from_an_epoch_and_a_batch_count(map_adapter: FakeMapAdapter, num_workers: int) -> None:
+    """What a trainer that knows only the epoch and the batches done in it calls on resume."""
+    make = lambda: build_dataloader(map_adapter, batch_size=64, num_workers=num_workers, seed=4)  # noqa: E731
+    reference = make()
+    reference.set_epoch(2)
+    full = [batch["row"].tolist() for batch in reference]
+    loader = make()
+    loader.seek(2, 11)
+    loader.set_epoch(2)
+    assert loader.state_dict()["position"] == 11
+    assert [batch["row"].tolist() for batch in loader] == full[11:]
+    with pytest.raises(ValueError, match=r"`position` must be <= 32"):
+        loader.seek(2, 33)

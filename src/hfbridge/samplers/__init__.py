@@ -1,8 +1,8 @@
 """Length-aware batch samplers, class balance, rank sharding and exact O(1) resume; ``build_dataloader``.
 
 Every sampler and the loader from :func:`build_dataloader` has ``set_epoch``, ``state_dict`` and
-``load_state_dict``; every random choice derives from ``(seed, epoch)``. ``BatchingTrainerMixin`` (which imports
-``transformers``) is loaded on first access.
+``load_state_dict``; every random choice derives from ``(seed, epoch)``. ``BatchingTrainerMixin`` (which
+imports ``transformers``) is loaded on first access.
 """
 
 from __future__ import annotations

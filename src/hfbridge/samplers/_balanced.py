@@ -1,4 +1,4 @@
-"""Class-balanced sampling: ``WeightedRandomSampler`` with weights from label counts, sharded and resumable."""
+"""Class-balanced sampling: ``WeightedRandomSampler`` with weights from label counts, sharded, resumable."""
 
 from __future__ import annotations
 
@@ -18,9 +18,10 @@ class ClassBalancedSampler(Sampler[int]):
     """Draw row indices so classes appear in balanced proportions: each row weighs ``count(label) ** -power``.
 
     With ``replacement=True`` this is ``WeightedRandomSampler`` with weights computed for you; with
-    ``replacement=False`` it draws a weighted permutation (Efraimidis-Spirakis keys), so each row appears at most once
-    per epoch and rare classes come early. The draw depends only on ``(seed, epoch)``; ranks take interleaved
-    shares of it, and a resume draws the epoch again and starts at the saved position, with no replay.
+    ``replacement=False`` it draws a weighted permutation (Efraimidis-Spirakis keys), so each row appears at
+    most once per epoch and rare classes come early. The draw depends only on ``(seed, epoch)``; ranks take
+    interleaved shares of it, and a resume draws the epoch again and starts at the saved position, with no
+    replay.
 
     Args:
         labels: one class id per row (e.g. ``adapter.label_ids``).
@@ -31,7 +32,8 @@ class ClassBalancedSampler(Sampler[int]):
         seed: base seed; epoch ``e`` uses ``(seed, e)``.
         num_replicas: number of ranks (default from ``torch.distributed``).
         rank: this rank (default from ``torch.distributed``).
-        uneven: ``"pad"``, ``"drop"`` or ``"exact"``: how ``num_samples`` is split when it does not divide evenly.
+        uneven: ``"pad"``, ``"drop"`` or ``"exact"``: how ``num_samples`` is split when it does not divide
+            evenly.
 
     Raises:
         TypeError: when ``labels`` is not integer data or an option has the wrong type.
@@ -39,7 +41,7 @@ class ClassBalancedSampler(Sampler[int]):
 
     Example:
         >>> sampler = ClassBalancedSampler(adapter.label_ids, seed=0)  # doctest: +SKIP
-        >>> loader = DataLoader(adapter, batch_size=32, sampler=sampler, collate_fn=adapter.collator)  # doctest: +SKIP
+        >>> loader = DataLoader(adapter, batch_size=32, sampler=sampler)  # doctest: +SKIP
     """
 
     def __init__(
@@ -81,7 +83,8 @@ class ClassBalancedSampler(Sampler[int]):
         self._schedule.set_fingerprint(config, self._labels)
 
     def _draw(self, seed: int, epoch: int) -> list[int]:
-        """This rank's indices of the epoch ``(seed, epoch)``, drawn whole (a vectorised pass over the rows)."""
+        """This rank's indices of the epoch ``(seed, epoch)``, drawn whole (a vectorised pass over the
+        rows)."""
         rng = epoch_rng(seed, epoch, 1)
         counts = self.class_counts
         if self.replacement:  # pick a class by its total weight, then one of its rows uniformly
@@ -101,7 +104,8 @@ class ClassBalancedSampler(Sampler[int]):
 
     @property
     def weights(self) -> np.ndarray:
-        """Each row's weight, ``count(label) ** -power`` (computed on request: sampling uses class weights)."""
+        """Each row's weight, ``count(label) ** -power`` (computed on request: sampling uses class
+        weights)."""
         return self.class_counts[self._labels].astype(np.float64) ** -self.power
 
     def __len__(self) -> int:
@@ -147,7 +151,8 @@ class ClassBalancedSampler(Sampler[int]):
 class BatchedSampler(Sampler[list[int]]):
     """Group a resumable index sampler (e.g. :class:`ClassBalancedSampler`) into batches, keeping its resume.
 
-    Its ``seed``, ``num_replicas``, ``rank`` and ``uneven`` are those of the sampler it wraps (set them there).
+    Its ``seed``, ``num_replicas``, ``rank`` and ``uneven`` are those of the sampler it wraps (set them
+    there).
 
     Args:
         sampler: an index sampler with ``set_epoch``, ``seek``, ``state_dict(position=...)`` and
@@ -219,7 +224,7 @@ class BatchedSampler(Sampler[list[int]]):
         self.sampler.set_epoch(epoch)
 
     def seek(self, epoch: int, position: int) -> None:
-        """Start the next ``__iter__`` at batch ``position`` of ``epoch`` (skip its first ``position`` batches).
+        """Start the next ``__iter__`` at batch ``position`` of ``epoch``, its first ``position`` skipped.
 
         Raises:
             ValueError: when ``position`` is past the epoch's end.

@@ -1,4 +1,4 @@
-"""Fixed-size batches: length-grouped (shuffle, sort within megabatches, shuffle the batches) and plain random."""
+"""Fixed-size batches: length-grouped (shuffle, sort in megabatches, shuffle the batches) and plain random."""
 
 from __future__ import annotations
 
@@ -27,16 +27,17 @@ class LengthGroupedBatchSampler(Sampler[list[int]]):
     """Batches of rows of similar length, in a random order of batches.
 
     Each epoch: shuffle the rows, cut them into megabatches of ``batch_size * megabatch_mult`` rows, sort each
-    megabatch by length (longest first) and cut it into batches, then shuffle the batches themselves. The last step
-    is what HF's ``LengthGroupedSampler`` lacks: without it every megabatch runs long-to-short and the loss
-    saw-tooths (transformers #20810). Everything derives from ``(seed, epoch)``, so ranks agree without talking,
-    and a resume draws the epoch again and starts at the saved batch, with no replay.
+    megabatch by length (longest first) and cut it into batches, then shuffle the batches themselves. The last
+    step is what HF's ``LengthGroupedSampler`` lacks: without it every megabatch runs long-to-short and the
+    loss saw-tooths (transformers #20810). Everything derives from ``(seed, epoch)``, so ranks agree without
+    talking, and a resume draws the epoch again and starts at the saved batch, with no replay.
 
     Args:
-        lengths: one token count per row (list, NumPy array, tensor or Arrow column), e.g. ``adapter.lengths``.
+        lengths: one token count per row (list, NumPy array, tensor or Arrow column), e.g.
+            ``adapter.lengths``.
         batch_size: rows per batch.
-        shuffle: shuffle rows and batches; ``False`` sorts the whole dataset by length (longest first), which is
-            what you want for evaluation.
+        shuffle: shuffle rows and batches; ``False`` sorts the whole dataset by length (longest first), which
+            is what you want for evaluation.
         seed: base seed; epoch ``e`` uses ``(seed, e)``.
         megabatch_mult: megabatch size in batches. Larger groups pad less but vary less between epochs.
         drop_last: drop ``len(lengths) % batch_size`` random rows so every batch is full.
@@ -44,8 +45,8 @@ class LengthGroupedBatchSampler(Sampler[list[int]]):
         num_replicas: number of ranks (default: ``torch.distributed`` world size, else 1).
         rank: this rank (default: ``torch.distributed`` rank, else 0).
         uneven: when the batch count does not split evenly over ranks: ``"pad"`` repeats batches so every rank
-            gets the same count (training), ``"drop"`` drops the extra batches, ``"exact"`` yields every row once
-            over all ranks (evaluation; counts may differ by one).
+            gets the same count (training), ``"drop"`` drops the extra batches, ``"exact"`` yields every row
+            once over all ranks (evaluation; counts may differ by one).
 
     Raises:
         TypeError: when ``lengths`` is not integer data or an option has the wrong type.
@@ -139,7 +140,7 @@ class LengthGroupedBatchSampler(Sampler[list[int]]):
         return self._schedule.cursor.next_position
 
     def seek(self, epoch: int, position: int) -> None:
-        """Start the next ``__iter__`` at batch ``position`` of ``epoch`` (skip its first ``position`` batches)."""
+        """Start the next ``__iter__`` at batch ``position`` of ``epoch``, its first ``position`` skipped."""
         self._schedule.seek(epoch, position)
 
     def state_dict(self, position: int | None = None) -> dict[str, Any]:
@@ -155,8 +156,8 @@ class LengthGroupedBatchSampler(Sampler[list[int]]):
         """Resume: the next ``__iter__`` yields exactly the batches the saved run had not yet yielded.
 
         Raises:
-            ValueError: when the state belongs to another sampler class or configuration, or the position is past
-                the end of the epoch.
+            ValueError: when the state belongs to another sampler class or configuration, or the position is
+                past the end of the epoch.
         """
         self._schedule.load_state_dict(state)
         self.seed = self._schedule.seed
@@ -242,7 +243,7 @@ class RandomBatchSampler(Sampler[list[int]]):
         return self._schedule.cursor.next_position
 
     def seek(self, epoch: int, position: int) -> None:
-        """Start the next ``__iter__`` at batch ``position`` of ``epoch`` (skip its first ``position`` batches)."""
+        """Start the next ``__iter__`` at batch ``position`` of ``epoch``, its first ``position`` skipped."""
         self._schedule.seek(epoch, position)
 
     def state_dict(self, position: int | None = None) -> dict[str, Any]:

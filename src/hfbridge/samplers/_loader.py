@@ -14,9 +14,8 @@ from torch.utils.data import DataLoader, IterableDataset
 from hfbridge._checks import check_choice, check_non_negative_int, check_type
 from hfbridge.samplers._build import BATCHINGS, Batching, build_batch_sampler, resolve_batching
 from hfbridge.samplers._epoch_sync import EpochSyncedCollator, set_collator_epoch
-from hfbridge.samplers._rank_sync import agreed_batches, ranks_must_agree
 from hfbridge.samplers._state import Uneven, uneven_options
-from hfbridge.samplers._streaming import BucketedIterable
+from hfbridge.samplers._streaming import BucketedIterable, agreed_batches, ranks_must_agree
 
 __all__ = ["ResumableDataLoader", "build_dataloader", "seed_worker"]
 
@@ -38,11 +37,12 @@ def seed_worker(
 
 
 class ResumableDataLoader(DataLoader):
-    """A ``DataLoader`` whose ``state_dict`` counts the batches it handed to *you*, not those workers prefetched.
+    """A ``DataLoader`` whose ``state_dict`` counts the batches it handed to *you*, not those workers
+    prefetched.
 
-    Built by :func:`build_dataloader`; ``set_epoch``, ``state_dict`` and ``load_state_dict`` go to its batch sampler
-    (or bucketing stream), with the position replaced by the loader's own count, so a state saved mid-epoch with
-    ``num_workers > 0`` resumes at exactly the next batch.
+    Built by :func:`build_dataloader`; ``set_epoch``, ``state_dict`` and ``load_state_dict`` go to its batch
+    sampler (or bucketing stream), with the position replaced by the loader's own count, so a state saved
+    mid-epoch with ``num_workers > 0`` resumes at exactly the next batch.
     """
 
     def __init__(
@@ -57,7 +57,8 @@ class ResumableDataLoader(DataLoader):
     ) -> None:
         self._user_worker_init_fn = kwargs.pop("worker_init_fn", None)
         # Without a generator of its own, every new iterator draws its base seed from the *global* torch RNG,
-        # which shifts dropout after a mid-epoch resume; a loader-owned generator keeps resumed runs bitwise exact.
+        # which shifts dropout after a mid-epoch resume; a loader-owned generator keeps resumed runs bitwise
+        # exact.
         if kwargs.get("generator") is None:
             kwargs["generator"] = torch.Generator().manual_seed(seed)
         super().__init__(dataset, **kwargs)
@@ -89,7 +90,8 @@ class ResumableDataLoader(DataLoader):
         return self._counting(batches, start)
 
     def _last_stream_batch(self) -> Any | None:
-        """The stream's last batch this epoch, collated: what ``uneven="pad"`` repeats on a rank resumed past it."""
+        """The stream's last batch this epoch, collated: what ``uneven="pad"`` repeats on a rank resumed past
+        it."""
         rows = self._stateful.last_batch()
         return None if rows is None else self.collate_fn(rows)
 
@@ -101,8 +103,9 @@ class ResumableDataLoader(DataLoader):
         self._count = None
 
     def set_epoch(self, epoch: int) -> None:
-        """Switch to ``epoch``'s order (a mid-epoch position just loaded for the same epoch is kept) and pass the
-        epoch on to the collator when it has a ``set_epoch`` (per-epoch masks of the masked-LM collator)."""
+        """Switch to ``epoch``'s order (a mid-epoch position just loaded for the same epoch is kept) and pass
+        the epoch on to the collator when it has a ``set_epoch`` (per-epoch masks of the masked-LM
+        collator)."""
         if epoch != self.epoch:
             self._count = None
         self._stateful.set_epoch(epoch)
@@ -118,8 +121,8 @@ class ResumableDataLoader(DataLoader):
         if isinstance(stateful, BucketedIterable):
             if self.num_workers > 0:
                 raise RuntimeError(
-                    "a streaming loader's state lives in its workers: use num_workers=0 to save and resume it, "
-                    "or torchdata's StatefulDataLoader"
+                    "a streaming loader's state lives in its workers: use num_workers=0 to save and resume "
+                    "it, or torchdata's StatefulDataLoader"
                 )
             return stateful.state_dict()
         if self._count is None:
@@ -130,6 +133,18 @@ class ResumableDataLoader(DataLoader):
         """Resume: the next iteration yields exactly the batches the saved run had not yet yielded."""
         self._count = None
         self._stateful.load_state_dict(state)
+
+    def seek(self, epoch: int, position: int) -> None:
+        """Resume from a step count: the next iteration yields batch ``position`` of ``epoch`` and what
+        follows, as if the first ``position`` batches of that epoch had been yielded (no replay; a stream only
+        takes 0).
+
+        Raises:
+            ValueError: when ``position`` is past the epoch's end, or not 0 for a stream.
+        """
+        self._count = None
+        self._stateful.seek(epoch, position)
+        set_collator_epoch(self.collate_fn, epoch)
 
 
 def build_dataloader(
@@ -155,12 +170,14 @@ def build_dataloader(
     """Build a DataLoader over an adapter with length-aware batching, seeded workers and exact, O(1) resume.
 
     Args:
-        adapter: a map adapter (``.lengths``, ``.label_ids``, ``.collator``) or an iterable adapter (yields rows
-            with ``input_ids``; bucketed through a shuffling buffer).
-        batch_size: rows per batch (``"length"``, ``"random"``, ``"balanced"``; or with ``"tokens"`` as a cap).
+        adapter: a map adapter (``.lengths``, ``.label_ids``, ``.collator``) or an iterable adapter (yields
+            rows with ``input_ids``; bucketed through a shuffling buffer).
+        batch_size: rows per batch (``"length"``, ``"random"``, ``"balanced"``; or with ``"tokens"`` as a
+            cap).
         max_tokens: padded-token budget per batch (``"tokens"``).
-        batching: ``"length"`` (:class:`LengthGroupedBatchSampler`), ``"tokens"`` (:class:`TokenBudgetBatchSampler`),
-            ``"random"`` (:class:`RandomBatchSampler`) or ``"balanced"`` (:class:`ClassBalancedSampler` in batches).
+        batching: ``"length"`` (:class:`LengthGroupedBatchSampler`), ``"tokens"``
+            (:class:`TokenBudgetBatchSampler`), ``"random"`` (:class:`RandomBatchSampler`) or ``"balanced"``
+            (:class:`ClassBalancedSampler` in batches).
         shuffle: shuffle (``False`` for evaluation).
         seed: seed for the sampler and the workers.
         num_workers: DataLoader worker processes; each is seeded from ``(seed, epoch, rank, worker_id)``.
@@ -174,12 +191,13 @@ def build_dataloader(
         num_replicas: ranks (default from ``torch.distributed``).
         rank: this rank (default from ``torch.distributed``).
         uneven: ``"pad"``, ``"drop"`` or ``"exact"`` (each row once over all ranks, for evaluation). For an
-            iterable adapter in a process group of several ranks (whose shards give different batch counts), the
-            ranks agree every step: ``"drop"`` stops all when any runs out, ``"pad"`` lets ranks that ran out
-            repeat their last batch until all are done, ``"exact"`` leaves each rank its own count (only for
-            loops that do not synchronise per step).
+            iterable adapter in a process group of several ranks (whose shards give different batch counts),
+            the ranks agree every step: ``"drop"`` stops all when any runs out, ``"pad"`` lets ranks that ran
+            out repeat their last batch until all are done, ``"exact"`` leaves each rank its own count (only
+            for loops that do not synchronise per step).
         **sampler_kwargs: further options of the chosen sampler (``megabatch_mult``, ``longest_first``,
-            ``max_batch_size``, ``pad_to_multiple_of``, ``oversized``, ``power``, ``replacement``, ``buffer_size``).
+            ``max_batch_size``, ``pad_to_multiple_of``, ``oversized``, ``power``, ``replacement``,
+            ``buffer_size``).
 
     Returns:
         A :class:`ResumableDataLoader` with ``set_epoch``, ``state_dict`` and ``load_state_dict``.
@@ -189,7 +207,7 @@ def build_dataloader(
         ValueError: for an unknown ``batching`` or missing/contradictory sizes.
 
     Example:
-        >>> loader = build_dataloader(train, batch_size=32, batching="length", num_workers=2)  # doctest: +SKIP
+        >>> loader = build_dataloader(train, batch_size=32, num_workers=2)  # doctest: +SKIP
         >>> for epoch in range(3):  # doctest: +SKIP
         ...     loader.set_epoch(epoch)
         ...     for batch in loader:

@@ -1,12 +1,13 @@
-"""Sampler state: the cursor, rank shares, configuration fingerprints and the schedule every sampler delegates to.
+"""Sampler state: the cursor, rank shares, configuration fingerprints and the schedule every sampler delegates
+to.
 
 A sampler state is a plain dict of python scalars and strings, so ``json.dumps`` and
 ``torch.load(weights_only=True)`` both take it::
 
     {"sampler": "LengthGroupedBatchSampler", "fingerprint": "3f1c...", "seed": 0, "epoch": 2, "position": 117}
 
-Resuming never replays batches: a sampler draws its whole epoch from ``(seed, epoch)`` in a few vectorised NumPy
-calls and indexes it at the saved position, so the cost does not depend on the position.
+Resuming never replays batches: a sampler draws its whole epoch from ``(seed, epoch)`` in a few vectorised
+NumPy calls and indexes it at the saved position, so the cost does not depend on the position.
 """
 
 from __future__ import annotations
@@ -53,7 +54,8 @@ def epoch_rng(seed: int, epoch: int, stream: int = 0) -> np.random.Generator:
 
 
 def descending_key(lengths: np.ndarray) -> np.ndarray:
-    """Negated lengths in the smallest signed dtype: a stable sort on it is longest first (and a radix sort)."""
+    """Negated lengths in the smallest signed dtype: a stable sort on it is longest first (and a radix
+    sort)."""
     top = int(lengths.max()) if lengths.size else 0
     dtype = np.int16 if top < 2**15 else np.int32 if top < 2**31 else np.int64
     return (-lengths).astype(dtype)
@@ -62,8 +64,8 @@ def descending_key(lengths: np.ndarray) -> np.ndarray:
 def shard_positions(num_items: int, num_replicas: int, rank: int, uneven: str) -> np.ndarray:
     """Positions ``0..num_items-1`` (of batches or indices) owned by ``rank``, interleaved over the ranks.
 
-    ``"pad"`` repeats items from the start so every rank gets ``ceil(n / R)``; ``"drop"`` drops the tail so every
-    rank gets ``n // R``; ``"exact"`` gives each item to exactly one rank (counts may differ by one).
+    ``"pad"`` repeats items from the start so every rank gets ``ceil(n / R)``; ``"drop"`` drops the tail so
+    every rank gets ``n // R``; ``"exact"`` gives each item to exactly one rank (counts may differ by one).
     """
     if uneven == "pad":
         positions = np.arange(shard_len(num_items, num_replicas, rank, uneven) * num_replicas)
@@ -284,7 +286,8 @@ class Schedule(Generic[T]):
         self.seed = self.cursor.load(state, self.name, self.fingerprint, len(self))
 
     def seek(self, epoch: int, position: int) -> None:
-        """Make the next iteration start at ``position`` of ``epoch``, the first ``position`` items counted done.
+        """Make the next iteration start at ``position`` of ``epoch``, the first ``position`` items counted
+        done.
 
         Raises:
             ValueError: when ``epoch`` or ``position`` is negative or ``position`` is past the epoch's end.
@@ -316,7 +319,8 @@ def shuffled_batches(
     shuffle: bool,
     longest: np.ndarray | None = None,
 ) -> Batches:
-    """Cut rows into batches at ``bounds``, shuffle the batches with ``(seed, epoch)`` and take this rank's share.
+    """Cut rows into batches at ``bounds``, shuffle the batches with ``(seed, epoch)`` and take this rank's
+    share.
 
     Args:
         longest: the row lengths, to put the rank's batch with the longest row first (``longest_first``).

@@ -34,8 +34,9 @@ def padded_lengths(lengths: np.ndarray, pad_to_multiple_of: int | None) -> np.nd
 
 
 def token_budget_bounds(sorted_padded: np.ndarray, max_tokens: int, max_batch_size: int | None) -> np.ndarray:
-    """Batch boundaries over lengths sorted longest first: the first row of each batch is its longest, so a batch
-    starting at ``i`` takes ``max_tokens // sorted_padded[i]`` rows (at least 1). One Python step per *batch*."""
+    """Batch boundaries over lengths sorted longest first: the first row of each batch is its longest, so a
+    batch starting at ``i`` takes ``max_tokens // sorted_padded[i]`` rows (at least 1). One Python step per
+    *batch*."""
     n = len(sorted_padded)
     cap = max_batch_size or n
     # rows a batch may take when it starts at each row, computed for all rows at once
@@ -52,9 +53,9 @@ class TokenBudgetBatchSampler(Sampler[list[int]]):
     """Variable-size batches whose padded size (rows x longest row) never exceeds ``max_tokens``.
 
     Rows are sorted longest first, ties broken at random each epoch, and cut greedily into batches; then the
-    batches are shuffled. The cut depends only on the multiset of lengths, so ``len(sampler)`` is the same every
-    epoch, while batch composition (ties) and batch order change with ``(seed, epoch)``. This is the token-based
-    batching HF lacks (transformers #10512, #34406).
+    batches are shuffled. The cut depends only on the multiset of lengths, so ``len(sampler)`` is the same
+    every epoch, while batch composition (ties) and batch order change with ``(seed, epoch)``. This is the
+    token-based batching HF lacks (transformers #10512, #34406).
 
     Args:
         lengths: one token count per row, e.g. ``adapter.lengths``.
@@ -63,8 +64,8 @@ class TokenBudgetBatchSampler(Sampler[list[int]]):
         pad_to_multiple_of: the collator's ``pad_to_multiple_of``, so the budget counts the real padded size.
         shuffle: shuffle ties and batch order; ``False`` yields batches longest first.
         seed: base seed; epoch ``e`` uses ``(seed, e)``.
-        oversized: a row longer than ``max_tokens``: ``"warn"`` gives it a batch of its own and warns, ``"error"``
-            raises.
+        oversized: a row longer than ``max_tokens``: ``"warn"`` gives it a batch of its own and warns,
+            ``"error"`` raises.
         longest_first: put each rank's batch with the longest row first, so an out-of-memory shows at step 0.
         num_replicas: number of ranks (default from ``torch.distributed``).
         rank: this rank (default from ``torch.distributed``).
@@ -72,10 +73,11 @@ class TokenBudgetBatchSampler(Sampler[list[int]]):
 
     Raises:
         TypeError: when ``lengths`` is not integer data or an option has the wrong type.
-        ValueError: when an option is out of range, or a row exceeds ``max_tokens`` with ``oversized="error"``.
+        ValueError: when an option is out of range, or a row exceeds ``max_tokens`` with
+            ``oversized="error"``.
 
     Example:
-        >>> sampler = TokenBudgetBatchSampler(adapter.lengths, max_tokens=4096, pad_to_multiple_of=8)  # doctest: +SKIP
+        >>> sampler = TokenBudgetBatchSampler(adapter.lengths, max_tokens=4096)  # doctest: +SKIP
         >>> loader = DataLoader(adapter, batch_sampler=sampler, collate_fn=adapter.collator)  # doctest: +SKIP
     """
 
@@ -112,8 +114,8 @@ class TokenBudgetBatchSampler(Sampler[list[int]]):
             )
             if oversized == "error":
                 raise ValueError(
-                    f"{message}; raise `max_tokens`, truncate (`max_length`), or pass oversized='warn' to give "
-                    "each such row a batch of its own"
+                    f"{message}; raise `max_tokens`, truncate (`max_length`), or pass oversized='warn' to "
+                    "give each such row a batch of its own"
                 )
             warnings.warn(f"{message}: each gets a batch of its own", UserWarning, stacklevel=2)
         self._key = descending_key(self._padded)
@@ -170,7 +172,7 @@ class TokenBudgetBatchSampler(Sampler[list[int]]):
         return self._schedule.cursor.next_position
 
     def seek(self, epoch: int, position: int) -> None:
-        """Start the next ``__iter__`` at batch ``position`` of ``epoch`` (skip its first ``position`` batches)."""
+        """Start the next ``__iter__`` at batch ``position`` of ``epoch``, its first ``position`` skipped."""
         self._schedule.seek(epoch, position)
 
     def state_dict(self, position: int | None = None) -> dict[str, Any]:
