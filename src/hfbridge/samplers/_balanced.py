@@ -68,6 +68,8 @@ class ClassBalancedSampler(Sampler[int]):
             )
         self.power = check_real("power", power, low=0)  # 1.0 balances fully, 0.0 is uniform
         self.class_counts = np.bincount(self._labels)
+        # rows grouped by class, for draws with replacement (a class first, then one of its rows)
+        self._rows_by_class = np.argsort(self._labels, kind="stable") if replacement else self._labels
         self._schedule = Schedule(
             type(self).__name__,
             self._draw,
@@ -82,7 +84,7 @@ class ClassBalancedSampler(Sampler[int]):
         config = {"num_samples": self.num_samples, "replacement": replacement, "power": self.power}
         self._schedule.set_fingerprint(config, self._labels)
 
-    def _draw(self, seed: int, epoch: int) -> list[int]:
+    def _draw(self, seed: int, epoch: int) -> np.ndarray:
         """This rank's indices of the epoch ``(seed, epoch)``, drawn whole (a vectorised pass over the
         rows)."""
         rng = epoch_rng(seed, epoch, 1)
@@ -95,12 +97,12 @@ class ClassBalancedSampler(Sampler[int]):
             uniform = rng.random((2, self.num_samples))
             classes = np.minimum(np.searchsorted(cdf, uniform[0] * cdf[-1], side="right"), len(cdf) - 1)
             within = np.minimum((uniform[1] * counts[classes]).astype(np.int64), counts[classes] - 1)
-            drawn = np.argsort(self._labels, kind="stable")[(np.cumsum(counts) - counts)[classes] + within]
+            drawn = self._rows_by_class[(np.cumsum(counts) - counts)[classes] + within]
         else:  # Efraimidis-Spirakis: ascending Exp(1) / weight, in logs so that any power stays finite
             log_keys = np.log(rng.exponential(size=len(self._labels)))
             log_keys += self.power * np.log(counts[self._labels].astype(np.float64))
-            drawn = np.argsort(log_keys, kind="stable")[: self.num_samples]
-        return list(drawn[self._schedule.positions()].tolist())
+            drawn = np.argsort(log_keys)[: self.num_samples]  # continuous keys: no ties to break
+        return drawn[self._schedule.positions()]
 
     @property
     def weights(self) -> np.ndarray:
@@ -114,7 +116,7 @@ class ClassBalancedSampler(Sampler[int]):
     def __iter__(self) -> Iterator[int]:
         indices = self._schedule.drawn()
         for position in self._schedule.steps():
-            yield indices[position]
+            yield int(indices[position])
 
     @property
     def epoch(self) -> int:

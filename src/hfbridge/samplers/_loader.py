@@ -174,10 +174,11 @@ def build_dataloader(
             rows with ``input_ids``; bucketed through a shuffling buffer).
         batch_size: rows per batch (``"length"``, ``"random"``, ``"balanced"``; or with ``"tokens"`` as a
             cap).
-        max_tokens: padded-token budget per batch (``"tokens"``).
+        max_tokens: padded-token budget per batch (given alone, it means ``batching="tokens"``).
         batching: ``"length"`` (:class:`LengthGroupedBatchSampler`), ``"tokens"``
             (:class:`TokenBudgetBatchSampler`), ``"random"`` (:class:`RandomBatchSampler`) or ``"balanced"``
-            (:class:`ClassBalancedSampler` in batches).
+            (:class:`ClassBalancedSampler` in batches); default ``"tokens"`` with ``max_tokens``, else
+            ``"length"`` (see :func:`build_batch_sampler`).
         shuffle: shuffle (``False`` for evaluation).
         seed: seed for the sampler and the workers.
         num_workers: DataLoader worker processes; each is seeded from ``(seed, epoch, rank, worker_id)``.
@@ -200,7 +201,7 @@ def build_dataloader(
             ``buffer_size``).
 
     Returns:
-        A :class:`ResumableDataLoader` with ``set_epoch``, ``state_dict`` and ``load_state_dict``.
+        A :class:`ResumableDataLoader` with ``set_epoch``, ``state_dict``, ``load_state_dict`` and ``seek``.
 
     Raises:
         TypeError: when ``adapter`` lacks what the batching needs, or an option has the wrong type.

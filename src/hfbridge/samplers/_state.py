@@ -306,8 +306,8 @@ class Batches(NamedTuple):
     rank yields the batches ``ids`` in order."""
 
     rows: np.ndarray
-    bounds: list[int]
-    ids: list[int]
+    bounds: np.ndarray
+    ids: np.ndarray
 
 
 def shuffled_batches(
@@ -331,12 +331,12 @@ def shuffled_batches(
     if longest is not None and len(ids) > 1:
         top = int(np.argmax(np.maximum.reduceat(longest[rows], bounds[:-1])[ids]))
         ids[[0, top]] = ids[[top, 0]]
-    return Batches(rows, bounds.tolist(), ids.tolist())
+    return Batches(rows, bounds, ids)
 
 
 def iter_batches(schedule: Schedule[Batches]) -> Iterator[list[int]]:
     """Yield this rank's batches of the epoch from the cursor on."""
     rows, bounds, ids = schedule.drawn()
     for position in schedule.steps():
-        batch = ids[position]
-        yield rows[bounds[batch] : bounds[batch + 1]].tolist()
+        batch = int(ids[position])
+        yield rows[int(bounds[batch]) : int(bounds[batch + 1])].tolist()
