@@ -129,3 +129,10 @@ def test_explicit_lengths_and_labels_win_and_missing_ones_are_named() -> None:
         build_batch_sampler(Plain(), batch_size=5)
     with pytest.raises(TypeError, match=r"cannot find labels for Plain.*or pass `labels=`"):
         build_batch_sampler(Plain(), batching="balanced", batch_size=5)
+
+
+def test_a_stream_is_refused_with_what_to_use_instead() -> None:
+    from tests.samplers.conftest import FakeIterableAdapter
+
+    with pytest.raises(TypeError, match=r"`dataset` must be map-style.*BucketedIterable"):
+        build_batch_sampler(FakeIterableAdapter(news_lengths(10)), batch_size=4)

@@ -6,7 +6,7 @@ import warnings
 from typing import Any, Literal, cast
 
 import numpy as np
-from torch.utils.data import Sampler
+from torch.utils.data import IterableDataset, Sampler
 
 from hfbridge._checks import check_choice, check_positive_int
 from hfbridge.samplers._balanced import BatchedSampler, ClassBalancedSampler
@@ -145,7 +145,7 @@ def build_batch_sampler(
         A batch sampler with ``set_epoch``, ``state_dict``, ``load_state_dict`` and ``seek``.
 
     Raises:
-        TypeError: when the dataset lacks what the batching needs.
+        TypeError: when the dataset is a stream or lacks what the batching needs.
         ValueError: for an unknown ``batching``, a ``max_tokens`` that contradicts it, or a missing size.
 
     Warns:
@@ -156,6 +156,11 @@ def build_batch_sampler(
         >>> loader = DataLoader(train, batch_sampler=sampler, collate_fn=train.collator)  # doctest: +SKIP
     """
     batching = resolve_batching(batching, batch_size, max_tokens)
+    if isinstance(dataset, IterableDataset):
+        raise TypeError(
+            "`dataset` must be map-style (len() and indexing) for a batch sampler; got an IterableDataset "
+            f"({type(dataset).__name__}): bucket a stream with BucketedIterable, or build_dataloader"
+        )
     common: dict[str, Any] = {"seed": seed, "num_replicas": num_replicas, "rank": rank, "uneven": uneven}
     if batching == "balanced":
         if not shuffle:
