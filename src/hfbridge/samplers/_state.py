@@ -286,8 +286,7 @@ class Schedule(Generic[T]):
         self.seed = self.cursor.load(state, self.name, self.fingerprint, len(self))
 
     def seek(self, epoch: int, position: int) -> None:
-        """Make the next iteration start at ``position`` of ``epoch``, the first ``position`` items counted
-        done.
+        """Make the next iteration start at ``position`` of ``epoch`` (its first ``position`` items done).
 
         Raises:
             ValueError: when ``epoch`` or ``position`` is negative or ``position`` is past the epoch's end.
@@ -319,8 +318,7 @@ def shuffled_batches(
     shuffle: bool,
     longest: np.ndarray | None = None,
 ) -> Batches:
-    """Cut rows into batches at ``bounds``, shuffle the batches with ``(seed, epoch)`` and take this rank's
-    share.
+    """Cut rows into batches at ``bounds``, shuffle them with ``(seed, epoch)``, take this rank's share.
 
     Args:
         longest: the row lengths, to put the rank's batch with the longest row first (``longest_first``).

@@ -149,8 +149,7 @@ class BucketedIterable(IterableDataset):
     def _read_buffer(
         self, rows_iter: Iterator[Any], epoch: int, buffer_index: int
     ) -> tuple[list[Any], list[np.ndarray]]:
-        """The next ``buffer_size`` rows of ``rows_iter`` and their batches (row indices), cut for the
-        buffer."""
+        """The next ``buffer_size`` rows of ``rows_iter`` and their batches (row indices)."""
         rows = list(islice(rows_iter, self.buffer_size))
         if not rows:
             return rows, []
@@ -198,9 +197,8 @@ class BucketedIterable(IterableDataset):
                 break
             final = len(rows) < self.buffer_size
             kept = [k for k, batch in enumerate(batches) if not self._dropped(batch, final)]
-            done = [
-                k for k in kept if k < skip
-            ]  # emitted before a resume: the last one is the batch yielded last
+            # emitted before a resume: the last of them is the batch yielded last
+            done = [k for k in kept if k < skip]
             if done:
                 self._last = [rows[i] for i in batches[done[-1]]]
             for k in kept:
