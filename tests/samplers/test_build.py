@@ -136,3 +136,9 @@ def test_a_stream_is_refused_with_what_to_use_instead() -> None:
 
     with pytest.raises(TypeError, match=r"`dataset` must be map-style.*BucketedIterable"):
         build_batch_sampler(FakeIterableAdapter(news_lengths(10)), batch_size=4)
+
+
+def test_a_string_label_column_is_refused_by_name() -> None:
+    named = datasets.Dataset.from_dict({"input_ids": [[1, 2]] * 4, "label": ["a", "b", "a", "b"]})
+    with pytest.raises(TypeError, match=r"`labels` must hold integers"):
+        build_batch_sampler(named, batching="balanced", batch_size=2)

@@ -91,7 +91,7 @@ def dataset_labels(dataset: Any, *, label_column: str = "label") -> np.ndarray:
     columns = getattr(dataset, "column_names", None) or ()
     for name in (label_column, "labels"):
         if name in columns:
-            return np.asarray(dataset.with_format("arrow")[name], dtype=np.int64)
+            return np.asarray(dataset.with_format("arrow")[name])  # the sampler checks it holds ints
     raise TypeError(
         f"cannot find labels for {type(dataset).__name__}: give it a `.label_ids` array (hfbridge adapters "
         f"do) or a `{label_column}` column, or pass `labels=`"
