@@ -4,8 +4,9 @@
   stand-ins for hub models and datasets). A line ending in ``# -> EXPECTED`` is checked like a REPL line: the
   ``repr`` of its value, or what it prints when the value is ``None``, or ``raises Type: message`` when it raises,
   must match ``EXPECTED`` (``...`` matches anything, whitespace runs are equal), as in doctest.
-* ``bash`` blocks run command by command; ``python examples/NAME.py ...`` runs with a step cap (see
-  ``capped_argv``), any other command is an error, so every shell block either runs or is marked not to.
+* ``bash`` blocks run command by command; ``python examples/NAME.py ...`` runs with a step cap and a tiny model
+  in place of the default MiniLM (see ``capped_argv``); any other command is an error, so every shell block
+  either runs or is marked not to.
 * ``<!-- skip: next "reason" -->`` marks a block that must not run (Sybil's own directive). ``NOT_RUN`` lists every
   such block; ``test_harness.py`` asserts that list, so a newly skipped block shows up in review.
 * ``KNOWN_FAILING`` names snippets that fail today because of a code trap another branch fixes; they are
@@ -111,7 +112,11 @@ def evaluate_python(example: Example) -> None:
 
 # --- shell blocks -------------------------------------------------------------------------------------------
 
-STEP_CAP = ["--max-steps", "2", "--eval-steps", "2", "--no-progress"]
+STEP_CAP = ["--max-steps", "2", "--no-progress"]
+# script -> the tiny model folder that stands in for the default MiniLM (set by the test module's fixture; the
+# real MiniLM runs each script in tests/examples, marked `pretrained`)
+SHELL_MODELS: dict[str, Path] = {}
+EVAL_CAP = {"examples/finetune.py": ["--eval-steps", "2"], "examples/train_loop.py": ["--eval-steps", "2"]}
 
 
 def shell_commands(source: str) -> list[list[str]]:
@@ -121,15 +126,21 @@ def shell_commands(source: str) -> list[list[str]]:
 
 
 def capped_argv(argv: list[str]) -> list[str]:
-    """``python examples/X.py ARGS`` -> ``[X, ARGS + step cap]``; the cap replaces a training length."""
+    """``python examples/X.py ARGS`` -> ``[examples/X.py, ARGS + step cap]``: the cap replaces a training length,
+    and a simulated crash comes after step 1, right after a checkpoint, so that ``--resume`` has one to read."""
     if len(argv) < 2 or argv[0] not in ("python", "python3") or not argv[1].startswith("examples/"):
         raise AssertionError(f"the harness runs only `python examples/NAME.py ...` commands, got {argv}")
     args = list(argv[2:])
-    for flag in ("--epochs", "--max-steps"):
+    for flag in ("--epochs", "--max-steps", "--simulate-crash-at"):
         if flag in args:
             i = args.index(flag)
             del args[i : i + 2]
-    return [argv[1], *args, *STEP_CAP]
+    cap = [*STEP_CAP, *EVAL_CAP.get(argv[1], [])]
+    if "--model" not in args and argv[1] in SHELL_MODELS:
+        cap += ["--model", str(SHELL_MODELS[argv[1]]), "--ignore-mismatched-sizes"]
+    if "--simulate-crash-at" in argv:
+        cap = [*STEP_CAP, "--eval-steps", "1", "--simulate-crash-at", "1", *cap[len(STEP_CAP) + 2 :]]
+    return [argv[1], *args, *cap]
 
 
 def example_env() -> dict[str, str]:
@@ -148,7 +159,8 @@ def run_example_script(script: str, args: list[str]) -> tuple[int, str]:
         )
         return proc.returncode, proc.stderr
     spec = importlib.util.spec_from_file_location(f"docs_{Path(script).stem}", ROOT / script)
-    assert spec is not None and spec.loader is not None
+    assert spec is not None
+    assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     saved_path, saved_env = list(sys.path), dict(os.environ)
     err = io.StringIO()
