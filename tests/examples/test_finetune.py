@@ -44,9 +44,22 @@ def bad_files(tmp_path: Path) -> dict[str, str]:
         (["--batching", "tokens"], r"--batching tokens needs --max-tokens"),
         (["--max-tokens", "512", "--batching", "length"], r"--max-tokens only applies to --batching tokens"),
         (["--batch-size", "0"], r"--batch-size must be a positive integer, got 0"),
-        (["--epochs", "-1"], r"--epochs must be positive, got -1"),
-        (["--lr", "0"], r"--lr must be positive"),
+        (["--epochs", "-1"], r"--epochs must be a finite number above 0, got -1"),
+        (["--epochs", "0"], r"--epochs must be a finite number above 0, got 0"),
+        (["--epochs", "inf"], r"--epochs must be a finite number above 0, got inf"),
+        (["--epochs", "nan"], r"--epochs must be a finite number above 0, got nan"),
+        (["--lr", "0"], r"--lr must be a finite number above 0, got 0"),
+        (["--lr", "inf"], r"--lr must be a finite number above 0, got inf"),
         (["--freeze", "embedings"], r"--freeze: .*embedings"),
+        # checked against the model's skeleton before any data is read: the train file does not even exist
+        (
+            ["--freeze", "layers:100", "--train-file", "/nonexistent.csv"],
+            r"--freeze: `layers` must be at most the number of blocks \('bert.encoder.layer' has 2\); got 100",
+        ),
+        (
+            ["--freeze", "pattern:nomatch"],
+            r"--freeze: `patterns` item 'nomatch' \(glob\) matches no parameter",
+        ),
         (["--train-file", "/nonexistent/train.csv"], r"--train-file: no such file: /nonexistent/train.csv"),
         (["--validation-file", VAL], r"--validation-file needs --train-file"),
         (["--dataset", "ag_news", "--train-file", TRAIN], r"either --dataset or --train-file"),
@@ -191,3 +204,48 @@ def test_demo_defaults_run_on_the_real_minilm(
     assert re.search(r"embeddings\s+BertEmbeddings\s+11,918,592\s+0\s+11,918,592", out), out
     config = json.loads((tmp_path / "model" / "config.json").read_text())
     assert config["id2label"] == {"0": "business", "1": "science", "2": "sports", "3": "world"}
+
+
+def test_output_dir_that_is_a_file_is_a_usage_error_before_the_model_loads(
+    run_main: Callable[..., Any], tiny_seqcls: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import hfbridge
+
+    def must_not_load(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("the model loaded before --output-dir was checked")
+
+    monkeypatch.setattr(hfbridge, "load_pretrained", must_not_load)
+    taken = tmp_path / "results.txt"
+    taken.write_text("not a folder")
+    for out in (taken, taken / "run1"):
+        code, _, err = run_main("finetune", "--model", str(tiny_seqcls), "--output-dir", str(out))
+        assert code == 2
+        assert f"--output-dir: {taken} exists and is not a folder" in err
+
+
+@pytest.mark.slow
+def test_a_bad_freeze_spec_exits_2_without_a_traceback(tiny_seqcls: Path) -> None:
+    """As a user runs it: a subprocess, so that nothing of pytest's catches the exception first."""
+    import sys
+
+    from tests.examples.conftest import run_command
+
+    for spec in ("layers:100", "pattern:nomatch"):
+        proc = run_command(
+            [sys.executable, "examples/finetune.py", "--model", str(tiny_seqcls), "--freeze", spec]
+        )
+        assert proc.returncode == 2, proc.stderr[-2000:]
+        assert "Traceback" not in proc.stderr
+        assert "error: --freeze:" in proc.stderr
+
+
+@pytest.mark.parametrize("script", ["finetune", "train_loop", "token_classification"])
+def test_help_shows_each_default_once(run_main: Callable[..., Any], script: str) -> None:
+    code, out, _ = run_main(script, "--help")
+    assert code == 0
+    text = " ".join(out.split())
+    assert "(default: None)" not in text
+    assert not re.search(r"\(default[^()]*\) \(default", text), text
+    if script == "finetune":
+        assert "rows per batch (default 16)" in text
+        assert "--patience PATIENCE early stopping: evaluations without improvement (default: 3)" in text
