@@ -199,6 +199,16 @@ def accuracy_and_f1(eval_pred: Any) -> dict[str, float]:
     return {"accuracy": float(np.mean(preds == labels)), "macro_f1": float(np.mean(f1s))}
 
 
+def chance_accuracy(train: Any) -> float:
+    """A uniform guess over the classes the training data has (not over the head's size, which may be larger)."""
+    import numpy as np
+
+    try:
+        return 1 / len(np.unique(train.label_ids))
+    except (AttributeError, ValueError):  # multi-label or regression data: no single class id per row
+        return 1 / max(train.num_labels, 1)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -307,7 +317,7 @@ def main(argv: list[str] | None = None) -> int:
         ("validation accuracy", f"{final['final_accuracy']:.4f}"),
         ("validation macro F1", f"{final['final_macro_f1']:.4f}"),
         ("validation loss", f"{final['final_loss']:.4f}"),
-        ("chance accuracy", f"{1 / train.num_labels:.4f}"),
+        ("chance accuracy", f"{chance_accuracy(train):.4f}"),
         ("steps", str(trainer.state.global_step)),
         ("train time (s)", f"{result.metrics['train_runtime']:.1f}"),
         ("padding share (train)", f"{counter.padding_share:.1%}"),

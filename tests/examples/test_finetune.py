@@ -249,3 +249,65 @@ def test_help_shows_each_default_once(run_main: Callable[..., Any], script: str)
     if script == "finetune":
         assert "rows per batch (default 16)" in text
         assert "--patience PATIENCE early stopping: evaluations without improvement (default: 3)" in text
+
+
+STARS = {"business": "1", "science": "2", "sports": "4", "world": "5"}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "style",
+    [
+        "names",
+        pytest.param(
+            "ratings",
+            marks=pytest.mark.xfail(
+                strict=True,
+                reason="integer labels 1,2,4,5 build a 6-way head with empty classes 0 and 3, silently; waits for "
+                "the adapters engineer's rule (a contiguous map, or a warning naming the empty classes), issue 18",
+            ),
+        ),
+    ],
+)
+def test_label_styles_end_to_end(
+    run_main: Callable[..., Any],
+    tiny_seqcls: Path,
+    tmp_path: Path,
+    style: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Topic names, or star ratings 1, 2, 4, 5 as ints (the docs' `--label-column stars`): 4 classes either way."""
+    import csv
+    import warnings
+
+    files = []
+    for name in ("news_train.csv", "news_validation.csv"):
+        with (DATA / name).open(newline="") as f:
+            rows = list(csv.DictReader(f))
+        target = tmp_path / name
+        with target.open("w", newline="") as out:
+            writer = csv.DictWriter(out, ["text", "label"])
+            writer.writeheader()
+            for row in rows:
+                writer.writerow(
+                    {
+                        "text": row["text"],
+                        "label": STARS[row["label"]] if style == "ratings" else row["label"],
+                    }
+                )
+        files.append(str(target))
+    argv = ["--model", str(tiny_seqcls), "--ignore-mismatched-sizes", "--output-dir", str(tmp_path / "out")]
+    argv += ["--train-file", files[0], "--validation-file", files[1], "--max-steps", "1", "--no-progress"]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        code, out, err = run_main("finetune", *argv)
+    assert code == 0, err
+    assert re.search(r"chance accuracy\s+0\.2500", out), out
+    config = json.loads((tmp_path / "out" / "model" / "config.json").read_text())
+    said = " ".join([err, caplog.text, *(str(w.message) for w in caught)])
+    if len(config["id2label"]) == 4:  # a contiguous map that keeps the original values as names
+        expected = ["business", "science", "sports", "world"] if style == "names" else ["1", "2", "4", "5"]
+        assert sorted(config["id2label"].values()) == expected
+    else:  # or a head over 0..max with a warning that names the empty classes
+        assert len(config["id2label"]) == 6
+        assert re.search(r"empty.*\b0\b.*\b3\b", said, re.IGNORECASE | re.DOTALL), said
