@@ -105,3 +105,13 @@ def test_a_failing_shell_command_fails_the_block(tmp_path: Path) -> None:
     doc = page(tmp_path, "```bash\npython examples/finetune.py --batching fastest\n```\n")
     with pytest.raises(AssertionError, match=r"exited 2, not 0[\s\S]*invalid choice: 'fastest'"):
         doc.run_to(0)
+
+
+@pytest.mark.parametrize("marker", ["<!-- demo-command -->", "<!-- test-command -->"])
+def test_the_readme_commands_follow_their_markers(marker: str) -> None:
+    """.ci/run reads the line after the test-command marker: the fence and the command must come right after it."""
+    lines = (PAGES[0]).read_text().splitlines()
+    at = lines.index(marker)
+    assert lines[at + 1] == "```bash"
+    assert lines[at + 2].startswith("python3 -m venv .venv && ")
+    assert lines[at - 1].startswith("<!-- skip: next ")
