@@ -76,6 +76,7 @@ def test_the_docs_loop_stops_the_whole_run_and_trains_in_train_mode(
         "opt": opt,
         "sched": get_linear_schedule_with_warmup(opt, 0, 100),
         "num_epochs": 2,
+        "eval_every": 5,
     }
     source, first_line = loop_block(page, LOOPS[page])
     run_python(source, namespace, filename=page, first_line=first_line)

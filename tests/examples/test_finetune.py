@@ -230,13 +230,11 @@ def test_a_bad_freeze_spec_exits_2_without_a_traceback(tiny_seqcls: Path) -> Non
 
     from tests.examples.conftest import run_command
 
-    for spec in ("layers:100", "pattern:nomatch"):
-        proc = run_command(
-            [sys.executable, "examples/finetune.py", "--model", str(tiny_seqcls), "--freeze", spec]
-        )
-        assert proc.returncode == 2, proc.stderr[-2000:]
-        assert "Traceback" not in proc.stderr
-        assert "error: --freeze:" in proc.stderr
+    argv = [sys.executable, "examples/finetune.py", "--model", str(tiny_seqcls), "--freeze", "layers:100"]
+    proc = run_command(argv)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    assert "error: --freeze: `layers` must be at most the number of blocks" in proc.stderr
 
 
 @pytest.mark.parametrize("script", ["finetune", "train_loop", "token_classification"])
