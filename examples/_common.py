@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,6 +23,70 @@ FILE_FORMATS: dict[str, tuple[str, dict[str, Any]]] = {
     ".jsonl": ("json", {}),
     ".parquet": ("parquet", {}),
 }
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows a flag's default once: argparse's ``(default: X)`` only when the help text names no default itself
+    and there is a real default (not ``None``, the mark of a default that depends on other flags)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if action.default is None or action.default is False or "default" in text:
+            return text
+        return super()._get_help_string(action)
+
+
+def check_positive_number(parser: argparse.ArgumentParser, flag: str, value: float | None) -> None:
+    """A usage error unless ``value`` is None or a finite number above 0 (``inf``, ``nan`` and ``0`` are not)."""
+    if value is not None and not (math.isfinite(value) and value > 0):
+        parser.error(f"{flag} must be a finite number above 0, got {value:g}")
+
+
+def check_output_dir(parser: argparse.ArgumentParser, path: Path) -> None:
+    """A usage error when ``--output-dir`` (or a folder above it) exists but is not a folder."""
+    for folder in (path, *path.parents):
+        if folder.exists() and not folder.is_dir():
+            parser.error(f"--output-dir: {folder} exists and is not a folder; give a folder path")
+        if folder.is_dir():
+            return
+
+
+def check_freeze(parser: argparse.ArgumentParser, model: str, spec: str | None, task: str) -> None:
+    """A bad ``--freeze`` (syntax, a count above the model's blocks, a pattern that matches nothing) is a usage
+    error before any data or weights load: the spec is tried on the model's skeleton, built on the meta device
+    from its config (no weights, no memory). A model whose config cannot be read here is checked when it loads."""
+    if not spec:
+        return
+    from hfbridge import FreezeSpec
+
+    try:
+        FreezeSpec.parse(spec)
+    except (TypeError, ValueError) as err:
+        parser.error(f"--freeze: {err}")
+    try:
+        import torch
+        from transformers import (
+            AutoConfig,
+            AutoModelForSequenceClassification,
+            AutoModelForTokenClassification,
+        )
+
+        config = AutoConfig.from_pretrained(model)
+        auto = (
+            AutoModelForTokenClassification
+            if task == "token-classification"
+            else AutoModelForSequenceClassification
+        )
+        with torch.device("meta"):
+            skeleton = auto.from_config(config)
+    except Exception:  # an unknown architecture or an unreadable config: load_pretrained reports it later
+        return
+    import hfbridge
+
+    try:
+        hfbridge.freeze(skeleton, spec, dry_run=True)
+    except (TypeError, ValueError) as err:
+        parser.error(f"--freeze: {err}")
 
 
 def default_model(parser: argparse.ArgumentParser, *, offline: bool = True) -> str:

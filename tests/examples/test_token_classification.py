@@ -70,3 +70,20 @@ def test_missing_tags_column_is_an_argparse_error(run_main: Callable[..., Any], 
     code, _, err = run_main("token_classification", "--model", str(tiny_tokcls), "--tags-column", "labels")
     assert code == 2
     assert "--tags-column: no column 'labels' in the train data" in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "match"),
+    [
+        (["--epochs", "inf"], "--epochs must be a finite number above 0, got inf"),
+        (["--epochs", "0"], "--epochs must be a finite number above 0, got 0"),
+        (["--freeze", "layers:100"], "--freeze: `layers` must be at most the number of blocks"),
+        (["--output-dir", __file__], f"--output-dir: {__file__} exists and is not a folder"),
+    ],
+)
+def test_bad_flags_get_argparse_errors(
+    run_main: Callable[..., Any], tiny_tokcls: Path, argv: list[str], match: str
+) -> None:
+    code, _, err = run_main("token_classification", "--model", str(tiny_tokcls), *argv)
+    assert code == 2
+    assert match in err

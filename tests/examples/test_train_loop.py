@@ -126,6 +126,10 @@ def test_accelerate_launch_two_processes(tiny_seqcls: Path, tmp_path: Path) -> N
         (["--train-file", "missing.csv"], "--train-file: no such file: missing.csv"),
         (["--label-column", "y"], "--label-column: no column 'y' in the train data"),
         (["--resume"], "--resume: no complete checkpoint in"),
+        (["--lr", "nan"], "--lr must be a finite number above 0, got nan"),
+        (["--freeze", "layers:100"], "--freeze: `layers` must be at most the number of blocks"),
+        (["--freeze", "pattern:nomatch"], "--freeze: `patterns` item 'nomatch' (glob) matches no parameter"),
+        (["--output-dir", __file__], f"--output-dir: {__file__} exists and is not a folder"),
     ],
 )
 def test_bad_flags_get_argparse_errors(
