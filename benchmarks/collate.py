@@ -155,9 +155,9 @@ def paired_times(
     - ``"reuse"``: as ``"fresh"``, but every pass collates the same batch objects (as ``timeit.repeat``
       would), each pass after one untimed call. This is harsher on ours: HF's pass allocates enough to evict
       the batches from cache before our pass, while ours touches too little to evict them before HF's, so
-      ours pays the cache misses of reading the rows (~10-30 us per batch of 32) and HF's does not.
+      ours pays the cache misses of reading the rows and HF's does not.
     - ``"per-call"``: the same batch objects, ours and HF's alternating call by call: each of our calls
-      starts with its code and NumPy's evicted by HF's call (~20-30 us), while ours evicts little of HF's.
+      starts with its code and NumPy's evicted by HF's call, while ours evicts little of HF's.
 
     The garbage collector is paused while timing, as ``timeit`` does, so collections triggered by HF's many
     small objects do not land inside either collator's calls.

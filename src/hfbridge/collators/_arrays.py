@@ -47,15 +47,25 @@ _MASK_TABLES: dict[
 
 
 def is_tensor(value: Any) -> bool:
+    if type(value) is list:
+        return False
     torch = sys.modules.get("torch")  # never import torch just to ask
     return torch is not None and isinstance(value, torch.Tensor)
 
 
 def to_torch(batch: dict[str, Any]) -> dict[str, Any]:
     """``batch`` with every NumPy array made a tensor that shares its memory; other values as they are."""
+    from_numpy = sys.modules["torch"].from_numpy if "torch" in sys.modules else _import_torch().from_numpy
+    try:
+        return dict(zip(batch, map(from_numpy, batch.values())))  # all arrays, as a rule: one C loop
+    except TypeError:  # a list of kept strings
+        return {k: from_numpy(v) if type(v) is np.ndarray else v for k, v in batch.items()}
+
+
+def _import_torch() -> Any:
     import torch
 
-    return {k: torch.from_numpy(v) if type(v) is np.ndarray else v for k, v in batch.items()}
+    return torch
 
 
 def column_lengths(name: str, column: Sequence[Any]) -> list[int]:
@@ -65,9 +75,8 @@ def column_lengths(name: str, column: Sequence[Any]) -> list[int]:
         TypeError: a row holds a scalar, a string or ``None`` where row 0 holds a sequence.
     """
     try:
-        if is_tensor(column[0]):
-            return [value.numel() for value in column]
-        return list(map(len, column))
+        first = column[0]
+        return [value.numel() for value in column] if is_tensor(first) else list(map(len, column))
     except (TypeError, AttributeError):
         for i, value in enumerate(column):
             if isinstance(value, (str, bytes)) or not hasattr(value, "__len__") or np.ndim(value) == 0:
@@ -203,9 +212,14 @@ def constant_value(column: Sequence[Any], lengths: list[int]) -> int | None:
     first = column[0]
     if type(first) is not list or not first or type(first[0]) is not int:
         return None
-    if [*map(type, column)].count(list) != len(column):
-        return None
     value = first[0]
+    # row 0 first, end then whole: ids ([CLS] ... [SEP]) are turned down after one comparison
+    if (
+        first[-1] != value
+        or first.count(value) != len(first)
+        or [*map(type, column)].count(list) != len(column)
+    ):
+        return None
     return value if list(map(list.count, column, repeat(value))) == lengths else None
 
 
@@ -270,6 +284,8 @@ def constant_padded(mask: np.ndarray, value: int, pad_value: float) -> np.ndarra
     dtype = _padded_dtype(np.dtype(np.int64), pad_value)
     if value == 1 and pad_value == 0:
         return mask.astype(dtype)
+    if value == pad_value:
+        return filled(mask.shape, value, dtype)
     return np.where(mask, dtype.type(value), dtype.type(pad_value))
 
 

@@ -133,6 +133,7 @@ class PaddingCollator:
     keep_non_numeric: bool = False
     return_tensors: Literal["pt", "np"] = "pt"
     _pads: dict[str, int | float] = field(init=False, repr=False, compare=False)
+    _padded: frozenset[str] = field(init=False, repr=False, compare=False)  # keys with a pad value
 
     def __post_init__(self) -> None:
         padding = self.padding
@@ -158,6 +159,7 @@ class PaddingCollator:
         self._pads = dict(self.pad_values or {})
         for key, value in self._pads.items():
             check_type(f"pad_values[{key!r}]", value, (int, float), what="an int or float")
+        self._padded = _PADDED_KEYS | set(self._pads)
         if self.padding == "max_length" and self.max_length is None:
             limit = getattr(self.tokenizer, "model_max_length", None)
             if type(limit) is not int or not 0 < limit <= _LONGEST_MODEL_MAX_LENGTH:
@@ -211,7 +213,7 @@ class PaddingCollator:
                     out[name] = _multi_label(column)
                 else:
                     sequences[name] = (column, False)  # stacked or padded once input_ids is laid out
-            elif kind == "seq" and not self._has_pad(name):
+            elif kind == "seq" and name not in self._padded:
                 out[name] = stack_fixed(name, column, column_lengths(name, column))
             else:
                 sequences[name] = (column, kind == "nested")
@@ -230,7 +232,7 @@ class PaddingCollator:
             out[name] = list(column)
 
     def _scalars(self, name: str, column: Sequence[Any]) -> np.ndarray:
-        if (self.label_mode == "sequence") if name == "labels" else self._has_pad(name):
+        if (self.label_mode == "sequence") if name == "labels" else name in self._padded:
             raise TypeError(f"`{name}` must be a sequence per row; row 0 holds a scalar {column[0]!r:.40}")
         hint = _CLASSIFICATION_HINT if self.label_mode == "classification" else ""
         values = stack_scalars(name, column, hint)
@@ -241,17 +243,18 @@ class PaddingCollator:
     ) -> None:
         side: Side = self.padding_side or getattr(self.tokenizer, "padding_side", None) or "right"
         ref: _Layout | None = None  # the input_ids layout the aligned keys share
-        for name in sorted(sequences, key=lambda name: name != "input_ids"):  # input_ids first
+        order = list(sequences)
+        if order[0] != "input_ids" and "input_ids" in sequences:  # input_ids first: the others may share it
+            order.remove("input_ids")
+            order.insert(0, "input_ids")
+        for name in order:
             column, nested = sequences[name]
             rows, choices = len(column), None
             if nested:
                 choices, column = unnest(name, column)
             lens = column_lengths(name, column)
-            fixed = choices is None and min(lens) == max(lens) and (ref is None or lens != ref.lens)
-            if (
-                name == "labels" and self.label_mode == "auto" and fixed
-            ):  # not one per token: multi-label, as HF
-                out[name] = stack_fixed(name, column, lens)
+            if name == "labels" and self.label_mode == "auto" and _multi_label_ints(lens, choices, ref):
+                out[name] = stack_fixed(name, column, lens)  # as HF
                 continue
             if ref is not None and name in aligned:
                 if choices != ref.choices or lens != ref.lens:
@@ -320,9 +323,6 @@ class PaddingCollator:
             f"{int(ids[row, col])}; was the batch tokenized with another tokenizer?"
         )
 
-    def _has_pad(self, name: str) -> bool:
-        return name in _PADDED_KEYS or name in self._pads
-
     def _pad_value(self, name: str, layout: _Layout) -> int | float:
         tok = self.tokenizer
         pad: Any
@@ -353,7 +353,8 @@ class PaddingCollator:
 
     def _layout(self, name: str, lens: list[int], choices: int | None, side: Side) -> _Layout:
         """Work out the padded width and the mask of real positions (after truncation) for one key."""
-        longest, shortest = max(lens), min(lens)
+        longest = max(lens)
+        shortest = min(lens) if self.padding == "do_not_pad" else longest
         cut = False
         limit = self.max_length
         if limit is not None and longest > limit:
@@ -382,6 +383,11 @@ class _Layout(NamedTuple):
     side: Side
     choices: int | None
     cut: bool
+
+
+def _multi_label_ints(lens: list[int], choices: int | None, ref: _Layout | None) -> bool:
+    """Int label lists of one length in every row, not one per token (``input_ids`` lengths differ)."""
+    return choices is None and min(lens) == max(lens) and (ref is None or lens != ref.lens)
 
 
 def _holds_floats(value: Any) -> bool:

@@ -60,9 +60,9 @@ class ColumnRows(list[dict[str, Any]]):
 
 def _fresh_columns(features: Any) -> dict[str, Sequence[Any]] | None:
     """The columns of a :class:`ColumnRows` that its rows still match, else ``None``."""
-    columns = getattr(features, "columns", None)
-    if type(columns) is not dict or not features:
+    if type(features) is not ColumnRows or not features:
         return None
+    columns = features.columns
     first, last, n = features[0], features[-1], len(features)
     if type(first) is not dict or type(last) is not dict or not len(first) == len(columns) == len(last):
         return None
