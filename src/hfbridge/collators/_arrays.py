@@ -55,17 +55,12 @@ def is_tensor(value: Any) -> bool:
 
 def to_torch(batch: dict[str, Any]) -> dict[str, Any]:
     """``batch`` with every NumPy array made a tensor that shares its memory; other values as they are."""
-    from_numpy = sys.modules["torch"].from_numpy if "torch" in sys.modules else _import_torch().from_numpy
-    try:
-        return dict(zip(batch, map(from_numpy, batch.values())))  # all arrays, as a rule: one C loop
-    except TypeError:  # a list of kept strings
-        return {k: from_numpy(v) if type(v) is np.ndarray else v for k, v in batch.items()}
-
-
-def _import_torch() -> Any:
     import torch
 
-    return torch
+    try:
+        return dict(zip(batch, map(torch.from_numpy, batch.values())))  # all arrays, as a rule: one C loop
+    except TypeError:  # a list of kept strings
+        return {k: torch.from_numpy(v) if type(v) is np.ndarray else v for k, v in batch.items()}
 
 
 def column_lengths(name: str, column: Sequence[Any]) -> list[int]:
@@ -305,19 +300,12 @@ def stack_scalars(name: str, column: Sequence[Any], hint: str = "") -> np.ndarra
             return out
         except (StructError, TypeError):
             pass  # other numbers, or a bad row: read each row below
-    values = []
-    for i, value in enumerate(column):
-        if is_tensor(value) or isinstance(value, np.ndarray):
-            if value.ndim != 0:
-                raise ValueError(
-                    f"`{name}` must be one scalar per row, as row 0 is; row {i} holds {value!r:.60}{hint}"
-                )
-            value = value.item()
-        elif isinstance(value, (list, tuple)):
+    values = [value.item() if getattr(value, "ndim", None) == 0 else value for value in column]
+    for i, value in enumerate(values):
+        if isinstance(value, (list, tuple)) or np.ndim(value) != 0:
             raise ValueError(
                 f"`{name}` must be one scalar per row, as row 0 is; row {i} holds {value!r:.60}{hint}"
             )
-        values.append(value)
     arr = np.array(values) if values else np.zeros(0, dtype=np.int64)
     kind = arr.dtype.kind
     if kind in "iu":

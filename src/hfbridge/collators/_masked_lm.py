@@ -106,8 +106,7 @@ class MaskedLMCollator:
         self._special_ids = np.array(sorted(set(tok.all_special_ids)), dtype=np.int64)
         self._continuation = continuation_table(tok) if whole_word_mask else None
 
-    def __getattr__(self, name: str) -> Any:
-        return padding_option(self, name)
+    __getattr__ = padding_option  # the padding options read back from `padder`: collate.pad_to_multiple_of
 
     def set_epoch(self, epoch: int) -> None:
         """Mask ``epoch``'s batches: the same batch gets a different mask in each epoch."""

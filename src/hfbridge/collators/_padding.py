@@ -47,17 +47,9 @@ __all__ = ["PADDING_OPTIONS", "PaddingCollator", "padding_collator", "padding_op
 
 Padding = Literal["longest", "max_length", "do_not_pad"]
 _ID_KEYS = frozenset({"input_ids", "decoder_input_ids"})
-# sequence keys that hold integer ids or flags: a float in them is a bug, never a value to keep
-_INT_KEYS = _ID_KEYS | {
-    "attention_mask",
-    "decoder_attention_mask",
-    "labels",
-    "position_ids",
-    "special_tokens_mask",
-    "token_type_ids",
-}
 _FIXED_PADS = {"attention_mask": 0, "decoder_attention_mask": 0, "special_tokens_mask": 1, "position_ids": 0}
-_PADDED_KEYS = _ID_KEYS | {"token_type_ids", "labels", *_FIXED_PADS}  # keys with a pad value by default
+# the keys with a pad value by default: they hold ints (ids or flags), where a float is a bug
+_INT_KEYS = _ID_KEYS | {"token_type_ids", "labels", *_FIXED_PADS}
 _NO_PAD = object()  # a key with no known pad value
 _LONGEST_MODEL_MAX_LENGTH = 1 << 20  # a larger `model_max_length` means "unset" (HF's default is 1e30)
 _CLASSIFICATION_HINT = (
@@ -159,7 +151,7 @@ class PaddingCollator:
         self._pads = dict(self.pad_values or {})
         for key, value in self._pads.items():
             check_type(f"pad_values[{key!r}]", value, (int, float), what="an int or float")
-        self._padded = _PADDED_KEYS | set(self._pads)
+        self._padded = _INT_KEYS | set(self._pads)
         if self.padding == "max_length" and self.max_length is None:
             limit = getattr(self.tokenizer, "model_max_length", None)
             if type(limit) is not int or not 0 < limit <= _LONGEST_MODEL_MAX_LENGTH:

@@ -53,8 +53,7 @@ class TokenClassificationCollator:
     def __init__(self, tokenizer: Any = None, **padding: Any) -> None:
         self.padder = padding_collator(type(self).__name__, tokenizer, padding, label_mode="sequence")
 
-    def __getattr__(self, name: str) -> Any:
-        return padding_option(self, name)
+    __getattr__ = padding_option  # the padding options read back from `padder`: collate.pad_to_multiple_of
 
     def __call__(self, features: Sequence[Mapping[str, Any]]) -> Batch:
         """Collate ``features`` into a dict of tensors (or arrays)."""
@@ -87,8 +86,7 @@ class Seq2SeqCollator:
         self.model = model
         self.padder = padding_collator(type(self).__name__, tokenizer, padding, label_mode="sequence")
 
-    def __getattr__(self, name: str) -> Any:
-        return padding_option(self, name)
+    __getattr__ = padding_option  # the padding options read back from `padder`: collate.pad_to_multiple_of
 
     def __call__(self, features: Sequence[Mapping[str, Any]]) -> Batch:
         """Collate ``features`` into a dict of tensors (or arrays)."""
@@ -138,8 +136,7 @@ class CausalLMCollator:
             type(self).__name__, tokenizer, padding, label_mode="sequence", return_attention_mask=True
         )
 
-    def __getattr__(self, name: str) -> Any:
-        return padding_option(self, name)
+    __getattr__ = padding_option  # the padding options read back from `padder`: collate.pad_to_multiple_of
 
     def __call__(self, features: Sequence[Mapping[str, Any]]) -> Batch:
         """Collate ``features`` into a dict of tensors (or arrays)."""
