@@ -71,7 +71,7 @@ def column_lengths(name: str, column: Sequence[Any]) -> list[int]:
     """
     try:
         first = column[0]
-        return [value.numel() for value in column] if is_tensor(first) else list(map(len, column))
+        return list(map(type(first).numel, column)) if is_tensor(first) else list(map(len, column))
     except (TypeError, AttributeError):
         for i, value in enumerate(column):
             if isinstance(value, (str, bytes)) or not hasattr(value, "__len__") or np.ndim(value) == 0:
@@ -142,11 +142,16 @@ def flatten_column(name: str, column: Sequence[Any], lengths: Sequence[int], rul
         import torch
 
         try:
-            arr = torch.cat(parts).detach().cpu().numpy()
+            joined = torch.cat(parts)
         except (RuntimeError, TypeError) as err:
             raise ValueError(
                 f"`{name}` must hold 1-D tensors of one kind in every row; could not concatenate: {err}"
             ) from None
+        arr = (
+            joined.numpy()
+            if joined.device.type == "cpu" and not joined.requires_grad
+            else joined.detach().cpu().numpy()
+        )
     else:
         try:
             arr = np.concatenate(parts)
