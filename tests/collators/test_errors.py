@@ -69,9 +69,9 @@ def test_scalar_input_ids() -> None:
 def test_list_label_in_a_classification_row(wordpiece_tokenizer: Any) -> None:
     collate = collator_for_task("sequence-classification", wordpiece_tokenizer)
     with pytest.raises(
-        ValueError, match=r"`labels` row 0 holds an int list \[1, 2\]; sequence-classification"
+        ValueError, match=r"`labels` row 0 holds a list of 2 labels, row 1 one of 1; sequence-classification"
     ):
-        collate([{"input_ids": [2, 3], "label": [1, 2]}, {"input_ids": [2, 3], "label": [0, 1]}])
+        collate([{"input_ids": [2, 3], "label": [1, 2]}, {"input_ids": [2, 3], "label": [0]}])
     with pytest.raises(
         ValueError, match=r"`labels` must be one scalar per row, as row 0 is; row 1 holds \[1\]"
     ):

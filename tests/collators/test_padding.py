@@ -46,15 +46,22 @@ def test_every_sequence_key_gets_its_own_pad_value() -> None:
     assert all(t.dtype == torch.int64 for t in batch.values())
 
 
-def test_defaults_come_from_the_tokenizer(wordpiece_tokenizer: Any) -> None:
+def test_defaults_come_from_the_tokenizer_at_call_time(wordpiece_tokenizer: Any) -> None:
+    """As HF's collators: the padding side and pad id not given are the tokenizer's when called."""
     tok = copy.deepcopy(wordpiece_tokenizer)
-    tok.padding_side = "left"
     collate = PaddingCollator(tok)
-    assert collate.padding_side == "left"
-    assert collate.pad_token_id == tok.pad_token_id == 0
-    batch = collate([{"input_ids": [2, 7, 3]}, {"input_ids": [2, 3]}])
-    assert batch["input_ids"].tolist() == [[2, 7, 3], [0, 2, 3]]
+    assert collate.padding_side is None  # not given: follow the tokenizer
+    assert collate.pad_token_id is None
+    rows = [{"input_ids": [2, 7, 3]}, {"input_ids": [2, 3]}]
+    assert collate(rows)["input_ids"].tolist() == [[2, 7, 3], [2, 3, 0]]
+    tok.padding_side = "left"
+    tok.pad_token = "[UNK]"
+    unk = tok.convert_tokens_to_ids("[UNK]")
+    batch = collate(rows)
+    assert batch["input_ids"].tolist() == [[2, 7, 3], [unk, 2, 3]]
     assert batch["attention_mask"].tolist() == [[1, 1, 1], [0, 1, 1]]
+    pinned = PaddingCollator(tok, padding_side="right", pad_token_id=0)  # given: kept
+    assert pinned(rows)["input_ids"].tolist() == [[2, 7, 3], [2, 3, 0]]
 
 
 def test_scalars_fixed_lists_strings_and_none() -> None:

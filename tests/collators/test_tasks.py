@@ -19,7 +19,7 @@ from hfbridge.collators import (
     TokenClassificationCollator,
     collator_for_task,
 )
-from hfbridge.collators._words import continuation_table
+from hfbridge.collators._masked_lm import continuation_table
 from tests.collators.conftest import encode
 
 

@@ -18,11 +18,13 @@ Batch = dict[str, list[Any]]
 
 
 def to_rows(columns: Batch) -> list[dict[str, Any]]:
-    """Column-major batch -> list of feature rows."""
-    keys = list(columns)
-    if not keys:
-        return []
-    return [dict(zip(keys, values)) for values in zip(*(columns[k] for k in keys))]
+    """Column-major batch -> list of feature rows that also carries the columns (``ColumnRows``).
+
+    Our collators read the columns; any other code sees a plain list of dicts.
+    """
+    from hfbridge.collators import ColumnRows
+
+    return ColumnRows(columns)
 
 
 def pack_blocks(columns: Batch, block_size: int, carry: Batch | None = None) -> tuple[Batch, Batch]:

@@ -137,9 +137,17 @@ class MapAdapter(AdapterProperties, torch.utils.data.Dataset):
         return self.__getitems__([index])[0]
 
     def __getitems__(self, indices: Any) -> list[dict[str, Any]]:
-        """Rows ``indices``: one Arrow read and one tokenizer call for the whole batch (``DataLoader`` calls this)."""
+        """Rows ``indices``: one Arrow read and one tokenizer call for the batch (``DataLoader`` calls this).
+
+        The rows come as a ``ColumnRows``: a list of dicts that also carries the batch's columns, which the
+        collators read directly.
+        """
         positions = self._positions(indices)
-        return self._read(positions) if positions else []
+        if not positions:
+            return []
+        if self._encoded is not None:  # eager: token columns straight from Arrow, kept as columns
+            return to_rows(self._reader[positions].to_pydict())  # type: ignore[index]
+        return self._read(positions)
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         """Every row in order, read and tokenized ``tokenize_batch_size`` rows at a time."""

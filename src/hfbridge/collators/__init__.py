@@ -1,18 +1,23 @@
 """Padding collators: every key padded with its own value, for every task, fast.
 
 ``PaddingCollator`` is the core; the task collators compose it; ``collator_for_task`` picks one by task name.
+``ColumnRows`` is the list of rows that also carries its columns, which producers such as the adapters return.
 """
 
-from hfbridge.collators._causal_lm import CausalLMCollator
-from hfbridge.collators._factory import collator_for_task
 from hfbridge.collators._flattening import FlatteningCollator
 from hfbridge.collators._masked_lm import MaskedLMCollator
 from hfbridge.collators._padding import PaddingCollator
-from hfbridge.collators._seq2seq import Seq2SeqCollator
-from hfbridge.collators._token_classification import TokenClassificationCollator
+from hfbridge.collators._rows import ColumnRows
+from hfbridge.collators._task_collators import (
+    CausalLMCollator,
+    Seq2SeqCollator,
+    TokenClassificationCollator,
+    collator_for_task,
+)
 
 __all__ = [
     "CausalLMCollator",
+    "ColumnRows",
     "FlatteningCollator",
     "MaskedLMCollator",
     "PaddingCollator",

@@ -11,8 +11,7 @@ import numpy as np
 
 from hfbridge._checks import check_choice, check_type
 from hfbridge.collators._arrays import column_lengths, flatten_column, to_torch
-from hfbridge.collators._fast import flatten_ints, same_dict_rows
-from hfbridge.collators._rows import check_rows, gather
+from hfbridge.collators._rows import gather_columns
 
 __all__ = ["FlatteningCollator"]
 
@@ -21,17 +20,19 @@ __all__ = ["FlatteningCollator"]
 class FlatteningCollator:
     """Concatenate a batch into one ``[1, total_tokens]`` row: no padding, positions restart per sequence.
 
-    Gives the same tensors as ``DataCollatorWithFlattening``: ``input_ids``; ``labels`` (the rows' ``labels``, or
-    their ``input_ids``) with ``separator_id`` (-100) at the first token of every sequence so no token is predicted
-    across a boundary; ``position_ids`` restarting at ``position_ids_start`` for every sequence; optionally
-    ``cu_seq_lens_q``/``cu_seq_lens_k`` (int32 cumulative lengths) and ``max_length_q``/``max_length_k`` for
-    flash-attention-style varlen kernels, and ``seq_idx`` (int32). Empty rows are skipped. Keys other than
-    ``input_ids`` and ``labels`` are ignored: the packed row needs no attention mask.
+    Gives the same tensors as ``DataCollatorWithFlattening``: ``input_ids``; ``labels`` (the rows' ``labels``,
+    or their ``input_ids``) with ``separator_id`` (-100) at the first token of every sequence so no token is
+    predicted across a boundary; ``position_ids`` restarting at ``position_ids_start`` for every sequence;
+    optionally ``cu_seq_lens_q``/``cu_seq_lens_k`` (int32 cumulative lengths) and
+    ``max_length_q``/``max_length_k`` for flash-attention-style varlen kernels, and ``seq_idx`` (int32). Empty
+    rows are skipped. Keys other than ``input_ids`` and ``labels`` are ignored: the packed row needs no
+    attention mask.
 
     Args:
         return_position_ids: return ``position_ids``.
         separator_id: the label at every sequence start.
-        return_flash_attn_kwargs: return ``cu_seq_lens_q``, ``cu_seq_lens_k``, ``max_length_q``, ``max_length_k``.
+        return_flash_attn_kwargs: return ``cu_seq_lens_q``, ``cu_seq_lens_k``, ``max_length_q``,
+            ``max_length_k``.
         return_seq_idx: return ``seq_idx``, the index of the sequence each token belongs to.
         position_ids_start: the first position id of every sequence (RoBERTa-like models count from
             ``pad_token_id + 1``).
@@ -60,12 +61,11 @@ class FlatteningCollator:
         """Flatten ``features`` into one packed row.
 
         Raises:
-            ValueError: an empty batch, a batch whose rows are all empty, rows with different keys, or ``labels``
-                not as long as ``input_ids``.
+            ValueError: an empty batch, a batch whose rows are all empty, rows with different keys, or
+                ``labels`` not as long as ``input_ids``.
             TypeError: a non-integer in ``input_ids`` or ``labels``.
         """
-        packed = _pack_fast(features)
-        input_ids, labels, lens = self._pack(features) if packed is None else packed
+        input_ids, labels, lens = self._pack(features)
         bounds = [0, *accumulate(lens)]  # sequence starts, then the total
         starts = np.array(bounds[:-1], dtype=np.int64)
         if labels is None:
@@ -85,9 +85,13 @@ class FlatteningCollator:
         return to_torch(batch)
 
     def _pack(self, features: Sequence[Mapping[str, Any]]) -> tuple[np.ndarray, np.ndarray | None, list[int]]:
-        """The general path: check the rows, drop empty ones, flatten ``input_ids`` and ``labels``."""
-        keys = check_rows(features)
-        ids_column = gather(features, "input_ids", keys)
+        """Check the rows, drop empty ones, flatten ``input_ids`` and ``labels``."""
+        keys, columns = gather_columns(features)
+        if "input_ids" not in columns:
+            raise ValueError(
+                f"FlatteningCollator needs `input_ids` in every row; the rows hold {sorted(keys)}"
+            )
+        ids_column = columns["input_ids"]
         lens = column_lengths("input_ids", ids_column)
         kept = [i for i, n in enumerate(lens) if n] if 0 in lens else None  # HF skips empty rows too
         if kept is not None:
@@ -95,45 +99,20 @@ class FlatteningCollator:
                 raise ValueError("FlatteningCollator got a batch whose every row has empty `input_ids`")
             ids_column = [ids_column[i] for i in kept]
             lens = [lens[i] for i in kept]
-        input_ids = flatten_column("input_ids", ids_column, integer=True, lengths=lens)
-        if "labels" in keys:
-            label_column = gather(features, "labels", keys)
-            if kept is not None:
-                label_column = [label_column[i] for i in kept]
-            label_lens = column_lengths("labels", label_column)
-            if label_lens != lens:
-                i = next(i for i, (a, b) in enumerate(zip(label_lens, lens)) if a != b)
-                raise ValueError(
-                    f"`labels` must be as long as `input_ids` in every row; non-empty row {i} has "
-                    f"{label_lens[i]} labels for {lens[i]} input ids"
-                )
-            labels = flatten_column("labels", label_column, integer=True, lengths=label_lens).copy()
-            return input_ids, labels, lens
-        return input_ids, None, lens
-
-
-def _pack_fast(features: Any) -> tuple[np.ndarray, np.ndarray | None, list[int]] | None:
-    """``input_ids`` (and ``labels``) flattened with one C-level call each, or ``None`` for the general path.
-
-    Takes dict rows holding only ``input_ids`` (and ``labels``), no empty row, all lists, arrays or tensors of ints.
-    """
-    if type(features) is not list or not features:
-        return None
-    first = features[0]
-    if type(first) is not dict or "input_ids" not in first:
-        return None
-    width = len(first)
-    with_labels = width == 2 and "labels" in first
-    if (width != 1 and not with_labels) or not same_dict_rows(features, width):
-        return None
-    try:
-        ids = flatten_ints([row["input_ids"] for row in features])
-        labels = flatten_ints([row["labels"] for row in features]) if with_labels else None
-    except KeyError:
-        return None  # rows with different keys: the general path names them
-    if ids is None or 0 in ids[1] or (with_labels and (labels is None or labels[1] != ids[1])):
-        return None
-    return ids[0], None if labels is None else labels[0], ids[1]
+        input_ids = flatten_column("input_ids", ids_column, lens, "ids")
+        label_column = columns.get("labels")
+        if label_column is None:
+            return input_ids, None, lens
+        if kept is not None:
+            label_column = [label_column[i] for i in kept]
+        label_lens = column_lengths("labels", label_column)
+        if label_lens != lens:
+            i = next(i for i, (a, b) in enumerate(zip(label_lens, lens)) if a != b)
+            raise ValueError(
+                f"`labels` must be as long as `input_ids` in every row; non-empty row {i} has "
+                f"{label_lens[i]} labels for {lens[i]} input ids"
+            )
+        return input_ids, flatten_column("labels", label_column, lens, "ints"), lens
 
 
 _ARANGE = np.arange(4096, dtype=np.int64)
