@@ -116,8 +116,7 @@ def check_type(name: str, value: Any, types: type | tuple[type, ...], *, what: s
 
 
 def check_label2id(label2id: Any, name: str = "label2id") -> dict[str, int]:
-    """Validate a label map; the one rule for adapters and ``load_pretrained``. Return it as ``dict[str,
-    int]``.
+    """Validate a label map (the one rule for adapters and ``load_pretrained``); return a ``dict[str, int]``.
 
     Names are str, or int (made str, as a JSON round trip of a model config makes them), unique as strings;
     ids are the integers ``0..n-1``, each once.

@@ -33,9 +33,8 @@ def adapt(
 
     Args:
         source: a ``datasets.Dataset``, ``IterableDataset`` (streaming),
-            ``DatasetDict``/``IterableDatasetDict``,
-            a dict of lists, a list of dicts, a list of texts, a ``(texts, labels)`` tuple (``(sources,
-            targets)`` for seq2seq) or a ``pandas.DataFrame``.
+            ``DatasetDict``/``IterableDatasetDict``, a dict of lists, a list of dicts, a list of texts, a
+            ``(texts, labels)`` tuple (``(sources, targets)`` for seq2seq) or a ``pandas.DataFrame``.
         tokenizer: a transformers tokenizer with a pad token (fast for token classification).
         task: ``sequence-classification``, ``token-classification``, ``seq2seq``, ``causal-lm`` or
             ``masked-lm``.

@@ -80,9 +80,8 @@ class Encoder:
     Calling it on ``{column: values}`` returns the feature columns: ``input_ids``, ``attention_mask`` and
     whatever else the tokenizer returns, ``labels`` where the task has them, ``special_tokens_mask`` for
     masked LM. Packing into ``block_size`` blocks is done by the caller (it needs the whole corpus, or a carry
-    buffer).
-    ``labels`` is the label scheme; rows get labels only when ``config.has_labels`` (an unlabelled split keeps
-    the shared scheme for its label maps).
+    buffer). ``labels`` is the label scheme; rows get labels only when ``config.has_labels`` (an unlabelled
+    split keeps the shared scheme for its label maps).
 
     Raises:
         TypeError, ValueError: the tokenizer cannot serve the task (see ``check_tokenizer``), or
@@ -244,8 +243,7 @@ def align_labels(
 ) -> list[int]:
     """Word labels -> sub-word labels: ``-100`` on special tokens. A word's first sub-word gets its label; the
     others get ``-100`` when ``inside`` is ``None``, else the label again, a ``B-X`` turned into ``I-X``
-    through
-    ``inside`` (the scheme of transformers' ``run_ner.py`` with ``label_all_tokens``)."""
+    through ``inside`` (the scheme of transformers' ``run_ner.py`` with ``label_all_tokens``)."""
     out = []
     previous = None
     for word in word_ids:

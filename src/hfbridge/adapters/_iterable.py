@@ -35,9 +35,8 @@ class IterableAdapter(torch.utils.data.IterableDataset):
 
     ``state_dict()`` records the exact position (the source's own state at the current batch, the packing
     carry and the rows already yielded from that batch); ``load_state_dict()`` resumes there without
-    re-tokenizing.
-    With ``num_workers > 0`` use ``torchdata.stateful_dataloader.StatefulDataLoader``, which snapshots each
-    worker's copy.
+    re-tokenizing. With ``num_workers > 0`` use ``torchdata.stateful_dataloader.StatefulDataLoader``, which
+    snapshots each worker's copy.
 
     Args:
         dataset: the streaming source.

@@ -97,9 +97,8 @@ class LabelInfo:
 
     ``lookup[raw_id]`` is the ``label2id`` id of a raw int label, ``-1`` for an int that is no class. A
     ClassLabel column stores ids in its own name order, which a given ``label2id`` (or another split's
-    ClassLabel) may
-    not
-    share; plain ints that are not ``0..K-1`` (ratings 1-5, sparse ids) map to contiguous ids in value order.
+    ClassLabel) may not share; plain ints that are not ``0..K-1`` (ratings 1-5, sparse ids) map to contiguous
+    ids in value order.
     """
 
     problem_type: str
@@ -160,8 +159,7 @@ class LabelInfo:
 
     def inside_ids(self) -> dict[int, int]:
         """``B-X`` id -> ``I-X`` id when the label names follow BIO/IOB2 (each is ``O``, ``B-...`` or
-        ``I-...``),
-        else ``{}``: the label of a word's continuation sub-words under ``label_all_tokens``."""
+        ``I-...``), else ``{}``: the label of a word's continuation sub-words under ``label_all_tokens``."""
         names = self.label2id or {}
         if not names or not all(n == "O" or n[:2] in ("B-", "I-") for n in names):
             return {}

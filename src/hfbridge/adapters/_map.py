@@ -38,8 +38,7 @@ class MapAdapter(torch.utils.data.Dataset):
     ``Trainer(remove_unused_columns=True)`` cannot strip it. Eager mode (``lazy=False``) tokenizes once with
     ``Dataset.map(batched=True)`` (cached by ``datasets``) and reads token columns from Arrow. With
     ``block_size`` the corpus is packed into fixed blocks up front. ``select``, ``shuffle`` and ``take`` give
-    lazy views that
-    share the tokenizer, the label map and any lengths already known.
+    lazy views that share the tokenizer, the label map and any lengths already known.
 
     Args:
         dataset: the source rows.

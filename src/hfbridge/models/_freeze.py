@@ -3,8 +3,7 @@
 ``FreezeSpec(eval_frozen=True)`` keeps fully frozen modules in eval mode across ``model.train()``:
 ``nn.Module.train(mode)`` calls ``child.train(mode)`` on every child, so replacing ``train`` on the frozen
 module *instance* is enough, whoever calls it (the model, a DDP wrapper, the Trainer). The replacement is a
-small
-picklable object, so ``copy.deepcopy``, ``pickle`` and ``torch.save`` of the whole model keep working.
+small picklable object, so ``copy.deepcopy``, ``pickle`` and ``torch.save`` of the whole model keep working.
 """
 
 from __future__ import annotations
@@ -206,9 +205,7 @@ def freeze(
     Raises:
         ValueError: for a pattern that matches nothing, a layer count above the number of blocks, a ``stack``
             the model lacks, or an architecture whose embeddings/blocks cannot be found (the message lists
-            what
-            was
-            found and points to ``patterns``).
+            what was found and points to ``patterns``).
         TypeError: when ``model`` is not an ``nn.Module`` or ``spec`` has a wrong type.
 
     Example:

@@ -12,15 +12,12 @@ The rules, in order:
   model or of a stack's parent that is an ``nn.Embedding`` or has ``embed`` in its name (GPT-2 ``wpe``, BART
   ``embed_positions``/``layernorm_embedding``, ELECTRA ``embeddings_project``).
 * **head** -- every parameter outside the base model (``classifier``, ``lm_head``, ``score``); for a model
-that is
-  its own base, its direct children that hold neither embeddings nor a stack.
+  that is its own base, its direct children that hold neither embeddings nor a stack.
 * **other** -- what is left inside the base model: final norms, a pooler.
 
 A tied parameter (GPT-2's ``lm_head.weight`` is ``transformer.wte.weight``) is one parameter under several
 names. It belongs to the lowest group any of its names falls in -- embeddings, then blocks, then other, then
-head --
-and
-the layout lists its names in ``ties``.
+head -- and the layout lists its names in ``ties``.
 """
 
 from __future__ import annotations

@@ -109,8 +109,8 @@ def load_pretrained(
             accepted.
         freeze: what to freeze after loading (:class:`FreezeSpec`, its string form or ``None``).
         **from_pretrained_kwargs: passed to ``from_pretrained`` (``dtype``, ``revision``,
-            ``local_files_only``,
-            ``attn_implementation``, ``ignore_mismatched_sizes=True`` to replace a head of another size, ...).
+            ``local_files_only``, ``attn_implementation``, ``ignore_mismatched_sizes=True`` to replace a head
+            of another size, ...).
 
     Returns:
         The model with ``config.id2label``/``label2id`` set, in **eval mode** as ``from_pretrained`` leaves it

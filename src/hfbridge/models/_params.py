@@ -50,8 +50,7 @@ class ModelSummary:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data (JSON-ready): ``model_type``, ``rows`` (list of dicts), ``total``, ``trainable``,
-        ``frozen``,
-        ``ties``."""
+        ``frozen``, ``ties``."""
         return {
             "model_type": self.model_type,
             "rows": [dict(r.__dict__) for r in self.rows],
@@ -171,10 +170,8 @@ def layerwise_param_groups(
 
     With ``L`` blocks (an encoder-decoder's encoder blocks count below its decoder blocks), the head and what
     sits above the blocks (final norm, pooler) get ``lr``; block ``i`` (0 = bottom) gets ``lr * decay ** (L -
-    i)``;
-    the
-    embeddings get the lowest rate, ``lr * decay ** (L + 1)``. Every parameter is included once (tied ones
-    too), frozen ones as well, so the optimizer can be built once and survive gradual unfreezing.
+    i)``; the embeddings get the lowest rate, ``lr * decay ** (L + 1)``. Every parameter is included once
+    (tied ones too), frozen ones as well, so the optimizer can be built once and survive gradual unfreezing.
 
     Args:
         model: a transformers model (may be DDP-wrapped).
@@ -187,8 +184,7 @@ def layerwise_param_groups(
     Returns:
         Param groups for any ``torch.optim`` optimizer, from the embeddings up to the head. Each has
         ``params``, ``lr``, ``weight_decay``, plus ``name`` (``"embeddings"``, ``"encoder.0"``, ``"head"``,
-        with a
-        ``"/no_decay"`` suffix) and ``param_names`` for logging.
+        with a ``"/no_decay"`` suffix) and ``param_names`` for logging.
 
     Raises:
         ValueError: for a non-positive ``lr``, ``decay`` outside (0, 1], a negative ``weight_decay``, or a

@@ -54,9 +54,7 @@ class FreezeSpec:
         layers: freeze the first ``layers`` blocks of each selected stack.
         trainable_layers: keep only the last ``trainable_layers`` blocks of each selected stack trainable;
             freezes the embeddings and the blocks below. What sits above the blocks (final norm, pooler, head)
-            stays
-            trainable.
-            Excludes ``layers``.
+            stays trainable. Excludes ``layers``.
         stack: for encoder-decoder models (T5, BART), which stack ``layers``/``trainable_layers`` count in.
             ``"both"`` (the default) applies the count to each stack. Other models have one stack and need
             ``"both"``.

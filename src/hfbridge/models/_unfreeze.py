@@ -2,9 +2,8 @@
 
 Stage ``s = t // every`` (``t`` the epoch or the optimizer step) keeps the head, whatever sits above the
 blocks (final norm, pooler) and the top ``s * layers_per_stage`` blocks trainable; one stage after every block
-is
-trainable, the embeddings follow. Because the state depends on ``t`` alone, a resumed run calls ``apply(t)``
-and gets exactly the state an uninterrupted run had -- nothing to checkpoint.
+is trainable, the embeddings follow. Because the state depends on ``t`` alone, a resumed run calls
+``apply(t)`` and gets exactly the state an uninterrupted run had -- nothing to checkpoint.
 
 Build the optimizer once over *all* parameters (frozen ones simply get no gradient, and torch optimizers skip
 parameters whose ``grad`` is ``None``), so learning-rate schedulers and optimizer state stay valid as blocks
@@ -12,8 +11,8 @@ thaw.
 
 DDP: wrap the model while every parameter still requires grad (DDP only synchronises parameters that require
 grad when it is built), and pass ``find_unused_parameters=True``
-(``TrainingArguments(ddp_find_unused_parameters=True)``)
-because frozen parameters take no part in backward. :meth:`GradualUnfreezer.apply` checks a DDP-wrapped model.
+(``TrainingArguments(ddp_find_unused_parameters=True)``) because frozen parameters take no part in backward.
+:meth:`GradualUnfreezer.apply` checks a DDP-wrapped model.
 """
 
 from __future__ import annotations
