@@ -442,3 +442,21 @@ def test_lengths_honour_a_small_max_length(estimate: bool, wordpiece_tokenizer: 
     )
     assert [len(adapter[i]["input_ids"]) for i in range(2)] == [3, 3]
     assert adapter.lengths.max() <= 3
+
+
+def test_an_unknown_option_lists_the_fields_of_adapter_config(wordpiece_tokenizer: Any) -> None:
+    from dataclasses import fields
+
+    from hfbridge.adapters import AdapterConfig
+
+    with pytest.raises(
+        TypeError, match=r"`max_len` is not an option of adapt\(\); valid options: text_column, "
+    ):
+        adapt(["a"], wordpiece_tokenizer, task="masked-lm", max_len=8)
+    names = {f.name for f in fields(AdapterConfig)} - {"task"}
+    assert {
+        "max_length",
+        "label2id",
+        "extend_labels",
+        "lazy",
+    } <= names  # adapt(**options) takes exactly these
