@@ -63,8 +63,7 @@ def adapt(
         ... )
         >>> train.label2id  # doctest: +SKIP
         {'Negative': 0, 'Positive': 1}
-        >>> loader = DataLoader(train, batch_size=2, shuffle=True, collate_fn=train.collator)  # doctest:
-        +SKIP
+        >>> loader = DataLoader(train, batch_size=2, collate_fn=train.collator)  # doctest: +SKIP
     """
     unknown = sorted(set(options) - set(_OPTIONS))
     if unknown:

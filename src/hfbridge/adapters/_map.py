@@ -52,8 +52,7 @@ class MapAdapter(torch.utils.data.Dataset):
 
     Example:
         >>> train = hfbridge.adapt(ds["train"], tokenizer, task="sequence-classification")  # doctest: +SKIP
-        >>> loader = DataLoader(train, batch_size=32, shuffle=True, collate_fn=train.collator)  # doctest:
-        +SKIP
+        >>> loader = DataLoader(train, batch_size=32, collate_fn=train.collator)  # doctest: +SKIP
     """
 
     def __init__(

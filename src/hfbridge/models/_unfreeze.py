@@ -55,8 +55,7 @@ class GradualUnfreezer:
 
     Example:
         >>> unfreezer = GradualUnfreezer(model, every=1)  # doctest: +SKIP
-        >>> optimizer = torch.optim.AdamW(model.parameters(), lr=2e-5)  # all parameters, once  # doctest:
-        +SKIP
+        >>> optimizer = torch.optim.AdamW(model.parameters(), lr=2e-5)  # all, once  # doctest: +SKIP
         >>> for epoch in range(start_epoch, epochs):  # doctest: +SKIP
         ...     unfreezer.apply(epoch)
         ...     train_one_epoch(model, optimizer)
