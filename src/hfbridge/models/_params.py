@@ -146,8 +146,7 @@ def summary(model: nn.Module, max_depth: int = 2) -> ModelSummary:
     )
 
 
-#: Case-insensitive substrings of parameter names that get no weight decay (normalization layers are added by
-# type).
+#: Case-insensitive substrings of parameter names that get no weight decay (norm layers are added by type).
 DEFAULT_NO_DECAY: tuple[str, ...] = (
     "bias",
     "LayerNorm.weight",
