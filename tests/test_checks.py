@@ -1,4 +1,4 @@
-"""The shared validators: each error names the argument, the rule and the bad value."""
+"""The shared root helpers (validators, the label-map rule, unwrap_model): each error names the argument, the rule and the bad value."""
 
 from __future__ import annotations
 
@@ -73,3 +73,36 @@ def test_probability_and_type_checks() -> None:
     assert check_type("t", [1], list) == [1]
     with pytest.raises(TypeError, match="`t` must be list or tuple; got str 'x'"):
         check_type("t", "x", (list, tuple))
+
+
+def test_check_label2id_is_the_one_rule() -> None:
+    from hfbridge._checks import check_label2id
+
+    assert check_label2id({1: 0, "b": 1}) == {"1": 0, "b": 1}
+    with pytest.raises(TypeError, match=r"`label2id` ids must be int class ids; got 'a': 0.5"):
+        check_label2id({"a": 0.5})
+    with pytest.raises(ValueError, match=r"`label2id` ids must be the integers 0..1, each once"):
+        check_label2id({"a": 0, "b": 2})
+    with pytest.raises(ValueError, match=r"`label2id` must map at least one label"):
+        check_label2id({})
+
+
+def test_unwrap_model_peels_nested_wrappers_and_asks_refuse_at_each_layer() -> None:
+    import torch
+    from torch import nn
+
+    from hfbridge._modules import unwrap_model
+
+    inner = nn.Linear(2, 2)
+    wrapped = nn.DataParallel(torch.compile(inner))
+    assert unwrap_model(wrapped) is inner
+    seen: list[str] = []
+    unwrap_model(wrapped, refuse=lambda layer: seen.append(type(layer).__name__))  # type: ignore[func-returns-value]
+    assert seen == ["DataParallel", "OptimizedModule", "Linear"]
+    with pytest.raises(TypeError, match="no FSDP here"):
+        unwrap_model(wrapped, refuse=lambda layer: "no FSDP here" if isinstance(layer, nn.Linear) else None)
+    holder = nn.Module()
+    holder.add_module("_orig_mod", inner)  # a plain module with that child name is not a compile wrapper
+    assert unwrap_model(holder) is holder
+    with pytest.raises(TypeError, match=r"`model` must be a torch\.nn\.Module; got str"):
+        unwrap_model("model")

@@ -7,11 +7,13 @@ e.g. ``ValueError: `max_tokens` must be a positive integer, got -3``.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from numbers import Integral
 from typing import Any, TypeVar
 
 __all__ = [
     "check_choice",
+    "check_label2id",
     "check_non_negative_int",
     "check_positive_int",
     "check_probability",
@@ -111,3 +113,34 @@ def check_type(name: str, value: Any, types: type | tuple[type, ...], *, what: s
             what = " or ".join(t.__name__ for t in names)
         raise TypeError(f"`{name}` must be {what}; got {type(value).__name__} {value!r:.80}")
     return value
+
+
+def check_label2id(label2id: Any, name: str = "label2id") -> dict[str, int]:
+    """Validate a label map (the one rule for adapters and ``load_pretrained``); return a ``dict[str, int]``.
+
+    Names are str, or int (made str, as a JSON round trip of a model config makes them), unique as strings;
+    ids are the integers ``0..n-1``, each once.
+
+    Raises:
+        TypeError: not a mapping, a name that is not str or int, an id that is not an int.
+        ValueError: an empty map, a repeated name, ids that are not ``0..n-1``.
+    """
+    check_type(name, label2id, Mapping, what="a mapping of label name to class id")
+    if not label2id:
+        raise ValueError(f"`{name}` must map at least one label to an id; got an empty mapping")
+    for label, i in label2id.items():  # types first: sorting mixed types fails with "'<' not supported"
+        if isinstance(label, bool) or not isinstance(label, (str, Integral)):
+            raise TypeError(f"`{name}` names must be str or int; got {label!r} ({type(label).__name__})")
+        if isinstance(i, bool) or not isinstance(i, Integral):
+            raise TypeError(f"`{name}` ids must be int class ids; got {label!r}: {i!r} ({type(i).__name__})")
+    names = [str(label) for label in label2id]
+    repeated = sorted({label for label in names if names.count(label) > 1})
+    if repeated:
+        raise ValueError(
+            f"`{name}` names must be unique as strings (int names become str); {repeated[0]!r} appears "
+            f"more than once in {dict(label2id)!r}"
+        )
+    n = len(label2id)
+    if sorted(int(i) for i in label2id.values()) != list(range(n)):
+        raise ValueError(f"`{name}` ids must be the integers 0..{n - 1}, each once; got {dict(label2id)!r}")
+    return {str(label): int(i) for label, i in label2id.items()}

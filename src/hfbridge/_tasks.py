@@ -1,19 +1,26 @@
-"""The task names shared by adapters, collators and model loading."""
+"""The task names shared by adapters, collators and model loading.
+
+Adding a task: name it in ``Task``, then give it an encoder (``ENCODERS`` in ``adapters/_encode.py``), a
+collator (``collators``) and an auto class (``AUTO_CLASSES`` in ``models/_load.py``).
+"""
 
 from __future__ import annotations
 
 from typing import Literal, get_args
 
-__all__ = ["LM_TASKS", "TASKS", "Task", "check_task"]
+from hfbridge._checks import check_choice
+
+__all__ = ["LABEL_TASKS", "LM_TASKS", "TASKS", "Task", "check_task"]
 
 Task = Literal["sequence-classification", "token-classification", "seq2seq", "causal-lm", "masked-lm"]
 TASKS: tuple[str, ...] = get_args(Task)
+# the tasks that read a label column (classes, label maps)
+LABEL_TASKS: tuple[str, ...] = ("sequence-classification", "token-classification")
 # the tasks whose labels come from the text itself (no label column; `block_size` packing applies)
 LM_TASKS: tuple[str, ...] = ("causal-lm", "masked-lm")
 
 
 def check_task(task: object) -> Task:
     """Return ``task`` if it is a known task name, else raise ``ValueError`` listing the valid ones."""
-    if task not in TASKS:
-        raise ValueError(f"`task` must be one of {', '.join(map(repr, TASKS))}; got {task!r}")
+    check_choice("task", task, TASKS)
     return task  # type: ignore[return-value]

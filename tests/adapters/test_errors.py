@@ -256,8 +256,8 @@ def test_word_label_count_must_match_the_word_count(
 @pytest.mark.parametrize(
     ("bad", "error", "pattern"),
     [
-        ({"a": 0, "b": "1"}, ValueError, r"`label2id` ids must be int.*'b': '1'"),
-        ({"a": 0, "b": 1.0}, ValueError, r"`label2id` ids must be int.*'b': 1.0"),
+        ({"a": 0, "b": "1"}, TypeError, r"`label2id` ids must be int.*'b': '1'"),
+        ({"a": 0, "b": 1.0}, TypeError, r"`label2id` ids must be int.*'b': 1.0"),
         ({"a": 0, None: 1}, TypeError, r"`label2id` names must be str or int.*None"),
         ({"a": 0, (1, 2): 1}, TypeError, r"`label2id` names must be str or int.*\(1, 2\)"),
         ({"1": 0, 1: 1}, ValueError, r"`label2id` names must be unique as strings.*'1'"),
@@ -378,3 +378,85 @@ def test_multi_hot_label_with_a_missing_value_names_its_row(wordpiece_tokenizer:
     pattern = r"multi-hot rows must hold numbers in \[0, 1\].*none missing; row 1 holds \[0\.0, None\]"
     with pytest.raises(ValueError, match=pattern):
         adapt(Dataset.from_dict(source), wordpiece_tokenizer, task=SEQCLS, label_column="tags")
+
+
+@pytest.mark.parametrize(
+    ("labels", "row", "shown"),
+    [([1, "x"], 1, "str 'x'"), ([1, "1", 2, 3], 1, "str '1'"), (["a", ["b"]], 1, "list")],
+)
+@pytest.mark.parametrize("frame", [False, True], ids=["tuple", "DataFrame"])
+def test_labels_of_mixed_types_name_the_column_and_row(
+    labels: list[Any], row: int, shown: str, frame: bool, wordpiece_tokenizer: Any
+) -> None:
+    texts = [f"text {i}" for i in range(len(labels))]
+    source: Any = (texts, labels)
+    if frame:
+        import pandas as pd
+
+        source = pd.DataFrame({"text": texts, "label": labels})
+    with pytest.raises(
+        TypeError, match=rf"`label_column` 'label' must hold labels of one type.*row {row} holds {shown}"
+    ):
+        adapt(source, wordpiece_tokenizer, task=SEQCLS)
+
+
+def test_dataframe_text_holding_an_int_gets_the_list_error(wordpiece_tokenizer: Any) -> None:
+    import pandas as pd
+
+    message = r"`text_column` 'text' must hold str values; row 1 holds int 7"
+    with pytest.raises(TypeError, match=message):
+        adapt(["fine", 7], wordpiece_tokenizer, task="masked-lm")
+    with pytest.raises(TypeError, match=message):
+        adapt(pd.DataFrame({"text": ["fine", 7]}), wordpiece_tokenizer, task="masked-lm")
+
+
+@pytest.mark.parametrize("max_length", [1, 2])
+def test_max_length_without_room_for_content_is_an_error(max_length: int, wordpiece_tokenizer: Any) -> None:
+    with pytest.raises(
+        ValueError,
+        match=rf"`max_length` must leave room for content.*2 special tokens.*got max_length={max_length}, use at least 3",
+    ):
+        adapt(["good movie"], wordpiece_tokenizer, task="masked-lm", max_length=max_length)
+    with pytest.raises(
+        ValueError, match=r"`max_length` must leave room.*3 special tokens"
+    ):  # [CLS] a [SEP] b [SEP]
+        adapt(
+            {"a": ["x"], "b": ["y"]},
+            wordpiece_tokenizer,
+            task=SEQCLS,
+            text_column="a",
+            text_pair_column="b",
+            label_column=None,
+            max_length=3,
+        )
+
+
+@pytest.mark.parametrize("estimate", [False, True], ids=["exact", "estimated"])
+def test_lengths_honour_a_small_max_length(estimate: bool, wordpiece_tokenizer: Any) -> None:
+    adapter = adapt(
+        ["good movie indeed, a fine one", "bad"],
+        wordpiece_tokenizer,
+        task="masked-lm",
+        max_length=3,
+        estimate_lengths=estimate,
+    )
+    assert [len(adapter[i]["input_ids"]) for i in range(2)] == [3, 3]
+    assert adapter.lengths.max() <= 3
+
+
+def test_an_unknown_option_lists_the_fields_of_adapter_config(wordpiece_tokenizer: Any) -> None:
+    from dataclasses import fields
+
+    from hfbridge.adapters import AdapterConfig
+
+    with pytest.raises(
+        TypeError, match=r"`max_len` is not an option of adapt\(\); valid options: text_column, "
+    ):
+        adapt(["a"], wordpiece_tokenizer, task="masked-lm", max_len=8)
+    names = {f.name for f in fields(AdapterConfig)} - {"task"}
+    assert {
+        "max_length",
+        "label2id",
+        "extend_labels",
+        "lazy",
+    } <= names  # adapt(**options) takes exactly these

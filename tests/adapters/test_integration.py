@@ -129,3 +129,41 @@ def test_real_trainer_runs_on_a_lazy_adapter(
     metrics = trainer.evaluate()
     assert metrics["eval_loss"] > 0
     assert "text" in train.dataset.column_names  # the raw text is still there, tokenized on access
+
+
+@pytest.mark.parametrize(
+    ("labels", "names"),
+    [
+        ([1, 2, 3, 4, 5, 3], ["1", "2", "3", "4", "5"]),  # star ratings: not 0..K-1
+        ([0, 1, 2, 3, 4, 2], ["LABEL_0", "LABEL_1", "LABEL_2", "LABEL_3", "LABEL_4"]),  # class ids
+    ],
+    ids=["ratings", "ids"],
+)
+def test_int_label_styles_end_to_end(
+    labels: list[int], names: list[str], wordpiece_tokenizer: Any, tiny_model_dir: Any
+) -> None:
+    import torch
+
+    from hfbridge.models import load_pretrained
+
+    texts = ["a fine day", "bad", "so so", "good", "great film", "meh"]
+    adapter = adapt((texts, labels), wordpiece_tokenizer, task="sequence-classification")
+    assert adapter.num_labels == 5  # no empty class 0 for ratings
+    model = load_pretrained(
+        tiny_model_dir("bert", "sequence-classification"),
+        task="sequence-classification",
+        label2id=adapter.label2id,
+        ignore_mismatched_sizes=True,  # the saved tiny head has 3 classes
+    )
+    assert model.classifier.out_features == 5
+    batch = adapter.collator(adapter.__getitems__(list(range(6))))
+    assert [adapter.id2label[i] for i in batch["labels"].tolist()] == [
+        names[sorted(set(labels)).index(v)] for v in labels
+    ]
+    with torch.no_grad():
+        predicted = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.argmax(
+            -1
+        )
+    assert {model.config.id2label[i] for i in predicted.tolist()} <= set(
+        names
+    )  # predictions decode to the data's values

@@ -81,7 +81,7 @@ def test_given_label2id_is_used_and_checked(wordpiece_tokenizer: Any) -> None:
         adapt((["a"], ["meh"]), wordpiece_tokenizer, task="sequence-classification", label2id=label2id)
 
 
-@pytest.mark.parametrize("bad", [{}, {"a": 0, "b": 2}, {"a": 0, "b": 0}, {"a": "0"}])
+@pytest.mark.parametrize("bad", [{}, {"a": 0, "b": 2}, {"a": 0, "b": 0}])
 def test_bad_label2id_is_rejected(bad: dict[str, Any], wordpiece_tokenizer: Any) -> None:
     with pytest.raises(ValueError, match="`label2id`"):
         adapt((["a"], ["a"]), wordpiece_tokenizer, task="sequence-classification", label2id=bad)
@@ -141,20 +141,95 @@ def test_iterable_dataset_dict_gives_streaming_adapters_sharing_labels(
     assert [r["labels"] for r in adapters["test"]] == list(seqcls_dataset_dict["test"]["label"])
 
 
-def test_minus_one_labels_of_an_unlabelled_test_split_get_a_hint(
-    seqcls_dataset: Any, wordpiece_tokenizer: Any
-) -> None:
+def test_later_splits_without_labels_are_adapted_unlabelled(wordpiece_tokenizer: Any) -> None:
     from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
 
     features = Features({"text": Value("string"), "label": ClassLabel(names=["neg", "pos"])})
     splits = DatasetDict(
         {
             "train": Dataset.from_dict({"text": ["a", "b"], "label": [0, 1]}, features=features),
-            "test": Dataset.from_dict({"text": ["c"], "label": [-1]}, features=features),
+            "unsupervised": Dataset.from_dict({"text": ["c", "d"], "label": [-1, -1]}, features=features),
+            "test": Dataset.from_dict({"text": ["e"]}),  # a prediction split: no label column
+        }
+    )
+    adapters = adapt(splits, wordpiece_tokenizer, task="sequence-classification")
+    for name in ("unsupervised", "test"):
+        assert "labels" not in adapters[name][0]
+        assert adapters[name].id2label == {0: "neg", 1: "pos"}  # the shared maps, to decode predictions
+        assert adapters[name].collator([adapters[name][0]])["input_ids"].shape[0] == 1
+    assert adapters["train"][1]["labels"] == 1
+
+
+def test_minus_one_among_real_labels_is_an_error_with_a_hint(wordpiece_tokenizer: Any) -> None:
+    from datasets import Dataset, DatasetDict
+
+    splits = DatasetDict(
+        {
+            "train": Dataset.from_dict({"text": ["a", "b"], "label": [0, 1]}),
+            "test": Dataset.from_dict({"text": ["c", "d"], "label": [1, -1]}),
         }
     )
     with pytest.raises(ValueError, match=r"split 'test' has labels -1 .*`label_column=None`"):
         adapt(splits, wordpiece_tokenizer, task="sequence-classification")
+
+
+def test_extend_labels_lets_later_splits_add_string_labels(wordpiece_tokenizer: Any) -> None:
+    from datasets import Dataset, DatasetDict
+
+    splits = DatasetDict(
+        {
+            "train": Dataset.from_dict({"text": ["a", "b"], "label": ["pos", "neg"]}),
+            "validation": Dataset.from_dict({"text": ["a", "b"], "label": ["pos", "meh"]}),
+        }
+    )
+    adapters = adapt(splits, wordpiece_tokenizer, task="sequence-classification", extend_labels=True)
+    assert adapters["train"].label2id == adapters["validation"].label2id == {"neg": 0, "pos": 1, "meh": 2}
+    assert [adapters["validation"][i]["labels"] for i in range(2)] == [1, 2]
+    assert adapters["train"].num_labels == 3
+    with pytest.raises(ValueError, match="`extend_labels` extends maps of string labels"):
+        adapt(
+            DatasetDict({"train": Dataset.from_dict({"text": ["a"], "label": [0]})}),
+            wordpiece_tokenizer,
+            task="sequence-classification",
+            extend_labels=True,
+        )
+
+
+@pytest.mark.parametrize("lazy", [True, False], ids=["lazy", "eager"])
+def test_int_labels_that_are_not_0_to_k_get_a_contiguous_map(lazy: bool, wordpiece_tokenizer: Any) -> None:
+    from datasets import Dataset, DatasetDict
+
+    splits = DatasetDict(
+        {
+            "train": Dataset.from_dict({"text": list("abcde"), "stars": [5, 1, 3, 2, 4]}),
+            "validation": Dataset.from_dict({"text": list("ab"), "stars": [1, 5]}),
+        }
+    )
+    adapters = adapt(
+        splits, wordpiece_tokenizer, task="sequence-classification", label_column="stars", lazy=lazy
+    )
+    train = adapters["train"]
+    assert train.num_labels == 5  # not a 6-way head with an empty class 0
+    assert train.id2label == {0: "1", 1: "2", 2: "3", 3: "4", 4: "5"}
+    assert [train[i]["labels"] for i in range(5)] == [4, 0, 2, 1, 3]
+    assert train.label_ids.tolist() == [4, 0, 2, 1, 3]
+    assert [adapters["validation"][i]["labels"] for i in range(2)] == [0, 4]
+    sparse = adapt(
+        ([f"t{i}" for i in range(3)], [10, 700, 10]), wordpiece_tokenizer, task="sequence-classification"
+    )
+    assert sparse.label2id == {"10": 0, "700": 1}
+    with pytest.raises(ValueError, match=r"split 'test' has labels 3 .*valid: \{'1': 0"):
+        adapt(
+            DatasetDict(
+                {
+                    "train": Dataset.from_dict({"text": list("ab"), "stars": [1, 5]}),
+                    "test": Dataset.from_dict({"text": ["a"], "stars": [3]}),  # between the classes
+                }
+            ),
+            wordpiece_tokenizer,
+            task="sequence-classification",
+            label_column="stars",
+        )
 
 
 def _class_label_ds(names: list[str], ids: list[int], texts: list[str] | None = None) -> Any:

@@ -1,4 +1,4 @@
-"""Lengths: exact from Arrow offsets (eager), counted once and cached (lazy), or estimated cheaply."""
+"""Lengths: exact from Arrow offsets (eager; lazy after one tokenizing pass it keeps), or estimated cheaply."""
 
 from __future__ import annotations
 
@@ -7,8 +7,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from hfbridge.adapters import _lengths as lengths_module
-from hfbridge.adapters import adapt, token_lengths
+from hfbridge.adapters import MapAdapter, adapt, token_lengths
 
 
 def _true_lengths(tokenizer: Any, texts: list[str], **kwargs: Any) -> list[int]:
@@ -28,49 +27,49 @@ def test_eager_lengths_come_from_arrow_not_rows(
     assert lengths.tolist() == _true_lengths(wordpiece_tokenizer, list(seqcls_dataset["text"]), max_length=16)
 
 
-def test_lazy_lengths_are_counted_once_then_cached(
+class CountingTokenizer:
+    """Counts the texts a tokenizer is called on (wraps ``__call__`` of one tokenizer object)."""
+
+    def __init__(self, tokenizer: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.rows = 0
+        original = type(tokenizer).__call__
+
+        def counting(tok: Any, text: Any = None, *args: Any, **kwargs: Any) -> Any:
+            if tok is tokenizer and text is not None:
+                self.rows += len(text) if isinstance(text, list) else 1
+            return original(tok, text, *args, **kwargs)
+
+        monkeypatch.setattr(type(tokenizer), "__call__", counting)
+
+
+def test_lazy_lengths_tokenize_each_row_once(
     seqcls_dataset: Any, wordpiece_tokenizer: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     ds = seqcls_dataset.select(range(50))
-    expected = _true_lengths(wordpiece_tokenizer, list(ds["text"]))
-    first = adapt(ds, wordpiece_tokenizer, task="sequence-classification", tokenize_batch_size=16)
-    assert first.lengths.tolist() == expected
-
-    def fail(*args: Any, **kwargs: Any) -> None:
-        raise AssertionError("lengths were tokenized again instead of read from the cache")
-
-    monkeypatch.setattr(lengths_module, "_tokenize_lengths", fail)
-    second = adapt(ds, wordpiece_tokenizer, task="sequence-classification")
-    assert second.lengths.tolist() == expected
-    with pytest.raises(AssertionError, match="tokenized again"):  # other options: another cache key
-        adapt(ds, wordpiece_tokenizer, task="sequence-classification", max_length=4).lengths
+    expected = _true_lengths(wordpiece_tokenizer, list(ds["text"]), max_length=9)
+    adapter = adapt(
+        ds, wordpiece_tokenizer, task="sequence-classification", max_length=9, tokenize_batch_size=16
+    )
+    fresh = [adapter[i] for i in range(len(ds))]  # rows tokenized on access, before the lengths are known
+    counter = CountingTokenizer(wordpiece_tokenizer, monkeypatch)
+    assert adapter.lengths.tolist() == expected
+    assert counter.rows == len(ds)  # each row once, to count it
+    assert adapter.__getitems__(list(range(len(ds)))) == fresh  # the same rows ...
+    assert counter.rows == len(ds)  # ... read back without tokenizing them again
 
 
-def test_lazy_lengths_of_a_dataset_on_disk_are_cached_next_to_it(
+def test_lazy_lengths_of_a_dataset_on_disk_are_cached_by_datasets(
     seqcls_dataset: Any, wordpiece_tokenizer: Any, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from datasets import load_from_disk
 
     seqcls_dataset.save_to_disk(str(tmp_path / "ds"))
-    ds = load_from_disk(str(tmp_path / "ds"))
-    adapter = adapt(ds, wordpiece_tokenizer, task="sequence-classification", max_length=9)
-    expected = adapter.lengths.tolist()
-    assert len(list((tmp_path / "ds").glob("hfbridge-lengths-*.npy"))) == 1
-    monkeypatch.setattr(
-        lengths_module, "_MEMORY_CACHE", type(lengths_module._MEMORY_CACHE)()
-    )  # a new process
-    monkeypatch.setattr(lengths_module, "_tokenize_lengths", None)
-    again = adapt(
-        load_from_disk(str(tmp_path / "ds")),
-        wordpiece_tokenizer,
-        task="sequence-classification",
-        max_length=9,
-    )
-    assert (
-        again.lengths.tolist()
-        == expected
-        == _true_lengths(wordpiece_tokenizer, list(ds["text"]), max_length=9)
-    )
+    first = adapt(load_from_disk(str(tmp_path / "ds")), wordpiece_tokenizer, task="sequence-classification")
+    assert first.lengths.tolist() == _true_lengths(wordpiece_tokenizer, list(seqcls_dataset["text"]))
+    counter = CountingTokenizer(wordpiece_tokenizer, monkeypatch)
+    again = adapt(load_from_disk(str(tmp_path / "ds")), wordpiece_tokenizer, task="sequence-classification")
+    assert again.lengths.tolist() == first.lengths.tolist()
+    assert counter.rows == 0  # a new adapter (or process) reads the tokens from the datasets cache
 
 
 def test_lazy_lengths_for_pairs_and_words(
@@ -101,7 +100,7 @@ def test_estimated_lengths_are_close_and_need_no_full_pass(
 
     big = concatenate_datasets([lm_dataset] * 20)  # 1920 rows, more than the 512-row sample
     truth = np.asarray(_true_lengths(wordpiece_tokenizer, list(big["text"]), max_length=64))
-    monkeypatch.setattr(lengths_module, "_tokenize_lengths", None)  # no full tokenization pass allowed
+    monkeypatch.setattr(MapAdapter, "_tokenize_all", None)  # no full tokenization pass allowed
     adapter = adapt(big, wordpiece_tokenizer, task="masked-lm", estimate_lengths=True, max_length=64)
     estimate = adapter.lengths
     assert estimate.dtype == np.int64

@@ -150,3 +150,54 @@ def test_iterating_a_million_rows_keeps_memory_flat(bpe_tokenizer: Any) -> None:
     assert grown < 64 * 2**20, (
         f"resident memory grew by {grown / 2**20:.1f} MB over {n} rows ({elapsed:.1f}s)"
     )
+
+
+@pytest.mark.parametrize("mode", ["lazy", "eager", "packed"])
+def test_select_shuffle_take_are_views_that_keep_what_is_known(
+    mode: str, string_label_dataset: Any, lm_dataset: Any, wordpiece_tokenizer: Any
+) -> None:
+    import numpy as np
+
+    if mode == "packed":
+        adapter = adapt(lm_dataset, wordpiece_tokenizer, task="causal-lm", block_size=8)
+    else:
+        adapter = adapt(
+            string_label_dataset, wordpiece_tokenizer, task="sequence-classification", lazy=mode == "lazy"
+        )
+    lengths = adapter.lengths
+    picked = adapter.select([5, 0, 5, 2])
+    assert len(picked) == 4
+    assert picked.__getitems__([0, 1, 2, 3]) == adapter.__getitems__([5, 0, 5, 2])
+    assert picked.lengths.tolist() == lengths[[5, 0, 5, 2]].tolist()
+    assert picked.label2id == adapter.label2id
+    shuffled = adapter.shuffle(seed=3)
+    order = np.random.default_rng(3).permutation(len(adapter))
+    assert shuffled[0] == adapter[int(order[0])]
+    assert shuffled.lengths.tolist() == lengths[order].tolist()
+    assert adapter.take(3).__getitems__([0, 1, 2]) == adapter.__getitems__([0, 1, 2])
+    assert len(adapter) == len(lengths)  # the original is unchanged
+
+
+def test_views_do_not_tokenize_or_validate_again(string_label_dataset: Any, wordpiece_tokenizer: Any) -> None:
+    adapter = adapt(string_label_dataset, wordpiece_tokenizer, task="sequence-classification", lazy=False)
+    label_ids = adapter.label_ids
+    tokenizer = CallCounter(wordpiece_tokenizer)
+    adapter._encoder.tokenizer = tokenizer
+    view = adapter.shuffle(seed=0).take(10)
+    assert view.label_ids.tolist() == [view[i]["labels"] for i in range(10)]
+    assert set(view.label_ids.tolist()) <= set(label_ids.tolist())
+    assert view.lengths.tolist() == [len(view[i]["input_ids"]) for i in range(10)]
+    assert tokenizer.calls == []  # eager: every view reads the tokens already made
+
+
+def test_view_arguments_are_checked(seqcls_dataset: Any, wordpiece_tokenizer: Any) -> None:
+    adapter = adapt(seqcls_dataset, wordpiece_tokenizer, task="sequence-classification")
+    with pytest.raises(IndexError, match=r"`indices` must be in \[-96, 96\)"):
+        adapter.select([0, 96])
+    with pytest.raises(TypeError, match="`indices` must be a 1-D sequence of integers"):
+        adapter.select(["a"])  # type: ignore[list-item]
+    with pytest.raises(ValueError, match=r"`n` must be at most the number of rows \(96\); got 97"):
+        adapter.take(97)
+    with pytest.raises(ValueError, match="`seed` must be a non-negative integer"):
+        adapter.shuffle(seed=-1)
+    assert len(adapter.select([])) == 0

@@ -85,7 +85,7 @@ def test_streaming_multi_label_needs_the_label_count(
 def test_table_to_batch_reads_every_column_as_python_lists() -> None:
     import pyarrow as pa
 
-    from hfbridge.adapters._arrow import table_to_batch
+    from hfbridge.adapters._sources import table_to_batch
 
     table = pa.table({"text": ["a", None], "ids": [[1, 2], []]})
     assert table_to_batch(table) == {"text": ["a", None], "ids": [[1, 2], []]}

@@ -89,7 +89,7 @@ def test_token_labels_are_aligned_through_word_ids(
         label_all_tokens=label_all_tokens,
     )
     assert adapter.label2id == {"O": 0, "B-ORG": 1, "I-ORG": 2, "B-PER": 3, "I-PER": 4}
-    split_words = 0
+    split_words = begins = 0
     for i, row in enumerate(rows_of(adapter)):
         words, tags = tokcls_dataset[i]["tokens"], tokcls_dataset[i]["ner_tags"]
         word_ids = wordpiece_tokenizer(words, is_split_into_words=True, truncation=True).word_ids()
@@ -102,9 +102,12 @@ def test_token_labels_are_aligned_through_word_ids(
                 assert label == tags[word]
             else:
                 split_words += 1
-                assert label == (tags[word] if label_all_tokens else -100)
+                inside = {1: 2, 3: 4}.get(tags[word], tags[word])  # B-X -> I-X, as run_ner.py does
+                assert label == (inside if label_all_tokens else -100)
+                begins += tags[word] in (1, 3)
             previous = word
     assert split_words > 0  # the small vocab does split words, so the non-first rule was exercised
+    assert begins > 0  # and splits words labelled B-X, so the B -> I rule was too
 
 
 def test_token_classification_with_string_word_labels(wordpiece_tokenizer: Any) -> None:
@@ -181,3 +184,19 @@ def test_unlabelled_split_with_label_column_none(seqcls_dataset: Any, wordpiece_
     assert "labels" not in adapter[0]
     assert adapter.num_labels is None
     assert adapter.label2id is None
+
+
+def test_label_all_tokens_keeps_the_word_label_when_names_are_not_bio(wordpiece_tokenizer: Any) -> None:
+    words = [["Jonathanson", "went"]]  # the first word splits into sub-words with the small vocabulary
+    ids = wordpiece_tokenizer(words, is_split_into_words=True).word_ids(0)
+    assert ids.count(0) > 1
+    for names, first, rest in [(["B-PER", "I-PER", "O"], 0, 1), (["S-PER", "B-PER", "O"], 1, 1)]:
+        adapter = adapt(
+            (words, [[names[first], "O"]]),
+            wordpiece_tokenizer,
+            task="token-classification",
+            label_all_tokens=True,
+            label2id={name: i for i, name in enumerate(names)},
+        )
+        labels = [label for label, word in zip(adapter[0]["labels"], ids) if word == 0]
+        assert labels == [first] + [rest] * (len(labels) - 1)  # IOBES names: no B -> I rewrite

@@ -49,9 +49,10 @@ def test_label_map_forms(tiny_model_dir: Any) -> None:
     [
         ({"task": "classification"}, ValueError, "`task` must be one of 'sequence-classification'"),
         ({"task": "seq2seq", "num_labels": 3}, ValueError, "`num_labels` only applies to the tasks"),
-        ({"label2id": {"a": 0, "b": 0}}, ValueError, "`label2id` maps several labels to one id"),
-        ({"id2label": {0: "a", 1: "a"}}, ValueError, "`id2label` repeats a label"),
-        ({"label2id": {"a": 1, "b": 2}}, ValueError, r"label ids must be 0..1; got ids \[1, 2\]"),
+        ({"label2id": {"a": 0, "b": 0}}, ValueError, r"`label2id` ids must be the integers 0..1, each once"),
+        ({"id2label": {0: "a", 1: "a"}}, ValueError, "`id2label` names must be unique; 'a' appears"),
+        ({"label2id": {"a": 1, "b": 2}}, ValueError, r"`label2id` ids must be the integers 0..1, each once"),
+        ({"label2id": {"1": 0, 1: 1}}, ValueError, "`label2id` names must be unique as strings"),
         ({"label2id": {"a": 0, "b": 1}, "id2label": {0: "b", 1: "a"}}, ValueError, "must be inverse maps"),
         (
             {"label2id": LABELS, "num_labels": 2},
@@ -59,9 +60,13 @@ def test_label_map_forms(tiny_model_dir: Any) -> None:
             r"`num_labels` must equal the number of labels in the maps \(3\); got 2",
         ),
         ({"num_labels": 0}, ValueError, "`num_labels` must be a positive integer; got 0"),
-        ({"label2id": {"a": "0"}}, TypeError, "`label2id` must map str labels to int ids"),
-        ({"id2label": {0.5: "a"}}, TypeError, "`id2label` must map int ids to str labels"),
-        ({"label2id": ["a"]}, TypeError, "`label2id` must be Mapping"),
+        ({"label2id": {"a": "0"}}, TypeError, r"`label2id` ids must be int class ids; got 'a': '0'"),
+        (
+            {"id2label": {0.5: "a"}},
+            TypeError,
+            r"`id2label \(inverted\)` ids must be int class ids; got 'a': 0.5",
+        ),
+        ({"label2id": ["a"]}, TypeError, "`label2id` must be a mapping of label name to class id"),
         ({"freeze": "layers:9"}, ValueError, "`layers` must be at most the number of blocks"),
     ],
 )
@@ -69,6 +74,32 @@ def test_errors(kwargs: dict[str, Any], error: type[Exception], match: str, tiny
     kwargs = {"task": "sequence-classification", **kwargs}
     with pytest.raises(error, match=match):
         load_pretrained(tiny_model_dir("bert", "sequence-classification"), **kwargs)
+
+
+def test_int_label_names_follow_the_adapters_rule(tiny_model_dir: Any) -> None:
+    path = tiny_model_dir("bert", "sequence-classification")
+    model = load_pretrained(path, task="sequence-classification", label2id={1: 0, 3: 1, 5: 2})  # star ratings
+    assert model.config.label2id == {"1": 0, "3": 1, "5": 2}
+    assert model.config.id2label == {0: "1", 1: "3", 2: "5"}
+
+
+def test_a_missing_folder_or_a_file_is_named(tiny_model_dir: Any, tmp_path: Any) -> None:
+    with pytest.raises(
+        ValueError, match=r"`name_or_path` names the folder '/nonexistent/model', which does not"
+    ):
+        load_pretrained("/nonexistent/model", task="masked-lm")
+    with pytest.raises(ValueError, match="which does not exist"):
+        load_pretrained(tmp_path / "missing", task="masked-lm")
+    config = f"{tiny_model_dir('bert', 'masked-lm')}/config.json"
+    with pytest.raises(
+        ValueError, match=r"`name_or_path` must be a model folder .*got the file '.*config.json'"
+    ):
+        load_pretrained(config, task="masked-lm")
+
+
+def test_the_model_comes_back_in_eval_mode(tiny_model_dir: Any) -> None:
+    model = load_pretrained(tiny_model_dir("bert", "masked-lm"), task="masked-lm")
+    assert not model.training  # as from_pretrained leaves it; a hand-written loop calls model.train()
 
 
 def test_name_or_path_type() -> None:

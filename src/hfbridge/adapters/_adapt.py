@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
+from dataclasses import fields, replace
 from typing import Any
 
-from hfbridge.adapters._common import check_tokenizer, rebind_labels, resolve_labels
-from hfbridge.adapters._config import AdapterConfig, ProblemType
+from hfbridge.adapters._config import AdapterConfig
 from hfbridge.adapters._iterable import IterableAdapter
-from hfbridge.adapters._labels import LabelInfo
+from hfbridge.adapters._labels import LabelInfo, rebind_labels, resolve_labels
 from hfbridge.adapters._map import MapAdapter
-from hfbridge.adapters._sources import check_columns, empty_source_error, from_python
+from hfbridge.adapters._sources import arrow_column, check_columns, empty_source_error, from_python
 
 __all__ = ["adapt"]
+
+logger = logging.getLogger("hfbridge.adapters")
+_OPTIONS = tuple(f.name for f in fields(AdapterConfig) if f.name != "task")
 
 
 def adapt(
@@ -20,63 +24,38 @@ def adapt(
     tokenizer: Any,
     *,
     task: str,
-    text_column: str = "text",
-    text_pair_column: str | None = None,
-    label_column: str | None = "label",
-    target_column: str = "target",
-    max_length: int | None = None,
-    max_target_length: int | None = None,
-    truncation: bool = True,
-    label_all_tokens: bool = False,
-    block_size: int | None = None,
-    problem_type: ProblemType | None = None,
-    label2id: Mapping[str, int] | None = None,
-    lazy: bool = True,
-    estimate_lengths: bool = False,
-    tokenize_batch_size: int = 1000,
-    num_proc: int | None = None,
     num_replicas: int | None = None,
     rank: int | None = None,
     collator_kwargs: Mapping[str, Any] | None = None,
+    **options: Any,
 ) -> MapAdapter | IterableAdapter | dict[str, MapAdapter | IterableAdapter]:
     """Turn ``source`` into a ``torch.utils.data`` dataset of tokenized feature rows for ``task``.
 
     Args:
-        source: a ``datasets.Dataset``, ``IterableDataset`` (streaming), ``DatasetDict``/``IterableDatasetDict``,
-            a dict of lists, a list of dicts, a list of texts, a ``(texts, labels)`` tuple (``(sources, targets)``
-            for seq2seq) or a ``pandas.DataFrame``.
+        source: a ``datasets.Dataset``, ``IterableDataset`` (streaming),
+            ``DatasetDict``/``IterableDatasetDict``, a dict of lists, a list of dicts, a list of texts, a
+            ``(texts, labels)`` tuple (``(sources, targets)`` for seq2seq) or a ``pandas.DataFrame``.
         tokenizer: a transformers tokenizer with a pad token (fast for token classification).
-        task: ``sequence-classification``, ``token-classification``, ``seq2seq``, ``causal-lm`` or ``masked-lm``.
-        text_column: the input text; word lists for token classification; the source text for seq2seq.
-        text_pair_column: the second text of a pair (sequence classification).
-        label_column: labels of classification tasks (int, str, ClassLabel, float for regression, lists for
-            multi-label, word-label lists for token classification); ``None`` for an unlabelled split.
-        target_column: the target text of seq2seq (tokenized with ``text_target=``).
-        max_length: truncation length; ``None`` uses the tokenizer's ``model_max_length``.
-        max_target_length: truncation length of seq2seq targets (default ``max_length``).
-        truncation: set ``False`` to keep full sequences.
-        label_all_tokens: token classification: give every sub-word its word's label (default: ``-100`` on
-            non-first sub-words).
-        block_size: causal/masked LM: pack the corpus into blocks of this many tokens (done up front for sized
-            sources, with a carry buffer for streams).
-        problem_type: override the problem type inferred from the labels (sequence classification).
-        label2id: a fixed label map, e.g. ``model.config.label2id``.
-        lazy: tokenize rows on access (default) or once up front via ``Dataset.map`` (``False``, cached).
-        estimate_lengths: lazy mode: ``.lengths`` estimated from character counts instead of tokenizing.
-        tokenize_batch_size: rows per tokenizer call in bulk passes.
-        num_proc: processes for the eager ``Dataset.map`` tokenization (``lazy=False`` or ``block_size``).
+        task: ``sequence-classification``, ``token-classification``, ``seq2seq``, ``causal-lm`` or
+            ``masked-lm``.
         num_replicas: streaming: number of ranks (``None``: from ``torch.distributed``).
         rank: streaming: this process's rank (``None``: from ``torch.distributed``).
         collator_kwargs: options for the collator that ``.collator`` builds (e.g. ``pad_to_multiple_of=8``).
+        **options: the fields of :class:`AdapterConfig`, which documents each one: ``text_column``,
+            ``text_pair_column``, ``label_column``, ``target_column``, ``max_length``, ``max_target_length``,
+            ``truncation``, ``label_all_tokens``, ``block_size``, ``problem_type``, ``label2id``,
+            ``extend_labels``, ``lazy``, ``estimate_lengths``, ``tokenize_batch_size``, ``num_proc``.
 
     Returns:
         A ``MapAdapter`` for sized sources, an ``IterableAdapter`` for streams, or a ``dict`` of them for a
-        ``DatasetDict``, whose splits share the label map of ``train`` (or of the first split).
+        ``DatasetDict``. Its splits share the label map of ``train`` (or of the first split); a later split
+        without the label column, or labelled ``-1`` throughout (unlabelled test splits of GLUE, IMDB's
+        ``unsupervised``), is adapted without labels but keeps the shared label maps.
 
     Raises:
-        ValueError: unknown task, missing column, empty source, None/NaN text, no pad token, labels outside the
-            train split's label map, bad option values.
-        TypeError: unsupported source, tokenizer or label types.
+        ValueError: unknown task, missing column, empty source, None/NaN text, no pad token, labels outside
+            the train split's label map, bad option values.
+        TypeError: unsupported source, tokenizer, option or label types; labels of mixed types.
 
     Example:
         >>> train = hfbridge.adapt(  # doctest: +SKIP
@@ -84,104 +63,131 @@ def adapt(
         ... )
         >>> train.label2id  # doctest: +SKIP
         {'Negative': 0, 'Positive': 1}
-        >>> loader = DataLoader(train, batch_size=2, shuffle=True, collate_fn=train.collator)  # doctest: +SKIP
+        >>> loader = DataLoader(train, batch_size=2, collate_fn=train.collator)  # doctest: +SKIP
     """
-    cfg = AdapterConfig(
-        task=task,  # type: ignore[arg-type]
-        text_column=text_column,
-        text_pair_column=text_pair_column,
-        label_column=label_column,
-        target_column=target_column,
-        max_length=max_length,
-        max_target_length=max_target_length,
-        truncation=truncation,
-        label_all_tokens=label_all_tokens,
-        block_size=block_size,
-        problem_type=problem_type,
-        label2id=label2id,
-        lazy=lazy,
-        estimate_lengths=estimate_lengths,
-        tokenize_batch_size=tokenize_batch_size,
-        num_proc=num_proc,
-    )
-    check_tokenizer(tokenizer, cfg.task)
-    options = {"num_replicas": num_replicas, "rank": rank, "collator_kwargs": collator_kwargs}
+    unknown = sorted(set(options) - set(_OPTIONS))
+    if unknown:
+        raise TypeError(f"`{unknown[0]}` is not an option of adapt(); valid options: {', '.join(_OPTIONS)}")
+    cfg = AdapterConfig(task=task, **options)  # type: ignore[arg-type]
     import datasets
 
-    if isinstance(source, (datasets.DatasetDict, datasets.IterableDatasetDict)):
-        return _adapt_splits(source, tokenizer, cfg, options)
-    return _adapt_one(source, tokenizer, cfg, options, labels=None, split=None)
-
-
-def _adapt_splits(
-    splits: Mapping[str, Any], tokenizer: Any, cfg: AdapterConfig, options: dict[str, Any]
-) -> dict[str, MapAdapter | IterableAdapter]:
-    if not splits:
+    kwargs: dict[str, Any] = {"num_replicas": num_replicas, "rank": rank, "collator_kwargs": collator_kwargs}
+    if not isinstance(source, (datasets.DatasetDict, datasets.IterableDatasetDict)):
+        return _adapt_one(source, tokenizer, cfg, labels=None, split=None, **kwargs)
+    if not source:
         raise ValueError("`source` must have at least one split; got an empty DatasetDict")
-    first = "train" if "train" in splits else next(iter(splits))
-    adapters: dict[str, MapAdapter | IterableAdapter] = {}
-    adapters[first] = _adapt_one(splits[first], tokenizer, cfg, options, labels=None, split=first)
-    shared = adapters[first]._encoder.labels
-    for name, split in splits.items():
+    first = "train" if "train" in source else next(iter(source))
+    adapters = {first: _adapt_one(source[first], tokenizer, cfg, labels=None, split=first, **kwargs)}
+    shared = adapters[first].label_info
+    if cfg.extend_labels and shared is not None:
+        extended = _extended_label2id(source, first, cfg, shared)
+        if extended is not None:
+            cfg = replace(cfg, label2id=extended)
+            adapters[first] = _adapt_one(source[first], tokenizer, cfg, labels=None, split=first, **kwargs)
+            shared = adapters[first].label_info
+    for name, split in source.items():
         if name != first:
-            adapters[name] = _adapt_one(split, tokenizer, cfg, options, labels=shared, split=name)
-    return {name: adapters[name] for name in splits}  # the source's split order
+            split_cfg = replace(cfg, label_column=None) if _unlabelled(split, cfg) else cfg
+            adapters[name] = _adapt_one(split, tokenizer, split_cfg, labels=shared, split=name, **kwargs)
+    return {name: adapters[name] for name in source}  # the source's split order
+
+
+def _unlabelled(split: Any, cfg: AdapterConfig) -> bool:
+    """A later split of a DatasetDict that has no labels: no label column, or ``-1`` (no label) in every
+    row."""
+    import datasets
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if not cfg.has_labels:
+        return False
+    columns = split.column_names
+    if columns is not None and cfg.label_column not in columns:
+        return True
+    if not isinstance(split, datasets.Dataset) or len(split) == 0:
+        return False
+    data = arrow_column(split, cfg.label_column)  # type: ignore[arg-type]
+    if not pa.types.is_integer(data.type):
+        return False
+    low, high = pc.min_max(data).values()
+    return bool(low.as_py() == high.as_py() == -1)
+
+
+def _extended_label2id(
+    splits: Mapping[str, Any], first: str, cfg: AdapterConfig, shared: LabelInfo
+) -> dict[str, int] | None:
+    """``extend_labels``: the shared map with the string labels only later (sized) splits hold appended."""
+    import datasets
+    import pyarrow.compute as pc
+
+    if shared.kind.raw != "name" or shared.label2id is None:
+        raise ValueError(
+            f"`extend_labels` extends maps of string labels; `label_column` {shared.column!r} of split "
+            f"{first!r} holds {'ClassLabel ids' if shared.kind.names else shared.kind.raw + ' values'}"
+        )
+    known = dict(shared.label2id)
+    new: set[str] = set()
+    for name, split in splits.items():
+        if name == first or not isinstance(split, datasets.Dataset) or _unlabelled(split, cfg):
+            continue
+        data = arrow_column(split, shared.column)
+        values = pc.list_flatten(data) if shared.kind.is_list else data
+        new |= {v for v in pc.unique(values).to_pylist() if v is not None and v not in known}
+    if not new:
+        return None
+    logger.info("labels %s of later splits extend the label map of split %r", sorted(new), first)
+    return {**known, **{label: len(known) + i for i, label in enumerate(sorted(new))}}
 
 
 def _adapt_one(
     source: Any,
     tokenizer: Any,
     cfg: AdapterConfig,
-    options: dict[str, Any],
     *,
     labels: LabelInfo | None,
     split: str | None,
+    num_replicas: int | None,
+    rank: int | None,
+    collator_kwargs: Mapping[str, Any] | None,
 ) -> MapAdapter | IterableAdapter:
     import datasets
 
     if isinstance(source, datasets.IterableDataset):
-        return _adapt_stream(source, tokenizer, cfg, options, labels=labels, split=split)
-    if options["num_replicas"] is not None or options["rank"] is not None:
+        labels = _stream_labels(source, cfg, labels, split)
+        return IterableAdapter(
+            source,
+            tokenizer,
+            cfg,
+            labels=labels,
+            num_replicas=num_replicas,
+            rank=rank,
+            collator_kwargs=collator_kwargs,
+        )
+    if num_replicas is not None or rank is not None:
         raise ValueError(
             "`num_replicas`/`rank` shard streaming sources only; a sized source is sharded by its sampler "
-            f"(e.g. hfbridge.build_dataloader); got num_replicas={options['num_replicas']!r}, rank={options['rank']!r}"
+            f"(e.g. hfbridge.build_dataloader); got num_replicas={num_replicas!r}, rank={rank!r}"
         )
     dataset = source if isinstance(source, datasets.Dataset) else from_python(source, cfg, split)
-    return MapAdapter(
-        dataset, tokenizer, cfg, labels=labels, split=split, collator_kwargs=options["collator_kwargs"]
-    )
+    return MapAdapter(dataset, tokenizer, cfg, labels=labels, split=split, collator_kwargs=collator_kwargs)
 
 
-def _adapt_stream(
-    source: Any,
-    tokenizer: Any,
-    cfg: AdapterConfig,
-    options: dict[str, Any],
-    *,
-    labels: LabelInfo | None,
-    split: str | None,
-) -> IterableAdapter:
+def _stream_labels(
+    source: Any, cfg: AdapterConfig, labels: LabelInfo | None, split: str | None
+) -> LabelInfo | None:
+    """The label scheme of a stream: from its features, or (after a streaming ``.map()``) from one peeked
+    row."""
     features = source.features
     sample = None
-    if features is None:  # e.g. after a streaming .map(): peek one row for the column names and label type
+    if features is None:
         try:
             sample = next(iter(source.take(1)))
         except StopIteration:
             raise empty_source_error(source, split) from None
-    columns = list(features) if features is not None else list(sample or {})
-    check_columns(columns, cfg, split)
-    if cfg.has_labels:
-        label_sample = None if sample is None else sample[cfg.label_column]
-        if labels is None:
-            labels = resolve_labels(cfg, features, sample=label_sample, split=split)
-        else:  # another split's label map: remap this split's own ClassLabel order through it
-            labels = rebind_labels(labels, cfg, features, sample=label_sample, split=split)
-    return IterableAdapter(
-        source,
-        tokenizer,
-        cfg,
-        labels=labels,
-        num_replicas=options["num_replicas"],
-        rank=options["rank"],
-        collator_kwargs=options["collator_kwargs"],
-    )
+    check_columns(list(features) if features is not None else list(sample or {}), cfg, split)
+    if not cfg.has_labels:
+        return labels
+    label_sample = None if sample is None else sample[cfg.label_column]
+    if labels is None:
+        return resolve_labels(cfg, features, sample=label_sample, split=split)
+    return rebind_labels(labels, cfg, features, sample=label_sample, split=split)

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from numbers import Integral
+from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
-from hfbridge._checks import check_choice, check_positive_int, check_type
-from hfbridge._tasks import LM_TASKS, Task, check_task
+from hfbridge._checks import check_choice, check_label2id, check_positive_int, check_type
+from hfbridge._tasks import LABEL_TASKS, LM_TASKS, Task, check_task
 
 __all__ = ["PROBLEM_TYPES", "AdapterConfig", "ProblemType"]
 
@@ -18,24 +17,31 @@ PROBLEM_TYPES: tuple[str, ...] = get_args(ProblemType)
 
 @dataclass
 class AdapterConfig:
-    """How an adapter reads, tokenizes and labels its rows.
+    """How an adapter reads, tokenizes and labels its rows; ``adapt(..., **options)`` takes these fields.
 
     Args:
         task: one of ``sequence-classification``, ``token-classification``, ``seq2seq``, ``causal-lm``,
             ``masked-lm``.
         text_column: the input text (a word list for token classification, the source for seq2seq).
         text_pair_column: the second text of a pair (sequence classification only).
-        label_column: the labels (classification tasks); ``None`` adapts an unlabelled split.
-        target_column: the target text (seq2seq only).
-        max_length: truncate inputs to this many tokens; ``None`` uses the tokenizer's ``model_max_length``.
+        label_column: the labels (classification tasks): int, str, ClassLabel, float (regression), lists
+            (multi-label), word-label lists (token classification); ``None`` adapts an unlabelled split.
+        target_column: the target text (seq2seq only, tokenized with ``text_target=``).
+        max_length: truncate inputs to this many tokens, special tokens included (it must leave room for one
+            token of content); ``None`` uses the tokenizer's ``model_max_length``.
         max_target_length: truncate seq2seq targets; ``None`` uses ``max_length``.
         truncation: truncate at all (``False`` keeps full sequences).
         label_all_tokens: token classification: label every sub-word with its word's label instead of
-            ``-100`` on the non-first sub-words.
+            ``-100`` on the non-first sub-words; a continuation of a ``B-X`` word gets ``I-X`` when the label
+            names follow BIO/IOB2 (as transformers' ``run_ner.py`` does), else the word's own label.
         block_size: causal/masked LM: pack the whole corpus into blocks of this many tokens.
         problem_type: sequence classification: override the one inferred from the label type
             (``single_label_classification``, ``multi_label_classification``, ``regression``).
-        label2id: a fixed label map (e.g. a model config's); by default it is built from the data.
+        label2id: a fixed label map (e.g. a model config's); by default it is built from the data. Names are
+            str (int names become str), ids ``0..n-1``; int labels are then read as its ids.
+        extend_labels: ``adapt(DatasetDict)`` with string labels: labels of later splits that the first
+            split lacks are appended to the shared label map (as ``run_classification.py`` does) instead of
+            being an error.
         lazy: tokenize on access (``True``) or once up front with ``Dataset.map`` (``False``).
         estimate_lengths: lazy mode: estimate ``.lengths`` from character counts instead of tokenizing.
         tokenize_batch_size: rows per fast-tokenizer call when tokenizing in bulk (eager map, lengths,
@@ -59,39 +65,33 @@ class AdapterConfig:
     block_size: int | None = None
     problem_type: ProblemType | None = None
     label2id: Mapping[str, int] | None = None
+    extend_labels: bool = False
     lazy: bool = True
     estimate_lengths: bool = False
     tokenize_batch_size: int = 1000
     num_proc: int | None = None
-    _frozen_label2id: dict[str, int] | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         check_task(self.task)
         check_type("text_column", self.text_column, str)
         check_type("target_column", self.target_column, str)
         for name in ("text_pair_column", "label_column"):
-            value = getattr(self, name)
-            if value is not None:
-                check_type(name, value, str, what="str or None")
-        for name in ("truncation", "label_all_tokens", "lazy", "estimate_lengths"):
+            if getattr(self, name) is not None:
+                check_type(name, getattr(self, name), str, what="str or None")
+        for name in ("truncation", "label_all_tokens", "extend_labels", "lazy", "estimate_lengths"):
             check_type(name, getattr(self, name), bool)
-        check_positive_int("max_length", self.max_length, allow_none=True)
-        check_positive_int("max_target_length", self.max_target_length, allow_none=True)
-        check_positive_int("block_size", self.block_size, allow_none=True)
+        for name in ("max_length", "max_target_length", "block_size", "num_proc"):
+            check_positive_int(name, getattr(self, name), allow_none=True)
         check_positive_int("tokenize_batch_size", self.tokenize_batch_size)
-        check_positive_int("num_proc", self.num_proc, allow_none=True)
         if self.problem_type is not None:
             check_choice("problem_type", self.problem_type, PROBLEM_TYPES)
         self._only_for("text_pair_column", self.text_pair_column, ("sequence-classification",))
         self._only_for("problem_type", self.problem_type, ("sequence-classification",))
         self._only_for("block_size", self.block_size, LM_TASKS)
         self._only_for("max_target_length", self.max_target_length, ("seq2seq",))
-        if self.label_all_tokens and self.task != "token-classification":
-            raise ValueError(
-                f"`label_all_tokens` is only used by task 'token-classification'; got True for task {self.task!r}"
-            )
+        self._only_for("label_all_tokens", self.label_all_tokens or None, ("token-classification",))
         if self.label2id is not None:
-            self._frozen_label2id = _check_label2id(self.label2id)
+            self.label2id = check_label2id(self.label2id)
 
     def _only_for(self, name: str, value: Any, tasks: tuple[str, ...]) -> None:
         if value is not None and self.task not in tasks:
@@ -101,25 +101,23 @@ class AdapterConfig:
     @property
     def has_labels(self) -> bool:
         """Whether this task reads a label column."""
-        return self.label_column is not None and self.task in (
-            "sequence-classification",
-            "token-classification",
-        )
+        return self.label_column is not None and self.task in LABEL_TASKS
 
     def source_columns(self) -> list[str]:
         """The columns the adapter reads from its source, in a stable order."""
-        columns = [self.text_column]
-        if self.text_pair_column is not None:
-            columns.append(self.text_pair_column)
-        if self.task == "seq2seq":
-            columns.append(self.target_column)
+        columns = [*self.text_columns()]
         if self.has_labels:
             columns.append(self.label_column)  # type: ignore[arg-type]
         return columns
 
     def text_columns(self) -> list[str]:
         """The columns that hold text (never null)."""
-        return [c for c in self.source_columns() if c != self.label_column or not self.has_labels]
+        columns = [self.text_column]
+        if self.text_pair_column is not None:
+            columns.append(self.text_pair_column)
+        if self.task == "seq2seq":
+            columns.append(self.target_column)
+        return columns
 
     def effective_max_length(self, tokenizer: Any) -> int | None:
         """The length tokenized inputs are cut to, or ``None`` when nothing truncates them."""
@@ -129,31 +127,3 @@ class AdapterConfig:
             return self.max_length
         limit = getattr(tokenizer, "model_max_length", None)
         return int(limit) if isinstance(limit, int) and limit < 1_000_000 else None
-
-
-def _check_label2id(label2id: Any) -> dict[str, int]:
-    check_type("label2id", label2id, Mapping, what="a mapping of label name to id")
-    if not label2id:
-        raise ValueError("`label2id` must map at least one label to an id; got an empty mapping")
-    n = len(label2id)
-    for name, i in label2id.items():  # types first: sorting mixed types would fail with "'<' not supported"
-        if isinstance(name, bool) or not isinstance(name, (str, Integral)):
-            raise TypeError(
-                f"`label2id` names must be str or int (label names); got {name!r} of type {type(name).__name__} "
-                f"in {dict(label2id)!r}"
-            )
-        if isinstance(i, bool) or not isinstance(i, Integral):
-            raise ValueError(
-                f"`label2id` ids must be int class ids 0..{n - 1}; got {name!r}: {i!r} of type {type(i).__name__}"
-            )
-    names = [str(name) for name in label2id]
-    duplicates = sorted({name for name in names if names.count(name) > 1})
-    if duplicates:
-        raise ValueError(
-            f"`label2id` names must be unique as strings (int names become str); {duplicates[0]!r} appears "
-            f"more than once in {dict(label2id)!r}"
-        )
-    ids = sorted(int(i) for i in label2id.values())
-    if ids != list(range(n)):
-        raise ValueError(f"`label2id` ids must be the integers 0..{n - 1}, each once; got {dict(label2id)!r}")
-    return {str(k): int(v) for k, v in label2id.items()}

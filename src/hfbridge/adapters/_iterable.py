@@ -1,4 +1,5 @@
-"""``IterableAdapter``: a streaming ``datasets.IterableDataset`` as a sharded, resumable torch ``IterableDataset``."""
+"""``IterableAdapter``: a streaming ``datasets.IterableDataset`` as a sharded, resumable torch
+``IterableDataset``."""
 
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ import torch.utils.data
 
 from hfbridge._checks import check_non_negative_int, check_type
 from hfbridge._distributed import resolve_replicas
-from hfbridge.adapters._common import AdapterProperties, check_tokenizer
 from hfbridge.adapters._config import AdapterConfig
 from hfbridge.adapters._encode import Batch, Encoder, pack_blocks, to_rows
 from hfbridge.adapters._labels import LabelInfo
@@ -24,18 +24,19 @@ __all__ = ["IterableAdapter"]
 _STATE_KEYS = {"epoch", "partition", "source", "carry", "skip"}
 
 
-class IterableAdapter(AdapterProperties, torch.utils.data.IterableDataset):
-    """A stream of tokenized feature rows for one task; build it with ``hfbridge.adapt`` on a streaming dataset.
+class IterableAdapter(torch.utils.data.IterableDataset):
+    """A stream of tokenized feature rows for one task; build it with ``hfbridge.adapt`` on a streaming
+    dataset.
 
     The stream is split over ``num_replicas × num_workers`` partitions, one per (rank, DataLoader worker):
     whole shards when the shard count divides evenly (``datasets.distributed.split_dataset_by_node``), else
     every ``n``-th row, so no row is duplicated or dropped. Rows are read and tokenized
     ``tokenize_batch_size`` at a time; ``block_size`` packs them into fixed blocks with a carry buffer.
 
-    ``state_dict()`` records the exact position (the source's own state at the current batch, the packing carry
-    and the rows already yielded from that batch); ``load_state_dict()`` resumes there without re-tokenizing.
-    With ``num_workers > 0`` use ``torchdata.stateful_dataloader.StatefulDataLoader``, which snapshots each
-    worker's copy.
+    ``state_dict()`` records the exact position (the source's own state at the current batch, the packing
+    carry and the rows already yielded from that batch); ``load_state_dict()`` resumes there without
+    re-tokenizing. With ``num_workers > 0`` use ``torchdata.stateful_dataloader.StatefulDataLoader``, which
+    snapshots each worker's copy.
 
     Args:
         dataset: the streaming source.
@@ -59,11 +60,10 @@ class IterableAdapter(AdapterProperties, torch.utils.data.IterableDataset):
         rank: int | None = None,
         collator_kwargs: Mapping[str, Any] | None = None,
     ) -> None:
-        check_tokenizer(tokenizer, config.task)
         if num_replicas is not None or rank is not None:
             resolve_replicas(num_replicas, rank)  # validate early
         self._dataset = dataset
-        self._encoder = Encoder(tokenizer, config, labels)
+        self._encoder = Encoder(tokenizer, config, labels)  # checks the tokenizer and the length limits
         self._collator_kwargs = dict(collator_kwargs or {})
         self._num_replicas = num_replicas
         self._rank = rank
@@ -77,7 +77,8 @@ class IterableAdapter(AdapterProperties, torch.utils.data.IterableDataset):
         return self._dataset
 
     def set_epoch(self, epoch: int) -> None:
-        """Use ``epoch`` for the source's shuffling (``shuffle(seed=..., buffer_size=...)``) from the next pass."""
+        """Use ``epoch`` for the source's shuffling (``shuffle(seed=..., buffer_size=...)``) from the next
+        pass."""
         check_non_negative_int("epoch", epoch)
         self._epoch.fill_(epoch)
 
@@ -86,8 +87,8 @@ class IterableAdapter(AdapterProperties, torch.utils.data.IterableDataset):
     def __getstate__(self) -> dict[str, Any]:
         """Pickled for DataLoader workers: fix the rank and world size here, in the parent process.
 
-        Workers started with ``spawn``/``forkserver`` do not have ``torch.distributed`` initialised, so reading it
-        there would give every rank ``rank=0, world_size=1`` and the same rows.
+        Workers started with ``spawn``/``forkserver`` do not have ``torch.distributed`` initialised, so
+        reading it there would give every rank ``rank=0, world_size=1`` and the same rows.
         """
         state = self.__dict__.copy()
         if torch.utils.data.get_worker_info() is None:
@@ -104,8 +105,8 @@ class IterableAdapter(AdapterProperties, torch.utils.data.IterableDataset):
     def _part(self, index: int, count: int) -> IterableDataset:
         from datasets.distributed import split_dataset_by_node
 
-        # a fresh copy even for one partition: a loaded state or epoch must not stick to the user's dataset object,
-        # which would start every later pass of the epoch from that state
+        # a fresh copy even for one partition: a loaded state or epoch must not stick to the user's dataset
+        # object, which would start every later pass of the epoch from that state
         part = split_dataset_by_node(self._dataset, rank=index, world_size=count)
         part.set_epoch(int(self._epoch))
         return part
@@ -125,8 +126,8 @@ class IterableAdapter(AdapterProperties, torch.utils.data.IterableDataset):
             if resume["partition"] != [index, count]:
                 raise ValueError(
                     f"`state` was saved by partition {resume['partition'][0]} of {resume['partition'][1]} "
-                    f"(ranks × DataLoader workers); this is partition {index} of {count}: resume with the same "
-                    "world size and num_workers"
+                    f"(ranks × DataLoader workers); this is partition {index} of {count}: resume with the "
+                    "same world size and num_workers"
                 )
             source_state, carry, skip = resume["source"], resume["carry"], resume["skip"]
             if source_state is not None:
@@ -151,7 +152,8 @@ class IterableAdapter(AdapterProperties, torch.utils.data.IterableDataset):
     # ------------------------------------------------------------------------------------------ resume
 
     def state_dict(self) -> dict[str, Any]:
-        """The exact position of the last row yielded: plain dicts/lists/ints (JSON and ``torch.save`` safe)."""
+        """The exact position of the last row yielded: plain dicts/lists/ints (JSON and ``torch.save``
+        safe)."""
         if self._position is None:
             if self._resume is not None:
                 return dict(self._resume)
@@ -160,7 +162,8 @@ class IterableAdapter(AdapterProperties, torch.utils.data.IterableDataset):
         return {"epoch": epoch, "partition": [index, count], "source": source, "carry": carry, "skip": skip}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Resume from ``state`` on the next ``iter()``: the epoch is restored and already-yielded rows are skipped.
+        """Resume from ``state`` on the next ``iter()``: the epoch is restored and already-yielded rows are
+        skipped.
 
         Raises:
             TypeError: ``state`` is not a mapping.
@@ -170,7 +173,8 @@ class IterableAdapter(AdapterProperties, torch.utils.data.IterableDataset):
         missing = _STATE_KEYS - set(state)
         if missing:
             raise ValueError(
-                f"`state` must come from IterableAdapter.state_dict(); it lacks {sorted(missing)}, got keys {sorted(state)}"
+                f"`state` must come from IterableAdapter.state_dict(); it lacks {sorted(missing)}, got keys "
+                f"{sorted(state)}"
             )
         self._epoch.fill_(int(state["epoch"]))
         self._position = None
@@ -178,5 +182,53 @@ class IterableAdapter(AdapterProperties, torch.utils.data.IterableDataset):
         if self._resume is not None:
             self._resume["partition"] = list(state["partition"])
 
+    @property
+    def task(self) -> str:
+        """The task name the rows are encoded for."""
+        return self._encoder.config.task
+
+    @property
+    def tokenizer(self) -> Any:
+        """The tokenizer that encodes the rows."""
+        return self._encoder.tokenizer
+
+    @property
+    def config(self) -> AdapterConfig:
+        """The validated options."""
+        return self._encoder.config
+
+    @property
+    def label_info(self) -> LabelInfo | None:
+        """The resolved label scheme (``None`` without labels); ``adapt`` shares it between splits."""
+        return self._encoder.labels
+
+    @property
+    def problem_type(self) -> str | None:
+        """``single_label_classification``, ``multi_label_classification``, ``regression``,
+        ``token_classification`` or ``None`` (no labels), as ``PretrainedConfig.problem_type`` names them."""
+        return self._encoder.problem_type
+
+    @property
+    def label2id(self) -> dict[str, int] | None:
+        """Label name -> id (``None`` without labels, for regression, or for unnamed streaming ids)."""
+        return self._encoder.label2id
+
+    @property
+    def id2label(self) -> dict[int, str] | None:
+        """Id -> label name, ready for ``from_pretrained(..., id2label=adapter.id2label)``."""
+        return self._encoder.id2label
+
+    @property
+    def num_labels(self) -> int | None:
+        """Number of classes (1 for regression), ``None`` without labels."""
+        return self._encoder.num_labels
+
+    @property
+    def collator(self) -> Any:
+        """The task's collator, ``hfbridge.collators.collator_for_task(task, tokenizer,
+        **collator_kwargs)``."""
+        return self._encoder.collator(self._collator_kwargs)
+
     def __repr__(self) -> str:
-        return f"IterableAdapter(task={self.task!r}, num_labels={self.num_labels}, tokenizer={type(self.tokenizer).__name__})"
+        tokenizer = type(self.tokenizer).__name__
+        return f"IterableAdapter(task={self.task!r}, num_labels={self.num_labels}, tokenizer={tokenizer})"

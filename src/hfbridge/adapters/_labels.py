@@ -12,11 +12,15 @@ import numpy as np
 if TYPE_CHECKING:
     import pyarrow as pa
 
-__all__ = ["LabelInfo", "build_label_info", "label_kind"]
+    from hfbridge.adapters._config import AdapterConfig
+
+__all__ = ["LabelInfo", "LabelKind", "build_label_info", "label_kind", "rebind_labels", "resolve_labels"]
 
 Raw = Literal["id", "name", "float"]
 _FITS = {
-    "sequence-classification": "int, str, ClassLabel, float (regression) or a list of class ids/names (multi-label)",
+    "sequence-classification": (
+        "int, str, ClassLabel, float (regression) or a list of class ids/names (multi-label)"
+    ),
     "token-classification": "a list of word labels (int, str or ClassLabel) per row",
 }
 
@@ -44,7 +48,8 @@ def label_kind(feature: Any, sample: Any, *, column: str, task: str) -> LabelKin
     if not ok or kind is None:
         shown = repr(feature) if feature is not None else f"{type(sample).__name__} {sample!r:.60}"
         raise TypeError(
-            f"`label_column` {column!r} holds {shown}, which does not fit task {task!r}; expected {_FITS[task]}"
+            f"`label_column` {column!r} holds {shown}, which does not fit task {task!r}; expected "
+            f"{_FITS[task]}"
         )
     return kind
 
@@ -90,8 +95,10 @@ def _kind_of_value(value: Any) -> LabelKind | None:
 class LabelInfo:
     """A resolved label scheme: the problem type, the label map and how to turn raw values into model labels.
 
-    ``lookup[raw_id]`` is the ``label2id`` id of the source's ClassLabel name ``kind.names[raw_id]``: a ClassLabel
-    column stores ids in its own name order, which a given ``label2id`` (or another split's ClassLabel) may not share.
+    ``lookup[raw_id]`` is the ``label2id`` id of a raw int label, ``-1`` for an int that is no class. A
+    ClassLabel column stores ids in its own name order, which a given ``label2id`` (or another split's
+    ClassLabel) may not share; plain ints that are not ``0..K-1`` (ratings 1-5, sparse ids) map to contiguous
+    ids in value order.
     """
 
     problem_type: str
@@ -101,28 +108,32 @@ class LabelInfo:
     lookup: tuple[int, ...] | None = None
 
     def rebind(self, kind: LabelKind, split: str | None = None, *, given_map: bool = False) -> LabelInfo:
-        """This label map applied to a source whose label column has ``kind`` (e.g. another split's ClassLabel).
+        """This label map applied to a source whose label column has ``kind`` (e.g. another split's
+        ClassLabel).
 
-        Plain int labels are read as ids of ``label2id`` when the user gave it (``given_map``); a map learnt from
-        another split's string labels has no id order the ints could follow, so they are an error.
+        Plain int labels are read as ids of ``label2id`` when the user gave it (``given_map``); a map learnt
+        from another split's string labels has no id order the ints could follow, so they are an error.
 
         Raises:
             TypeError: ``kind`` does not fit the problem type.
-            ValueError: a ClassLabel name of ``kind`` is not in ``label2id``; or plain ints against a map learnt
-                from string labels.
+            ValueError: a ClassLabel name of ``kind`` is not in ``label2id``; or plain ints against a map
+                learnt from string labels.
         """
         _check_problem_type(self.problem_type, kind, self.column)
         if self.kind.raw == "name" and kind.raw == "id" and kind.names is None and not given_map:
             learnt = list(self.label2id or {})
             names = ", ".join(map(repr, learnt[:5])) + (", ..." if len(learnt) > 5 else "")
             raise ValueError(
-                f"`label_column` {self.column!r}{_in(split)} holds int labels, but the label map was learnt from "
-                f"string labels ({names}): which int is which name is unknown. Give that split the same string "
-                f"labels, cast its column to a ClassLabel with the names in its id order (`split.cast_column("
-                f"{self.column!r}, ClassLabel(names=[...]))`), or pass `label2id` to say what the ints mean; if "
-                "they are -1 placeholders of an unlabelled split, adapt that split with `label_column=None`"
+                f"`label_column` {self.column!r}{_in(split)} holds int labels, but the label map was learnt "
+                f"from string labels ({names}): which int is which name is unknown. Give that split the same "
+                "string labels, cast its column to a ClassLabel with the names in its id order "
+                f"(`split.cast_column({self.column!r}, ClassLabel(names=[...]))`), or pass `label2id` to say "
+                "what the ints mean; if they are -1 placeholders of an unlabelled split, adapt that split "
+                "with `label_column=None`"
             )
-        return _bind(LabelInfo(self.problem_type, kind, self.label2id, self.column), split)
+        plain = kind.names is None and self.kind.names is None  # plain ints keep the value -> id lookup
+        lookup = self.lookup if plain and kind.raw == self.kind.raw == "id" else None
+        return _bind(LabelInfo(self.problem_type, kind, self.label2id, self.column, lookup), split)
 
     @property
     def _id_count(self) -> int | None:
@@ -130,7 +141,8 @@ class LabelInfo:
         return len(self.lookup) if self.lookup is not None else self.num_labels
 
     def remap(self, ids: np.ndarray) -> np.ndarray:
-        """Raw ids (already range-checked) -> ``label2id`` ids, through the ClassLabel lookup when there is one."""
+        """Raw ids (already range-checked) -> ``label2id`` ids, through the ClassLabel lookup when there is
+        one."""
         if self.lookup is None:
             return ids
         return np.asarray(self.lookup, dtype=np.int64)[ids]
@@ -145,6 +157,14 @@ class LabelInfo:
     def id2label(self) -> dict[int, str] | None:
         return None if self.label2id is None else {i: name for name, i in self.label2id.items()}
 
+    def inside_ids(self) -> dict[int, int]:
+        """``B-X`` id -> ``I-X`` id when the label names follow BIO/IOB2 (each is ``O``, ``B-...`` or
+        ``I-...``), else ``{}``: the label of a word's continuation sub-words under ``label_all_tokens``."""
+        names = self.label2id or {}
+        if not names or not all(n == "O" or n[:2] in ("B-", "I-") for n in names):
+            return {}
+        return {i: names[f"I-{n[2:]}"] for n, i in names.items() if n[:2] == "B-" and f"I-{n[2:]}" in names}
+
     def to_ids(self, values: Sequence[Any]) -> list[int]:
         """Class ids of scalar raw labels; unknown names and out-of-range ids raise ``ValueError``."""
         if self.kind.raw == "name":
@@ -157,9 +177,12 @@ class LabelInfo:
         ids = [int(v) for v in values]
         if n is not None and ids and (min(ids) < 0 or max(ids) >= n):
             raise self._unknown([i for i in ids if not 0 <= i < n][:5], None)
-        if self.lookup is not None:
-            return self.remap(np.asarray(ids, dtype=np.int64)).tolist()
-        return ids
+        if self.lookup is None:
+            return ids
+        mapped = self.remap(np.asarray(ids, dtype=np.int64))
+        if (mapped < 0).any():
+            raise self._unknown([i for i, m in zip(ids, mapped.tolist()) if m < 0][:5], None)
+        return mapped.tolist()
 
     def convert(self, values: Sequence[Any]) -> list[Any]:
         """The ``labels`` feature of each row for sequence classification."""
@@ -224,25 +247,36 @@ class LabelInfo:
             if lo.as_py() < 0 or hi.as_py() >= n:
                 bad = pc.unique(pc.filter(values, pc.or_(pc.less(values, 0), pc.greater_equal(values, n))))
                 raise self._unknown(bad.to_pylist(), split)
+            if self.lookup is not None and min(self.lookup) < 0:  # sparse ints: values between the classes
+                unique = np.asarray(pc.unique(values).to_pylist(), dtype=np.int64)
+                holes = unique[self.remap(unique) < 0]
+                if holes.size:
+                    raise self._unknown(holes.tolist(), split)
 
     def _non_finite(self, row: int, value: float, split: str | None) -> ValueError:
         return ValueError(
-            f"`label_column` {self.column!r}{_in(split)} must hold finite numbers for regression; row {row} holds "
-            f"{value!r}. Drop or fill such rows first, e.g. `dataset.filter(lambda row: math.isfinite(row[{self.column!r}]))`"
+            f"`label_column` {self.column!r}{_in(split)} must hold finite numbers for regression; row {row} "
+            f"holds {value!r}. Drop or fill such rows first, e.g. `dataset.filter(lambda row: "
+            f"math.isfinite(row[{self.column!r}]))`"
         )
 
     def _bad_multi_hot(self, row: int, vector: list[float], split: str | None) -> ValueError:
         return ValueError(
-            f"`label_column` {self.column!r}{_in(split)} multi-hot rows must hold numbers in [0, 1] (1 = the label "
-            f"applies; soft labels in between), none missing; row {row} holds {vector!r:.80}"
+            f"`label_column` {self.column!r}{_in(split)} multi-hot rows must hold numbers in [0, 1] (1 = the "
+            f"label applies; soft labels in between), none missing; row {row} holds {vector!r:.80}"
         )
 
     def _unknown(self, labels: list[Any], split: str | None) -> ValueError:
         shown = ", ".join(map(repr, labels[:5])) + (", ..." if len(labels) > 5 else "")
-        valid = self.label2id if self.kind.raw == "name" else f"ids 0..{(self._id_count or 1) - 1}"
+        plain_ids = self.kind.raw != "name" and (self.lookup is None or self.kind.names is not None)
+        valid = f"ids 0..{(self._id_count or 1) - 1}" if plain_ids else self.label2id
         hint = ""
         if any(isinstance(v, int) and v < 0 for v in labels):
-            hint = " (-1 marks a missing label, as in GLUE test splits: adapt such a split with `label_column=None`)"
+            hint = (
+                " (-1 marks a missing label, as in GLUE test splits: adapt such a split with "
+                "`label_column=None`; in a DatasetDict, a later split labelled -1 throughout is adapted "
+                "without labels)"
+            )
         return ValueError(
             f"`label_column` {self.column!r}{_in(split)} has labels {shown} that are not in the label map "
             f"(built from the train split or given as `label2id`); valid: {valid}{hint}"
@@ -262,9 +296,9 @@ def _bind(info: LabelInfo, split: str | None) -> LabelInfo:
     if missing:
         shown = ", ".join(map(repr, missing[:5])) + (", ..." if len(missing) > 5 else "")
         raise ValueError(
-            f"`label_column` {info.column!r}{_in(split)} has ClassLabel names {shown} that are not in `label2id` "
-            f"(given, or built from the train split), so their ids cannot be mapped; valid names: {sorted(mapping)}. "
-            "Pass a `label2id` that covers every ClassLabel name"
+            f"`label_column` {info.column!r}{_in(split)} has ClassLabel names {shown} that are not in "
+            "`label2id` (given, or built from the train split), so their ids cannot be mapped; valid names: "
+            f"{sorted(mapping)}. Pass a `label2id` that covers every ClassLabel name"
         )
     return LabelInfo(
         info.problem_type, info.kind, mapping, info.column, tuple(mapping[name] for name in names)
@@ -281,10 +315,11 @@ def build_label_info(
     data: pa.ChunkedArray | None,
     split: str | None = None,
 ) -> LabelInfo:
-    """Resolve the problem type and label map; ``data`` (the whole label column, if sized) fills in what is missing.
+    """Resolve the problem type and label map; ``data`` (the whole label column, if sized) fills in what is
+    missing.
 
-    ``label2id`` wins; then ClassLabel names; then sorted unique string labels; then ``max id + 1`` for int ids.
-    ClassLabel ids are remapped by name when ``label2id`` orders the names differently.
+    ``label2id`` wins; then ClassLabel names; then sorted unique string labels; then ``max id + 1`` for int
+    ids. ClassLabel ids are remapped by name when ``label2id`` orders the names differently.
     """
     import pyarrow.compute as pc
 
@@ -313,11 +348,19 @@ def build_label_info(
             widths = pc.list_value_length(data)
             mapping = {f"LABEL_{i}": i for i in range(int(pc.max(widths).as_py() or 0))}
         else:
-            top = pc.max(values).as_py()
-            mapping = {f"LABEL_{i}": i for i in range(int(top) + 1 if top is not None else 0)}
+            unique = sorted(pc.unique(values.filter(pc.is_valid(values))).to_pylist())
+            if unique and unique[0] >= 0 and unique != list(range(len(unique))):  # e.g. ratings 1-5
+                lookup = [-1] * (unique[-1] + 1)
+                for i, value in enumerate(unique):
+                    lookup[value] = i
+                mapping = {str(value): i for i, value in enumerate(unique)}
+                return LabelInfo(resolved, kind, mapping, column, tuple(lookup))
+            top = unique[-1] if unique else -1  # 0..K-1, or negatives that check_column rejects
+            mapping = {f"LABEL_{i}": i for i in range(max(top, 0) + 1 if unique else 0)}
     if mapping is None and (kind.raw == "name" or resolved == "multi_label_classification"):
         raise ValueError(
-            f"`label2id` is needed: `label_column` {column!r} holds {'strings' if kind.raw == 'name' else 'multi-label lists'} "
+            f"`label2id` is needed: `label_column` {column!r} holds "
+            f"{'strings' if kind.raw == 'name' else 'multi-label lists'} "
             "and a streaming source cannot be scanned "
             "for its label set; pass `label2id={...}` or cast the column to a `datasets.ClassLabel`"
         )
@@ -341,3 +384,46 @@ def _check_problem_type(problem_type: str, kind: LabelKind, column: str) -> None
 def _unit_interval(vector: Sequence[Any]) -> bool:
     """Every value of a multi-hot (or soft) label vector is a number in [0, 1]: not None, not NaN."""
     return all(x is not None and 0.0 <= x <= 1.0 for x in vector)
+
+
+def resolve_labels(
+    cfg: AdapterConfig,
+    features: Mapping[str, Any] | None,
+    *,
+    sample: Any = None,
+    data: pa.ChunkedArray | None = None,
+    split: str | None = None,
+) -> LabelInfo | None:
+    """The label scheme of a source (``None`` for tasks without labels); ``data`` is validated when given."""
+    if not cfg.has_labels:
+        return None
+    column: str = cfg.label_column  # type: ignore[assignment]  # has_labels guarantees a column
+    feature = features.get(column) if features is not None else None
+    kind = label_kind(feature, sample, column=column, task=cfg.task)
+    info = build_label_info(
+        kind,
+        task=cfg.task,
+        column=column,
+        problem_type=cfg.problem_type,
+        label2id=cfg.label2id,
+        data=data,
+        split=split,
+    )
+    if data is not None:
+        info.check_column(data, split)
+    return info
+
+
+def rebind_labels(
+    labels: LabelInfo,
+    cfg: AdapterConfig,
+    features: Mapping[str, Any] | None,
+    *,
+    sample: Any = None,
+    split: str | None = None,
+) -> LabelInfo:
+    """A shared label scheme (e.g. the train split's) fitted to this source's label column: its own ClassLabel
+    name order is remapped through the shared ``label2id``."""
+    feature = features.get(labels.column) if features is not None else None
+    kind = label_kind(feature, sample, column=labels.column, task=cfg.task)
+    return labels.rebind(kind, split, given_map=cfg.label2id is not None)

@@ -1,24 +1,27 @@
-"""``MapAdapter``: a sized ``datasets.Dataset`` as a ``torch.utils.data.Dataset`` of tokenized feature rows."""
+"""``MapAdapter``: a sized ``datasets.Dataset`` as a ``torch.utils.data.Dataset`` of tokenized feature
+rows."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+import copy
+from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch.utils.data
 
-from hfbridge.adapters._arrow import arrow_column, table_to_batch
-from hfbridge.adapters._common import AdapterProperties, check_tokenizer, rebind_labels, resolve_labels
+from hfbridge._checks import check_non_negative_int
 from hfbridge.adapters._config import AdapterConfig
 from hfbridge.adapters._encode import Encoder, to_rows
-from hfbridge.adapters._labels import LabelInfo
-from hfbridge.adapters._lengths import count_lengths, estimate_lengths, token_lengths
+from hfbridge.adapters._labels import LabelInfo, rebind_labels, resolve_labels
+from hfbridge.adapters._lengths import estimate_lengths, token_lengths
 from hfbridge.adapters._sources import (
+    arrow_column,
     check_columns,
     check_dataset_texts,
     check_dataset_word_labels,
     empty_source_error,
+    table_to_batch,
 )
 
 if TYPE_CHECKING:
@@ -27,26 +30,29 @@ if TYPE_CHECKING:
 __all__ = ["MapAdapter"]
 
 
-class MapAdapter(AdapterProperties, torch.utils.data.Dataset):
+class MapAdapter(torch.utils.data.Dataset):
     """A sized dataset that yields tokenized feature rows for one task; build it with ``hfbridge.adapt``.
 
     Rows stay in Arrow until asked for. Lazy mode (the default) reads ``__getitems__``'s rows in one batched
     Arrow call and tokenizes them in one fast-tokenizer call, so the raw text lives inside the adapter and
     ``Trainer(remove_unused_columns=True)`` cannot strip it. Eager mode (``lazy=False``) tokenizes once with
-    ``Dataset.map(batched=True)`` (cached by ``datasets``) and reads token columns from Arrow. With ``block_size``
-    the corpus is packed into fixed blocks up front.
+    ``Dataset.map(batched=True)`` (cached by ``datasets``) and reads token columns from Arrow. With
+    ``block_size`` the corpus is packed into fixed blocks up front. ``select``, ``shuffle`` and ``take`` give
+    lazy views that share the tokenizer, the label map and any lengths already known.
 
     Args:
         dataset: the source rows.
         tokenizer: a transformers tokenizer with a pad token.
         config: the options (see ``AdapterConfig``).
         labels: a label scheme to share (e.g. the train split's); inferred from ``dataset`` when ``None``.
+            With ``config.label_column=None`` the rows get no labels, but the adapter keeps the scheme's label
+            maps.
         split: the split name, for error messages.
         collator_kwargs: options passed to the task's collator by ``.collator``.
 
     Example:
         >>> train = hfbridge.adapt(ds["train"], tokenizer, task="sequence-classification")  # doctest: +SKIP
-        >>> loader = DataLoader(train, batch_size=32, shuffle=True, collate_fn=train.collator)  # doctest: +SKIP
+        >>> loader = DataLoader(train, batch_size=32, collate_fn=train.collator)  # doctest: +SKIP
     """
 
     def __init__(
@@ -60,7 +66,6 @@ class MapAdapter(AdapterProperties, torch.utils.data.Dataset):
         collator_kwargs: Mapping[str, Any] | None = None,
     ) -> None:
         cfg = config
-        check_tokenizer(tokenizer, cfg.task)
         check_columns(dataset.column_names, cfg, split)
         if len(dataset) == 0:
             raise empty_source_error(dataset, split)
@@ -73,7 +78,7 @@ class MapAdapter(AdapterProperties, torch.utils.data.Dataset):
                 labels = rebind_labels(labels, cfg, dataset.features, split=split)
                 labels.check_column(data, split)
             check_dataset_word_labels(dataset, cfg, split)
-        self._encoder = Encoder(tokenizer, cfg, labels)
+        self._encoder = Encoder(tokenizer, cfg, labels)  # checks the tokenizer and the length limits
         self._collator_kwargs = dict(collator_kwargs or {})
         self._dataset = dataset
         self._split = split
@@ -104,7 +109,8 @@ class MapAdapter(AdapterProperties, torch.utils.data.Dataset):
         )
 
     def _pack(self, dataset: Dataset) -> dict[str, np.ndarray]:
-        """Tokenize the whole corpus (cached ``map``), concatenate each column in Arrow and cut it into blocks."""
+        """Tokenize the whole corpus (cached ``map``), concatenate each column in Arrow and cut it into
+        blocks."""
         import pyarrow.compute as pc
 
         size = self._encoder.config.block_size
@@ -120,7 +126,8 @@ class MapAdapter(AdapterProperties, torch.utils.data.Dataset):
         if blocks["input_ids"].shape[0] == 0:
             total = len(pc.list_flatten(arrow_column(encoded, "input_ids")))
             raise ValueError(
-                f"`block_size` must be at most the corpus size to give one block; got {size} for {total} tokens"
+                f"`block_size` must be at most the corpus size to give one block; got {size} for {total} "
+                "tokens"
             )
         return blocks
 
@@ -179,6 +186,58 @@ class MapAdapter(AdapterProperties, torch.utils.data.Dataset):
             return table.to_pylist()
         return to_rows(self._encoder(table_to_batch(table)))
 
+    # ------------------------------------------------------------------------------------------ views
+
+    def select(self, indices: Iterable[int]) -> MapAdapter:
+        """The rows at ``indices`` (in that order) as a new adapter: nothing is re-tokenized or re-validated;
+        the label map and any lengths or label ids already known carry over (``datasets.Dataset.select``).
+
+        Raises:
+            TypeError: ``indices`` is not a 1-D sequence of integers.
+            IndexError: an index is out of range.
+        """
+        return self._view(np.asarray(self._positions(list(indices)), dtype=np.int64))
+
+    def shuffle(self, seed: int | None = None) -> MapAdapter:
+        """All rows in a random order drawn from ``np.random.default_rng(seed)``, as a new adapter (see
+        ``select``)."""
+        if seed is not None:
+            check_non_negative_int("seed", seed)
+        return self._view(np.random.default_rng(seed).permutation(len(self)))
+
+    def take(self, n: int) -> MapAdapter:
+        """The first ``n`` rows as a new adapter (see ``select``), e.g. for ``--max_train_samples``.
+
+        Raises:
+            ValueError: ``n`` is negative or more than the rows there are.
+        """
+        check_non_negative_int("n", n)
+        if n > len(self):
+            raise ValueError(f"`n` must be at most the number of rows ({len(self)}); got {n}")
+        return self._view(np.arange(n, dtype=np.int64))
+
+    def _view(self, positions: np.ndarray) -> MapAdapter:
+        view = copy.copy(self)
+        if self._blocks is not None:
+            view._blocks = {key: blocks[positions] for key, blocks in self._blocks.items()}
+        else:
+            view._dataset = self._dataset.select(positions)
+            if self._encoded is not None:
+                view._encoded = self._encoded.select(positions)
+            view._reader = self._reader_of(view._dataset, view._encoded)
+        for name in ("_lengths", "_label_ids"):
+            known = getattr(self, name)
+            if known is not None:
+                known = known[positions]
+                known.setflags(write=False)
+            setattr(view, name, known)
+        return view
+
+    def _reader_of(self, dataset: Dataset, encoded: Dataset | None) -> Any:
+        if encoded is not None:
+            return encoded.with_format("arrow")
+        return dataset.with_format("arrow", columns=self._encoder.config.source_columns())
+
     # ------------------------------------------------------------------------------------------ metadata
 
     @property
@@ -190,20 +249,23 @@ class MapAdapter(AdapterProperties, torch.utils.data.Dataset):
     def lengths(self) -> np.ndarray:
         """Token count of each row's ``input_ids`` (special tokens included, after truncation), int64.
 
-        Eager and packed adapters read it from Arrow offsets. Lazy adapters tokenize every row once in batches
-        (progress bar; cached by dataset fingerprint + tokenizer + options), or, with ``estimate_lengths=True``,
-        estimate it from character counts in milliseconds.
+        Eager and packed adapters read it from Arrow offsets. A lazy adapter tokenizes every row once
+        (``Dataset.map``, cached by ``datasets`` for a dataset in cache files) and from then on reads its
+        rows' tokens from that result instead of tokenizing again, so no row is tokenized twice. With
+        ``estimate_lengths=True`` it stays lazy and estimates the lengths from character counts in
+        milliseconds.
         """
         if self._lengths is None:
             cfg = self._encoder.config
             if self._blocks is not None:
                 lengths = np.full(len(self), cfg.block_size, dtype=np.int64)
-            elif self._encoded is not None:
-                lengths = token_lengths(self._encoded, "input_ids")
-            elif cfg.estimate_lengths:
+            elif self._encoded is None and cfg.estimate_lengths:
                 lengths = estimate_lengths(self._dataset, self._encoder)
             else:
-                lengths = count_lengths(self._dataset, self._encoder)
+                if self._encoded is None:
+                    self._encoded = self._tokenize_all(self._dataset)
+                    self._reader = self._reader_of(self._dataset, self._encoded)
+                lengths = token_lengths(self._encoded, "input_ids")
             lengths.setflags(write=False)
             self._lengths = lengths
         return self._lengths
@@ -215,7 +277,7 @@ class MapAdapter(AdapterProperties, torch.utils.data.Dataset):
         Raises:
             ValueError: the adapter is not single-label classification.
         """
-        labels = self._encoder.labels
+        labels = self._encoder.labelled
         if labels is None or labels.problem_type != "single_label_classification":
             raise ValueError(
                 "`label_ids` needs single-label classification (one class id per row); this adapter has task "
@@ -235,6 +297,53 @@ class MapAdapter(AdapterProperties, torch.utils.data.Dataset):
             ids.setflags(write=False)
             self._label_ids = ids
         return self._label_ids
+
+    @property
+    def task(self) -> str:
+        """The task name the rows are encoded for."""
+        return self._encoder.config.task
+
+    @property
+    def tokenizer(self) -> Any:
+        """The tokenizer that encodes the rows."""
+        return self._encoder.tokenizer
+
+    @property
+    def config(self) -> AdapterConfig:
+        """The validated options."""
+        return self._encoder.config
+
+    @property
+    def label_info(self) -> LabelInfo | None:
+        """The resolved label scheme (``None`` without labels); ``adapt`` shares it between splits."""
+        return self._encoder.labels
+
+    @property
+    def problem_type(self) -> str | None:
+        """``single_label_classification``, ``multi_label_classification``, ``regression``,
+        ``token_classification`` or ``None`` (no labels), as ``PretrainedConfig.problem_type`` names them."""
+        return self._encoder.problem_type
+
+    @property
+    def label2id(self) -> dict[str, int] | None:
+        """Label name -> id (``None`` without labels, for regression, or for unnamed streaming ids)."""
+        return self._encoder.label2id
+
+    @property
+    def id2label(self) -> dict[int, str] | None:
+        """Id -> label name, ready for ``from_pretrained(..., id2label=adapter.id2label)``."""
+        return self._encoder.id2label
+
+    @property
+    def num_labels(self) -> int | None:
+        """Number of classes (1 for regression), ``None`` without labels."""
+        return self._encoder.num_labels
+
+    @property
+    def collator(self) -> Any:
+        """The task's collator, ``hfbridge.collators.collator_for_task(task, tokenizer,
+        **collator_kwargs)``."""
+        return self._encoder.collator(self._collator_kwargs)
 
     def __repr__(self) -> str:
         cfg = self._encoder.config

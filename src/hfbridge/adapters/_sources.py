@@ -1,4 +1,5 @@
-"""Sources: turn dicts, lists, (texts, labels) pairs and DataFrames into a ``datasets.Dataset``; check columns."""
+"""Sources: turn dicts, lists, (texts, labels) pairs and DataFrames into a ``datasets.Dataset``; check columns
+and texts; read Arrow columns zero-copy, honouring a dataset's indices mapping."""
 
 from __future__ import annotations
 
@@ -6,21 +7,28 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from hfbridge._tasks import LM_TASKS
-from hfbridge.adapters._arrow import arrow_column, first_null_row, missing_column_error
 from hfbridge.adapters._config import AdapterConfig
 
 if TYPE_CHECKING:
+    import pyarrow as pa
     from datasets import Dataset
 
 __all__ = [
     "SOURCE_KINDS",
+    "arrow_column",
     "check_batch_texts",
     "check_columns",
+    "check_dataset_texts",
     "check_dataset_word_labels",
     "empty_source_error",
     "from_python",
+    "indices_of",
     "is_dataframe",
+    "missing_column_error",
+    "table_to_batch",
     "word_label_error",
 ]
 
@@ -48,9 +56,9 @@ def from_python(source: Any, cfg: AdapterConfig, split: str | None = None) -> Da
         if len(source) == 0:
             raise empty_source_error(source, split)
         for column in _present_text_columns(cfg, list(source.columns)):
-            missing = source[column].isna().to_numpy().nonzero()[0]
-            if len(missing):
-                raise _missing_text(column, int(missing[0]), source[column].iloc[int(missing[0])], split, cfg)
+            _check_texts(column, source[column].tolist(), cfg, split)
+        if cfg.has_labels and cfg.label_column in source.columns and source[cfg.label_column].dtype == object:
+            _check_labels(cfg.label_column, source[cfg.label_column].tolist(), split)  # type: ignore[arg-type]
         return Dataset.from_pandas(source, preserve_index=False)
     columns = _columns_of(source, cfg)
     lengths = {name: len(values) for name, values in columns.items()}
@@ -60,6 +68,8 @@ def from_python(source: Any, cfg: AdapterConfig, split: str | None = None) -> Da
         raise empty_source_error(source, split)
     for column in _present_text_columns(cfg, list(columns)):
         _check_texts(column, columns[column], cfg, split)
+    if cfg.has_labels and cfg.label_column in columns:
+        _check_labels(cfg.label_column, columns[cfg.label_column], split)
     return Dataset.from_dict(columns)
 
 
@@ -108,6 +118,8 @@ def _present_text_columns(cfg: AdapterConfig, available: list[str]) -> list[str]
 def _check_texts(column: str, values: list[Any], cfg: AdapterConfig, split: str | None) -> None:
     words = cfg.task == "token-classification" and column == cfg.text_column
     for row, value in enumerate(values):
+        if words and hasattr(value, "tolist"):  # a DataFrame cell holding a word array
+            value = value.tolist()
         if value is None or (isinstance(value, float) and math.isnan(value)):
             raise _missing_text(column, row, value, split, cfg)
         ok = (
@@ -118,8 +130,39 @@ def _check_texts(column: str, values: list[Any], cfg: AdapterConfig, split: str 
         if not ok:
             want = "a list of words (str)" if words else "str"
             raise TypeError(
-                f"`{_argument(column, cfg)}` {column!r} must hold {want} values; row {row} holds {type(value).__name__} {value!r:.60}"
+                f"`{_argument(column, cfg)}` {column!r} must hold {want} values; row {row} holds "
+                f"{type(value).__name__} {value!r:.60}"
             )
+
+
+def _label_type(value: Any) -> str:
+    if isinstance(value, (bool, int, np.integer, float, np.floating)):
+        return "number"  # ints and floats mix in Arrow (as float)
+    return "str" if isinstance(value, str) else type(value).__name__
+
+
+def _check_labels(column: str, values: list[Any], split: str | None) -> None:
+    """A label column of a Python or pandas source holds one type of value, and its lists one type of item
+    (Arrow cannot store mixed ones)."""
+    seen: dict[bool, tuple[int, Any, str]] = {}  # is-an-item -> (row, first value, its type)
+    for row, value in enumerate(values):
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            continue  # missing labels get their own error from the label map
+        is_list = isinstance(value, (list, tuple)) or hasattr(value, "tolist")
+        items = (
+            [(True, v) for v in (value.tolist() if hasattr(value, "tolist") else value)] if is_list else []
+        )
+        for is_item, v in [(False, value), *items]:
+            kind = "list" if is_list and not is_item else _label_type(v)
+            first = seen.setdefault(is_item, (row, v, kind))
+            if kind != first[2]:
+                where = f" of split {split!r}" if split else ""
+                what = "list items" if is_item else "labels"
+                raise TypeError(
+                    f"`label_column` {column!r}{where} must hold {what} of one type (all str, all numbers or "
+                    f"all lists); row {row} holds {type(v).__name__} {v!r:.60} but row {first[0]} holds "
+                    f"{type(first[1]).__name__} {first[1]!r:.60}. Convert them first, e.g. all to str"
+                )
 
 
 def check_batch_texts(batch: dict[str, list[Any]], cfg: AdapterConfig) -> None:
@@ -140,7 +183,8 @@ def word_label_error(row: int, words: int, labels: int, cfg: AdapterConfig, spli
 
 
 def check_dataset_word_labels(dataset: Dataset, cfg: AdapterConfig, split: str | None) -> None:
-    """Token classification on a sized dataset: every row's label list is as long as its word list (in Arrow)."""
+    """Token classification on a sized dataset: every row's label list is as long as its word list (in
+    Arrow)."""
     if cfg.task != "token-classification" or not cfg.has_labels:
         return
     import pyarrow.compute as pc
@@ -165,8 +209,9 @@ def _missing_text(
 ) -> ValueError:
     where = f" of split {split!r}" if split else ""
     return ValueError(
-        f"`{_argument(column, cfg)}` {column!r}{where} must hold a text in every row; row {row} holds {value!r}. Drop or fill "
-        f"missing texts first, e.g. `dataset.filter(lambda row: row[{column!r}] is not None)` or `df.dropna()`"
+        f"`{_argument(column, cfg)}` {column!r}{where} must hold a text in every row; row {row} holds "
+        f"{value!r}. Drop or fill missing texts first, e.g. `dataset.filter(lambda row: row[{column!r}] is "
+        "not None)` or `df.dropna()`"
     )
 
 
@@ -205,8 +250,54 @@ def check_dataset_texts(dataset: Dataset, cfg: AdapterConfig, split: str | None)
         if not ok:
             want = "lists of words (str)" if words else "strings"
             raise TypeError(
-                f"`{_argument(column, cfg)}` {column!r} must hold {want} for task {cfg.task!r}; its feature is {feature!r}"
+                f"`{_argument(column, cfg)}` {column!r} must hold {want} for task {cfg.task!r}; its feature "
+                f"is {feature!r}"
             )
         row = first_null_row(arrow_column(dataset, column))
         if row is not None:
             raise _missing_text(column, row, None, split, cfg)
+
+
+def indices_of(dataset: Dataset) -> np.ndarray | None:
+    """The row positions a ``select``/``shuffle``/``filter``-ed dataset reads, or ``None`` when it reads
+    all."""
+    mapping = getattr(dataset, "_indices", None)
+    if mapping is None:
+        return None
+    return np.asarray(mapping.column(0).to_numpy(), dtype=np.int64)
+
+
+def arrow_column(dataset: Dataset, name: str) -> pa.ChunkedArray:
+    """Column ``name`` of ``dataset`` as Arrow: zero-copy, or one ``take`` when the dataset has an indices
+    mapping."""
+    column = dataset.data.column(name)
+    indices = indices_of(dataset)
+    return column if indices is None else column.take(indices)
+
+
+def table_to_batch(table: pa.Table) -> dict[str, list[Any]]:
+    """An Arrow table as the ``{column: python values}`` batch that tokenizers and encoders take."""
+    return {name: table.column(name).to_pylist() for name in table.column_names}
+
+
+def first_null_row(column: pa.ChunkedArray) -> int | None:
+    """The first row holding a null, or ``None``; O(1) when the column has none."""
+    if column.null_count == 0:
+        return None
+    import pyarrow.compute as pc
+
+    return int(pc.index(pc.is_null(column), True).as_py())
+
+
+def missing_column_error(
+    argument: str, column: Any, available: list[str] | None, split: str | None
+) -> ValueError:
+    """The error for a named column the source lacks, listing the ones it has."""
+    where = f" of split {split!r}" if split else ""
+    options = (
+        ", ".join(map(repr, available)) if available else "(unknown: the source does not declare features)"
+    )
+    return ValueError(
+        f"`{argument}` names column {column!r}, which the source{where} does not have; available columns: "
+        f"{options}"
+    )

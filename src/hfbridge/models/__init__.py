@@ -2,7 +2,8 @@
 
 * :func:`load_pretrained` -- the ``AutoModelFor...`` class of a task, label maps, freezing.
 * :class:`FreezeSpec` / :func:`freeze` -- one spec (``"embeddings,layers:4"``) for every architecture.
-* :class:`GradualUnfreezer` -- ULMFiT-style thawing as a pure function of the epoch/step; a ``TrainerCallback``.
+* :class:`GradualUnfreezer` -- ULMFiT-style thawing as a pure function of the epoch/step; a
+``TrainerCallback``.
 * :func:`layerwise_param_groups` -- layer-wise learning-rate decay.
 * :func:`summary` -- a per-module parameter table (string and dict forms).
 
@@ -12,9 +13,8 @@ Importing this package imports ``torch`` lazily and never ``transformers`` or ``
 from hfbridge.models._freeze import FreezeReport, freeze
 from hfbridge.models._layout import BlockStack, ModelLayout, ResolutionError, resolve_layout
 from hfbridge.models._load import AUTO_CLASSES, load_pretrained
-from hfbridge.models._lr import layerwise_param_groups
+from hfbridge.models._params import ModelSummary, SummaryRow, layerwise_param_groups, summary
 from hfbridge.models._spec import FreezeSpec
-from hfbridge.models._summary import ModelSummary, SummaryRow, summary
 from hfbridge.models._unfreeze import GradualUnfreezer
 
 __all__ = [

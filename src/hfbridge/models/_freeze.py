@@ -1,4 +1,10 @@
-"""``freeze(model, spec)``: one freezing spec that works the same on every architecture."""
+"""``freeze(model, spec)``: one freezing spec that works the same on every architecture.
+
+``FreezeSpec(eval_frozen=True)`` keeps fully frozen modules in eval mode across ``model.train()``:
+``nn.Module.train(mode)`` calls ``child.train(mode)`` on every child, so replacing ``train`` on the frozen
+module *instance* is enough, whoever calls it (the model, a DDP wrapper, the Trainer). The replacement is a
+small picklable object, so ``copy.deepcopy``, ``pickle`` and ``torch.save`` of the whole model keep working.
+"""
 
 from __future__ import annotations
 
@@ -10,21 +16,21 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from hfbridge._checks import check_type
-from hfbridge.models._evalmode import set_eval_frozen
+from hfbridge._modules import unwrap_model
 from hfbridge.models._layout import (
     ModelLayout,
-    _under,
+    is_under,
     norm_param_names,
+    param_aliases,
     require,
     resolve_layout,
-    unwrap_model,
 )
 from hfbridge.models._spec import FreezeSpec
 
 if TYPE_CHECKING:
     from torch import nn
 
-__all__ = ["FreezeReport", "freeze", "plan_frozen"]
+__all__ = ["FreezeReport", "KeepEval", "freeze", "plan_frozen", "set_eval_frozen"]
 
 logger = logging.getLogger("hfbridge.models")
 
@@ -33,7 +39,8 @@ logger = logging.getLogger("hfbridge.models")
 class FreezeReport:
     """What :func:`freeze` froze (or, with ``dry_run=True``, would freeze).
 
-    Parameter names are canonical: a tied parameter appears once, under its first name; ``ties`` lists its others.
+    Parameter names are canonical: a tied parameter appears once, under its first name; ``ties`` lists its
+        others.
 
     Attributes:
         spec: the spec that was applied.
@@ -94,8 +101,8 @@ def _match(patterns: tuple[str, ...], syntax: str, aliases: dict[str, tuple[str,
         if not found:
             sample = ", ".join(list(aliases)[:6])
             raise ValueError(
-                f"`{arg}` item {pattern!r} ({syntax}) matches no parameter name; names look like: {sample}, ... "
-                "(see hfbridge.summary(model) or model.named_parameters())"
+                f"`{arg}` item {pattern!r} ({syntax}) matches no parameter name; names look like: {sample}, "
+                "... (see hfbridge.summary(model) or model.named_parameters())"
             )
         hits |= found
     return hits
@@ -118,17 +125,11 @@ def _select_stacks(layout: ModelLayout, spec: FreezeSpec, model: nn.Module) -> l
 def plan_frozen(
     model: nn.Module, spec: FreezeSpec
 ) -> tuple[set[str], ModelLayout | None, dict[str, tuple[str, ...]]]:
-    """Return ``(frozen canonical names, layout or None, aliases)`` for ``spec`` on ``model``; changes nothing."""
+    """Return ``(frozen canonical names, layout or None, aliases)`` for ``spec`` on ``model``; changes
+    nothing."""
     model = unwrap_model(model)
     layout = resolve_layout(model) if spec.uses_layout else None
-    if layout is not None:
-        aliases = layout.aliases
-    else:
-        aliases = {}
-        first: dict[int, str] = {}
-        for name, p in model.named_parameters(remove_duplicate=False):
-            aliases.setdefault(first.setdefault(id(p), name), ())
-            aliases[first[id(p)]] += (name,)
+    aliases = layout.aliases if layout is not None else param_aliases(model)
     frozen: set[str] = set()
     if layout is not None:
         if spec.base_model:
@@ -161,15 +162,18 @@ def plan_frozen(
 
 
 def _collapse(model: nn.Module, frozen: set[str], canonical: dict[str, str]) -> list[str]:
-    """Top-most module paths all of whose parameters are frozen (``""`` is the whole model), then loose names."""
+    """Top-most module paths all of whose parameters are frozen (``""`` is the whole model), then loose
+    names."""
     out: list[str] = []
     for mname, module in model.named_modules():
-        if any(_under(mname, c) for c in out):
+        if any(is_under(mname, c) for c in out):
             continue
         names = [canonical[f"{mname}.{p}" if mname else p] for p, _ in module.named_parameters()]
         if names and all(n in frozen for n in names):
             out.append(mname)
-    loose = sorted(n for n in frozen if not any(_under(a, c) for c in out for a in _aliases_of(n, canonical)))
+    loose = sorted(
+        n for n in frozen if not any(is_under(a, c) for c in out for a in _aliases_of(n, canonical))
+    )
     return out + loose
 
 
@@ -183,23 +187,25 @@ def freeze(
     """Freeze the parameters ``spec`` names and make every other parameter trainable.
 
     The spec is applied exactly: the parameters it selects get ``requires_grad=False`` and all the others
-    ``requires_grad=True``, so calling ``freeze`` again with another spec (as gradual unfreezing does) replaces the
-    previous state rather than adding to it. Works on a model wrapped in ``DistributedDataParallel``.
+    ``requires_grad=True``, so calling ``freeze`` again with another spec (as gradual unfreezing does)
+    replaces the previous state rather than adding to it. Works on a model wrapped in
+    ``DistributedDataParallel``.
 
     Args:
         model: a transformers model (or any ``nn.Module`` when the spec uses patterns only).
-        spec: a :class:`FreezeSpec`, its string form (``"embeddings,layers:4"``), a dict of its fields, or ``None``.
+        spec: a :class:`FreezeSpec`, its string form (``"embeddings,layers:4"``), a dict of its fields, or
+            ``None``.
         dry_run: only compute and return the plan; change nothing.
 
     Returns:
         A :class:`FreezeReport` with counts and names; also logged at INFO on the ``hfbridge.models`` logger
-        (every frozen name at DEBUG). A non-empty spec that freezes nothing, or a spec that freezes everything,
-        warns.
+        (every frozen name at DEBUG). A non-empty spec that freezes nothing, or a spec that freezes
+        everything, warns.
 
     Raises:
-        ValueError: for a pattern that matches nothing, a layer count above the number of blocks, a ``stack`` the
-            model lacks, or an architecture whose embeddings/blocks cannot be found (the message lists what was
-            found and points to ``patterns``).
+        ValueError: for a pattern that matches nothing, a layer count above the number of blocks, a ``stack``
+            the model lacks, or an architecture whose embeddings/blocks cannot be found (the message lists
+            what was found and points to ``patterns``).
         TypeError: when ``model`` is not an ``nn.Module`` or ``spec`` has a wrong type.
 
     Example:
@@ -249,3 +255,34 @@ def freeze(
     logger.info("%s", report)
     logger.debug("frozen parameters: %s", ", ".join(frozen_names))
     return report
+
+
+class KeepEval:
+    """Stands in for ``module.train``: always puts the module's subtree in eval mode."""
+
+    def __init__(self, module: nn.Module) -> None:
+        self.module = module
+
+    def __call__(self, mode: bool = True) -> nn.Module:
+        from torch import nn
+
+        return nn.Module.train(self.module, False)
+
+
+def set_eval_frozen(model: nn.Module, paths: tuple[str, ...]) -> None:
+    """Pin the modules at ``paths`` to eval mode; release every module pinned before and not in ``paths``."""
+    wanted = set(paths)
+    for name, module in model.named_modules():
+        pinned = isinstance(module.__dict__.get("train"), KeepEval)
+        if name in wanted:
+            if not pinned:
+                module.__dict__["train"] = KeepEval(module)
+            module.train()  # -> eval
+        elif pinned:
+            del module.__dict__["train"]
+            module.train(_parent_mode(model, name))
+
+
+def _parent_mode(model: nn.Module, name: str) -> bool:
+    parent = name.rpartition(".")[0] if "." in name else ""
+    return model.get_submodule(parent).training if name else model.training

@@ -5,19 +5,19 @@ The rules, in order:
 * **base model** -- ``getattr(model, model.base_model_prefix)`` when that attribute is a module (``bert``,
   ``transformer``, ``model``, ...); otherwise the model is its own base (``T5ForConditionalGeneration``).
 * **block stacks** -- the ``nn.ModuleList`` of repeated, identical blocks holding the most parameters
-  (``encoder.layer`` in BERT, ``h`` in GPT-2, ``layers`` in Llama, ``transformer.layer`` in DistilBERT). When the
-  model has a stack under an ``encoder`` path and one under a ``decoder`` path (T5, BART), both are kept.
+  (``encoder.layer`` in BERT, ``h`` in GPT-2, ``layers`` in Llama, ``transformer.layer`` in DistilBERT). When
+  the model has a stack under an ``encoder`` path and one under a ``decoder`` path (T5, BART), both are kept.
 * **embeddings** -- the module of ``get_input_embeddings()``: when its parent holds no block stack (BERT's
-  ``embeddings``), the whole parent (position/type embeddings, embedding norm); plus every child of the base model or
-  of a stack's parent that is an ``nn.Embedding`` or has ``embed`` in its name (GPT-2 ``wpe``, BART
+  ``embeddings``), the whole parent (position/type embeddings, embedding norm); plus every child of the base
+  model or of a stack's parent that is an ``nn.Embedding`` or has ``embed`` in its name (GPT-2 ``wpe``, BART
   ``embed_positions``/``layernorm_embedding``, ELECTRA ``embeddings_project``).
-* **head** -- every parameter outside the base model (``classifier``, ``lm_head``, ``score``); for a model that is
-  its own base, its direct children that hold neither embeddings nor a stack.
+* **head** -- every parameter outside the base model (``classifier``, ``lm_head``, ``score``); for a model
+  that is its own base, its direct children that hold neither embeddings nor a stack.
 * **other** -- what is left inside the base model: final norms, a pooler.
 
-A tied parameter (GPT-2's ``lm_head.weight`` is ``transformer.wte.weight``) is one parameter under several names.
-It belongs to the lowest group any of its names falls in -- embeddings, then blocks, then other, then head -- and
-the layout lists its names in ``ties``.
+A tied parameter (GPT-2's ``lm_head.weight`` is ``transformer.wte.weight``) is one parameter under several
+names. It belongs to the lowest group any of its names falls in -- embeddings, then blocks, then other, then
+head -- and the layout lists its names in ``ties``.
 """
 
 from __future__ import annotations
@@ -34,10 +34,11 @@ __all__ = [
     "BlockStack",
     "ModelLayout",
     "ResolutionError",
+    "is_under",
     "norm_param_names",
+    "param_aliases",
     "require",
     "resolve_layout",
-    "unwrap_model",
 ]
 
 Group = Literal["embeddings", "block", "other", "head"]
@@ -111,8 +112,19 @@ def _join(*parts: str) -> str:
     return ".".join(p for p in parts if p)
 
 
-def _under(name: str, prefix: str) -> bool:
+def is_under(name: str, prefix: str) -> bool:
+    """Whether the dotted ``name`` is ``prefix`` or lies inside it (``""`` is the whole model)."""
     return prefix == "" or name == prefix or name.startswith(prefix + ".")
+
+
+def param_aliases(model: nn.Module) -> dict[str, tuple[str, ...]]:
+    """Canonical (first) parameter name -> all its names, in model order; tied parameters have several."""
+    aliases: dict[str, tuple[str, ...]] = {}
+    first: dict[int, str] = {}
+    for name, p in model.named_parameters(remove_duplicate=False):
+        canon = first.setdefault(id(p), name)
+        aliases[canon] = (*aliases.get(canon, ()), name)
+    return aliases
 
 
 def _find_stacks(base: nn.Module, base_path: str) -> tuple[list[BlockStack], list[str]]:
@@ -133,7 +145,7 @@ def _find_stacks(base: nn.Module, base_path: str) -> tuple[list[BlockStack], lis
         if size:
             candidates.append((size, path, module))
     # drop lists nested inside another candidate (T5's block.N.layer)
-    top = [c for c in candidates if not any(o[1] != c[1] and _under(c[1], o[1]) for o in candidates)]
+    top = [c for c in candidates if not any(o[1] != c[1] and is_under(c[1], o[1]) for o in candidates)]
     if not top:
         return [], seen
     top.sort(key=lambda c: -c[0])
@@ -192,7 +204,8 @@ def resolve_layout(model: nn.Module) -> ModelLayout:
         model: a transformers ``PreTrainedModel`` (or any module with the same shape).
 
     Returns:
-        The :class:`ModelLayout`. Groups that cannot be found are empty; :func:`require` checks what a spec needs.
+        The :class:`ModelLayout`. Groups that cannot be found are empty; :func:`require` checks what a spec
+        needs.
     """
     from torch import nn
 
@@ -206,7 +219,7 @@ def resolve_layout(model: nn.Module) -> ModelLayout:
     modules = dict(model.named_modules())
 
     def holds_stack(path: str) -> bool:
-        return any(_under(sp, path) for sp in stack_paths)
+        return any(is_under(sp, path) for sp in stack_paths)
 
     embeddings: list[str] = []
     emb_path = _input_embeddings_path(model)
@@ -230,19 +243,15 @@ def resolve_layout(model: nn.Module) -> ModelLayout:
         for n, c in model.named_children():
             if (
                 holds_stack(n)
-                or any(_under(e, n) for e in embeddings)
+                or any(is_under(e, n) for e in embeddings)
                 or not any(True for _ in c.parameters())
             ):
                 continue
             head.append(n)
 
-    aliases: dict[str, list[str]] = {}
-    first: dict[int, str] = {}
-    numel: dict[str, int] = {}
-    for name, p in model.named_parameters(remove_duplicate=False):
-        canon = first.setdefault(id(p), name)
-        aliases.setdefault(canon, []).append(name)
-        numel[canon] = p.numel()
+    aliases = param_aliases(model)
+    params = dict(model.named_parameters())
+    numel = {canon: params[canon].numel() for canon in aliases}
 
     group: dict[str, Group] = {}
     block_index: dict[str, tuple[int, int]] = {}
@@ -250,14 +259,14 @@ def resolve_layout(model: nn.Module) -> ModelLayout:
         best: Group = "head"
         for name in names:
             g: Group
-            if any(_under(name, e) for e in embeddings):
+            if any(is_under(name, e) for e in embeddings):
                 g = "embeddings"
-            elif any(_under(name, sp) for sp in stack_paths):
+            elif any(is_under(name, sp) for sp in stack_paths):
                 g = "block"
-                si = next(i for i, sp in enumerate(stack_paths) if _under(name, sp))
+                si = next(i for i, sp in enumerate(stack_paths) if is_under(name, sp))
                 bi = int(name[len(stack_paths[si]) + 1 :].split(".")[0])
                 block_index.setdefault(canon, (si, bi))
-            elif _under(name, base_path) and not any(_under(name, h) for h in head):
+            elif is_under(name, base_path) and not any(is_under(name, h) for h in head):
                 g = "other"
             else:
                 g = "head"
@@ -274,7 +283,7 @@ def resolve_layout(model: nn.Module) -> ModelLayout:
         head=tuple(head),
         group=group,
         block_index=block_index,
-        aliases={k: tuple(v) for k, v in aliases.items()},
+        aliases=aliases,
         numel=numel,
     )
 
@@ -284,8 +293,6 @@ def require(model: nn.Module, layout: ModelLayout, what: str) -> None:
     missing = (what == "embeddings" and not layout.embeddings) or (what == "blocks" and not layout.stacks)
     if not missing:
         return
-    from torch import nn
-
     model = unwrap_model(model)
     prefix = getattr(model, "base_model_prefix", None)
     base = model.get_submodule(layout.base_model)
@@ -295,14 +302,20 @@ def require(model: nn.Module, layout: ModelLayout, what: str) -> None:
         f"input embeddings: {emb!r}"
         if emb is not None
         else "input embeddings: none (no get_input_embeddings())",
-        f"base_model_prefix: {prefix!r} -> {'base model ' + repr(layout.base_model) if layout.base_model else 'no such attribute, using the whole model'}",
+        f"base_model_prefix: {prefix!r} -> "
+        + (
+            f"base model {layout.base_model!r}"
+            if layout.base_model
+            else "no such attribute, using the whole model"
+        ),
         f"ModuleLists: {', '.join(lists) if lists else 'none'}",
-        f"top-level children: {', '.join(f'{n} ({type(c).__name__})' for n, c in model.named_children()) or 'none'}",
+        "top-level children: "
+        f"{', '.join(f'{n} ({type(c).__name__})' for n, c in model.named_children()) or 'none'}",
     ]
     kind = "the input embeddings" if what == "embeddings" else "a ModuleList of repeated transformer blocks"
-    del nn
     raise ResolutionError(
         f"cannot find {kind} in {type(model).__name__}; found " + "; ".join(found) + ". "
-        "Name the parameters to freeze with patterns instead, e.g. FreezeSpec(patterns=['encoder.layers.0.*']) "
+        "Name the parameters to freeze with patterns instead, e.g. "
+        "FreezeSpec(patterns=['encoder.layers.0.*']) "
         "or the string 'pattern:encoder.layers.0.*'."
     )

@@ -52,16 +52,16 @@ class FreezeSpec:
     Args:
         embeddings: freeze the embeddings (word, position and type embeddings, embedding norm).
         layers: freeze the first ``layers`` blocks of each selected stack.
-        trainable_layers: keep only the last ``trainable_layers`` blocks of each selected stack trainable; freezes the
-            embeddings and the blocks below. What sits above the blocks (final norm, pooler, head) stays trainable.
-            Excludes ``layers``.
+        trainable_layers: keep only the last ``trainable_layers`` blocks of each selected stack trainable;
+            freezes the embeddings and the blocks below. What sits above the blocks (final norm, pooler, head)
+            stays trainable. Excludes ``layers``.
         stack: for encoder-decoder models (T5, BART), which stack ``layers``/``trainable_layers`` count in.
             ``"both"`` (the default) applies the count to each stack. Other models have one stack and need
             ``"both"``.
         base_model: freeze the whole base model -- everything but the task head.
         head: freeze the task head too (it stays trainable unless asked).
-        patterns: names (globs, or regexes with ``pattern_syntax="regex"``) of parameters to freeze. Each must match
-            at least one parameter name; a tied parameter matches through any of its names.
+        patterns: names (globs, or regexes with ``pattern_syntax="regex"``) of parameters to freeze. Each must
+            match at least one parameter name; a tied parameter matches through any of its names.
         except_patterns: parameters to keep trainable whatever the other fields say; each must match.
         pattern_syntax: ``"glob"`` (``fnmatch``, whole name) or ``"regex"`` (``re.search``).
         train_biases: keep every parameter named ``bias`` trainable (BitFit).
@@ -98,8 +98,8 @@ class FreezeSpec:
         check_non_negative_int("trainable_layers", self.trainable_layers, allow_none=True)
         if self.layers is not None and self.trainable_layers is not None:
             raise ValueError(
-                "`layers` (freeze the first N blocks) and `trainable_layers` (keep the last N trainable) exclude "
-                f"each other; got layers={self.layers}, trainable_layers={self.trainable_layers}"
+                "`layers` (freeze the first N blocks) and `trainable_layers` (keep the last N trainable) "
+                f"exclude each other; got layers={self.layers}, trainable_layers={self.trainable_layers}"
             )
         check_choice("stack", self.stack, _STACKS)
         check_choice("pattern_syntax", self.pattern_syntax, _SYNTAXES)
@@ -210,7 +210,8 @@ class FreezeSpec:
         )
 
     def to_string(self) -> str:
-        """The string form; ``FreezeSpec.parse(spec.to_string()) == spec`` for specs whose patterns hold no comma."""
+        """The string form; ``FreezeSpec.parse(spec.to_string()) == spec`` for specs whose patterns hold no
+        comma."""
         items: list[str] = []
         if self.base_model and self.head:
             items.append("all")

@@ -1,16 +1,18 @@
 """``GradualUnfreezer``: ULMFiT-style gradual unfreezing as a pure function of the epoch (or step).
 
-Stage ``s = t // every`` (``t`` the epoch or the optimizer step) keeps the head, whatever sits above the blocks
-(final norm, pooler) and the top ``s * layers_per_stage`` blocks trainable; one stage after every block is
-trainable, the embeddings follow. Because the state depends on ``t`` alone, a resumed run calls ``apply(t)`` and gets
-exactly the state an uninterrupted run had -- nothing to checkpoint.
+Stage ``s = t // every`` (``t`` the epoch or the optimizer step) keeps the head, whatever sits above the
+blocks (final norm, pooler) and the top ``s * layers_per_stage`` blocks trainable; one stage after every block
+is trainable, the embeddings follow. Because the state depends on ``t`` alone, a resumed run calls
+``apply(t)`` and gets exactly the state an uninterrupted run had -- nothing to checkpoint.
 
 Build the optimizer once over *all* parameters (frozen ones simply get no gradient, and torch optimizers skip
-parameters whose ``grad`` is ``None``), so learning-rate schedulers and optimizer state stay valid as blocks thaw.
+parameters whose ``grad`` is ``None``), so learning-rate schedulers and optimizer state stay valid as blocks
+thaw.
 
-DDP: wrap the model while every parameter still requires grad (DDP only synchronises parameters that require grad
-when it is built), and pass ``find_unused_parameters=True`` (``TrainingArguments(ddp_find_unused_parameters=True)``)
-because frozen parameters take no part in backward. :meth:`GradualUnfreezer.apply` checks a DDP-wrapped model.
+DDP: wrap the model while every parameter still requires grad (DDP only synchronises parameters that require
+grad when it is built), and pass ``find_unused_parameters=True``
+(``TrainingArguments(ddp_find_unused_parameters=True)``) because frozen parameters take no part in backward.
+:meth:`GradualUnfreezer.apply` checks a DDP-wrapped model.
 """
 
 from __future__ import annotations
@@ -39,20 +41,21 @@ class GradualUnfreezer:
         unit: whether ``t`` counts epochs or optimizer steps.
         every: ``t`` units per stage.
         layers_per_stage: blocks thawed per stage.
-        stack: encoder-decoder models: thaw the ``"encoder"``, the ``"decoder"`` or ``"both"`` stacks (the other
-            stays as the base spec leaves it).
-        unfreeze_embeddings: thaw the embeddings one stage after the last block; if ``False`` they stay frozen.
+        stack: encoder-decoder models: thaw the ``"encoder"``, the ``"decoder"`` or ``"both"`` stacks (the
+            other stays as the base spec leaves it).
+        unfreeze_embeddings: thaw the embeddings one stage after the last block; if ``False`` they stay
+            frozen.
         spec: options kept at every stage -- patterns, ``except_patterns``, ``head``, ``train_biases``,
-            ``train_norms``, ``eval_frozen``. It must not set ``embeddings``, ``layers``, ``trainable_layers`` or
-            ``base_model``: the schedule owns those.
+            ``train_norms``, ``eval_frozen``. It must not set ``embeddings``, ``layers``, ``trainable_layers``
+            or ``base_model``: the schedule owns those.
 
     Raises:
-        ValueError: for a bad ``unit``/``stack``/count, a ``spec`` that sets a scheduled field, or a model whose
-            blocks cannot be found.
+        ValueError: for a bad ``unit``/``stack``/count, a ``spec`` that sets a scheduled field, or a model
+            whose blocks cannot be found.
 
     Example:
         >>> unfreezer = GradualUnfreezer(model, every=1)  # doctest: +SKIP
-        >>> optimizer = torch.optim.AdamW(model.parameters(), lr=2e-5)  # all parameters, once  # doctest: +SKIP
+        >>> optimizer = torch.optim.AdamW(model.parameters(), lr=2e-5)  # all, once  # doctest: +SKIP
         >>> for epoch in range(start_epoch, epochs):  # doctest: +SKIP
         ...     unfreezer.apply(epoch)
         ...     train_one_epoch(model, optimizer)
@@ -102,7 +105,8 @@ class GradualUnfreezer:
 
     @property
     def num_stages(self) -> int:
-        """Stages until fully unfrozen: head only, then one per ``layers_per_stage`` blocks, then embeddings."""
+        """Stages until fully unfrozen: head only, then one per ``layers_per_stage`` blocks, then
+        embeddings."""
         return self._block_stages + (2 if self.unfreeze_embeddings else 1)
 
     @property
@@ -128,8 +132,8 @@ class GradualUnfreezer:
 
         Args:
             t: the current epoch (``unit="epoch"``) or optimizer step (``unit="step"``), counted from 0.
-            force: re-apply even when the stage equals the one applied last (e.g. after loading a checkpoint into a
-                model someone froze by hand).
+            force: re-apply even when the stage equals the one applied last (e.g. after loading a checkpoint
+                into a model someone froze by hand).
 
         Returns:
             The :class:`FreezeReport` when the state changed, else ``None``.
@@ -150,11 +154,12 @@ class GradualUnfreezer:
         return report
 
     def as_callback(self) -> Any:
-        """This schedule as an HF ``TrainerCallback`` (applied on train begin, every epoch and, for steps, each step).
+        """This schedule as an HF ``TrainerCallback`` (applied on train begin, every epoch and, for steps,
+        each step).
 
-        Pass ``TrainingArguments(ddp_find_unused_parameters=True)`` when training on several processes, and do not
-        freeze the model before ``Trainer.train()``: the Trainer builds its optimizer over trainable parameters
-        only, before the callback applies stage 0.
+        Pass ``TrainingArguments(ddp_find_unused_parameters=True)`` when training on several processes, and do
+        not freeze the model before ``Trainer.train()``: the Trainer builds its optimizer over trainable
+        parameters only, before the callback applies stage 0.
         """
         from hfbridge.models._unfreeze_callback import GradualUnfreezingCallback
 
@@ -162,19 +167,23 @@ class GradualUnfreezer:
 
     def __repr__(self) -> str:
         return (
-            f"GradualUnfreezer(unit={self.unit!r}, every={self.every}, layers_per_stage={self.layers_per_stage}, "
+            f"GradualUnfreezer(unit={self.unit!r}, every={self.every}, "
+            f"layers_per_stage={self.layers_per_stage}, "
             f"num_blocks={self.num_blocks}, num_stages={self.num_stages}, spec={str(self.base_spec)!r})"
         )
 
 
 def check_distributed(model: nn.Module) -> None:
-    """Raise when ``model`` is DDP-wrapped without ``find_unused_parameters=True`` (frozen params break DDP)."""
+    """Raise when ``model`` is DDP-wrapped without ``find_unused_parameters=True`` (frozen params break
+    DDP)."""
     from torch import nn
 
     if isinstance(model, nn.parallel.DistributedDataParallel) and not model.find_unused_parameters:
         raise ValueError(
             "gradual unfreezing under DistributedDataParallel needs `find_unused_parameters=True` (frozen "
-            "parameters get no gradient, and DDP otherwise waits for them); got find_unused_parameters=False. "
-            "Build DDP(model, find_unused_parameters=True) -- or TrainingArguments(ddp_find_unused_parameters=True)"
+            "parameters get no gradient, and DDP otherwise waits for them); got "
+            "find_unused_parameters=False. "
+            "Build DDP(model, find_unused_parameters=True) -- or "
+            "TrainingArguments(ddp_find_unused_parameters=True)"
             " -- while every parameter still requires grad."
         )
