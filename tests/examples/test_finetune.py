@@ -255,17 +255,7 @@ STARS = {"business": "1", "science": "2", "sports": "4", "world": "5"}
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "style",
-    [
-        "names",
-        pytest.param(
-            "ratings",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="integer labels 1,2,4,5 build a 6-way head with empty classes 0 and 3, silently; waits for "
-                "the adapters engineer's rule (a contiguous map, or a warning naming the empty classes), issue 18",
-            ),
-        ),
-    ],
+    ["names", "ratings"],
 )
 def test_label_styles_end_to_end(
     run_main: Callable[..., Any],
