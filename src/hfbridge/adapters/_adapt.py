@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from hfbridge._tasks import CHAT_TASK
 from hfbridge.adapters._common import check_tokenizer, rebind_labels, resolve_labels
 from hfbridge.adapters._config import AdapterConfig, ProblemType
 from hfbridge.adapters._iterable import IterableAdapter
@@ -38,6 +39,7 @@ def adapt(
     num_replicas: int | None = None,
     rank: int | None = None,
     collator_kwargs: Mapping[str, Any] | None = None,
+    chat_options: Mapping[str, Any] | None = None,
 ) -> MapAdapter | IterableAdapter | dict[str, MapAdapter | IterableAdapter]:
     """Turn ``source`` into a ``torch.utils.data`` dataset of tokenized feature rows for ``task``.
 
@@ -68,6 +70,7 @@ def adapt(
         num_replicas: streaming: number of ranks (``None``: from ``torch.distributed``).
         rank: streaming: this process's rank (``None``: from ``torch.distributed``).
         collator_kwargs: options for the collator that ``.collator`` builds (e.g. ``pad_to_multiple_of=8``).
+        chat_options: task ``"chat"`` only: further options of :func:`hfbridge.adapters.adapt_chat`.
 
     Returns:
         A ``MapAdapter`` for sized sources, an ``IterableAdapter`` for streams, or a ``dict`` of them for a
@@ -86,6 +89,14 @@ def adapt(
         {'Negative': 0, 'Positive': 1}
         >>> loader = DataLoader(train, batch_size=2, shuffle=True, collate_fn=train.collator)  # doctest: +SKIP
     """
+    if task == CHAT_TASK:  # conversations have their own encoder and options
+        from hfbridge.adapters._chat_adapter import adapt_chat
+
+        chat = {"max_length": max_length, "tokenize_batch_size": tokenize_batch_size, **(chat_options or {})}
+        adapter = adapt_chat(source, tokenizer, collator_kwargs=collator_kwargs, **chat)
+        return adapter  # type: ignore[return-value]
+    if chat_options is not None:
+        raise ValueError(f"`chat_options` is only used by task 'chat'; got it for task {task!r}")
     cfg = AdapterConfig(
         task=task,  # type: ignore[arg-type]
         text_column=text_column,

@@ -7,14 +7,17 @@ from hfbridge.collators._causal_lm import CausalLMCollator
 from hfbridge.collators._factory import collator_for_task
 from hfbridge.collators._flattening import FlatteningCollator
 from hfbridge.collators._masked_lm import MaskedLMCollator
+from hfbridge.collators._packed import PACKING_ATTENTION, PackedCollator
 from hfbridge.collators._padding import PaddingCollator
 from hfbridge.collators._seq2seq import Seq2SeqCollator
 from hfbridge.collators._token_classification import TokenClassificationCollator
 
 __all__ = [
+    "PACKING_ATTENTION",
     "CausalLMCollator",
     "FlatteningCollator",
     "MaskedLMCollator",
+    "PackedCollator",
     "PaddingCollator",
     "Seq2SeqCollator",
     "TokenClassificationCollator",
