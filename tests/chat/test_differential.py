@@ -24,7 +24,9 @@ def test_prefix_renders_equal_hand_marked_template(family: str, train_on: str, t
     marked = hfbridge.adapt_chat(convs, templated(f"{family}-marked"), train_on=train_on)
     assert _rows(plain) == _rows(marked)
     # and the marked run really used the markers, the plain one the prefix renders
-    forced = hfbridge.adapt_chat(convs, templated(f"{family}-marked"), train_on=train_on, use_generation_markers=False)
+    forced = hfbridge.adapt_chat(
+        convs, templated(f"{family}-marked"), train_on=train_on, use_generation_markers=False
+    )
     assert _rows(forced) == _rows(marked)
 
 
@@ -49,7 +51,9 @@ def _sft_dataset(dataset: Any, tokenizer: Any, **options: Any) -> Any:
     args = trl.SFTConfig(
         output_dir=tempfile.mkdtemp(), report_to=[], bf16=False, use_cpu=True, max_length=None, **options
     )
-    return trl.SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer).train_dataset
+    return trl.SFTTrainer(
+        model=model, args=args, train_dataset=dataset, processing_class=tokenizer
+    ).train_dataset
 
 
 @pytest.mark.parametrize("family", ["chatml", "llama3"])
@@ -84,7 +88,10 @@ def test_equal_to_trl_plain_prompt_completion(templated: Any) -> None:
 
     lines = kit.corpus_lines()
     dataset = Dataset.from_dict(
-        {"prompt": [f"Q: {line}\nA:" for line in lines[:50]], "completion": [" " + line for line in lines[50:100]]}
+        {
+            "prompt": [f"Q: {line}\nA:" for line in lines[:50]],
+            "completion": [" " + line for line in lines[50:100]],
+        }
     )
     tok = templated("chatml")
     theirs = _sft_dataset(dataset, tok, completion_only_loss=True)

@@ -395,8 +395,9 @@ def _check_chain(
         where = f"through message {n0 - 1}" + (" plus the generation prompt" if gen0 else "")
         raise ValueError(
             f"row {row}: the chat template is not prefix-stable: the render {where} is not a prefix of the "
-            f"render through message {n1 - 1}; they first disagree at turn {n0} ({first!r}), character {at}: "
-            f"{prev[max(0, at - 20) : at + 20]!r} vs {cur[max(0, at - 20) : at + 20]!r}. Use a template with "
+            f"render through message {n1 - 1}; they first disagree at turn {n0} ({first!r}), whose addition "
+            f"changes the text rendered before it at character {at}: {prev[max(0, at - 20) : at + 20]!r} vs "
+            f"{cur[max(0, at - 20) : at + 20]!r}. Use a template with "
             "{% generation %} markers, or one that renders earlier turns the same whatever follows"
         )
 
