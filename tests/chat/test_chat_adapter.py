@@ -139,3 +139,17 @@ def test_trainer_runs_on_packed_chat(convs: list[Any], chat_tok: Any, tmp_path: 
     )
     result = trainer.train()
     assert np.isfinite(result.training_loss)
+
+
+def test_messages_with_extra_keys_render_through_transformers(chat_tok: Any) -> None:
+    from hfbridge.adapters._chat_render import Renderer
+
+    conv = [{"role": "user", "content": "hi", "name": "ann"}, {"role": "assistant", "content": "Hello."}]
+    renderer = Renderer(chat_tok, None, kit.CHATML, {})
+    assert renderer([conv], False) == [chat_tok.apply_chat_template(conv, tokenize=False)]
+    plain = [[{"role": m["role"], "content": m["content"]} for m in conv]]
+    assert renderer(plain, True) == [
+        chat_tok.apply_chat_template(plain[0], tokenize=False, add_generation_prompt=True)
+    ]
+    assert renderer.fast  # the fast path was used and matched
+    assert hfbridge.adapt_chat([conv], chat_tok)[0] == hfbridge.adapt_chat(plain, chat_tok)[0]

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from hfbridge._checks import check_choice, check_positive_int, check_type
+from hfbridge.adapters._chat_render import Renderer, tokenize_with_offsets
 
 __all__ = ["ROLES", "ChatEncoder", "Encoded", "OnEmpty", "TrainOn", "Truncation"]
 
@@ -118,6 +119,9 @@ class ChatEncoder:
                     "template has none (leave it None to derive the spans by rendering prefixes)"
                 )
             self._markers = has and self.use_generation_markers is not False and self.fmt == "messages"
+            self._renderer = Renderer(
+                self.tokenizer, self.chat_template, template, self.chat_template_kwargs or {}
+            )
 
     def _template(self) -> str:
         if self.chat_template is not None:
@@ -183,19 +187,6 @@ class ChatEncoder:
         if turns[-1] + 1 < n:
             cuts.append((n, False))
         return cuts, pairs
-
-    def _render(self, convs: list[list[dict[str, Any]]], generation_prompt: bool) -> list[str]:
-        if not convs:
-            return []
-        return list(
-            self.tokenizer.apply_chat_template(
-                convs,
-                tokenize=False,
-                add_generation_prompt=generation_prompt,
-                chat_template=self.chat_template,
-                **dict(self.chat_template_kwargs or {}),
-            )
-        )
 
     def _encode_convs(
         self,
@@ -304,7 +295,7 @@ class ChatEncoder:
                 slots.append((gen, len(requests[gen])))
                 requests[gen].append(conv[:n])
             where.append(slots)
-        rendered = {gen: self._render(requests[gen], gen) for gen in (True, False)}
+        rendered = {gen: self._renderer(requests[gen], gen) for gen in (True, False)}
         texts, spans = [], []
         for conv, row, (cuts, pairs), slots in zip(convs, rows, plans, where):
             chain = [rendered[gen][i] for gen, i in slots]
@@ -337,17 +328,9 @@ class ChatEncoder:
         there); otherwise the straddling token goes to the span (a plain prompt that does not end on a token
         boundary).
         """
-        enc = self.tokenizer(
-            texts,
-            add_special_tokens=False,
-            return_offsets_mapping=True,
-            return_attention_mask=False,
-            return_token_type_ids=False,
-        )
+        all_ids, all_offsets = tokenize_with_offsets(self.tokenizer, texts)
         ids_list, labels_list = [], []
-        for i, (text, row_spans, row) in enumerate(zip(texts, spans, rows)):
-            ids = list(enc["input_ids"][i])
-            offsets = enc["offset_mapping"][i]
+        for ids, offsets, text, row_spans, row in zip(all_ids, all_offsets, texts, spans, rows):
             labels = [IGNORE_INDEX] * len(ids)
             for start, stop in row_spans:
                 first = _token_index(offsets, start, strict, row, text)
