@@ -167,6 +167,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--n-preprocess", type=int, default=100_000)
     parser.add_argument("--no-train", action="store_true", help="time collation only, no model steps")
     parser.add_argument("--skip-preprocess", action="store_true")
+    parser.add_argument("--skip-epochs", action="store_true", help="only the preprocessing comparison")
     args = parser.parse_args(argv)
     if args.quick:
         args.n_long_tail, args.n_preprocess = 200, 2000
@@ -184,18 +185,18 @@ def main(argv: list[str] | None = None) -> None:
             long_tail_conversations(args.n_long_tail, seed=1), plain, task="chat", max_length=args.max_length
         ),
     }
-    print("1. padding and time per epoch")
     rows = []
-    for name, adapter in sets.items():
+    print("1. padding and time per epoch" + (" (skipped)" if args.skip_epochs else ""))
+    for name, adapter in () if args.skip_epochs else sets.items():
         lengths = adapter.lengths
         print(
             f"  {name}: {len(adapter)} conversations, tokens mean {lengths.mean():.0f}, p50 "
             f"{np.median(lengths):.0f}, p99 {np.percentile(lengths, 99):.0f}, max {lengths.max()}"
         )
         rows += padding_table(name, adapter, plain, args)
-    print(
-        "\n| set | batching | batches | padding | epoch s | time vs trl-padded |\n| --- | --- | --- | --- | --- | --- |"
-    )
+    if rows:
+        print("\n| set | batching | batches | padding | epoch s | time vs trl-padded |")
+        print("| --- | --- | --- | --- | --- | --- |")
     for name, strategy, n, share, seconds in rows:
         base = next(r[4] for r in rows if r[0] == name and r[1] == "trl-padded")
         print(f"| {name} | {strategy} | {n} | {share:.2%} | {seconds:.1f} | {seconds / base:.2f} |")
