@@ -153,3 +153,28 @@ def test_messages_with_extra_keys_render_through_transformers(chat_tok: Any) -> 
     ]
     assert renderer.fast  # the fast path was used and matched
     assert hfbridge.adapt_chat([conv], chat_tok)[0] == hfbridge.adapt_chat(plain, chat_tok)[0]
+
+
+def test_batching_trainer_mixin_with_token_budget_and_packing(
+    convs: list[Any], chat_tok: Any, tmp_path: Any
+) -> None:
+    from transformers import AutoModelForCausalLM, Trainer, TrainingArguments
+
+    from hfbridge.samplers import BatchingTrainerMixin
+    from tests.conftest import tiny_config
+
+    class BatchingTrainer(BatchingTrainerMixin, Trainer):
+        pass
+
+    adapter = hfbridge.adapt(convs[:16], chat_tok, task="chat")
+    model = AutoModelForCausalLM.from_config(tiny_config("llama", chat_tok), attn_implementation="eager")
+    args = TrainingArguments(output_dir=str(tmp_path), max_steps=2, report_to=[], use_cpu=True)
+    trainer = BatchingTrainer(
+        model=model,
+        args=args,
+        train_dataset=adapter,
+        data_collator=PackedCollator.for_model(model),
+        batching="tokens",
+        max_tokens=1024,
+    )
+    assert np.isfinite(trainer.train().training_loss)
