@@ -1,11 +1,12 @@
-"""Fast chat-template rendering and offset tokenization for :class:`ChatEncoder`, checked against transformers.
+"""Fast chat-template rendering and offset tokenization for ``ChatEncoder``, checked against transformers.
 
-``apply_chat_template`` spends most of its time per conversation converting messages into plain data before Jinja
-runs. Conversations of plain ``{"role", "content"}`` string dicts need none of it, so :class:`Renderer` compiles the
-template once in a sandboxed Jinja environment with the variables and helpers chat templates use (``messages``,
-``add_generation_prompt``, the special tokens, ``raise_exception``, ``strftime_now``, ``tojson``) and renders them
-directly. The first conversation of every batch is also rendered by ``apply_chat_template``; on any difference (or
-for messages with other keys) the renderer hands over to transformers for good.
+``apply_chat_template`` spends most of its time per conversation converting messages into plain data before
+Jinja runs. Conversations of plain ``{"role", "content"}`` string dicts need none of it, so :class:`Renderer`
+compiles the template once in a sandboxed Jinja environment with the variables and helpers chat templates use
+(``messages``, ``add_generation_prompt``, the special tokens, ``raise_exception``, ``strftime_now``,
+``tojson``) and renders them directly. The first conversation of every batch is also rendered by
+``apply_chat_template``; on any difference (or for messages with other keys) the renderer hands over to
+transformers for good.
 """
 
 from __future__ import annotations
@@ -94,8 +95,8 @@ def _plain(conv: list[dict[str, Any]]) -> bool:
 def tokenize_with_offsets(
     tokenizer: Any, texts: list[str]
 ) -> tuple[list[list[int]], list[list[tuple[int, int]]]]:
-    """Token ids and character offsets of ``texts`` (no special tokens added), from the Rust tokenizer directly
-    when it has no truncation or padding set, else through the tokenizer's ``__call__``."""
+    """Token ids and character offsets of ``texts`` (no special tokens added), from the Rust tokenizer
+    directly when it has no truncation or padding set, else through the tokenizer's ``__call__``."""
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is not None and backend.truncation is None and backend.padding is None:
         encodings = backend.encode_batch(texts, add_special_tokens=False)
