@@ -17,12 +17,13 @@ from typing import TYPE_CHECKING, Any
 from hfbridge._version import __version__
 
 if TYPE_CHECKING:
-    from hfbridge.adapters import IterableAdapter, MapAdapter, adapt
+    from hfbridge.adapters import ChatAdapter, IterableAdapter, MapAdapter, adapt, adapt_chat
     from hfbridge.callbacks import CheckpointCallback, Checkpointer, EarlyStopping, EarlyStoppingCallback
     from hfbridge.collators import (
         CausalLMCollator,
         FlatteningCollator,
         MaskedLMCollator,
+        PackedCollator,
         PaddingCollator,
         Seq2SeqCollator,
         TokenClassificationCollator,
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
         summary,
     )
     from hfbridge.samplers import (
+        BinPackingBatchSampler,
         ClassBalancedSampler,
         LengthGroupedBatchSampler,
         TokenBudgetBatchSampler,
@@ -45,7 +47,9 @@ if TYPE_CHECKING:
 
 # public name -> subpackage that defines it
 _LAZY: dict[str, str] = {
+    "BinPackingBatchSampler": "samplers",
     "CausalLMCollator": "collators",
+    "ChatAdapter": "adapters",
     "CheckpointCallback": "callbacks",
     "Checkpointer": "callbacks",
     "ClassBalancedSampler": "samplers",
@@ -58,11 +62,13 @@ _LAZY: dict[str, str] = {
     "LengthGroupedBatchSampler": "samplers",
     "MapAdapter": "adapters",
     "MaskedLMCollator": "collators",
+    "PackedCollator": "collators",
     "PaddingCollator": "collators",
     "Seq2SeqCollator": "collators",
     "TokenBudgetBatchSampler": "samplers",
     "TokenClassificationCollator": "collators",
     "adapt": "adapters",
+    "adapt_chat": "adapters",
     "build_dataloader": "samplers",
     "collator_for_task": "collators",
     "freeze": "models",
@@ -72,7 +78,9 @@ _LAZY: dict[str, str] = {
 }
 
 __all__ = [
+    "BinPackingBatchSampler",
     "CausalLMCollator",
+    "ChatAdapter",
     "CheckpointCallback",
     "Checkpointer",
     "ClassBalancedSampler",
@@ -85,12 +93,14 @@ __all__ = [
     "LengthGroupedBatchSampler",
     "MapAdapter",
     "MaskedLMCollator",
+    "PackedCollator",
     "PaddingCollator",
     "Seq2SeqCollator",
     "TokenBudgetBatchSampler",
     "TokenClassificationCollator",
     "__version__",
     "adapt",
+    "adapt_chat",
     "build_dataloader",
     "collator_for_task",
     "freeze",

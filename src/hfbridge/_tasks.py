@@ -10,7 +10,7 @@ from typing import Literal, get_args
 
 from hfbridge._checks import check_choice
 
-__all__ = ["LABEL_TASKS", "LM_TASKS", "TASKS", "Task", "check_task"]
+__all__ = ["CHAT_TASK", "LABEL_TASKS", "LM_TASKS", "TASKS", "Task", "check_task"]
 
 Task = Literal["sequence-classification", "token-classification", "seq2seq", "causal-lm", "masked-lm"]
 TASKS: tuple[str, ...] = get_args(Task)
@@ -18,6 +18,8 @@ TASKS: tuple[str, ...] = get_args(Task)
 LABEL_TASKS: tuple[str, ...] = ("sequence-classification", "token-classification")
 # the tasks whose labels come from the text itself (no label column; `block_size` packing applies)
 LM_TASKS: tuple[str, ...] = ("causal-lm", "masked-lm")
+# adapt(task="chat"): conversations or prompt/completion pairs for SFT; a causal LM downstream
+CHAT_TASK = "chat"
 
 
 def check_task(task: object) -> Task:

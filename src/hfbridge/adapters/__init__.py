@@ -5,9 +5,18 @@
 """
 
 from hfbridge.adapters._adapt import adapt
+from hfbridge.adapters._chat_adapter import ChatAdapter, adapt_chat
 from hfbridge.adapters._config import AdapterConfig
 from hfbridge.adapters._iterable import IterableAdapter
 from hfbridge.adapters._lengths import token_lengths
 from hfbridge.adapters._map import MapAdapter
 
-__all__ = ["AdapterConfig", "IterableAdapter", "MapAdapter", "adapt", "token_lengths"]
+__all__ = [
+    "AdapterConfig",
+    "ChatAdapter",
+    "IterableAdapter",
+    "MapAdapter",
+    "adapt",
+    "adapt_chat",
+    "token_lengths",
+]

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import fields, replace
 from typing import Any
 
+from hfbridge._tasks import CHAT_TASK
 from hfbridge.adapters._config import AdapterConfig
 from hfbridge.adapters._iterable import IterableAdapter
 from hfbridge.adapters._labels import LabelInfo, rebind_labels, resolve_labels
@@ -45,6 +46,7 @@ def adapt(
             ``text_pair_column``, ``label_column``, ``target_column``, ``max_length``, ``max_target_length``,
             ``truncation``, ``label_all_tokens``, ``block_size``, ``problem_type``, ``label2id``,
             ``extend_labels``, ``lazy``, ``estimate_lengths``, ``tokenize_batch_size``, ``num_proc``.
+            Task ``"chat"`` takes the options of :func:`hfbridge.adapters.adapt_chat` instead.
 
     Returns:
         A ``MapAdapter`` for sized sources, an ``IterableAdapter`` for streams, or a ``dict`` of them for a
@@ -65,6 +67,10 @@ def adapt(
         {'Negative': 0, 'Positive': 1}
         >>> loader = DataLoader(train, batch_size=2, collate_fn=train.collator)  # doctest: +SKIP
     """
+    if task == CHAT_TASK:  # conversations have their own encoder and options
+        from hfbridge.adapters._chat_adapter import adapt_chat
+
+        return adapt_chat(source, tokenizer, collator_kwargs=collator_kwargs, **options)  # type: ignore[return-value]
     unknown = sorted(set(options) - set(_OPTIONS))
     if unknown:
         raise TypeError(f"`{unknown[0]}` is not an option of adapt(); valid options: {', '.join(_OPTIONS)}")

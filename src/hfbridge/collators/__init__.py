@@ -6,6 +6,7 @@
 
 from hfbridge.collators._flattening import FlatteningCollator
 from hfbridge.collators._masked_lm import MaskedLMCollator
+from hfbridge.collators._packed import PACKING_ATTENTION, PackedCollator
 from hfbridge.collators._padding import PaddingCollator
 from hfbridge.collators._rows import ColumnRows
 from hfbridge.collators._task_collators import (
@@ -16,10 +17,12 @@ from hfbridge.collators._task_collators import (
 )
 
 __all__ = [
+    "PACKING_ATTENTION",
     "CausalLMCollator",
     "ColumnRows",
     "FlatteningCollator",
     "MaskedLMCollator",
+    "PackedCollator",
     "PaddingCollator",
     "Seq2SeqCollator",
     "TokenClassificationCollator",

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from hfbridge.samplers._balanced import BatchedSampler, ClassBalancedSampler
 from hfbridge.samplers._build import build_batch_sampler, dataset_labels, dataset_lengths
+from hfbridge.samplers._bin_packing import BinPackingBatchSampler, best_fit_decreasing
 from hfbridge.samplers._grouped import LengthGroupedBatchSampler, RandomBatchSampler
 from hfbridge.samplers._loader import ResumableDataLoader, build_dataloader, seed_worker
 from hfbridge.samplers._streaming import BucketedIterable
@@ -22,12 +23,14 @@ if TYPE_CHECKING:
 __all__ = [
     "BatchedSampler",
     "BatchingTrainerMixin",
+    "BinPackingBatchSampler",
     "BucketedIterable",
     "ClassBalancedSampler",
     "LengthGroupedBatchSampler",
     "RandomBatchSampler",
     "ResumableDataLoader",
     "TokenBudgetBatchSampler",
+    "best_fit_decreasing",
     "build_batch_sampler",
     "build_dataloader",
     "dataset_labels",

@@ -1,0 +1,360 @@
+"""Chat encoding: conversations and prompt/completion pairs -> ``input_ids`` and ``labels`` on what the model
+says.
+
+The spans the model must produce come from the chat template itself. A template with ``{% generation %}``
+markers gives them through ``return_assistant_tokens_mask``. Any other template is rendered prefix by prefix:
+the render
+up to an assistant turn with the generation prompt, then the render that includes the turn; each render must
+extend the previous one character for character, and the whole conversation's tokenization must have a token
+boundary at the end of every render (no token straddles it), so the tokens of each prefix are the leading
+tokens of the whole. The trained span of a turn is what the second render adds: the reply and its end-of-turn
+token (and
+whatever the template writes after it before the next turn, e.g. a newline). Tokens are mapped to spans
+through the fast tokenizer's offsets, as transformers does for generation markers.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from hfbridge._checks import check_choice, check_positive_int, check_type
+from hfbridge.adapters._chat_checks import ROLES, check_chain, check_messages, check_text, token_index
+from hfbridge.adapters._chat_render import Renderer, tokenize_with_offsets
+
+__all__ = ["ROLES", "ChatEncoder", "Encoded", "OnEmpty", "TrainOn", "Truncation"]
+
+IGNORE_INDEX = -100
+TrainOn = Literal["assistant", "last_assistant", "completion"]
+Truncation = Literal["truncate", "drop", "keep_last_turns"]
+OnEmpty = Literal["drop", "raise"]
+_MARKER = re.compile(r"\{%-?\s*generation\s*-?%\}")
+_SET_TEMPLATE = (
+    "set one with `tokenizer.chat_template = '<jinja template>'` (e.g. the template of the model's instruct "
+    "version) or pass `chat_template=` to adapt_chat"
+)
+
+
+@dataclass
+class Encoded:
+    """One encoded batch: the kept rows' ``input_ids`` and ``labels``, their source rows, the dropped rows."""
+
+    input_ids: list[list[int]] = field(default_factory=list)
+    labels: list[list[int]] = field(default_factory=list)
+    rows: list[int] = field(default_factory=list)
+    dropped: dict[str, list[int]] = field(default_factory=dict)
+
+    def add(self, ids: list[int], labels: list[int], row: int) -> None:
+        self.input_ids.append(ids)
+        self.labels.append(labels)
+        self.rows.append(row)
+
+    def drop(self, reason: str, row: int) -> None:
+        self.dropped.setdefault(reason, []).append(row)
+
+
+@dataclass
+class ChatEncoder:
+    """Encode batches of conversations (``messages``) or prompt/completion pairs for supervised fine-tuning.
+
+    Args:
+        tokenizer: a fast transformers tokenizer (offsets are needed) with a chat template for conversational
+        data.
+        fmt: ``"messages"``, ``"prompt_completion"`` (conversational) or ``"text_completion"`` (plain text).
+        train_on: which tokens get labels: ``"assistant"`` (every assistant turn), ``"last_assistant"``, or
+            ``"completion"`` (prompt/completion data only).
+        max_length: the longest ``input_ids`` kept; ``None`` keeps every length.
+        truncation: what happens to a longer example: ``"truncate"`` (cut on the right), ``"drop"``, or
+            ``"keep_last_turns"`` (drop the oldest exchanges, keeping a leading system message, until it fits;
+            cut on the right if the last exchange alone is too long).
+        on_empty: an example left without a labelled token after truncation is dropped (``"drop"``) or raises.
+        columns: the ``messages`` column, or the prompt and completion columns.
+        chat_template: a template to use instead of the tokenizer's.
+        chat_template_kwargs: extra variables for the template (e.g. ``{"enable_thinking": False}``).
+        use_generation_markers: ``None`` uses ``{% generation %}`` markers when the template has them.
+    """
+
+    tokenizer: Any
+    fmt: Literal["messages", "prompt_completion", "text_completion"]
+    train_on: TrainOn
+    max_length: int | None = None
+    truncation: Truncation = "truncate"
+    on_empty: OnEmpty = "drop"
+    columns: tuple[str, ...] = ("messages",)
+    chat_template: str | None = None
+    chat_template_kwargs: Mapping[str, Any] | None = None
+    use_generation_markers: bool | None = None
+
+    def __post_init__(self) -> None:
+        check_choice("train_on", self.train_on, ("assistant", "last_assistant", "completion"))
+        check_choice("truncation", self.truncation, ("truncate", "drop", "keep_last_turns"))
+        check_choice("on_empty", self.on_empty, ("drop", "raise"))
+        check_positive_int("max_length", self.max_length, allow_none=True)
+        if self.use_generation_markers is not None:
+            check_type("use_generation_markers", self.use_generation_markers, bool, what="a bool or None")
+        if not getattr(self.tokenizer, "is_fast", False):
+            raise TypeError(
+                "`tokenizer` must be a fast tokenizer (offsets map chat spans to tokens); got "
+                f"{type(self.tokenizer).__name__}"
+            )
+        if self.fmt == "messages" and self.train_on == "completion":
+            raise ValueError(
+                "`train_on='completion'` needs prompt/completion columns; a `messages` column takes "
+                "'assistant' or 'last_assistant'"
+            )
+        if self.truncation == "keep_last_turns" and self.fmt != "messages":
+            raise ValueError(
+                "`truncation='keep_last_turns'` needs a `messages` column (turns to drop); got "
+                f"{self.fmt} data: use 'truncate' or 'drop'"
+            )
+        self._markers = False
+        if self.fmt != "text_completion":
+            template = self._template()
+            has = bool(_MARKER.search(template))
+            if self.use_generation_markers and not has:
+                raise ValueError(
+                    "`use_generation_markers=True` needs a chat template with {% generation %} markers; this "
+                    "template has none (leave it None to derive the spans by rendering prefixes)"
+                )
+            self._markers = has and self.use_generation_markers is not False and self.fmt == "messages"
+            self._renderer = Renderer(
+                self.tokenizer, self.chat_template, template, self.chat_template_kwargs or {}
+            )
+
+    def _template(self) -> str:
+        if self.chat_template is not None:
+            return self.chat_template
+        if getattr(self.tokenizer, "chat_template", None) is None:
+            raise ValueError(
+                f"`tokenizer` has no chat template, which conversational data needs; {_SET_TEMPLATE}"
+            )
+        return str(self.tokenizer.get_chat_template())
+
+    # ------------------------------------------------------------------------------------------ entry point
+
+    def __call__(self, batch: Mapping[str, Sequence[Any]], first_row: int = 0) -> Encoded:
+        """Encode one column-major batch whose first row is source row ``first_row`` (for error messages)."""
+        out = Encoded()
+        if self.fmt == "text_completion":
+            prompts, completions = (list(batch[c]) for c in self.columns)
+            for i, (p, c) in enumerate(zip(prompts, completions)):
+                check_text(p, self.columns[0], first_row + i)
+                check_text(c, self.columns[1], first_row + i, nonempty=True)
+            self._encode_text(prompts, completions, list(range(first_row, first_row + len(prompts))), out)
+            return out
+        if self.fmt == "messages":
+            convs = [
+                check_messages(m, self.columns[0], first_row + i)
+                for i, m in enumerate(batch[self.columns[0]])
+            ]
+            prompt_lens = None
+        else:
+            prompts = [
+                check_messages(m, self.columns[0], first_row + i)
+                for i, m in enumerate(batch[self.columns[0]])
+            ]
+            completions = [
+                check_messages(m, self.columns[1], first_row + i, completion=True)
+                for i, m in enumerate(batch[self.columns[1]])
+            ]
+            convs = [p + c for p, c in zip(prompts, completions)]
+            prompt_lens = [len(p) for p in prompts]
+        rows = list(range(first_row, first_row + len(convs)))
+        self._encode_convs(convs, rows, prompt_lens, out, allow_retry=True)
+        return out
+
+    # ------------------------------------------------------------------------------------------ conversations
+
+    def _cuts(self, conv: list[dict[str, Any]], prompt_len: int | None, row: int) -> tuple[list, list]:
+        """The prefix renders to make, as ``(n_messages, add_generation_prompt)``, and the trained pairs."""
+        n = len(conv)
+        if prompt_len is not None and self.train_on == "completion":
+            return [(prompt_len, True), (n, False)], [(0, 1)]
+        turns = [i for i, m in enumerate(conv) if m["role"] == "assistant"]
+        if not turns:
+            raise ValueError(
+                f"row {row}: a conversation needs at least one 'assistant' message to train on; got roles "
+                f"{[m['role'] for m in conv]}"
+            )
+        if self.train_on == "last_assistant":
+            turns = turns[-1:]
+        cuts: list[tuple[int, bool]] = []
+        for a in turns:
+            cuts += [(a, True), (a + 1, False)]
+        pairs = [(2 * k, 2 * k + 1) for k in range(len(turns))]
+        if turns[-1] + 1 < n:
+            cuts.append((n, False))
+        return cuts, pairs
+
+    def _encode_convs(
+        self,
+        convs: list[list[dict[str, Any]]],
+        rows: list[int],
+        prompt_lens: list[int] | None,
+        out: Encoded,
+        *,
+        allow_retry: bool,
+    ) -> None:
+        if self._markers:
+            ids_list, labels_list = self._encode_marked(convs, rows)
+        else:
+            ids_list, labels_list = self._encode_rendered(convs, rows, prompt_lens)
+        retry: list[int] = []
+        for k, (ids, labels, row) in enumerate(zip(ids_list, labels_list, rows)):
+            if self.max_length is not None and len(ids) > self.max_length:
+                if self.truncation == "drop":
+                    out.drop("too_long", row)
+                    continue
+                if self.truncation == "keep_last_turns" and allow_retry and _exchanges(convs[k]) > 1:
+                    retry.append(k)
+                    continue
+                ids, labels = ids[: self.max_length], labels[: self.max_length]
+            self._keep(ids, labels, row, out)
+        if retry:
+            self._keep_last_turns([convs[k] for k in retry], [rows[k] for k in retry], out)
+
+    def _keep(self, ids: list[int], labels: list[int], row: int, out: Encoded) -> None:
+        if labels.count(IGNORE_INDEX) == len(labels):
+            if self.on_empty == "raise":
+                what = "completion" if self.train_on == "completion" else "assistant turn"
+                raise ValueError(
+                    f"row {row}: no {what} token is left to train on after truncation to max_length="
+                    f"{self.max_length} (every label would be -100); raise `max_length`, use "
+                    "truncation='keep_last_turns', or on_empty='drop' to drop such rows"
+                )
+            out.drop("no_labels", row)
+            return
+        out.add(ids, labels, row)
+
+    def _keep_last_turns(self, convs: list[list[dict[str, Any]]], rows: list[int], out: Encoded) -> None:
+        """Drop the oldest exchange of each over-long conversation, re-encode, repeat until it fits."""
+        while convs:
+            shorter = [_without_first_exchange(c) for c in convs]
+            trial = Encoded()
+            last = [_exchanges(c) <= 1 for c in shorter]
+            ids_list, labels_list = (
+                self._encode_marked(shorter, rows)
+                if self._markers
+                else self._encode_rendered(shorter, rows, None)
+            )
+            next_convs, next_rows = [], []
+            for conv, ids, labels, row, final in zip(shorter, ids_list, labels_list, rows, last):
+                if len(ids) <= (self.max_length or len(ids)) or final:
+                    self._keep(ids[: self.max_length], labels[: self.max_length], row, trial)
+                else:
+                    next_convs.append(conv)
+                    next_rows.append(row)
+            for ids, labels, row in zip(trial.input_ids, trial.labels, trial.rows):
+                out.add(ids, labels, row)
+            for reason, dropped in trial.dropped.items():
+                for row in dropped:
+                    out.drop(reason, row)
+            convs, rows = next_convs, next_rows
+
+    def _encode_marked(self, convs: list[list[dict[str, Any]]], rows: list[int]) -> tuple[list, list]:
+        """Spans from the template's {% generation %} markers (``return_assistant_tokens_mask``)."""
+        for conv, row in zip(convs, rows):
+            self._cuts(conv, None, row)  # the same checks (an assistant turn) as the rendered path
+        enc = self.tokenizer.apply_chat_template(
+            convs,
+            tokenize=True,
+            return_dict=True,
+            return_assistant_tokens_mask=True,
+            chat_template=self.chat_template,
+            **dict(self.chat_template_kwargs or {}),
+        )
+        ids_list, labels_list = [], []
+        for ids, mask in zip(enc["input_ids"], enc["assistant_masks"]):
+            ids = list(ids)
+            mask = list(mask)
+            if self.train_on == "last_assistant" and 1 in mask:
+                end = len(mask) - mask[::-1].index(1)
+                start = end
+                while start > 0 and mask[start - 1]:
+                    start -= 1
+                mask = [0] * start + mask[start:end] + [0] * (len(mask) - end)
+            ids_list.append(ids)
+            labels_list.append([t if m else IGNORE_INDEX for t, m in zip(ids, mask)])
+        return ids_list, labels_list
+
+    def _encode_rendered(
+        self, convs: list[list[dict[str, Any]]], rows: list[int], prompt_lens: list[int] | None
+    ) -> tuple[list, list]:
+        """Spans from prefix renders, checked to extend each other, mapped to tokens through offsets."""
+        plans = [
+            self._cuts(c, None if prompt_lens is None else prompt_lens[k], r)
+            for k, (c, r) in enumerate(zip(convs, rows))
+        ]
+        requests: dict[bool, list[list[dict[str, Any]]]] = {True: [], False: []}
+        where: list[list[tuple[bool, int]]] = []
+        for conv, (cuts, _) in zip(convs, plans):
+            slots = []
+            for n, gen in cuts:
+                slots.append((gen, len(requests[gen])))
+                requests[gen].append(conv[:n])
+            where.append(slots)
+        rendered = {gen: self._renderer(requests[gen], gen) for gen in (True, False)}
+        texts, spans = [], []
+        for conv, row, (cuts, pairs), slots in zip(convs, rows, plans, where):
+            chain = [rendered[gen][i] for gen, i in slots]
+            check_chain(chain, cuts, conv, row)
+            texts.append(chain[-1])
+            spans.append([(len(chain[a]), len(chain[b])) for a, b in pairs])
+        return self._tokenize_spans(texts, spans, rows, strict=True)
+
+    # ------------------------------------------------------------------------------------------ plain text
+
+    def _encode_text(self, prompts: list[str], completions: list[str], rows: list[int], out: Encoded) -> None:
+        eos = self.tokenizer.eos_token or ""
+        texts = [p + c + eos for p, c in zip(prompts, completions)]
+        spans = [[(len(p), len(t))] for p, t in zip(prompts, texts)]
+        ids_list, labels_list = self._tokenize_spans(texts, spans, rows, strict=False)
+        for ids, labels, row in zip(ids_list, labels_list, rows):
+            if self.max_length is not None and len(ids) > self.max_length:
+                if self.truncation == "drop":
+                    out.drop("too_long", row)
+                    continue
+                ids, labels = ids[: self.max_length], labels[: self.max_length]
+            self._keep(ids, labels, row, out)
+
+    def _tokenize_spans(
+        self, texts: list[str], spans: list[list[tuple[int, int]]], rows: list[int], *, strict: bool
+    ) -> tuple[list, list]:
+        """Tokenize ``texts`` once and label the tokens inside each character span.
+
+        ``strict``: a token straddling a span edge is an error (the template is not token-prefix-stable
+        there); otherwise the straddling token goes to the span (a plain prompt that does not end on a token
+        boundary).
+        """
+        all_ids, all_offsets = tokenize_with_offsets(self.tokenizer, texts)
+        ids_list, labels_list = [], []
+        for ids, offsets, text, row_spans, row in zip(all_ids, all_offsets, texts, spans, rows):
+            labels = [IGNORE_INDEX] * len(ids)
+            for start, stop in row_spans:
+                first = token_index(offsets, start, strict, row, text)
+                last = token_index(offsets, stop, strict, row, text)
+                labels[first:last] = ids[first:last]
+            ids_list.append(ids)
+            labels_list.append(labels)
+        return ids_list, labels_list
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+
+
+def _exchanges(conv: list[dict[str, Any]]) -> int:
+    """The number of user messages (each starts an exchange)."""
+    return sum(m["role"] == "user" for m in conv)
+
+
+def _without_first_exchange(conv: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``conv`` minus its first exchange: the messages from the first user message to the next one; a leading
+    system message stays."""
+    head = [m for m in conv[:1] if m["role"] == "system"]
+    body = conv[len(head) :]
+    users = [i for i, m in enumerate(body) if m["role"] == "user"]
+    if len(users) < 2:
+        return conv
+    return head + body[users[1] :]

@@ -1,0 +1,229 @@
+"""``PackedCollator``: padding-free packing for causal LMs that never lets one example attend to another.
+
+How transformers (5.x) keeps packed examples apart, which this collator relies on:
+
+* ``sdpa``, ``eager`` and ``flex_attention``: when a batch has ``position_ids`` and *no* ``attention_mask``,
+  the mask builder (``masking_utils.find_packed_sequence_indices``) starts a new sequence wherever a position
+  does not follow
+  the previous one by 1, and masks attention across those starts. So the rows carry ``position_ids`` that
+  restart at 0 for every example, and no ``attention_mask`` (one would switch the detection off). The
+  detection is also
+  off when the model builds a KV cache (a model in eval mode does by default, from ``config.use_cache``), so
+  the batch carries ``use_cache=False``.
+* ``flash_attention_2/3/4``: the varlen kernel takes ``cu_seq_lens_q/k`` and ``max_length_q/k`` (cumulative
+  lengths over the flattened batch), which this collator returns for those implementations.
+* Any other implementation (a custom or hub kernel registered under another name) is not known to do either,
+  so the collator refuses it and names the ones that can.
+
+Labels never predict across a boundary: the model shifts labels left by one, so the label at each example's
+first token, which would be predicted from the previous example's last token, is set to
+``label_pad_token_id``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+
+from hfbridge._checks import check_choice, check_positive_int, check_type
+
+__all__ = ["PACKING_ATTENTION", "PackedCollator"]
+
+PACKING_ATTENTION = (
+    "eager",
+    "flash_attention_2",
+    "flash_attention_3",
+    "flash_attention_4",
+    "flex_attention",
+    "sdpa",
+)
+_FLASH = ("flash_attention_2", "flash_attention_3", "flash_attention_4")
+
+
+@dataclass
+class PackedCollator:
+    """Concatenate causal-LM examples into rows with per-example ``position_ids``, for attention kept per
+    example.
+
+    With ``row_length=None`` the whole batch becomes one ``[1, total_tokens]`` row: no padding at all. With
+    ``row_length`` the examples fill rows of exactly that many tokens in order (a row is closed when the next
+    example does not fit), and each row's tail is padding (``pad_token_id``, labels ``label_pad_token_id``)
+    numbered as a sequence of its own, so it attends only to itself. Pair it with
+    :class:`BinPackingBatchSampler`
+    (``max_tokens = row_length``): each of its batches then fills one row.
+
+    Args:
+        attn_implementation: the model's attention implementation (``model.config._attn_implementation``); one
+            of ``PACKING_ATTENTION``. :meth:`for_model` reads it from a model.
+        row_length: the length of every row; ``None`` packs the batch into one row without padding.
+        pad_token_id: the id in row tails.
+        label_pad_token_id: the label of row tails and of every example's first token.
+        return_flash_attn_kwargs: return ``cu_seq_lens_q/k`` and ``max_length_q/k``; ``None`` returns them for
+            the flash implementations only.
+        return_seq_idx: return ``seq_idx``, the example index of every token (row tails: -1).
+        return_use_cache: put ``use_cache=False`` in the batch (the model then builds no KV cache, without
+            which transformers would not detect the packed examples); set ``False`` only if your loop passes
+            it itself.
+        return_tensors: ``"pt"`` or ``"np"``.
+
+    Raises:
+        ValueError: an attention implementation that cannot keep packed examples apart (the message names
+            those that can), an empty batch or example, an example longer than ``row_length``, ``labels`` of
+            another
+            length than ``input_ids``.
+
+    Example:
+        >>> collate = PackedCollator("sdpa")
+        >>> collate([{"input_ids": [5, 6, 7]}, {"input_ids": [8, 9]}])["position_ids"].tolist()
+        [[0, 1, 2, 0, 1]]
+    """
+
+    attn_implementation: str
+    row_length: int | None = None
+    pad_token_id: int = 0
+    label_pad_token_id: int = -100
+    return_flash_attn_kwargs: bool | None = None
+    return_seq_idx: bool = False
+    return_use_cache: bool = True
+    return_tensors: Literal["pt", "np"] = "pt"
+
+    def __post_init__(self) -> None:
+        check_type("attn_implementation", self.attn_implementation, str)
+        if self.attn_implementation not in PACKING_ATTENTION:
+            raise ValueError(
+                "`attn_implementation` must keep packed examples apart; "
+                f"{self.attn_implementation!r} is not known to (transformers masks packed rows for "
+                f"{', '.join(map(repr, PACKING_ATTENTION))}). Load the model with one of them, e.g. "
+                "from_pretrained(..., attn_implementation='sdpa'), or use padded batches (CausalLMCollator)"
+            )
+        check_positive_int("row_length", self.row_length, allow_none=True)
+        check_type("pad_token_id", self.pad_token_id, int)
+        check_type("label_pad_token_id", self.label_pad_token_id, int)
+        if self.return_flash_attn_kwargs is not None:
+            check_type("return_flash_attn_kwargs", self.return_flash_attn_kwargs, bool, what="a bool or None")
+        check_type("return_seq_idx", self.return_seq_idx, bool)
+        check_type("return_use_cache", self.return_use_cache, bool)
+        check_choice("return_tensors", self.return_tensors, ("pt", "np"))
+
+    @classmethod
+    def for_model(cls, model: Any, **kwargs: Any) -> PackedCollator:
+        """A collator for ``model``'s attention implementation (refused if it cannot keep examples apart).
+
+        Raises:
+            ValueError: an encoder-decoder model, or an implementation outside ``PACKING_ATTENTION``.
+        """
+        config = getattr(model, "config", model)
+        if getattr(config, "is_encoder_decoder", False):
+            raise ValueError("`model` must be a decoder-only causal LM to pack; got an encoder-decoder model")
+        implementation = getattr(config, "_attn_implementation", None)
+        if implementation is None:
+            raise ValueError(
+                f"`model` must have a config with `_attn_implementation`; got {type(model).__name__}"
+            )
+        if "pad_token_id" not in kwargs and isinstance(getattr(config, "pad_token_id", None), int):
+            kwargs["pad_token_id"] = config.pad_token_id
+        return cls(implementation, **kwargs)
+
+    def __call__(self, features: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        """Pack ``features`` (rows with ``input_ids`` and optionally ``labels``) into rows."""
+        if not features:
+            raise ValueError("PackedCollator got an empty batch")
+        ids, labels, lengths = _gather(features)
+        starts = np.zeros(len(lengths), dtype=np.int64)
+        np.cumsum(lengths[:-1], out=starts[1:])
+        labels[starts] = self.label_pad_token_id
+        # (row, offset) of every example, and how long each row's used part is
+        if self.row_length is None:
+            width = int(lengths.sum())
+            row_of = np.zeros(len(lengths), dtype=np.int64)
+            offset = starts
+            n_rows = 1
+        else:
+            width = self.row_length
+            row_of, offset, n_rows = _next_fit(lengths, width)
+        total = n_rows * width
+        out_ids = np.full(total, self.pad_token_id, dtype=np.int64)
+        out_labels = np.full(total, self.label_pad_token_id, dtype=np.int64)
+        dest_start = row_of * width + offset
+        token_dest = np.repeat(dest_start - starts, lengths) + np.arange(len(ids))
+        out_ids[token_dest] = ids
+        out_labels[token_dest] = labels
+        # every sequence (examples and row tails) with its flat start; positions count from each start
+        used = np.bincount(row_of, weights=lengths, minlength=n_rows).astype(np.int64)
+        tail_rows = np.flatnonzero(used < width)
+        seq_starts = np.concatenate([dest_start, tail_rows * width + used[tail_rows]])
+        order = np.argsort(seq_starts, kind="stable")
+        seq_starts = seq_starts[order]
+        seq_lengths = np.diff(np.append(seq_starts, total))
+        positions = np.arange(total, dtype=np.int64) - np.repeat(seq_starts, seq_lengths)
+        batch: dict[str, Any] = {
+            "input_ids": out_ids.reshape(n_rows, width),
+            "labels": out_labels.reshape(n_rows, width),
+            "position_ids": positions.reshape(n_rows, width),
+        }
+        if self.return_seq_idx:
+            seq_idx = np.full(total, -1, dtype=np.int64)
+            seq_idx[token_dest] = np.repeat(np.arange(len(lengths)), lengths)
+            batch["seq_idx"] = seq_idx.reshape(n_rows, width)
+        flash = self.return_flash_attn_kwargs
+        if flash or (flash is None and self.attn_implementation in _FLASH):
+            cu = np.append(seq_starts, total).astype(np.int32)
+            batch["cu_seq_lens_q"], batch["cu_seq_lens_k"] = cu, cu.copy()
+            batch["max_length_q"] = batch["max_length_k"] = int(seq_lengths.max())
+        if self.return_use_cache:
+            batch["use_cache"] = False
+        if self.return_tensors == "np":
+            return batch
+        import torch
+
+        return {k: torch.from_numpy(v) if isinstance(v, np.ndarray) else v for k, v in batch.items()}
+
+
+def _gather(features: Sequence[Mapping[str, Any]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Flat ``input_ids``, flat ``labels`` (the ids where a row has none) and the example lengths."""
+    id_rows, label_rows = [], []
+    for i, row in enumerate(features):
+        if not isinstance(row, Mapping) or "input_ids" not in row:
+            raise ValueError(
+                f"PackedCollator: example {i} must be a mapping with `input_ids`; got {row!r:.80}"
+            )
+        ids = np.asarray(row["input_ids"])
+        if ids.ndim != 1 or ids.size == 0 or not np.issubdtype(ids.dtype, np.integer):
+            raise ValueError(
+                f"PackedCollator: example {i} `input_ids` must be a non-empty 1-D list of ints; got "
+                f"{row['input_ids']!r:.80}"
+            )
+        labels = np.asarray(row["labels"]) if "labels" in row and row["labels"] is not None else ids
+        if labels.shape != ids.shape:
+            raise ValueError(
+                f"PackedCollator: example {i} has {labels.size} labels for {ids.size} input ids; they must "
+                "match"
+            )
+        id_rows.append(ids)
+        label_rows.append(labels)
+    lengths = np.fromiter(map(len, id_rows), dtype=np.int64, count=len(id_rows))
+    flat_labels = np.concatenate(label_rows).astype(np.int64)  # a copy: the caller's rows are never changed
+    return np.concatenate(id_rows).astype(np.int64, copy=False), flat_labels, lengths
+
+
+def _next_fit(lengths: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """Place examples in order into rows of ``width`` tokens: ``(row of each, offset in its row, rows)``."""
+    too_long = np.flatnonzero(lengths > width)
+    if too_long.size:
+        i = int(too_long[0])
+        raise ValueError(
+            f"PackedCollator: example {i} has {int(lengths[i])} tokens, more than `row_length`={width}; "
+            "truncate the data (adapt_chat(max_length=...)) or raise row_length"
+        )
+    row_of = np.empty(len(lengths), dtype=np.int64)
+    offset = np.empty(len(lengths), dtype=np.int64)
+    row, used = 0, 0
+    for i, n in enumerate(lengths.tolist()):
+        if used + n > width:
+            row, used = row + 1, 0
+        row_of[i], offset[i] = row, used
+        used += n
+    return row_of, offset, row + 1
