@@ -1,0 +1,23 @@
+"""Everything that touches ``transformers.Trainer``, in one place (this package imports transformers).
+
+* :class:`Trainer` / :class:`TrainingArguments` -- drop-in subclasses of HF's: hfbridge batching,
+  length-sorted evaluation, atomic checkpoints with best-K / last-N, O(1) exact resume and early stopping,
+  all from flags.
+* :class:`BatchingTrainerMixin` -- hfbridge batching for a Trainer subclass of your own.
+* :class:`CheckpointCallback`, :class:`EarlyStoppingCallback`, :class:`GradualUnfreezingCallback` -- the
+  ``TrainerCallback`` faces of :class:`~hfbridge.Checkpointer`, :class:`~hfbridge.EarlyStopping` and
+  :class:`~hfbridge.GradualUnfreezer`.
+* :func:`dataset_lengths` -- token counts per row without tokenizing.
+"""
+
+from hfbridge.trainer._batching import BatchingTrainerMixin, dataset_lengths
+from hfbridge.trainer._callbacks import CheckpointCallback, EarlyStoppingCallback
+from hfbridge.trainer._unfreeze import GradualUnfreezingCallback
+
+__all__ = [
+    "BatchingTrainerMixin",
+    "CheckpointCallback",
+    "EarlyStoppingCallback",
+    "GradualUnfreezingCallback",
+    "dataset_lengths",
+]
