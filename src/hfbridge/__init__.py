@@ -1,7 +1,7 @@
 """hfbridge: the glue every Hugging Face fine-tuning script rewrites, done once.
 
-``import hfbridge`` only defines names: each public name below is imported from its subpackage on first access,
-so importing the package pulls in neither ``transformers`` nor ``datasets`` (nor ``torch``).
+``import hfbridge`` only defines names: each public name below is imported from its subpackage on first
+access, so importing the package pulls in neither ``transformers`` nor ``datasets`` (nor ``torch``).
 
 Example:
     >>> import hfbridge
@@ -42,6 +42,7 @@ if TYPE_CHECKING:
         TokenBudgetBatchSampler,
         build_dataloader,
     )
+    from hfbridge.trainer import Trainer, TrainingArguments
 
 # public name -> subpackage that defines it
 _LAZY: dict[str, str] = {
@@ -62,6 +63,8 @@ _LAZY: dict[str, str] = {
     "Seq2SeqCollator": "collators",
     "TokenBudgetBatchSampler": "samplers",
     "TokenClassificationCollator": "collators",
+    "Trainer": "trainer",
+    "TrainingArguments": "trainer",
     "adapt": "adapters",
     "build_dataloader": "samplers",
     "collator_for_task": "collators",
@@ -89,6 +92,8 @@ __all__ = [
     "Seq2SeqCollator",
     "TokenBudgetBatchSampler",
     "TokenClassificationCollator",
+    "Trainer",
+    "TrainingArguments",
     "__version__",
     "adapt",
     "build_dataloader",

@@ -10,8 +10,10 @@
 * :func:`dataset_lengths` -- token counts per row without tokenizing.
 """
 
+from hfbridge.trainer._arguments import TrainingArguments
 from hfbridge.trainer._batching import BatchingTrainerMixin, dataset_lengths
 from hfbridge.trainer._callbacks import CheckpointCallback, EarlyStoppingCallback
+from hfbridge.trainer._trainer import Trainer, retention
 from hfbridge.trainer._unfreeze import GradualUnfreezingCallback
 
 __all__ = [
@@ -19,5 +21,8 @@ __all__ = [
     "CheckpointCallback",
     "EarlyStoppingCallback",
     "GradualUnfreezingCallback",
+    "Trainer",
+    "TrainingArguments",
     "dataset_lengths",
+    "retention",
 ]
