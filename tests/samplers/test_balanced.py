@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import itertools
 import json
 from typing import Any
 
 import numpy as np
 import pytest
 
-from hfbridge.samplers import BatchedSampler, ClassBalancedSampler, _weighted_order
-from hfbridge.samplers._permutation import Permutations, _half_bits
-from hfbridge.samplers._state import fingerprint
-from hfbridge.samplers._weighted_order import ORDER_VERSION
+from hfbridge.samplers import BatchedSampler, ClassBalancedSampler
+from hfbridge.samplers._state import ORDER_VERSION, fingerprint
 
 LABELS = np.array([0] * 900 + [1] * 90 + [2] * 10)
 
@@ -80,24 +77,26 @@ def test_batched_sampler_bad_input() -> None:
         sampler.load_state_dict(BatchedSampler(ClassBalancedSampler(LABELS), 8).state_dict())
 
 
-def test_resume_with_replacement_draws_one_chunk(monkeypatch: pytest.MonkeyPatch) -> None:
-    from hfbridge.samplers import _balanced
-
+@pytest.mark.parametrize("replacement", [True, False])
+def test_resume_draws_the_epoch_once_and_replays_nothing(
+    monkeypatch: pytest.MonkeyPatch, replacement: bool
+) -> None:
     labels = np.arange(100_000) % 7
-    full = list(ClassBalancedSampler(labels, seed=2))
-    sampler = ClassBalancedSampler(labels, seed=2)
-    drawn: list[int] = []
-    original = ClassBalancedSampler._draw_chunk
-
-    def counting(self: ClassBalancedSampler, chunk: int) -> np.ndarray:
-        drawn.append(chunk)
-        return original(self, chunk)
-
-    monkeypatch.setattr(ClassBalancedSampler, "_draw_chunk", counting)
-    position = 4 * _balanced._CHUNK + 123
+    full = list(ClassBalancedSampler(labels, seed=2, replacement=replacement))
+    sampler = ClassBalancedSampler(labels, seed=2, replacement=replacement)
+    draws: list[tuple[int, int]] = []
+    original = sampler._draw
+    monkeypatch.setattr(
+        sampler._schedule, "_draw", lambda seed, epoch: draws.append((seed, epoch)) or original(seed, epoch)
+    )
+    position = 90_000
     sampler.load_state_dict({**sampler.state_dict(), "position": position})
-    assert next(iter(sampler)) == full[position]
-    assert drawn == [4]
+    iterator = iter(sampler)
+    assert next(iterator) == full[position]
+    assert sampler.state_dict()["position"] == position + 1
+    assert draws == [(2, 0)]
+    assert list(iterator) == full[position + 1 :]
+    assert draws == [(2, 0)]
 
 
 @pytest.mark.parametrize("replacement", [True, False])
@@ -131,7 +130,7 @@ def test_an_absent_class_id_with_power_above_one_draws_cleanly() -> None:
     assert 1 not in set(labels[drawn].tolist())
 
 
-# -- without replacement: a weighted permutation drawn an interval at a time ---------------------------------------
+# -- without replacement: a weighted permutation (Efraimidis-Spirakis keys) ----------------------------------------
 
 
 def _successive_sampling(counts: list[int], power: float) -> np.ndarray:
@@ -161,21 +160,14 @@ def _epochs(sampler: ClassBalancedSampler, epochs: int) -> np.ndarray:
     return np.array(drawn)
 
 
-def _interval_starts(sampler: ClassBalancedSampler, seed: int, epoch: int) -> np.ndarray:
-    """The positions where the intervals of the key axis start in the order of ``(seed, epoch)``."""
-    keys = sampler._order.interval_counts(seed, epoch).sum(axis=1)
-    return np.cumsum(keys) - keys
-
-
 @pytest.mark.parametrize(
-    ("counts", "power", "interval"),
-    [([6, 3, 1], 1.0, 2), ([4, 4, 2, 1], 0.5, 3), ([5, 3, 2], 2.0, 10**6), ([7, 3, 1], 6.0, 2)],
-    ids=["many-intervals", "shared-weight", "one-interval", "weights-5-orders-apart"],
+    ("counts", "power"),
+    [([6, 3, 1], 1.0), ([4, 4, 2, 1], 0.5), ([5, 3, 2], 2.0), ([7, 3, 1], 6.0)],
+    ids=["balanced", "shared-weight", "power-2", "weights-5-orders-apart"],
 )
 def test_without_replacement_class_at_each_position_is_successive_sampling(
-    monkeypatch: pytest.MonkeyPatch, counts: list[int], power: float, interval: int
+    counts: list[int], power: float
 ) -> None:
-    monkeypatch.setattr(_weighted_order, "_INTERVAL", interval)
     labels = np.repeat(np.arange(len(counts)), counts)
     epochs = 2000
     drawn = _epochs(ClassBalancedSampler(labels, replacement=False, power=power, seed=5), epochs)
@@ -186,10 +178,7 @@ def test_without_replacement_class_at_each_position_is_successive_sampling(
     assert np.abs(z).max() < 4.5, np.round(z, 1)
 
 
-def test_without_replacement_rows_of_equal_weight_come_in_uniform_order(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setattr(_weighted_order, "_INTERVAL", 3)
+def test_without_replacement_rows_of_equal_weight_come_in_uniform_order() -> None:
     labels = np.array(
         [0] * 4 + [1] * 4 + [2] * 2 + [3]
     )  # classes 0 and 1 share a weight: 8 exchangeable rows
@@ -204,8 +193,7 @@ def test_without_replacement_rows_of_equal_weight_come_in_uniform_order(
     assert np.abs(table - epochs / 8).max() < 4.5 * np.sqrt(epochs / 8 * 7 / 8)
 
 
-def test_without_replacement_subset_matches_efraimidis_spirakis(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(_weighted_order, "_INTERVAL", 16)
+def test_without_replacement_subset_matches_efraimidis_spirakis() -> None:
     sampler = ClassBalancedSampler(LABELS, replacement=False, num_samples=100, power=0.5, seed=0)
     ours = _epochs(sampler, 400)
     assert all(len(set(epoch)) == 100 for epoch in ours.tolist())
@@ -220,10 +208,7 @@ def test_without_replacement_subset_matches_efraimidis_spirakis(monkeypatch: pyt
 
 @pytest.mark.parametrize("uneven", ["pad", "drop", "exact"])
 @pytest.mark.parametrize("num_replicas", [1, 3])
-def test_without_replacement_resumes_exactly_at_any_position(
-    monkeypatch: pytest.MonkeyPatch, uneven: str, num_replicas: int
-) -> None:
-    monkeypatch.setattr(_weighted_order, "_INTERVAL", 64)
+def test_without_replacement_resumes_exactly_at_any_position(uneven: str, num_replicas: int) -> None:
     labels = np.arange(2000) % 7 + 7 * (np.arange(2000) % 11 == 0)
 
     def make(rank: int) -> ClassBalancedSampler:
@@ -244,16 +229,13 @@ def test_without_replacement_resumes_exactly_at_any_position(
     )
     whole.set_epoch(2)
     single = list(whole)
-    starts = _interval_starts(whole, 3, 2)
-    assert len(starts) > 10
     shares = []
     for rank in range(num_replicas):
         reference = make(rank)
         reference.set_epoch(2)
         full = list(reference)
         shares.append(full)
-        boundaries = [(int(s) - rank) // num_replicas + d for s in starts[1:4] for d in (0, 1)]
-        for position in [0, 1, 10, *boundaries, len(full) // 2, len(full) - 1, len(full)]:
+        for position in [0, 1, 10, 333, len(full) // 2, len(full) - 1, len(full)]:
             resumed = make(rank)
             resumed.load_state_dict({**reference.state_dict(), "position": position})
             assert list(resumed) == full[position:], position
@@ -270,34 +252,6 @@ def test_without_replacement_resumes_exactly_at_any_position(
     if uneven == "exact":
         assert sorted(i for share in shares for i in share) == sorted(single)
         assert len(set(single)) == 1501
-
-
-def test_without_replacement_resume_draws_one_path_and_one_interval(monkeypatch: pytest.MonkeyPatch) -> None:
-    labels = np.minimum(np.arange(200_000) % 97, 9)
-    sampler = ClassBalancedSampler(labels, replacement=False, seed=2)
-    full = list(sampler)
-    starts = _interval_starts(sampler, 2, 0)
-    assert len(starts) == 25
-    position = int(starts[17]) + 10
-    streams: list[int] = []
-    original = _weighted_order.epoch_rng
-
-    def counting(seed: int, epoch: int, stream: int = 0) -> np.random.Generator:
-        streams.append(stream)
-        return original(seed, epoch, stream)
-
-    monkeypatch.setattr(_weighted_order, "epoch_rng", counting)
-    resumed = ClassBalancedSampler(labels, replacement=False, seed=2)
-    resumed.load_state_dict({**sampler.state_dict(), "position": position})
-    assert next(iter(resumed)) == full[position]
-    # the splits on the path from the root (node 1; children 2k, 2k + 1) to interval 17, then its keys: nothing of
-    # the other 24 intervals
-    split = _weighted_order._SPLIT_STREAM
-    path = [stream - split for stream in streams if stream >= split]
-    assert [stream for stream in streams if stream < split] == [1 + 17]
-    assert path[0] == 1
-    assert all(child // 2 == parent for parent, child in itertools.pairwise(path))
-    assert 4 <= len(path) <= 5  # ceil(log2(25)) levels at most
 
 
 @pytest.mark.parametrize("power", [1.5, 300.0])
@@ -321,7 +275,7 @@ def test_without_replacement_state_of_another_configuration_is_refused() -> None
 
 def test_without_replacement_state_of_an_earlier_order_is_refused() -> None:
     sampler = ClassBalancedSampler(LABELS, replacement=False, seed=0)
-    config = {  # what versions before ORDER_VERSION hashed: the same for their order and this one
+    config = {  # what this version hashes, with the version of its order
         "class": "ClassBalancedSampler",
         "num_samples": len(LABELS),
         "replacement": False,
@@ -330,44 +284,10 @@ def test_without_replacement_state_of_an_earlier_order_is_refused() -> None:
         "uneven": "pad",
     }
     assert sampler.state_dict()["fingerprint"] == fingerprint({**config, "order": ORDER_VERSION}, LABELS)
-    earlier = {**sampler.state_dict(), "fingerprint": fingerprint(config, LABELS), "position": 10}
-    with pytest.raises(ValueError, match=r"configured differently.*drew another order"):
-        sampler.load_state_dict(earlier)
-    # with replacement the draw did not change, and neither does its fingerprint
-    with_replacement = ClassBalancedSampler(LABELS, seed=0)
-    assert with_replacement.state_dict()["fingerprint"] == fingerprint(
-        {**config, "replacement": True}, LABELS
-    )
-
-
-def test_permutations_are_independent_bijections_mapped_in_one_pass() -> None:
-    sizes = np.array([1, 2, 3, 5, 64, 65, 1000])
-    perms = Permutations(sizes, (1, 2, 3))
-    domains = np.repeat(np.arange(len(sizes)), sizes)
-    positions = np.concatenate([np.arange(n) for n in sizes])
-    mapped = perms(domains, positions)
-    for domain, n in enumerate(sizes.tolist()):
-        values = mapped[domains == domain]
-        assert sorted(values.tolist()) == list(range(n))
-        assert np.array_equal(perms(np.full(n, domain), np.arange(n)), values)  # the same, mapped alone
-    assert not np.array_equal(mapped[domains == 6], np.arange(1000))
-    assert not np.array_equal(Permutations(sizes, (1, 2, 4))(domains, positions), mapped)
-    order = np.random.default_rng(0).permutation(len(domains))  # any mix of domains, in any order
-    assert np.array_equal(perms(domains[order], positions[order]), mapped[order])
-
-
-def test_permutations_size_each_domain_as_a_single_permutation_does() -> None:
-    powers = 2 ** np.arange(1, 50)
-    sizes = np.concatenate([np.arange(70_000), powers - 1, powers, powers + 1])
-    expected = [_half_bits(int(n)) for n in sizes]  # the per-domain rule, computed one int at a time
-    assert Permutations(sizes, (1, 2, 3))._half.tolist() == expected
-
-
-def test_permutations_leave_the_callers_positions_alone() -> None:
-    sizes = np.array([3, 1000])
-    perms = Permutations(sizes, (0, 0, 7))
-    domains = np.array([1] * 6)
-    positions = np.arange(994, 1000, dtype=np.uint64)  # near the top of the domain: some values cycle-walk
-    mapped = perms(domains, positions)
-    assert positions.tolist() == list(range(994, 1000))
-    assert np.array_equal(perms(domains, positions.astype(np.int64)), mapped)
+    for earlier_config in (
+        config,
+        {**config, "order": ORDER_VERSION - 1},
+    ):  # unversioned, or an earlier order
+        earlier = {**sampler.state_dict(), "fingerprint": fingerprint(earlier_config, LABELS), "position": 10}
+        with pytest.raises(ValueError, match=r"configured differently.*drew another order"):
+            sampler.load_state_dict(earlier)

@@ -1,11 +1,11 @@
-"""Cursor: the one implementation of epoch/position bookkeeping that every sampler delegates to."""
+"""Cursor and shard_positions: the epoch/position bookkeeping and rank shares every sampler uses."""
 
 from __future__ import annotations
 
 import pytest
 
-from hfbridge.samplers import BatchedSampler, ClassBalancedSampler, LengthGroupedBatchSampler
-from hfbridge.samplers._state import Cursor
+from hfbridge.samplers import BatchedSampler, ClassBalancedSampler
+from hfbridge.samplers._state import Cursor, shard_len, shard_positions
 
 
 def test_cursor_keeps_a_loaded_position_for_its_epoch_only() -> None:
@@ -37,10 +37,19 @@ def test_cursor_keeps_a_loaded_position_for_its_epoch_only() -> None:
         cursor.set_epoch(-1)
 
 
-def test_every_sampler_delegates_to_a_cursor() -> None:
-    inner = ClassBalancedSampler([0, 1, 1, 2] * 10)
-    for sampler in (LengthGroupedBatchSampler([3, 5, 7] * 10, 4), inner, BatchedSampler(inner, 4)):
-        assert isinstance(sampler._cursor, Cursor)
+@pytest.mark.parametrize("uneven", ["pad", "drop", "exact"])
+@pytest.mark.parametrize(("num_items", "world"), [(10, 3), (9, 3), (2, 4), (1, 1)])
+def test_shard_positions_interleave_and_match_shard_len(num_items: int, world: int, uneven: str) -> None:
+    shares = [shard_positions(num_items, world, rank, uneven).tolist() for rank in range(world)]
+    assert [len(share) for share in shares] == [shard_len(num_items, world, r, uneven) for r in range(world)]
+    together = sorted(p for share in shares for p in share)
+    if uneven == "exact":
+        assert together == list(range(num_items))
+    elif uneven == "drop":
+        assert together == list(range(num_items - num_items % world))
+    else:
+        assert set(together) == set(range(num_items))
+        assert len({len(share) for share in shares}) == 1
 
 
 def test_batched_sampler_refuses_a_position_past_the_epoch() -> None:

@@ -120,7 +120,11 @@ def _raise_in_worker(worker_id: int) -> None:
         ({"batch_size": 8, "batching": "sorted"}, ValueError, "`batching` must be one of 'length', 'tokens'"),
         ({"batching": "length"}, ValueError, "`batch_size` is required with batching='length'"),
         ({"batching": "tokens"}, ValueError, "`max_tokens` is required with batching='tokens'"),
-        ({"batch_size": 8, "max_tokens": 64}, ValueError, "`max_tokens` only applies to batching='tokens'"),
+        (
+            {"batch_size": 8, "max_tokens": 64, "batching": "length"},
+            ValueError,
+            "`max_tokens`=64 conflicts with `batching`='length'",
+        ),
         ({"batch_size": 8, "num_workers": -1}, ValueError, "`num_workers` must be a non-negative integer"),
         ({"batch_size": 8, "pin_memory": "yes"}, TypeError, "`pin_memory` must be a bool or 'auto'"),
         ({"batch_size": 0}, ValueError, "`batch_size` must be a positive integer"),
@@ -145,7 +149,7 @@ def test_adapter_without_what_is_needed() -> None:
 
     with pytest.raises(TypeError, match=r"must have a `.collator`"):
         build_dataloader(Bare(), batch_size=2)
-    with pytest.raises(TypeError, match=r"batching='length' needs `adapter.lengths`"):
+    with pytest.raises(TypeError, match=r"cannot find lengths for Bare: give it a `.lengths` array"):
         build_dataloader(Bare(), batch_size=2, collate_fn=list)
     assert list(
         build_dataloader(Bare(), batch_size=2, batching="random", collate_fn=list, shuffle=False)
@@ -259,3 +263,19 @@ class _Rows(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int) -> dict[str, int]:
         return {"row": i}
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_seek_resumes_from_an_epoch_and_a_batch_count(map_adapter: FakeMapAdapter, num_workers: int) -> None:
+    """What a trainer that knows only the epoch and the batches done in it calls on resume."""
+    make = lambda: build_dataloader(map_adapter, batch_size=64, num_workers=num_workers, seed=4)  # noqa: E731
+    reference = make()
+    reference.set_epoch(2)
+    full = [batch["row"].tolist() for batch in reference]
+    loader = make()
+    loader.seek(2, 11)
+    loader.set_epoch(2)
+    assert loader.state_dict()["position"] == 11
+    assert [batch["row"].tolist() for batch in loader] == full[11:]
+    with pytest.raises(ValueError, match=r"`position` must be <= 32"):
+        loader.seek(2, 33)

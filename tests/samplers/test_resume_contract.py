@@ -151,20 +151,38 @@ def test_loading_adopts_the_saved_seed() -> None:
     assert list(resumed) == list(LengthGroupedBatchSampler(LENGTHS, 16, seed=11))
 
 
-@pytest.mark.parametrize("name", [name for name in FACTORIES if not name.startswith("stream")])
-def test_clear_cache_drops_the_epoch_draws_and_changes_nothing(name: str) -> None:
+MAP_SAMPLERS = [name for name in FACTORIES if not name.startswith("stream")]
+
+
+@pytest.mark.parametrize("name", MAP_SAMPLERS)
+@pytest.mark.parametrize(("epoch", "k"), [(0, 0), (1, 9), (3, 31)])
+def test_seek_starts_at_batch_k_of_an_epoch(name: str, epoch: int, k: int) -> None:
+    """What a trainer that knows only the epoch and the steps done in it calls on resume."""
     reference = FACTORIES[name]()
-    reference.set_epoch(1)
+    reference.set_epoch(epoch)
     full = [_key(b) for b in reference]
     sampler = FACTORIES[name]()
-    sampler.load_state_dict({**reference.state_dict(), "position": 9})
-    iterator = iter(sampler)
-    head = [_key(next(iterator)) for _ in range(3)]
+    sampler.seek(epoch, k)
+    sampler.set_epoch(epoch)  # a loop calls this again after seeking: it keeps the position
+    assert (sampler.epoch, sampler.next_position) == (epoch, k)
+    assert sampler.state_dict() == {**reference.state_dict(), "position": k}
+    assert [_key(b) for b in sampler] == full[k:]
+    with pytest.raises(ValueError, match=r"position.*<= " + str(len(sampler))):
+        sampler.seek(epoch, len(sampler) + 1)
+
+
+@pytest.mark.parametrize("name", MAP_SAMPLERS)
+def test_a_resume_draws_the_epoch_once_and_never_walks_skipped_batches(
+    name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Replay-free: loading a position and taking one batch draws the epoch once and steps once."""
+    reference = FACTORIES[name]()
+    full = [_key(b) for b in reference]
+    sampler = FACTORIES[name]()
     inner = getattr(sampler, "sampler", sampler)
-    cached = inner._order if isinstance(inner, ClassBalancedSampler) and not inner.replacement else None
-    sampler.clear_cache()  # mid-iteration, as a new process would start
-    if cached is not None:
-        assert cached._epoch_cache is None
-    elif hasattr(inner, "_plan_cache"):
-        assert inner._plan_cache is None
-    assert head + [_key(b) for b in iterator] == full[9:]
+    draws: list[int] = []
+    original = inner._schedule._draw
+    monkeypatch.setattr(inner._schedule, "_draw", lambda s, e: draws.append(e) or original(s, e))
+    sampler.load_state_dict({**reference.state_dict(), "position": 25})
+    assert _key(next(iter(sampler))) == full[25]
+    assert draws == [0]

@@ -142,9 +142,12 @@ def test_last_batch_after_a_resume_is_the_batch_yielded_last(
     state = json.loads(json.dumps(stream.state_dict()))
     resumed = _stream(rows, drop_last=drop_last)
     resumed.load_state_dict(state)
-    last = resumed.last_batch()
-    assert (None if last is None else _ids([last])[0]) == (seen[-1] if seen else None)
-    assert seen + _ids(resumed) == full  # re-reading the source for the last batch leaves the resume exact
+    rest = _ids(resumed)
+    assert seen + rest == full
+    last = (
+        resumed.last_batch()
+    )  # the resume re-read the buffer holding it, also when nothing was left to yield
+    assert (None if last is None else _ids([last])[0]) == ((seen + rest)[-1] if seen + rest else None)
     assert resumed.state_dict() == uninterrupted.state_dict()  # also when the resumed stream yielded nothing
 
 
@@ -175,7 +178,7 @@ def test_last_batch_in_the_first_buffer_of_a_real_stream_resumed_after_it_ran_ou
     stream = _hf_stream(rows, drop_last)
     seen = _ids(stream)
     state = json.loads(json.dumps(stream.state_dict()))
-    assert state["last_batch"]["buffer_index"] == 0
+    assert state["buffer_index"] == 0  # the buffer holding the last batch, not the one after it
     resumed = _hf_stream(rows, drop_last)
     resumed.load_state_dict(state)
     assert _ids(resumed) == []  # a rank in uneven="pad"'s repeat phase
@@ -208,68 +211,41 @@ def test_a_loaded_epoch_reaches_the_source_without_set_epoch(save_at: int, shuff
     assert seen + _ids(resumed) == full
 
 
-def test_a_state_saved_without_last_batch_still_loads() -> None:
-    full = _ids(_stream())
-    stream = _stream()
-    seen = _ids(islice(stream, 5))
-    state = stream.state_dict()
-    del state["last_batch"]  # saved before the field existed
-    resumed = _stream()
-    resumed.load_state_dict(state)
-    assert resumed.last_batch() is None
-    assert seen + _ids(resumed) == full
-
-
-def test_last_batch_of_a_source_without_state_is_read_from_the_epoch_start_only() -> None:
+def test_last_batch_of_a_source_without_state_is_kept_while_iterating() -> None:
     rows = list(FakeIterableAdapter(news_lengths(170)))
     stream = BucketedIterable(rows, batch_size=16, buffer_size=64, seed=3)
     first = _ids(islice(stream, 2))
     assert _ids([stream.last_batch()]) == first[-1:]
-    list(stream)
-    with pytest.raises(
-        RuntimeError, match="lies in buffer 2, which only a source with `state_dict\\(\\)` can"
-    ):
-        stream.last_batch()
+    everything = _ids(stream)
+    assert _ids([stream.last_batch()]) == everything[-1:]
+    stream.set_epoch(1)
+    assert stream.last_batch() is None
 
 
 @pytest.mark.parametrize(
-    ("last", "error", "match"),
+    ("change", "error", "match"),
     [
-        ("buffer 2", TypeError, r"`state\['last_batch'\]` must be None or a dict with keys \['buffer_index'"),
-        ({"buffer_index": 1}, TypeError, r"`state\['last_batch'\]` must be None or a dict"),
         (
-            {"buffer_index": 1, "source_state": None, "batch_index": 0},
-            ValueError,
-            r"`state\['last_batch'\]\['source_state'\]` is missing",
-        ),
-        (
-            {"buffer_index": 0, "source_state": None, "batch_index": -1},
-            ValueError,
-            r"`state\['last_batch'\]\['batch_index'\]` must be a non-negative integer; got -1",
-        ),
-        (
-            {"buffer_index": "0", "source_state": None, "batch_index": 0},
+            {"buffer_index": "0"},
             TypeError,
-            r"`state\['last_batch'\]\['buffer_index'\]` must be a non-negative integer; got '0'",
+            r"`state\['buffer_index'\]` must be a non-negative integer; got '0'",
         ),
+        ({"buffer_index": 1, "source_state": None}, ValueError, r"`state\['source_state'\]` is missing"),
+        ({"buffer_position": -1}, ValueError, r"`state\['buffer_position'\]` must be a non-negative integer"),
     ],
 )
-def test_bad_last_batch_in_a_state_is_refused(last: Any, error: type[Exception], match: str) -> None:
-    stream = _stream()
-    state = stream.state_dict()
-    state["last_batch"] = last
+def test_bad_buffer_fields_in_a_state_are_refused(
+    change: dict[str, Any], error: type[Exception], match: str
+) -> None:
+    state = {**_stream().state_dict(), **change}
     with pytest.raises(error, match=match):
         _stream().load_state_dict(state)
 
 
-def test_last_batch_from_another_source_is_refused() -> None:
+def test_a_stream_seeks_only_to_the_top_of_an_epoch() -> None:
     stream = _stream()
-    list(stream)
-    state = stream.state_dict()
-    state["last_batch"]["batch_index"] = 99
-    resumed = _stream()
-    resumed.load_state_dict(state)
-    with pytest.raises(
-        ValueError, match="too few for its batch 99: it is not the source the position was saved"
-    ):
-        resumed.last_batch()
+    first = _ids(islice(stream, 3))
+    stream.seek(0, 0)
+    assert _ids(islice(stream, 3)) == first
+    with pytest.raises(ValueError, match=r"`position` must be 0 for a stream.*got 5"):
+        stream.seek(1, 5)

@@ -96,21 +96,6 @@ def test_bad_arguments_are_named(kwargs: dict[str, Any], error: type[Exception],
         TokenBudgetBatchSampler([1, 2, 3], **kwargs)
 
 
-def test_resume_does_not_sort_the_epoch(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The sort is done once per sampler; resuming maps one batch (ties via keyed per-run permutations)."""
-    lengths = news_lengths(20_000)
-    full = list(TokenBudgetBatchSampler(lengths, 600, seed=1))
-    sampler = TokenBudgetBatchSampler(lengths, 600, seed=1)  # construction may sort
-    state = {**sampler.state_dict(), "position": 700}
-
-    def forbidden(*args: Any, **kwargs: Any) -> Any:
-        raise AssertionError("resume sorted the whole epoch")
-
-    monkeypatch.setattr(np, "argsort", forbidden)
-    sampler.load_state_dict(state)
-    assert next(iter(sampler)) == full[700]
-
-
 def test_ties_are_shuffled_per_epoch_with_the_same_cut() -> None:
     lengths = np.array([40] * 500 + [20] * 500)
     sampler = TokenBudgetBatchSampler(lengths, 400, seed=0)

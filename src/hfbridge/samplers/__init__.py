@@ -1,8 +1,8 @@
 """Length-aware batch samplers, class balance, rank sharding and exact O(1) resume; ``build_dataloader``.
 
 Every sampler and the loader from :func:`build_dataloader` has ``set_epoch``, ``state_dict`` and
-``load_state_dict``; every random choice derives from ``(seed, epoch)``. ``BatchingTrainerMixin`` (which imports
-``transformers``) is loaded on first access.
+``load_state_dict``; every random choice derives from ``(seed, epoch)``. ``BatchingTrainerMixin`` (which
+imports ``transformers``) is loaded on first access.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from hfbridge.samplers._balanced import BatchedSampler, ClassBalancedSampler
+from hfbridge.samplers._build import build_batch_sampler, dataset_labels, dataset_lengths
 from hfbridge.samplers._grouped import LengthGroupedBatchSampler, RandomBatchSampler
 from hfbridge.samplers._loader import ResumableDataLoader, build_dataloader, seed_worker
 from hfbridge.samplers._streaming import BucketedIterable
@@ -27,7 +28,10 @@ __all__ = [
     "RandomBatchSampler",
     "ResumableDataLoader",
     "TokenBudgetBatchSampler",
+    "build_batch_sampler",
     "build_dataloader",
+    "dataset_labels",
+    "dataset_lengths",
     "seed_worker",
 ]
 

@@ -1,4 +1,4 @@
-"""Class-balanced sampling: ``WeightedRandomSampler`` with weights from label counts, sharded and resumable."""
+"""Class-balanced sampling: ``WeightedRandomSampler`` with weights from label counts, sharded, resumable."""
 
 from __future__ import annotations
 
@@ -8,31 +8,20 @@ from typing import Any
 import numpy as np
 from torch.utils.data import Sampler
 
-from hfbridge._checks import check_choice, check_non_negative_int, check_positive_int, check_real, check_type
-from hfbridge._distributed import resolve_replicas
-from hfbridge.samplers._base import Uneven, shard_len
-from hfbridge.samplers._state import Cursor, epoch_rng, fingerprint, to_index_array, uneven_options
-from hfbridge.samplers._weighted_order import ORDER_VERSION, WeightedOrder
+from hfbridge._checks import check_positive_int, check_real, check_type
+from hfbridge.samplers._state import Cursor, Schedule, Uneven, epoch_rng, to_index_array
 
 __all__ = ["BatchedSampler", "ClassBalancedSampler"]
-
-_CHUNK = 16384  # draws with replacement come from one generator per chunk of positions
 
 
 class ClassBalancedSampler(Sampler[int]):
     """Draw row indices so classes appear in balanced proportions: each row weighs ``count(label) ** -power``.
 
     With ``replacement=True`` this is ``WeightedRandomSampler`` with weights computed for you; with
-    ``replacement=False`` it draws a weighted permutation (Efraimidis-Spirakis keys), so each row appears at most once
-    per epoch and rare classes come early. The draw depends only on ``(seed, epoch)``; ranks take disjoint shares.
-
-    Resume: with replacement, draws come from one generator per chunk of 16384 positions, seeded by
-    ``(seed, epoch, chunk)``, so resuming draws only the current chunk (O(1) in the position). Without replacement,
-    rows of equal weight are exchangeable, so the permutation is drawn as a sequence of weight groups (binomial
-    counts per interval of the key axis, drawn down a binary tree over the intervals, then one interval's keys
-    sorted) and a keyed uniform order within each group: resuming draws one path down the tree
-    (``log2(len(labels) / 8192)`` splits, one binomial per distinct class size each) and sorts one interval of
-    ~8192 keys, whatever the position and the power.
+    ``replacement=False`` it draws a weighted permutation (Efraimidis-Spirakis keys), so each row appears at
+    most once per epoch and rare classes come early. The draw depends only on ``(seed, epoch)``; ranks take
+    interleaved shares of it, and a resume draws the epoch again and starts at the saved position, with no
+    replay.
 
     Args:
         labels: one class id per row (e.g. ``adapter.label_ids``).
@@ -43,7 +32,8 @@ class ClassBalancedSampler(Sampler[int]):
         seed: base seed; epoch ``e`` uses ``(seed, e)``.
         num_replicas: number of ranks (default from ``torch.distributed``).
         rank: this rank (default from ``torch.distributed``).
-        uneven: ``"pad"``, ``"drop"`` or ``"exact"``: how ``num_samples`` is split when it does not divide evenly.
+        uneven: ``"pad"``, ``"drop"`` or ``"exact"``: how ``num_samples`` is split when it does not divide
+            evenly.
 
     Raises:
         TypeError: when ``labels`` is not integer data or an option has the wrong type.
@@ -51,7 +41,7 @@ class ClassBalancedSampler(Sampler[int]):
 
     Example:
         >>> sampler = ClassBalancedSampler(adapter.label_ids, seed=0)  # doctest: +SKIP
-        >>> loader = DataLoader(adapter, batch_size=32, sampler=sampler, collate_fn=adapter.collator)  # doctest: +SKIP
+        >>> loader = DataLoader(adapter, batch_size=32, sampler=sampler)  # doctest: +SKIP
     """
 
     def __init__(
@@ -77,98 +67,78 @@ class ClassBalancedSampler(Sampler[int]):
                 f"got {self.num_samples}"
             )
         self.power = check_real("power", power, low=0)  # 1.0 balances fully, 0.0 is uniform
-        self.seed = check_non_negative_int("seed", seed)
-        self.uneven = check_choice("uneven", uneven, uneven_options)
-        self.num_replicas, self.rank = resolve_replicas(num_replicas, rank)
-        self.class_counts = counts = np.bincount(self._labels)
-        if replacement:  # rows grouped by class and each class's share of the total weight, for O(1) draws
-            self._rows_by_class = np.argsort(self._labels, kind="stable")
-            self._class_starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-            class_weight = np.zeros(len(counts))  # an absent class id weighs 0 (0 ** negative would warn)
-            present = counts > 0
+        self.class_counts = np.bincount(self._labels)
+        # rows grouped by class, for draws with replacement (a class first, then one of its rows)
+        self._rows_by_class = np.argsort(self._labels, kind="stable") if replacement else self._labels
+        self._schedule = Schedule(
+            type(self).__name__,
+            self._draw,
+            self.num_samples,
+            seed=seed,
+            num_replicas=num_replicas,
+            rank=rank,
+            uneven=uneven,
+        )
+        self.seed, self.uneven = seed, uneven
+        self.num_replicas, self.rank = self._schedule.num_replicas, self._schedule.rank
+        config = {"num_samples": self.num_samples, "replacement": replacement, "power": self.power}
+        self._schedule.set_fingerprint(config, self._labels)
+
+    def _draw(self, seed: int, epoch: int) -> np.ndarray:
+        """This rank's indices of the epoch ``(seed, epoch)``, drawn whole (a vectorised pass over the
+        rows)."""
+        rng = epoch_rng(seed, epoch, 1)
+        counts = self.class_counts
+        if self.replacement:  # pick a class by its total weight, then one of its rows uniformly
+            present = counts > 0  # an absent class id weighs 0 (0 ** negative would warn)
+            class_weight = np.zeros(len(counts))
             class_weight[present] = counts[present].astype(np.float64) ** (1 - self.power)
-            self._class_cdf = np.cumsum(class_weight)
-        else:  # a weighted permutation with random access: see _weighted_order
-            self._order = WeightedOrder(self._labels, self.power)
-        self._cursor = Cursor()
-        config = {
-            "class": type(self).__name__,
-            "num_samples": self.num_samples,
-            "replacement": replacement,
-            "power": self.power,
-            "num_replicas": self.num_replicas,
-            "uneven": uneven,
-        }
-        if not replacement:  # a state saved with an earlier order must not resume into this one's
-            config["order"] = ORDER_VERSION
-        self._fingerprint = fingerprint(config, self._labels)
-
-    def _draw_chunk(self, chunk: int) -> np.ndarray:
-        """Draws (with replacement) at global positions ``chunk * _CHUNK ...``: they depend only on
-        ``(seed, epoch, chunk)``, so resuming draws one chunk, not the epoch. A row's weight depends only on its
-        class, so each draw picks a class (by class mass) and then a row of it uniformly: O(1) per draw."""
-        size = min(_CHUNK, self.num_samples - chunk * _CHUNK)
-        uniform = epoch_rng(self.seed, self.epoch, stream=1 + chunk).random((2, size))
-        cdf = self._class_cdf
-        classes = np.minimum(np.searchsorted(cdf, uniform[0] * cdf[-1], side="right"), len(cdf) - 1)
-        counts = self.class_counts[classes]
-        within = np.minimum((uniform[1] * counts).astype(np.int64), counts - 1)
-        return self._rows_by_class[self._class_starts[classes] + within]
-
-    def _indices(self, start: int, stop: int) -> np.ndarray:
-        """This rank's indices at its positions ``start..stop-1`` (sharded as :func:`shard` does)."""
-        positions = self.rank + np.arange(start, stop, dtype=np.int64) * self.num_replicas
-        if self.uneven == "pad":
-            positions %= self.num_samples
-        if not self.replacement:
-            return self._order(self.seed, self.epoch, positions)
-        chunks = positions // _CHUNK
-        drawn = np.empty_like(positions)
-        for chunk in np.unique(chunks).tolist():
-            mask = chunks == chunk
-            drawn[mask] = self._draw_chunk(chunk)[positions[mask] - chunk * _CHUNK]
-        return drawn
-
-    def clear_cache(self) -> None:
-        """Drop what was drawn for the current epoch, as a new process starts (e.g. to time a resume)."""
-        if not self.replacement:
-            self._order.clear_cache()
+            cdf = np.cumsum(class_weight)
+            uniform = rng.random((2, self.num_samples))
+            classes = np.minimum(np.searchsorted(cdf, uniform[0] * cdf[-1], side="right"), len(cdf) - 1)
+            within = np.minimum((uniform[1] * counts[classes]).astype(np.int64), counts[classes] - 1)
+            drawn = self._rows_by_class[(np.cumsum(counts) - counts)[classes] + within]
+        else:  # Efraimidis-Spirakis: ascending Exp(1) / weight, in logs so that any power stays finite
+            log_keys = np.log(rng.exponential(size=len(self._labels)))
+            log_keys += self.power * np.log(counts[self._labels].astype(np.float64))
+            drawn = np.argsort(log_keys)[: self.num_samples]  # continuous keys: no ties to break
+        return drawn[self._schedule.positions()]
 
     @property
     def weights(self) -> np.ndarray:
-        """Each row's weight, ``count(label) ** -power`` (computed on request: sampling uses class weights)."""
+        """Each row's weight, ``count(label) ** -power`` (computed on request: sampling uses class
+        weights)."""
         return self.class_counts[self._labels].astype(np.float64) ** -self.power
 
     def __len__(self) -> int:
-        return shard_len(self.num_samples, self.num_replicas, self.rank, self.uneven)
+        return len(self._schedule)
 
     def __iter__(self) -> Iterator[int]:
-        start = self._cursor.start()
-        total = len(self)
-        low, size = start, 64  # a small first slice: resuming draws only the chunk it needs
-        while low < total:
-            high = min(low + size, total)
-            for position, index in enumerate(self._indices(low, high).tolist(), low):
-                self._cursor.yielded = position + 1
-                yield index
-            low, size = high, min(size * 4, _CHUNK)
+        indices = self._schedule.drawn()
+        for position in self._schedule.steps():
+            yield int(indices[position])
 
     @property
     def epoch(self) -> int:
         """The epoch whose draw is used (see :meth:`set_epoch`)."""
-        return self._cursor.epoch
+        return self._schedule.cursor.epoch
 
     def set_epoch(self, epoch: int) -> None:
         """Draw the indices of ``epoch``; a position loaded for the same epoch is kept."""
-        self._cursor.set_epoch(epoch)
+        self._schedule.cursor.set_epoch(epoch)
 
     @property
     def next_position(self) -> int:
-        return self._cursor.next_position
+        """Index of the index the next ``__iter__`` starts from."""
+        return self._schedule.cursor.next_position
+
+    def seek(self, epoch: int, position: int) -> None:
+        """Start the next ``__iter__`` at index ``position`` of ``epoch`` (skip its first ``position``)."""
+        self._schedule.seek(epoch, position)
 
     def state_dict(self, position: int | None = None) -> dict[str, Any]:
         """Seed, epoch, position (indices of this epoch already yielded) and a configuration fingerprint."""
-        return self._cursor.state(type(self).__name__, self._fingerprint, self.seed, position)
+        return self._schedule.state_dict(position)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Resume: the next ``__iter__`` yields exactly the indices the saved run had not yet yielded.
@@ -176,14 +146,19 @@ class ClassBalancedSampler(Sampler[int]):
         Raises:
             ValueError: when the state belongs to another sampler or configuration.
         """
-        self.seed = self._cursor.load(state, type(self).__name__, self._fingerprint, len(self))
+        self._schedule.load_state_dict(state)
+        self.seed = self._schedule.seed
 
 
 class BatchedSampler(Sampler[list[int]]):
-    """Group a resumable index sampler (e.g. :class:`ClassBalancedSampler`) into batches, keeping O(1) resume.
+    """Group a resumable index sampler (e.g. :class:`ClassBalancedSampler`) into batches, keeping its resume.
+
+    Its ``seed``, ``num_replicas``, ``rank`` and ``uneven`` are those of the sampler it wraps (set them
+    there).
 
     Args:
-        sampler: an index sampler with ``set_epoch``, ``state_dict(position=...)`` and ``load_state_dict``.
+        sampler: an index sampler with ``set_epoch``, ``seek``, ``state_dict(position=...)`` and
+            ``load_state_dict``.
         batch_size: indices per batch.
         drop_last: drop the last incomplete batch.
 
@@ -191,11 +166,11 @@ class BatchedSampler(Sampler[list[int]]):
         TypeError: when ``sampler`` lacks the state methods.
 
     Example:
-        >>> batches = BatchedSampler(ClassBalancedSampler(labels), batch_size=32)  # doctest: +SKIP
+        >>> batches = BatchedSampler(ClassBalancedSampler(labels, seed=1), batch_size=32)  # doctest: +SKIP
     """
 
     def __init__(self, sampler: Any, batch_size: int, *, drop_last: bool = False) -> None:
-        for method in ("set_epoch", "state_dict", "load_state_dict"):
+        for method in ("set_epoch", "seek", "state_dict", "load_state_dict"):
             if not callable(getattr(sampler, method, None)):
                 raise TypeError(f"`sampler` must have a `{method}` method; got {type(sampler).__name__}")
         self.sampler = sampler
@@ -226,6 +201,10 @@ class BatchedSampler(Sampler[list[int]]):
         return int(self.sampler.epoch)
 
     @property
+    def seed(self) -> int:
+        return int(self.sampler.seed)
+
+    @property
     def num_replicas(self) -> int:
         return int(getattr(self.sampler, "num_replicas", 1))
 
@@ -234,19 +213,26 @@ class BatchedSampler(Sampler[list[int]]):
         return int(getattr(self.sampler, "rank", 0))
 
     @property
+    def uneven(self) -> str:
+        return str(getattr(self.sampler, "uneven", "pad"))
+
+    @property
     def next_position(self) -> int:
         return self._cursor.next_position
-
-    def clear_cache(self) -> None:
-        """Drop the inner sampler's per-epoch draws (when it has a ``clear_cache``), as a new process starts."""
-        clear = getattr(self.sampler, "clear_cache", None)
-        if callable(clear):
-            clear()
 
     def set_epoch(self, epoch: int) -> None:
         self._cursor.epoch = int(self.sampler.epoch)  # the inner sampler may have been moved directly
         self._cursor.set_epoch(epoch)
         self.sampler.set_epoch(epoch)
+
+    def seek(self, epoch: int, position: int) -> None:
+        """Start the next ``__iter__`` at batch ``position`` of ``epoch``, its first ``position`` skipped.
+
+        Raises:
+            ValueError: when ``position`` is past the epoch's end.
+        """
+        self._cursor.resume(epoch, position, len(self))
+        self.sampler.seek(epoch, min(position * self.batch_size, len(self.sampler)))
 
     def state_dict(self, position: int | None = None) -> dict[str, Any]:
         """The inner sampler's state, with ``position`` counted in batches."""

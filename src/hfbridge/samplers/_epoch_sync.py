@@ -1,9 +1,10 @@
-"""Per-epoch collators (``set_epoch``, e.g. the masked-LM one) in DataLoader workers, persistent ones included.
+"""Per-epoch collators (``set_epoch``, e.g. the masked-LM one) in DataLoader workers, persistent ones
+included.
 
-A worker holds its own copy of ``collate_fn``. Without persistent workers the copy is made anew every epoch, after
-``set_epoch``; persistent workers keep theirs, so ``set_epoch`` in the main process would never reach it. The
-loader then hands the workers an :class:`EpochSyncedCollator`, whose epoch lives in shared memory: every call in a
-worker reads it and passes a change on to the worker's collator.
+A worker holds its own copy of ``collate_fn``. Without persistent workers the copy is made anew every epoch,
+after ``set_epoch``; persistent workers keep theirs, so ``set_epoch`` in the main process would never reach
+it. The loader then hands the workers an :class:`EpochSyncedCollator`, whose epoch lives in shared memory:
+every call in a worker reads it and passes a change on to the worker's collator.
 """
 
 from __future__ import annotations
@@ -27,8 +28,8 @@ class EpochSyncedCollator:
 
     Args:
         collator: a collator with ``set_epoch(epoch)``.
-        context: the multiprocessing context the workers start from (the loader's); the shared value is made in
-            it, so ``fork``, ``spawn`` and ``forkserver`` workers all see it.
+        context: the multiprocessing context the workers start from (the loader's); the shared value is made
+            in it, so ``fork``, ``spawn`` and ``forkserver`` workers all see it.
     """
 
     def __init__(self, collator: Any, context: Any = None) -> None:

@@ -1,114 +1,52 @@
-"""Fixed-size batches: length-grouped (shuffle, sort within megabatches, shuffle the batches) and plain random."""
+"""Fixed-size batches: length-grouped (shuffle, sort in megabatches, shuffle the batches) and plain random."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
+from torch.utils.data import Sampler
 
 from hfbridge._checks import check_positive_int, check_type
-from hfbridge.samplers._base import EpochBatchSampler, SlicedPlan, Uneven
-from hfbridge.samplers._permutation import Permutation
-from hfbridge.samplers._state import to_index_array
+from hfbridge.samplers._state import (
+    Batches,
+    Schedule,
+    Uneven,
+    descending_key,
+    epoch_rng,
+    iter_batches,
+    shuffled_batches,
+    to_index_array,
+)
 
 __all__ = ["LengthGroupedBatchSampler", "RandomBatchSampler"]
 
 
-def _sort_key(lengths: np.ndarray) -> np.ndarray:
-    """Negated lengths in the smallest signed dtype, so NumPy's stable sort is a radix sort when it can be."""
-    top = int(lengths.max()) if lengths.size else 0
-    dtype = np.int16 if top < 2**15 else np.int32 if top < 2**31 else np.int64
-    return (-lengths).astype(dtype)
-
-
-class MegabatchPlan:
-    """Rows in a random order (a :class:`Permutation`, first ``num_rows`` positions) cut into megabatches; a
-    megabatch is gathered and sorted (longest first) only when one of its batches is asked for, so resuming at any
-    position touches one megabatch, not the epoch."""
-
-    def __init__(
-        self,
-        rows: Permutation,
-        num_rows: int,
-        key: np.ndarray,
-        lengths: np.ndarray,
-        batch_size: int,
-        group: int,
-    ) -> None:
-        self.rows, self.num_rows, self.key, self.lengths = rows, num_rows, key, lengths
-        self.batch_size, self.group = batch_size, group
-        self._sorted: dict[int, np.ndarray] = {}
-        self._order: np.ndarray | None = None  # every megabatch sorted, once more than a few are needed
-
-    def _megabatch(self, index: int) -> np.ndarray:
-        start = index * self.group
-        if self._order is not None:
-            return self._order[start : start + self.group]
-        local = self._sorted.get(index)
-        if local is None:
-            if len(self._sorted) >= 8:  # iterating, not resuming: sort every megabatch at once, vectorised
-                self._order = self._sort_all()
-                return self._order[start : start + self.group]
-            rows = self.rows(np.arange(start, min(start + self.group, self.num_rows)))
-            local = self._sorted[index] = rows[np.argsort(self.key[rows], kind="stable")]
-        return local
-
-    def _sort_all(self) -> np.ndarray:
-        rows = self.rows(np.arange(self.num_rows))
-        n_full = (self.num_rows // self.group) * self.group
-        key = self.key[rows]
-        head = np.argsort(key[:n_full].reshape(-1, self.group), axis=1, kind="stable")
-        head += (np.arange(n_full // self.group) * self.group)[:, None]
-        tail = n_full + np.argsort(key[n_full:], kind="stable")
-        return rows[np.concatenate([head.ravel(), tail])]
-
-    def batch(self, index: int) -> np.ndarray:
-        megabatch, offset = divmod(index * self.batch_size, self.group)
-        return self._megabatch(megabatch)[offset : offset + self.batch_size]
-
-    def longest(self) -> np.ndarray:
-        if self._order is None:
-            self._order = self._sort_all()
-        starts = np.arange(-(-self.num_rows // self.batch_size)) * self.batch_size
-        return np.maximum.reduceat(self.lengths[self._order], starts)
-
-
-class RowChunkPlan:
-    """Batch ``b`` is positions ``[b * batch_size, ...)`` of a row :class:`Permutation`: O(batch) per batch."""
-
-    def __init__(self, rows: Permutation, num_rows: int, batch_size: int) -> None:
-        self.rows, self.num_rows, self.batch_size = rows, num_rows, batch_size
-
-    def batch(self, index: int) -> np.ndarray:
-        start = index * self.batch_size
-        return self.rows(np.arange(start, min(start + self.batch_size, self.num_rows)))
-
-    def longest(self) -> np.ndarray:  # pragma: no cover - random batches have no longest_first
-        return np.zeros(-(-self.num_rows // self.batch_size), dtype=np.int64)
-
-
-class LengthGroupedBatchSampler(EpochBatchSampler):
+class LengthGroupedBatchSampler(Sampler[list[int]]):
     """Batches of rows of similar length, in a random order of batches.
 
     Each epoch: shuffle the rows, cut them into megabatches of ``batch_size * megabatch_mult`` rows, sort each
-    megabatch by length (longest first) and cut it into batches, then shuffle the batches themselves. The last step
-    is what HF's ``LengthGroupedSampler`` lacks: without it every megabatch runs long-to-short and the loss
-    saw-tooths (transformers #20810). Everything derives from ``(seed, epoch)``, so ranks agree without talking.
+    megabatch by length (longest first) and cut it into batches, then shuffle the batches themselves. The last
+    step is what HF's ``LengthGroupedSampler`` lacks: without it every megabatch runs long-to-short and the
+    loss saw-tooths (transformers #20810). Everything derives from ``(seed, epoch)``, so ranks agree without
+    talking, and a resume draws the epoch again and starts at the saved batch, with no replay.
 
     Args:
-        lengths: one token count per row (list, NumPy array, tensor or Arrow column), e.g. ``adapter.lengths``.
+        lengths: one token count per row (list, NumPy array, tensor or Arrow column), e.g.
+            ``adapter.lengths``.
         batch_size: rows per batch.
-        shuffle: shuffle rows and batches; ``False`` sorts the whole dataset by length (longest first), which is
-            what you want for evaluation.
+        shuffle: shuffle rows and batches; ``False`` sorts the whole dataset by length (longest first), which
+            is what you want for evaluation.
         seed: base seed; epoch ``e`` uses ``(seed, e)``.
         megabatch_mult: megabatch size in batches. Larger groups pad less but vary less between epochs.
         drop_last: drop ``len(lengths) % batch_size`` random rows so every batch is full.
         longest_first: put each rank's longest batch first, so an out-of-memory shows at step 0.
         num_replicas: number of ranks (default: ``torch.distributed`` world size, else 1).
         rank: this rank (default: ``torch.distributed`` rank, else 0).
-        uneven: when the batch count does not split evenly over ranks: ``"pad"`` repeats batches so every rank gets
-            the same count (training), ``"drop"`` drops the extra batches, ``"exact"`` yields every row once over
-            all ranks (evaluation; counts may differ by one).
+        uneven: when the batch count does not split evenly over ranks: ``"pad"`` repeats batches so every rank
+            gets the same count (training), ``"drop"`` drops the extra batches, ``"exact"`` yields every row
+            once over all ranks (evaluation; counts may differ by one).
 
     Raises:
         TypeError: when ``lengths`` is not integer data or an option has the wrong type.
@@ -138,50 +76,95 @@ class LengthGroupedBatchSampler(EpochBatchSampler):
         self.batch_size = check_positive_int("batch_size", batch_size)
         self.megabatch_mult = check_positive_int("megabatch_mult", megabatch_mult)
         self.drop_last = check_type("drop_last", drop_last, bool)
-        super().__init__(
-            shuffle=shuffle,
+        self.shuffle = check_type("shuffle", shuffle, bool)
+        self.longest_first = check_type("longest_first", longest_first, bool)
+        n = len(self._lengths)
+        if drop_last and n < batch_size:
+            raise ValueError(
+                f"`batch_size` must be <= len(lengths)={n} with drop_last=True (no batch would be full); "
+                f"got {batch_size}"
+            )
+        self._num_rows = n - n % batch_size if drop_last else n
+        num_batches = -(-self._num_rows // batch_size)
+        self._schedule = Schedule(
+            type(self).__name__,
+            self._draw,
+            num_batches,
             seed=seed,
             num_replicas=num_replicas,
             rank=rank,
             uneven=uneven,
-            longest_first=longest_first,
         )
-        if drop_last and len(self._lengths) < batch_size:
-            raise ValueError(
-                f"`batch_size` must be <= len(lengths)={len(self._lengths)} with drop_last=True (no batch would be "
-                f"full); got {batch_size}"
-            )
-        self._key = _sort_key(self._lengths)
-        self._set_fingerprint(self._lengths)
+        self.seed, self.uneven = seed, uneven
+        self.num_replicas, self.rank = self._schedule.num_replicas, self._schedule.rank
+        self._key = descending_key(self._lengths)
+        config = {"batch_size": batch_size, "megabatch_mult": megabatch_mult, "drop_last": drop_last}
+        self._schedule.set_fingerprint(
+            {**config, "shuffle": shuffle, "longest_first": longest_first}, self._lengths
+        )
 
-    def _config(self) -> dict[str, Any]:
-        return {
-            **super()._config(),
-            "batch_size": self.batch_size,
-            "megabatch_mult": self.megabatch_mult,
-            "drop_last": self.drop_last,
-        }
-
-    def _num_rows(self) -> int:
-        n = len(self._lengths)
-        return n - n % self.batch_size if self.drop_last else n
-
-    def _num_global_batches(self) -> int:
-        return -(-self._num_rows() // self.batch_size)
-
-    def _global_plan(self, epoch: int) -> MegabatchPlan | SlicedPlan:
-        n_rows = self._num_rows()
+    def _draw(self, seed: int, epoch: int) -> Batches:
         if self.shuffle:
-            rows = Permutation(len(self._lengths), (self.seed, epoch, 0))
+            rows = epoch_rng(seed, epoch).permutation(len(self._lengths))[: self._num_rows]
             group = self.batch_size * self.megabatch_mult
-            return MegabatchPlan(rows, n_rows, self._key, self._lengths, self.batch_size, group)
-        order = np.argsort(self._key, kind="stable")[:n_rows]
-        bounds = np.minimum(np.arange(self._num_global_batches() + 1) * self.batch_size, n_rows)
-        return SlicedPlan(order, bounds, self._lengths)
+            key, full = self._key[rows], (self._num_rows // group) * group
+            # every full megabatch sorted longest first in one call, then the short last one
+            head = np.argsort(key[:full].reshape(-1, group), axis=1, kind="stable")
+            head += np.arange(0, full, group)[:, None]
+            rows = rows[np.concatenate([head.ravel(), full + np.argsort(key[full:], kind="stable")])]
+        else:
+            rows = np.argsort(self._key, kind="stable")[: self._num_rows]
+        bounds = np.minimum(np.arange(self._schedule.num_items + 1) * self.batch_size, self._num_rows)
+        longest = self._lengths if self.longest_first else None
+        return shuffled_batches(rows, bounds, self._schedule, epoch, shuffle=self.shuffle, longest=longest)
+
+    def __len__(self) -> int:
+        """Batches this rank yields per epoch (the same every epoch)."""
+        return len(self._schedule)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        return iter_batches(self._schedule)
+
+    @property
+    def epoch(self) -> int:
+        """The epoch whose order is used (see :meth:`set_epoch`)."""
+        return self._schedule.cursor.epoch
+
+    def set_epoch(self, epoch: int) -> None:
+        """Use the order of ``epoch``; a position loaded by ``load_state_dict`` for the same epoch is kept."""
+        self._schedule.cursor.set_epoch(epoch)
+
+    @property
+    def next_position(self) -> int:
+        """Index (within this rank's epoch) of the batch the next ``__iter__`` starts from."""
+        return self._schedule.cursor.next_position
+
+    def seek(self, epoch: int, position: int) -> None:
+        """Start the next ``__iter__`` at batch ``position`` of ``epoch``, its first ``position`` skipped."""
+        self._schedule.seek(epoch, position)
+
+    def state_dict(self, position: int | None = None) -> dict[str, Any]:
+        """Seed, epoch, position (batches of this epoch already yielded) and a configuration fingerprint.
+
+        Args:
+            position: override the position (a loader passes the batches it handed to the user, fewer than the
+                sampler yielded when workers prefetch).
+        """
+        return self._schedule.state_dict(position)
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Resume: the next ``__iter__`` yields exactly the batches the saved run had not yet yielded.
+
+        Raises:
+            ValueError: when the state belongs to another sampler class or configuration, or the position is
+                past the end of the epoch.
+        """
+        self._schedule.load_state_dict(state)
+        self.seed = self._schedule.seed
 
 
-class RandomBatchSampler(EpochBatchSampler):
-    """Random fixed-size batches with the same sharding, ``set_epoch`` and O(1) resume as the grouped sampler.
+class RandomBatchSampler(Sampler[list[int]]):
+    """Random fixed-size batches with the same sharding, ``set_epoch`` and resume as the grouped sampler.
 
     Args:
         num_rows: dataset size.
@@ -217,31 +200,57 @@ class RandomBatchSampler(EpochBatchSampler):
         self.num_rows = check_positive_int("num_rows", num_rows)
         self.batch_size = check_positive_int("batch_size", batch_size)
         self.drop_last = check_type("drop_last", drop_last, bool)
-        super().__init__(
-            shuffle=shuffle,
+        self.shuffle = check_type("shuffle", shuffle, bool)
+        num_batches = num_rows // batch_size if drop_last else -(-num_rows // batch_size)
+        self._schedule = Schedule(
+            type(self).__name__,
+            self._draw,
+            num_batches,
             seed=seed,
             num_replicas=num_replicas,
             rank=rank,
             uneven=uneven,
-            longest_first=False,
         )
-        self._set_fingerprint()
+        self.seed, self.uneven = seed, uneven
+        self.num_replicas, self.rank = self._schedule.num_replicas, self._schedule.rank
+        config = {"num_rows": num_rows, "batch_size": batch_size, "drop_last": drop_last, "shuffle": shuffle}
+        self._schedule.set_fingerprint(config)
 
-    def _config(self) -> dict[str, Any]:
-        return {
-            **super()._config(),
-            "num_rows": self.num_rows,
-            "batch_size": self.batch_size,
-            "drop_last": self.drop_last,
-        }
+    def _draw(self, seed: int, epoch: int) -> Batches:
+        rows = epoch_rng(seed, epoch).permutation(self.num_rows) if self.shuffle else np.arange(self.num_rows)
+        bounds = np.minimum(np.arange(self._schedule.num_items + 1) * self.batch_size, self.num_rows)
+        return shuffled_batches(rows, bounds, self._schedule, epoch, shuffle=False)
 
-    def _num_global_batches(self) -> int:
-        if self.drop_last:
-            return self.num_rows // self.batch_size
-        return -(-self.num_rows // self.batch_size)
+    def __len__(self) -> int:
+        """Batches this rank yields per epoch."""
+        return len(self._schedule)
 
-    def _global_plan(self, epoch: int) -> RowChunkPlan:
-        n_used = min(self._num_global_batches() * self.batch_size, self.num_rows)
-        return RowChunkPlan(
-            Permutation(self.num_rows, (self.seed, epoch, 0), shuffle=self.shuffle), n_used, self.batch_size
-        )
+    def __iter__(self) -> Iterator[list[int]]:
+        return iter_batches(self._schedule)
+
+    @property
+    def epoch(self) -> int:
+        """The epoch whose order is used."""
+        return self._schedule.cursor.epoch
+
+    def set_epoch(self, epoch: int) -> None:
+        """Use the order of ``epoch``; a position loaded for the same epoch is kept."""
+        self._schedule.cursor.set_epoch(epoch)
+
+    @property
+    def next_position(self) -> int:
+        """Index of the batch the next ``__iter__`` starts from."""
+        return self._schedule.cursor.next_position
+
+    def seek(self, epoch: int, position: int) -> None:
+        """Start the next ``__iter__`` at batch ``position`` of ``epoch``, its first ``position`` skipped."""
+        self._schedule.seek(epoch, position)
+
+    def state_dict(self, position: int | None = None) -> dict[str, Any]:
+        """Seed, epoch, position and a configuration fingerprint (see :class:`LengthGroupedBatchSampler`)."""
+        return self._schedule.state_dict(position)
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Resume after ``state['position']`` batches of ``state['epoch']``."""
+        self._schedule.load_state_dict(state)
+        self.seed = self._schedule.seed

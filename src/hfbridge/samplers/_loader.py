@@ -11,20 +11,17 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset
 
-from hfbridge._checks import check_choice, check_non_negative_int, check_positive_int, check_type
-from hfbridge.samplers._balanced import BatchedSampler, ClassBalancedSampler
-from hfbridge.samplers._base import Uneven
+from hfbridge._checks import check_choice, check_non_negative_int, check_type
+from hfbridge.samplers._build import BATCHINGS, Batching, build_batch_sampler, resolve_batching
 from hfbridge.samplers._epoch_sync import EpochSyncedCollator, set_collator_epoch
-from hfbridge.samplers._grouped import LengthGroupedBatchSampler, RandomBatchSampler
-from hfbridge.samplers._rank_sync import agreed_batches, ranks_must_agree
-from hfbridge.samplers._state import uneven_options
-from hfbridge.samplers._streaming import BucketedIterable
-from hfbridge.samplers._token_budget import TokenBudgetBatchSampler
+from hfbridge.samplers._state import Uneven, uneven_options
+from hfbridge.samplers._streaming import BucketedIterable, agreed_batches, ranks_must_agree
 
 __all__ = ["ResumableDataLoader", "build_dataloader", "seed_worker"]
 
-Batching = Literal["length", "tokens", "random", "balanced"]
-_BATCHINGS = ("length", "tokens", "random", "balanced")
+_BATCHINGS = (
+    BATCHINGS  # read by samplers/_trainer.py until it moves to hfbridge.trainer and uses build_batch_sampler
+)
 
 
 def seed_worker(
@@ -40,11 +37,12 @@ def seed_worker(
 
 
 class ResumableDataLoader(DataLoader):
-    """A ``DataLoader`` whose ``state_dict`` counts the batches it handed to *you*, not those workers prefetched.
+    """A ``DataLoader`` whose ``state_dict`` counts the batches it handed to *you*, not those workers
+    prefetched.
 
-    Built by :func:`build_dataloader`; ``set_epoch``, ``state_dict`` and ``load_state_dict`` go to its batch sampler
-    (or bucketing stream), with the position replaced by the loader's own count, so a state saved mid-epoch with
-    ``num_workers > 0`` resumes at exactly the next batch.
+    Built by :func:`build_dataloader`; ``set_epoch``, ``state_dict`` and ``load_state_dict`` go to its batch
+    sampler (or bucketing stream), with the position replaced by the loader's own count, so a state saved
+    mid-epoch with ``num_workers > 0`` resumes at exactly the next batch.
     """
 
     def __init__(
@@ -59,7 +57,8 @@ class ResumableDataLoader(DataLoader):
     ) -> None:
         self._user_worker_init_fn = kwargs.pop("worker_init_fn", None)
         # Without a generator of its own, every new iterator draws its base seed from the *global* torch RNG,
-        # which shifts dropout after a mid-epoch resume; a loader-owned generator keeps resumed runs bitwise exact.
+        # which shifts dropout after a mid-epoch resume; a loader-owned generator keeps resumed runs bitwise
+        # exact.
         if kwargs.get("generator") is None:
             kwargs["generator"] = torch.Generator().manual_seed(seed)
         super().__init__(dataset, **kwargs)
@@ -91,7 +90,8 @@ class ResumableDataLoader(DataLoader):
         return self._counting(batches, start)
 
     def _last_stream_batch(self) -> Any | None:
-        """The stream's last batch this epoch, collated: what ``uneven="pad"`` repeats on a rank resumed past it."""
+        """The stream's last batch this epoch, collated: what ``uneven="pad"`` repeats on a rank resumed past
+        it."""
         rows = self._stateful.last_batch()
         return None if rows is None else self.collate_fn(rows)
 
@@ -103,8 +103,9 @@ class ResumableDataLoader(DataLoader):
         self._count = None
 
     def set_epoch(self, epoch: int) -> None:
-        """Switch to ``epoch``'s order (a mid-epoch position just loaded for the same epoch is kept) and pass the
-        epoch on to the collator when it has a ``set_epoch`` (per-epoch masks of the masked-LM collator)."""
+        """Switch to ``epoch``'s order (a mid-epoch position just loaded for the same epoch is kept) and pass
+        the epoch on to the collator when it has a ``set_epoch`` (per-epoch masks of the masked-LM
+        collator)."""
         if epoch != self.epoch:
             self._count = None
         self._stateful.set_epoch(epoch)
@@ -120,8 +121,8 @@ class ResumableDataLoader(DataLoader):
         if isinstance(stateful, BucketedIterable):
             if self.num_workers > 0:
                 raise RuntimeError(
-                    "a streaming loader's state lives in its workers: use num_workers=0 to save and resume it, "
-                    "or torchdata's StatefulDataLoader"
+                    "a streaming loader's state lives in its workers: use num_workers=0 to save and resume "
+                    "it, or torchdata's StatefulDataLoader"
                 )
             return stateful.state_dict()
         if self._count is None:
@@ -133,13 +134,25 @@ class ResumableDataLoader(DataLoader):
         self._count = None
         self._stateful.load_state_dict(state)
 
+    def seek(self, epoch: int, position: int) -> None:
+        """Resume from a step count: the next iteration yields batch ``position`` of ``epoch`` and what
+        follows, as if the first ``position`` batches of that epoch had been yielded (no replay; a stream only
+        takes 0).
+
+        Raises:
+            ValueError: when ``position`` is past the epoch's end, or not 0 for a stream.
+        """
+        self._count = None
+        self._stateful.seek(epoch, position)
+        set_collator_epoch(self.collate_fn, epoch)
+
 
 def build_dataloader(
     adapter: Any,
     *,
     batch_size: int | None = None,
     max_tokens: int | None = None,
-    batching: Batching = "length",
+    batching: Batching | None = None,
     shuffle: bool = True,
     seed: int = 0,
     num_workers: int = 0,
@@ -157,12 +170,15 @@ def build_dataloader(
     """Build a DataLoader over an adapter with length-aware batching, seeded workers and exact, O(1) resume.
 
     Args:
-        adapter: a map adapter (``.lengths``, ``.label_ids``, ``.collator``) or an iterable adapter (yields rows
-            with ``input_ids``; bucketed through a shuffling buffer).
-        batch_size: rows per batch (``"length"``, ``"random"``, ``"balanced"``; or with ``"tokens"`` as a cap).
-        max_tokens: padded-token budget per batch (``"tokens"``).
-        batching: ``"length"`` (:class:`LengthGroupedBatchSampler`), ``"tokens"`` (:class:`TokenBudgetBatchSampler`),
-            ``"random"`` (:class:`RandomBatchSampler`) or ``"balanced"`` (:class:`ClassBalancedSampler` in batches).
+        adapter: a map adapter (``.lengths``, ``.label_ids``, ``.collator``) or an iterable adapter (yields
+            rows with ``input_ids``; bucketed through a shuffling buffer).
+        batch_size: rows per batch (``"length"``, ``"random"``, ``"balanced"``; or with ``"tokens"`` as a
+            cap).
+        max_tokens: padded-token budget per batch (given alone, it means ``batching="tokens"``).
+        batching: ``"length"`` (:class:`LengthGroupedBatchSampler`), ``"tokens"``
+            (:class:`TokenBudgetBatchSampler`), ``"random"`` (:class:`RandomBatchSampler`) or ``"balanced"``
+            (:class:`ClassBalancedSampler` in batches); default ``"tokens"`` with ``max_tokens``, else
+            ``"length"`` (see :func:`build_batch_sampler`).
         shuffle: shuffle (``False`` for evaluation).
         seed: seed for the sampler and the workers.
         num_workers: DataLoader worker processes; each is seeded from ``(seed, epoch, rank, worker_id)``.
@@ -176,51 +192,34 @@ def build_dataloader(
         num_replicas: ranks (default from ``torch.distributed``).
         rank: this rank (default from ``torch.distributed``).
         uneven: ``"pad"``, ``"drop"`` or ``"exact"`` (each row once over all ranks, for evaluation). For an
-            iterable adapter in a process group of several ranks (whose shards give different batch counts), the
-            ranks agree every step: ``"drop"`` stops all when any runs out, ``"pad"`` lets ranks that ran out
-            repeat their last batch until all are done, ``"exact"`` leaves each rank its own count (only for
-            loops that do not synchronise per step).
+            iterable adapter in a process group of several ranks (whose shards give different batch counts),
+            the ranks agree every step: ``"drop"`` stops all when any runs out, ``"pad"`` lets ranks that ran
+            out repeat their last batch until all are done, ``"exact"`` leaves each rank its own count (only
+            for loops that do not synchronise per step).
         **sampler_kwargs: further options of the chosen sampler (``megabatch_mult``, ``longest_first``,
-            ``max_batch_size``, ``pad_to_multiple_of``, ``oversized``, ``power``, ``replacement``, ``buffer_size``).
+            ``max_batch_size``, ``pad_to_multiple_of``, ``oversized``, ``power``, ``replacement``,
+            ``buffer_size``).
 
     Returns:
-        A :class:`ResumableDataLoader` with ``set_epoch``, ``state_dict`` and ``load_state_dict``.
+        A :class:`ResumableDataLoader` with ``set_epoch``, ``state_dict``, ``load_state_dict`` and ``seek``.
 
     Raises:
         TypeError: when ``adapter`` lacks what the batching needs, or an option has the wrong type.
         ValueError: for an unknown ``batching`` or missing/contradictory sizes.
 
     Example:
-        >>> loader = build_dataloader(train, batch_size=32, batching="length", num_workers=2)  # doctest: +SKIP
+        >>> loader = build_dataloader(train, batch_size=32, num_workers=2)  # doctest: +SKIP
         >>> for epoch in range(3):  # doctest: +SKIP
         ...     loader.set_epoch(epoch)
         ...     for batch in loader:
         ...         ...
     """
-    check_choice("batching", batching, _BATCHINGS)
-    check_positive_int("batch_size", batch_size, allow_none=True)
-    check_positive_int("max_tokens", max_tokens, allow_none=True)
+    batching = resolve_batching(batching, batch_size, max_tokens)
     check_non_negative_int("num_workers", num_workers)
     check_non_negative_int("seed", seed)
     check_choice("uneven", uneven, uneven_options)
     if pin_memory != "auto":
         check_type("pin_memory", pin_memory, bool, what="a bool or 'auto'")
-    if batching == "tokens":
-        if max_tokens is None:
-            raise ValueError("`max_tokens` is required with batching='tokens'; got None")
-        if batch_size is not None:
-            sampler_kwargs.setdefault("max_batch_size", batch_size)
-    elif batch_size is None:
-        raise ValueError(f"`batch_size` is required with batching={batching!r}; got None")
-    elif max_tokens is not None:
-        raise ValueError(
-            f"`max_tokens` only applies to batching='tokens'; got max_tokens={max_tokens} "
-            f"with batching={batching!r}"
-        )
-    if batching == "balanced" and not shuffle:
-        raise ValueError(
-            "`shuffle` must be True with batching='balanced' (it draws rows at random); got False"
-        )
     if collate_fn is None:
         collate_fn = getattr(adapter, "collator", None)
         if collate_fn is None:
@@ -245,6 +244,8 @@ def build_dataloader(
             raise ValueError(
                 f"`batching` must be 'length' or 'tokens' for an iterable adapter; got {batching!r}"
             )
+        if batching == "tokens" and batch_size is not None:
+            sampler_kwargs.setdefault("max_batch_size", batch_size)
         bucketed = BucketedIterable(
             adapter,
             batch_size=batch_size if batching == "length" else None,
@@ -263,42 +264,17 @@ def build_dataloader(
             batch_size=None,
             **loader_kwargs,
         )
-    common: dict[str, Any] = {
-        "shuffle": shuffle,
-        "seed": seed,
-        "num_replicas": num_replicas,
-        "rank": rank,
-        "uneven": uneven,
-    }
-    batch_sampler: Any
-    if batching == "length":
-        batch_sampler = LengthGroupedBatchSampler(
-            _attribute(adapter, "lengths", batching),
-            batch_size or 0,
-            drop_last=drop_last,
-            **common,
-            **sampler_kwargs,
-        )
-    elif batching == "tokens":
-        batch_sampler = TokenBudgetBatchSampler(
-            _attribute(adapter, "lengths", batching), max_tokens or 0, **common, **sampler_kwargs
-        )
-    elif batching == "random":
-        batch_sampler = RandomBatchSampler(
-            len(adapter), batch_size or 0, drop_last=drop_last, **common, **sampler_kwargs
-        )
-    else:
-        common.pop("shuffle")
-        inner = ClassBalancedSampler(_attribute(adapter, "label_ids", batching), **common, **sampler_kwargs)
-        batch_sampler = BatchedSampler(inner, batch_size or 0, drop_last=drop_last)
+    batch_sampler = build_batch_sampler(
+        adapter,
+        batching=batching,
+        batch_size=batch_size,
+        max_tokens=max_tokens,
+        shuffle=shuffle,
+        seed=seed,
+        drop_last=drop_last,
+        num_replicas=num_replicas,
+        rank=rank,
+        uneven=uneven,
+        **sampler_kwargs,
+    )
     return ResumableDataLoader(adapter, seed=seed, rank=rank, batch_sampler=batch_sampler, **loader_kwargs)
-
-
-def _attribute(adapter: Any, name: str, batching: str) -> Any:
-    try:
-        return getattr(adapter, name)
-    except AttributeError:
-        raise TypeError(
-            f"batching={batching!r} needs `adapter.{name}`; {type(adapter).__name__} has none (use an hfbridge "
-            "adapter, or build the sampler yourself from your own array)"
-        ) from None

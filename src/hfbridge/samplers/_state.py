@@ -1,39 +1,89 @@
-"""Sampler state: seeding from ``(seed, epoch)``, configuration fingerprints and state validation.
+"""Sampler state: the cursor, rank shares, configuration fingerprints and the schedule every sampler delegates
+to.
 
 A sampler state is a plain dict of python scalars and strings, so ``json.dumps`` and
 ``torch.load(weights_only=True)`` both take it::
 
     {"sampler": "LengthGroupedBatchSampler", "fingerprint": "3f1c...", "seed": 0, "epoch": 2, "position": 117}
+
+Resuming never replays batches: a sampler draws its whole epoch from ``(seed, epoch)`` in a few vectorised
+NumPy calls and indexes it at the saved position, so the cost does not depend on the position.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, Generic, Literal, NamedTuple, TypeVar
 
 import numpy as np
 
-from hfbridge._checks import check_non_negative_int
+from hfbridge._checks import check_choice, check_non_negative_int
+from hfbridge._distributed import resolve_replicas
 
 __all__ = [
+    "Batches",
     "Cursor",
+    "Schedule",
+    "Uneven",
     "check_state",
+    "descending_key",
     "epoch_rng",
     "fingerprint",
+    "iter_batches",
     "make_state",
+    "shard_len",
+    "shard_positions",
+    "shuffled_batches",
     "to_index_array",
     "uneven_options",
 ]
 
+Uneven = Literal["pad", "drop", "exact"]
 uneven_options = ("pad", "drop", "exact")
 _STATE_KEYS = ("sampler", "fingerprint", "seed", "epoch", "position")
+# in every map sampler's fingerprint: a state saved by a version that drew other orders is refused
+ORDER_VERSION = 3
+T = TypeVar("T")
 
 
 def epoch_rng(seed: int, epoch: int, stream: int = 0) -> np.random.Generator:
     """A NumPy generator that depends only on ``(seed, epoch, stream)``: every rank draws the same numbers."""
     return np.random.default_rng(np.random.SeedSequence([seed, epoch, stream]))
+
+
+def descending_key(lengths: np.ndarray) -> np.ndarray:
+    """Negated lengths in the smallest signed dtype: a stable sort on it is longest first (and a radix
+    sort)."""
+    top = int(lengths.max()) if lengths.size else 0
+    dtype = np.int16 if top < 2**15 else np.int32 if top < 2**31 else np.int64
+    return (-lengths).astype(dtype)
+
+
+def shard_positions(num_items: int, num_replicas: int, rank: int, uneven: str) -> np.ndarray:
+    """Positions ``0..num_items-1`` (of batches or indices) owned by ``rank``, interleaved over the ranks.
+
+    ``"pad"`` repeats items from the start so every rank gets ``ceil(n / R)``; ``"drop"`` drops the tail so
+    every rank gets ``n // R``; ``"exact"`` gives each item to exactly one rank (counts may differ by one).
+    """
+    if uneven == "pad":
+        positions = np.arange(shard_len(num_items, num_replicas, rank, uneven) * num_replicas)
+        positions %= max(num_items, 1)
+    elif uneven == "drop":
+        positions = np.arange((num_items // num_replicas) * num_replicas)
+    else:
+        positions = np.arange(num_items)
+    return positions[rank::num_replicas]
+
+
+def shard_len(num_items: int, num_replicas: int, rank: int, uneven: str) -> int:
+    """How many positions :func:`shard_positions` gives ``rank``."""
+    if uneven == "pad":
+        return -(-num_items // num_replicas)
+    if uneven == "drop":
+        return num_items // num_replicas
+    return len(range(rank, num_items, num_replicas))
 
 
 def fingerprint(config: Mapping[str, Any], *arrays: np.ndarray) -> str:
@@ -72,9 +122,9 @@ def check_state(state: Any, name: str, fp: str) -> tuple[int, int, int]:
     if state["fingerprint"] != fp:
         raise ValueError(
             f"`state` was saved by a {name} configured differently (fingerprint {state['fingerprint']!r}, "
-            f"this one is {fp!r}): lengths/labels, batch size or token budget, shuffle, drop_last, num_replicas "
-            "or uneven must match the run that saved it, and so must the order's algorithm (a state from an "
-            "hfbridge version that drew another order is refused too)"
+            f"this one is {fp!r}): lengths/labels, batch size or token budget, shuffle, drop_last, "
+            "num_replicas or uneven must match the run that saved it, and so must the order's algorithm (a "
+            "state from an hfbridge version that drew another order is refused too)"
         )
     values = []
     for key in ("seed", "epoch", "position"):
@@ -119,14 +169,12 @@ def to_index_array(name: str, values: Any) -> np.ndarray:
 
 class Cursor:
     """Where a sampler stands: its epoch, what the running iterator has yielded, and a position loaded by
-    ``load_state_dict`` for the next iterator. The one implementation of ``set_epoch``/``next_position``/
-    ``state_dict``/``load_state_dict`` bookkeeping that every sampler delegates to.
-    """
+    ``load_state_dict`` (or ``seek``) for the next iterator."""
 
     def __init__(self) -> None:
         self.epoch = 0
         self.yielded = 0  # items (batches or indices) of this epoch handed out by the running iterator
-        self.resume_at: int | None = None  # set by `load`, consumed by the next `start`
+        self.resume_at: int | None = None  # set by `resume`, consumed by the next `start`
 
     def set_epoch(self, epoch: int) -> None:
         """Move to ``epoch``; a position loaded for the same epoch is kept."""
@@ -173,3 +221,120 @@ class Cursor:
         seed, epoch, position = check_state(state, name, fp)
         self.resume(epoch, position, limit)
         return seed
+
+
+class Schedule(Generic[T]):
+    """What every map sampler delegates to: seed, rank share, cursor, state and the epoch's draw.
+
+    Args:
+        name: the sampler's class name (in its state).
+        draw: ``draw(seed, epoch)`` -> this rank's epoch (whatever the sampler indexes); cached per epoch.
+        num_items: items (batches or indices) per epoch over all ranks.
+        seed: base seed.
+        num_replicas: ranks (default from ``torch.distributed``).
+        rank: this rank (default from ``torch.distributed``).
+        uneven: ``"pad"``, ``"drop"`` or ``"exact"`` (see :func:`shard_positions`).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        draw: Callable[[int, int], T],
+        num_items: int,
+        *,
+        seed: int,
+        num_replicas: int | None,
+        rank: int | None,
+        uneven: Uneven,
+    ) -> None:
+        self.name, self._draw, self.num_items = name, draw, num_items
+        self.seed = check_non_negative_int("seed", seed)
+        self.uneven = check_choice("uneven", uneven, uneven_options)
+        self.num_replicas, self.rank = resolve_replicas(num_replicas, rank)
+        self.cursor = Cursor()
+        self.fingerprint = ""
+        self._cache: tuple[int, int, T] | None = None
+
+    def set_fingerprint(self, config: Mapping[str, Any], *arrays: np.ndarray) -> None:
+        config = {"class": self.name, "order": ORDER_VERSION, "num_replicas": self.num_replicas, **config}
+        self.fingerprint = fingerprint({**config, "uneven": self.uneven}, *arrays)
+
+    def __len__(self) -> int:
+        return shard_len(self.num_items, self.num_replicas, self.rank, self.uneven)
+
+    def positions(self) -> np.ndarray:
+        """This rank's positions in the all-ranks epoch (see :func:`shard_positions`)."""
+        return shard_positions(self.num_items, self.num_replicas, self.rank, self.uneven)
+
+    def drawn(self) -> T:
+        """This epoch's draw, computed once per ``(seed, epoch)``."""
+        cache = self._cache
+        if cache is None or cache[:2] != (self.seed, self.cursor.epoch):
+            cache = self._cache = (self.seed, self.cursor.epoch, self._draw(self.seed, self.cursor.epoch))
+        return cache[2]
+
+    def steps(self) -> Iterator[int]:
+        """This rank's positions from the cursor on, counting each as yielded as it is handed out."""
+        for position in range(self.cursor.start(), len(self)):
+            self.cursor.yielded = position + 1
+            yield position
+
+    def state_dict(self, position: int | None = None) -> dict[str, Any]:
+        return self.cursor.state(self.name, self.fingerprint, self.seed, position)
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.seed = self.cursor.load(state, self.name, self.fingerprint, len(self))
+
+    def seek(self, epoch: int, position: int) -> None:
+        """Make the next iteration start at ``position`` of ``epoch`` (its first ``position`` items done).
+
+        Raises:
+            ValueError: when ``epoch`` or ``position`` is negative or ``position`` is past the epoch's end.
+        """
+        check_non_negative_int("epoch", epoch)
+        check_non_negative_int("position", position)
+        if position > len(self):
+            raise ValueError(
+                f"`position` must be <= {len(self)} (this rank's items per epoch); got {position}"
+            )
+        self.cursor.resume(epoch, position, len(self))
+
+
+class Batches(NamedTuple):
+    """One epoch's batches as this rank sees them: batch ``b`` is ``rows[bounds[b]:bounds[b + 1]]``, and the
+    rank yields the batches ``ids`` in order."""
+
+    rows: np.ndarray
+    bounds: np.ndarray
+    ids: np.ndarray
+
+
+def shuffled_batches(
+    rows: np.ndarray,
+    bounds: np.ndarray,
+    schedule: Schedule[Any],
+    epoch: int,
+    *,
+    shuffle: bool,
+    longest: np.ndarray | None = None,
+) -> Batches:
+    """Cut rows into batches at ``bounds``, shuffle them with ``(seed, epoch)``, take this rank's share.
+
+    Args:
+        longest: the row lengths, to put the rank's batch with the longest row first (``longest_first``).
+    """
+    num_batches = len(bounds) - 1
+    order = epoch_rng(schedule.seed, epoch, 1).permutation(num_batches) if shuffle else np.arange(num_batches)
+    ids = order[schedule.positions()]
+    if longest is not None and len(ids) > 1:
+        top = int(np.argmax(np.maximum.reduceat(longest[rows], bounds[:-1])[ids]))
+        ids[[0, top]] = ids[[top, 0]]
+    return Batches(rows, bounds, ids)
+
+
+def iter_batches(schedule: Schedule[Batches]) -> Iterator[list[int]]:
+    """Yield this rank's batches of the epoch from the cursor on."""
+    rows, bounds, ids = schedule.drawn()
+    for position in schedule.steps():
+        batch = int(ids[position])
+        yield rows[int(bounds[batch]) : int(bounds[batch + 1])].tolist()

@@ -1,22 +1,29 @@
-"""Length bucketing for streams: fill a buffer, sort it by length, emit its batches in shuffled order.
+"""Length bucketing for streams (fill a buffer, sort it by length, emit its batches in shuffled order), and
+the step agreement that keeps ranks of a stream in lockstep.
 
-HF ignores ``group_by_length`` for an ``IterableDataset``; this brings it back with a bounded buffer.
+HF ignores ``group_by_length`` for an ``IterableDataset``; this brings it back with a bounded buffer. A
+stream's shards hold different numbers of rows, so one rank runs out first and the others would block forever
+in DDP's next gradient all-reduce: :func:`agreed_batches` makes every rank decide each step together, with one
+tiny ``all_reduce`` per batch.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from itertools import islice
 from typing import Any, NamedTuple
 
 import numpy as np
+import torch
 from torch.utils.data import IterableDataset
 
 from hfbridge._checks import check_non_negative_int, check_positive_int, check_type
+from hfbridge._distributed import get_world_size
 from hfbridge.samplers._state import check_state, epoch_rng, fingerprint, make_state
 from hfbridge.samplers._token_budget import padded_lengths, token_budget_bounds
 
-__all__ = ["BucketedIterable"]
+__all__ = ["BucketedIterable", "agreed_batches", "ranks_must_agree"]
 
 
 def _row_length(row: Any, key: str) -> int:
@@ -28,34 +35,26 @@ def _row_length(row: Any, key: str) -> int:
     return len(row[key])
 
 
-class _BatchAt(NamedTuple):
-    """Where a yielded batch came from: enough to cut it again from the source."""
-
-    buffer_index: int
-    source_state: Any  # the source's state at the buffer's start; None: the start of the epoch
-    batch_index: int  # the batch's place among the buffer's batches, as cut
-
-
 class _Progress(NamedTuple):
-    """Where a stream stands in its epoch."""
+    """Where a stream stands in its epoch: the buffer holding the batch yielded last, and how far into it."""
 
     yielded: int  # batches yielded this epoch
     buffer_index: int  # the buffer being read
     source_state: Any  # the source's state at that buffer's start; None: the start of the epoch
     in_buffer: int  # the buffer's batches already emitted (or dropped)
-    last: _BatchAt | None  # the batch yielded last this epoch, which uneven="pad" may have to repeat
 
 
-_START = _Progress(0, 0, None, 0, None)
+_START = _Progress(0, 0, None, 0)
+_MISSING = object()
 
 
 class BucketedIterable(IterableDataset):
     """Wrap an iterable dataset of feature rows so it yields *lists of rows* grouped by length.
 
-    Rows are read ``buffer_size`` at a time; each buffer is sorted by length (ties broken at random) and cut into
-    batches of ``batch_size`` rows or of at most ``max_tokens`` padded tokens, which are emitted in a random order.
-    Use it with ``DataLoader(bucketed, batch_size=None, collate_fn=collator)``; :func:`build_dataloader` does this for
-    an iterable adapter.
+    Rows are read ``buffer_size`` at a time; each buffer is sorted by length (ties broken at random) and cut
+    into batches of ``batch_size`` rows or of at most ``max_tokens`` padded tokens, which are emitted in a
+    random order. Use it with ``DataLoader(bucketed, batch_size=None, collate_fn=collator)``;
+    :func:`build_dataloader` does this for an iterable adapter.
 
     Args:
         source: an iterable of feature rows (e.g. an ``IterableAdapter``); its ``set_epoch``/``state_dict``/
@@ -71,7 +70,8 @@ class BucketedIterable(IterableDataset):
         length_key: the row key whose length is measured.
 
     Raises:
-        ValueError: unless exactly one of ``batch_size``/``max_tokens`` is given, or an option is out of range.
+        ValueError: unless exactly one of ``batch_size``/``max_tokens`` is given, or an option is out of
+            range.
 
     Example:
         >>> batches = BucketedIterable(stream, batch_size=32, buffer_size=4096)  # doctest: +SKIP
@@ -129,13 +129,14 @@ class BucketedIterable(IterableDataset):
         self._resume: _Progress | None = None
         # (epoch, the source's state before this stream first loaded one in that epoch)
         self._unloaded: tuple[int, Any] | None = None
+        self._last: list[Any] | None = None  # the rows of the batch yielded last this epoch
 
     def _seek(self, source_state: Any) -> Iterator[Any]:
         """Iterate the source from ``source_state``, a buffer's start (``None``: the start of the epoch).
 
-        A source may keep a loaded state for every later ``iter()`` of its epoch (a ``datasets.IterableDataset``
-        does), so reading the epoch from its start once this stream has loaded a state into it first gives the
-        source back the state it had before that load.
+        A source may keep a loaded state for every later ``iter()`` of its epoch (a
+        ``datasets.IterableDataset`` does), so reading the epoch from its start once this stream has loaded a
+        state into it first gives the source back the state it had before that load.
         """
         if source_state is not None:
             if self._unloaded is None or self._unloaded[0] != self.epoch:
@@ -148,7 +149,7 @@ class BucketedIterable(IterableDataset):
     def _read_buffer(
         self, rows_iter: Iterator[Any], epoch: int, buffer_index: int
     ) -> tuple[list[Any], list[np.ndarray]]:
-        """The next ``buffer_size`` rows of ``rows_iter`` and their batches (row indices), cut for the buffer."""
+        """The next ``buffer_size`` rows of ``rows_iter`` and their batches (row indices)."""
         rows = list(islice(rows_iter, self.buffer_size))
         if not rows:
             return rows, []
@@ -174,8 +175,7 @@ class BucketedIterable(IterableDataset):
         """Use ``epoch``'s shuffles and pass the epoch on to the source; a loaded position is kept."""
         check_non_negative_int("epoch", epoch)
         if epoch != self.epoch:
-            self._resume = None
-            self._progress = _START
+            self._resume, self._progress, self._last = None, _START, None
         self.epoch = epoch
         self._source_epoch()
 
@@ -188,110 +188,152 @@ class BucketedIterable(IterableDataset):
         epoch, source = self.epoch, self.source
         stateful = callable(getattr(source, "state_dict", None))
         self._progress, self._resume = self._resume or _START, None
-        yielded, buffer_index, start_state, skip, _ = self._progress
+        yielded, buffer_index, start_state, skip = self._progress
         rows_iter = self._seek(start_state)
+        self._last = None
         while True:
             rows, batches = self._read_buffer(rows_iter, epoch, buffer_index)
             if not rows:
                 break
             final = len(rows) < self.buffer_size
-            for k in range(skip, len(batches)):
-                batch = batches[k]
-                if self.drop_last and final and self.batch_size and len(batch) < self.batch_size:
+            kept = [k for k, batch in enumerate(batches) if not self._dropped(batch, final)]
+            # emitted before a resume: the last of them is the batch yielded last
+            done = [k for k in kept if k < skip]
+            if done:
+                self._last = [rows[i] for i in batches[done[-1]]]
+            for k in kept:
+                if k < skip:
                     continue
                 yielded += 1
-                last = _BatchAt(buffer_index, start_state, k)
-                self._progress = _Progress(yielded, buffer_index, start_state, k + 1, last)
-                yield [rows[i] for i in batch]
+                self._progress = _Progress(yielded, buffer_index, start_state, k + 1)
+                self._last = [rows[i] for i in batches[k]]
+                yield self._last
             skip = 0
             buffer_index += 1
             start_state = source.state_dict() if stateful else None
-            self._progress = self._progress._replace(
-                buffer_index=buffer_index, source_state=start_state, in_buffer=0
-            )
+
+    def _dropped(self, batch: np.ndarray, final: bool) -> bool:
+        """Whether ``drop_last`` drops ``batch`` (a short batch of the stream's final buffer)."""
+        return self.drop_last and final and self.batch_size is not None and len(batch) < self.batch_size
 
     def last_batch(self) -> list[Any] | None:
-        """The rows of the batch yielded last this epoch, cut again from the source; ``None`` before the first.
+        """The rows of the batch yielded last this epoch, which ``uneven="pad"`` repeats on a rank whose
+        stream ran out; ``None`` before the first.
 
-        ``uneven="pad"`` repeats this batch on a rank whose stream ran out. A run resumed past it has not got it in
-        memory, so the loader rebuilds it from here: the source is reloaded at the start of that batch's buffer (the
-        epoch's start for the first buffer) and the buffer re-read and cut with the same ``(seed, epoch, buffer)``.
-        Call it between iterations, as it moves the source.
-
-        Returns:
-            The batch's rows, or ``None`` when no batch was yielded this epoch.
-
-        Raises:
-            RuntimeError: when the batch lies past the first buffer of a source without ``state_dict()``.
-            ValueError: when the source no longer yields the rows the batch was cut from.
+        A resumed stream knows it once its iteration has started: resuming re-reads the buffer that holds it.
         """
-        last = (self._resume or self._progress).last
-        if last is None:
-            return None
-        if last.source_state is None and last.buffer_index:
-            raise RuntimeError(
-                f"the last batch lies in buffer {last.buffer_index}, which only a source with `state_dict()` can "
-                "re-read"
-            )
-        rows, batches = self._read_buffer(self._seek(last.source_state), self.epoch, last.buffer_index)
-        if last.batch_index >= len(batches):
-            raise ValueError(
-                f"the source yields {len(rows)} rows for buffer {last.buffer_index}, too few for its batch "
-                f"{last.batch_index}: it is not the source the position was saved from"
-            )
-        return [rows[i] for i in batches[last.batch_index]]
+        return self._last
 
     def state_dict(self) -> dict[str, Any]:
-        """Seed, epoch, batches yielded, where the current buffer started in the source (its state), and where the
-        last batch yielded came from (``last_batch``, which ``uneven="pad"`` may repeat after a resume)."""
-        yielded, buffer_index, source_state, in_buffer, last = self._resume or self._progress
+        """Seed, epoch, batches yielded, the buffer holding the batch yielded last (its index and the source's
+        state at its start) and how many of its batches were emitted."""
+        yielded, buffer_index, source_state, in_buffer = self._resume or self._progress
         state = make_state(type(self).__name__, self._fingerprint, self.seed, self.epoch, yielded)
-        state.update(
-            buffer_index=buffer_index,
-            buffer_position=in_buffer,
-            source_state=source_state,
-            last_batch=None if last is None else last._asdict(),
-        )
+        state.update(buffer_index=buffer_index, buffer_position=in_buffer, source_state=source_state)
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Resume: re-read only the current buffer from the source's saved state, then skip its emitted batches.
+        """Resume: re-read only the saved buffer from the source's saved state, then skip its emitted batches.
 
         The saved epoch is adopted and passed on to the source, so no ``set_epoch`` is needed afterwards.
 
-        A state without ``last_batch`` (saved before it was kept) loads too; a rank resumed from it past its last
-        batch has nothing for ``uneven="pad"`` to repeat, so all ranks stop that epoch there, with a warning.
-
         Raises:
-            TypeError: when the state or its ``last_batch`` has the wrong shape.
-            ValueError: when the state belongs to another configuration.
+            TypeError: when the state has the wrong shape.
+            ValueError: when the state belongs to another configuration, or lacks the source state that a
+                buffer after the first needs.
         """
         seed, epoch, position = check_state(state, type(self).__name__, self._fingerprint)
-        buffer_index, source_state = _buffer_start(state, "state")
-        last = _batch_at(state.get("last_batch"))
+        buffer_index = check_non_negative_int("state['buffer_index']", state["buffer_index"])
+        source_state = state.get("source_state")
+        if source_state is None and buffer_index:
+            raise ValueError(
+                "`state['source_state']` is missing: exact streaming resume needs a source with "
+                "`state_dict()`"
+            )
+        in_buffer = check_non_negative_int("state['buffer_position']", state["buffer_position"])
         self.seed, self.epoch = seed, epoch
         self._source_epoch()  # a buffer's start state may not restore it, and the first buffer has none
-        self._resume = _Progress(position, buffer_index, source_state, int(state["buffer_position"]), last)
+        self._resume = _Progress(position, buffer_index, source_state, in_buffer)
+        self._last = None
+
+    def seek(self, epoch: int, position: int) -> None:
+        """Start the next iteration at the top of ``epoch``; a stream cannot skip batches without reading
+        them.
+
+        Raises:
+            ValueError: for a ``position`` other than 0 (save and load a ``state_dict()`` to resume a stream).
+        """
+        if position != 0:
+            raise ValueError(
+                f"`position` must be 0 for a stream, which cannot skip batches without reading them; got "
+                f"{position}: resume a stream from its `state_dict()`"
+            )
+        self.set_epoch(epoch)
+        self._resume = None
 
 
-def _buffer_start(state: Mapping[str, Any], where: str) -> tuple[int, Any]:
-    """A buffer's index and the source's state at its start, read from ``state`` (named ``where`` in errors); only
-    the first buffer of an epoch may lack a source state."""
-    buffer_index = check_non_negative_int(f"{where}['buffer_index']", state["buffer_index"])
-    source_state = state.get("source_state")
-    if source_state is None and buffer_index:
-        raise ValueError(
-            f"`{where}['source_state']` is missing: exact streaming resume needs a source with `state_dict()`"
-        )
-    return buffer_index, source_state
+def ranks_must_agree(num_replicas: int, uneven: str) -> bool:
+    """True when a stream's batches must be agreed across ranks: a live process group of several ranks, and
+    ``uneven`` is ``"pad"`` or ``"drop"`` (``"exact"`` yields every rank's own batches, for loops that do not
+    synchronise per step)."""
+    return num_replicas > 1 and uneven != "exact" and get_world_size() > 1
 
 
-def _batch_at(value: Any) -> _BatchAt | None:
-    """The ``last_batch`` field of a state (``None``: no batch yet, or a state saved before the field existed)."""
-    if value is None:
-        return None
-    where = "state['last_batch']"
-    if not isinstance(value, Mapping) or set(value) != set(_BatchAt._fields):
-        raise TypeError(f"`{where}` must be None or a dict with keys {list(_BatchAt._fields)}; got {value!r}")
-    batch_index = check_non_negative_int(f"{where}['batch_index']", value["batch_index"])
-    return _BatchAt(*_buffer_start(value, where), batch_index)
+def _all_min(values: list[int]) -> list[int]:
+    """The minimum of each value over the ranks of the default process group."""
+    import torch.distributed as dist
+
+    nccl = dist.get_backend() == "nccl"  # nccl only reduces CUDA tensors
+    flags = torch.tensor(values, device=torch.device("cuda", torch.cuda.current_device()) if nccl else "cpu")
+    dist.all_reduce(flags, op=dist.ReduceOp.MIN)
+    return [int(v) for v in flags.tolist()]
+
+
+def agreed_batches(
+    batches: Iterable[Any], uneven: str, previous: Callable[[], Any | None] | None = None
+) -> Iterator[Any]:
+    """Yield ``batches`` so that every rank of the default process group yields the same number.
+
+    Each step the ranks ``all_reduce`` (MIN) whether they still have a batch. ``"drop"``: all stop as soon as
+    any rank runs out (its extra batches are not seen this epoch). ``"pad"``: ranks that ran out repeat their
+    last batch until every rank is done; a rank that runs out before yielding anything (resumed past its last
+    batch) repeats ``previous()``; if that is ``None`` too, the rank had no batch this epoch and nothing to
+    repeat, so all stop there with a warning.
+
+    Args:
+        batches: this rank's batches.
+        uneven: ``"pad"`` or ``"drop"``.
+        previous: returns the batch this rank yielded last this epoch before ``batches`` began, or ``None``.
+
+    Returns:
+        An iterator of batches, the same length on every rank.
+    """
+    iterator = iter(batches)
+    last: Any = _MISSING
+    done = False
+    while True:
+        batch: Any = _MISSING
+        if not done:
+            batch = next(iterator, _MISSING)
+            done = batch is _MISSING
+            last = last if done else batch
+            if done and last is _MISSING and uneven == "pad" and previous is not None:
+                restored = previous()
+                last = _MISSING if restored is None else restored
+        all_have, all_done, all_can = _all_min([int(not done), int(done), int(last is not _MISSING)])
+        if uneven == "drop":
+            if not all_have:
+                return
+            yield batch
+        elif all_done:
+            return
+        elif not all_can:
+            warnings.warn(
+                "a rank's stream had no batch this epoch, so uneven='pad' has nothing to repeat: all ranks "
+                "stop here (as with uneven='drop')",
+                UserWarning,
+                stacklevel=2,
+            )
+            return
+        else:
+            yield last if done else batch

@@ -3,36 +3,40 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
+from collections.abc import Iterator
 from typing import Any, Literal
 
 import numpy as np
+from torch.utils.data import Sampler
 
-from hfbridge._checks import check_choice, check_positive_int
-from hfbridge.samplers._base import EpochBatchSampler, SlicedPlan, Uneven
-from hfbridge.samplers._grouped import _sort_key
-from hfbridge.samplers._permutation import Permutation
-from hfbridge.samplers._state import epoch_rng, to_index_array
+from hfbridge._checks import check_choice, check_positive_int, check_type
+from hfbridge.samplers._state import (
+    Batches,
+    Schedule,
+    Uneven,
+    descending_key,
+    epoch_rng,
+    iter_batches,
+    shuffled_batches,
+    to_index_array,
+)
 
-__all__ = ["TiedRunsPlan", "TokenBudgetBatchSampler", "token_budget_bounds"]
+__all__ = ["TokenBudgetBatchSampler", "padded_lengths", "token_budget_bounds"]
 
 Oversized = Literal["warn", "error"]
 
-_SMALL_RUN = 4096  # runs of equal length up to this size are shuffled whole (a bounded cost per run)
-_LAZY_BATCHES = (
-    32  # batches mapped one by one (a resume's first steps) before the whole epoch is mapped at once
-)
-
 
 def padded_lengths(lengths: np.ndarray, pad_to_multiple_of: int | None) -> np.ndarray:
+    """``lengths`` rounded up to a multiple of ``pad_to_multiple_of`` (unchanged for ``None``)."""
     if pad_to_multiple_of is None:
         return lengths
     return -(-lengths // pad_to_multiple_of) * pad_to_multiple_of
 
 
 def token_budget_bounds(sorted_padded: np.ndarray, max_tokens: int, max_batch_size: int | None) -> np.ndarray:
-    """Batch boundaries over lengths sorted longest first: the first row of each batch is its longest, so a batch
-    starting at ``i`` takes ``max_tokens // sorted_padded[i]`` rows (at least 1). One Python step per *batch*."""
+    """Batch boundaries over lengths sorted longest first: the first row of each batch is its longest, so a
+    batch starting at ``i`` takes ``max_tokens // sorted_padded[i]`` rows (at least 1). One Python step per
+    *batch*."""
     n = len(sorted_padded)
     cap = max_batch_size or n
     # rows a batch may take when it starts at each row, computed for all rows at once
@@ -45,85 +49,13 @@ def token_budget_bounds(sorted_padded: np.ndarray, max_tokens: int, max_batch_si
     return np.asarray(bounds, dtype=np.int64)
 
 
-class TiedRunsPlan:
-    """Rows sorted longest first (one stable argsort, computed once per sampler) with ties shuffled per epoch.
-
-    Rows of equal padded length form a run; position ``p`` of run ``[a, b)`` holds ``sorted[a + perm(p - a)]``,
-    where ``perm`` is a keyed :class:`Permutation` of the run from ``(seed, epoch, run)`` (a plain shuffle for runs of
-    at most 4096 rows, a bounded cost). A batch maps only its own
-    positions, so building the plan and resuming are O(batch), not a sort of the epoch.
-    """
-
-    def __init__(
-        self,
-        sorted_rows: np.ndarray,
-        run_starts: np.ndarray,
-        bounds: np.ndarray,
-        lengths: np.ndarray,
-        entropy: tuple[int, int],
-    ) -> None:
-        self.sorted_rows, self.run_starts, self.bounds, self.lengths = (
-            sorted_rows,
-            run_starts,
-            bounds,
-            lengths,
-        )
-        self.entropy = entropy
-        self._perms: dict[int, Callable[[np.ndarray], np.ndarray]] = {}
-        self._order: np.ndarray | None = None  # the whole epoch, mapped once iteration goes on past a resume
-        self._lazy_calls = 0
-
-    def _run_stop(self, run: int) -> int:
-        return int(self.run_starts[run + 1]) if run + 1 < len(self.run_starts) else len(self.sorted_rows)
-
-    def _perm(self, run: int) -> Callable[[np.ndarray], np.ndarray]:
-        perm = self._perms.get(run)
-        if perm is None:
-            size = self._run_stop(run) - int(self.run_starts[run])
-            if size > _SMALL_RUN:  # sliceable: a resume maps only its batch's positions
-                perm = Permutation(size, (*self.entropy, 2, run))
-            else:  # bounded work, and far cheaper per run than a Feistel network with cycle-walking
-                perm = (
-                    epoch_rng(self.entropy[0], self.entropy[1], stream=2 + run).permutation(size).__getitem__
-                )
-            self._perms[run] = perm
-        return perm
-
-    def rows(self, start: int, stop: int) -> np.ndarray:
-        """Row indices at sorted positions ``start..stop-1`` after this epoch's tie shuffle (one slice per run)."""
-        if self._order is not None:
-            return self._order[start:stop]
-        shuffled = np.empty(stop - start, dtype=np.int64)
-        run = int(np.searchsorted(self.run_starts, start, side="right")) - 1
-        position = start
-        while position < stop:
-            first, end = int(self.run_starts[run]), min(self._run_stop(run), stop)
-            shuffled[position - start : end - start] = first + self._perm(run)(
-                np.arange(position - first, end - first)
-            )
-            position, run = end, run + 1
-        return self.sorted_rows[shuffled]
-
-    def batch(self, index: int) -> np.ndarray:
-        self._lazy_calls += 1
-        if self._order is None and self._lazy_calls > _LAZY_BATCHES:
-            # iterating on, not just resuming: map the whole epoch once (O(rows)) instead of batch by batch
-            self._order = self.rows(0, len(self.sorted_rows))
-        return self.rows(int(self.bounds[index]), int(self.bounds[index + 1]))
-
-    def longest(self) -> np.ndarray:
-        """The longest row of every batch (maps the whole epoch: O(rows), only for ``longest_first``)."""
-        return np.maximum.reduceat(self.lengths[self.rows(0, len(self.sorted_rows))], self.bounds[:-1])
-
-
-class TokenBudgetBatchSampler(EpochBatchSampler):
+class TokenBudgetBatchSampler(Sampler[list[int]]):
     """Variable-size batches whose padded size (rows x longest row) never exceeds ``max_tokens``.
 
     Rows are sorted longest first, ties broken at random each epoch, and cut greedily into batches; then the
-    batches are shuffled. The sort is done once per sampler; an epoch only permutes rows within runs of equal
-    length (a keyed permutation per run), so resuming maps one batch instead of re-sorting the epoch. The cut depends only on the multiset of lengths, so ``len(sampler)`` is the same every
-    epoch, while batch composition (ties) and batch order change with ``(seed, epoch)``. This is the token-based
-    batching HF lacks (transformers #10512, #34406).
+    batches are shuffled. The cut depends only on the multiset of lengths, so ``len(sampler)`` is the same
+    every epoch, while batch composition (ties) and batch order change with ``(seed, epoch)``. This is the
+    token-based batching HF lacks (transformers #10512, #34406).
 
     Args:
         lengths: one token count per row, e.g. ``adapter.lengths``.
@@ -132,8 +64,8 @@ class TokenBudgetBatchSampler(EpochBatchSampler):
         pad_to_multiple_of: the collator's ``pad_to_multiple_of``, so the budget counts the real padded size.
         shuffle: shuffle ties and batch order; ``False`` yields batches longest first.
         seed: base seed; epoch ``e`` uses ``(seed, e)``.
-        oversized: a row longer than ``max_tokens``: ``"warn"`` gives it a batch of its own and warns, ``"error"``
-            raises.
+        oversized: a row longer than ``max_tokens``: ``"warn"`` gives it a batch of its own and warns,
+            ``"error"`` raises.
         longest_first: put each rank's batch with the longest row first, so an out-of-memory shows at step 0.
         num_replicas: number of ranks (default from ``torch.distributed``).
         rank: this rank (default from ``torch.distributed``).
@@ -141,10 +73,11 @@ class TokenBudgetBatchSampler(EpochBatchSampler):
 
     Raises:
         TypeError: when ``lengths`` is not integer data or an option has the wrong type.
-        ValueError: when an option is out of range, or a row exceeds ``max_tokens`` with ``oversized="error"``.
+        ValueError: when an option is out of range, or a row exceeds ``max_tokens`` with
+            ``oversized="error"``.
 
     Example:
-        >>> sampler = TokenBudgetBatchSampler(adapter.lengths, max_tokens=4096, pad_to_multiple_of=8)  # doctest: +SKIP
+        >>> sampler = TokenBudgetBatchSampler(adapter.lengths, max_tokens=4096)  # doctest: +SKIP
         >>> loader = DataLoader(adapter, batch_sampler=sampler, collate_fn=adapter.collator)  # doctest: +SKIP
     """
 
@@ -170,14 +103,8 @@ class TokenBudgetBatchSampler(EpochBatchSampler):
             "pad_to_multiple_of", pad_to_multiple_of, allow_none=True
         )
         self.oversized = check_choice("oversized", oversized, ("warn", "error"))
-        super().__init__(
-            shuffle=shuffle,
-            seed=seed,
-            num_replicas=num_replicas,
-            rank=rank,
-            uneven=uneven,
-            longest_first=longest_first,
-        )
+        self.shuffle = check_type("shuffle", shuffle, bool)
+        self.longest_first = check_type("longest_first", longest_first, bool)
         self._padded = padded_lengths(self._lengths, pad_to_multiple_of)
         too_long = np.flatnonzero(self._padded > max_tokens)
         if too_long.size:
@@ -187,30 +114,72 @@ class TokenBudgetBatchSampler(EpochBatchSampler):
             )
             if oversized == "error":
                 raise ValueError(
-                    f"{message}; raise `max_tokens`, truncate (`max_length`), or pass oversized='warn' to give "
-                    "each such row a batch of its own"
+                    f"{message}; raise `max_tokens`, truncate (`max_length`), or pass oversized='warn' to "
+                    "give each such row a batch of its own"
                 )
             warnings.warn(f"{message}: each gets a batch of its own", UserWarning, stacklevel=2)
-        key = _sort_key(self._padded)
-        # the sort and the cut depend only on the lengths: compute them once; epochs only shuffle ties (cheaply)
-        self._sorted = np.argsort(key, kind="stable")
-        sorted_key = key[self._sorted]
-        self._run_starts = np.flatnonzero(np.r_[True, sorted_key[1:] != sorted_key[:-1]])
-        self._bounds = token_budget_bounds(-sorted_key.astype(np.int64), max_tokens, max_batch_size)
-        self._set_fingerprint(self._lengths)
+        self._key = descending_key(self._padded)
+        self._sorted = np.argsort(self._key, kind="stable")  # the cut depends only on the lengths: cut once
+        self._bounds = token_budget_bounds(self._padded[self._sorted], max_tokens, max_batch_size)
+        self._schedule = Schedule(
+            type(self).__name__,
+            self._draw,
+            len(self._bounds) - 1,
+            seed=seed,
+            num_replicas=num_replicas,
+            rank=rank,
+            uneven=uneven,
+        )
+        self.seed, self.uneven = seed, uneven
+        self.num_replicas, self.rank = self._schedule.num_replicas, self._schedule.rank
+        config = {"max_tokens": max_tokens, "max_batch_size": max_batch_size, "shuffle": shuffle}
+        config.update(pad_to_multiple_of=pad_to_multiple_of, longest_first=longest_first)
+        self._schedule.set_fingerprint(config, self._lengths)
 
-    def _config(self) -> dict[str, Any]:
-        return {
-            **super()._config(),
-            "max_tokens": self.max_tokens,
-            "max_batch_size": self.max_batch_size,
-            "pad_to_multiple_of": self.pad_to_multiple_of,
-        }
+    def largest_batch(self) -> int:
+        """Rows in the largest batch (the same every epoch: the cut depends only on the lengths)."""
+        return int(np.diff(self._bounds).max())
 
-    def _num_global_batches(self) -> int:
-        return len(self._bounds) - 1
+    def _draw(self, seed: int, epoch: int) -> Batches:
+        rows = self._sorted
+        if self.shuffle:  # the same sort after a random permutation: ties in a random order
+            shuffled = epoch_rng(seed, epoch).permutation(len(rows))
+            rows = shuffled[np.argsort(self._key[shuffled], kind="stable")]
+        longest = self._lengths if self.longest_first else None
+        return shuffled_batches(
+            rows, self._bounds, self._schedule, epoch, shuffle=self.shuffle, longest=longest
+        )
 
-    def _global_plan(self, epoch: int) -> TiedRunsPlan | SlicedPlan:
-        if not self.shuffle:
-            return SlicedPlan(self._sorted, self._bounds, self._lengths)
-        return TiedRunsPlan(self._sorted, self._run_starts, self._bounds, self._lengths, (self.seed, epoch))
+    def __len__(self) -> int:
+        """Batches this rank yields per epoch (the same every epoch)."""
+        return len(self._schedule)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        return iter_batches(self._schedule)
+
+    @property
+    def epoch(self) -> int:
+        """The epoch whose order is used."""
+        return self._schedule.cursor.epoch
+
+    def set_epoch(self, epoch: int) -> None:
+        """Use the order of ``epoch``; a position loaded for the same epoch is kept."""
+        self._schedule.cursor.set_epoch(epoch)
+
+    @property
+    def next_position(self) -> int:
+        """Index of the batch the next ``__iter__`` starts from."""
+        return self._schedule.cursor.next_position
+
+    def seek(self, epoch: int, position: int) -> None:
+        """Start the next ``__iter__`` at batch ``position`` of ``epoch``, its first ``position`` skipped."""
+        self._schedule.seek(epoch, position)
+
+    def state_dict(self, position: int | None = None) -> dict[str, Any]:
+        """Seed, epoch, position and a configuration fingerprint (see :class:`LengthGroupedBatchSampler`)."""
+        return self._schedule.state_dict(position)
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Resume after ``state['position']`` batches of ``state['epoch']``."""
+        self._schedule.load_state_dict(state)
+        self.seed = self._schedule.seed
