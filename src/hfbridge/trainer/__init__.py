@@ -7,11 +7,10 @@
 * :class:`CheckpointCallback`, :class:`EarlyStoppingCallback`, :class:`GradualUnfreezingCallback` -- the
   ``TrainerCallback`` faces of :class:`~hfbridge.Checkpointer`, :class:`~hfbridge.EarlyStopping` and
   :class:`~hfbridge.GradualUnfreezer`.
-* :func:`dataset_lengths` -- token counts per row without tokenizing.
 """
 
 from hfbridge.trainer._arguments import TrainingArguments
-from hfbridge.trainer._batching import BatchingTrainerMixin, dataset_lengths
+from hfbridge.trainer._batching import BatchingTrainerMixin
 from hfbridge.trainer._callbacks import CheckpointCallback, EarlyStoppingCallback
 from hfbridge.trainer._trainer import Trainer, retention
 from hfbridge.trainer._unfreeze import GradualUnfreezingCallback
@@ -23,6 +22,5 @@ __all__ = [
     "GradualUnfreezingCallback",
     "Trainer",
     "TrainingArguments",
-    "dataset_lengths",
     "retention",
 ]

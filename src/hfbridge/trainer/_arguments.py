@@ -9,10 +9,10 @@ from typing import Literal
 import transformers
 
 from hfbridge._checks import check_choice, check_non_negative_int, check_positive_int, check_real
+from hfbridge.trainer._batching import BATCHINGS
 
 __all__ = ["TrainingArguments", "option"]
 
-_BATCHINGS = ("length", "tokens", "random", "balanced")
 _OWN_SAMPLERS = ("sequential", "batch_rebalance")  # HF strategies hfbridge leaves to Trainer's own samplers
 
 
@@ -22,7 +22,7 @@ def option(value: object) -> str:
 
 
 def _warn(message: str) -> None:
-    warnings.warn(message, UserWarning, stacklevel=3)
+    warnings.warn(message, UserWarning, stacklevel=5)  # _warn, _check_*, __post_init__, __init__, caller
 
 
 @dataclass
@@ -85,7 +85,7 @@ class TrainingArguments(transformers.TrainingArguments):
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.batching is not None:
-            check_choice("batching", self.batching, _BATCHINGS)
+            check_choice("batching", self.batching, BATCHINGS)
         check_positive_int("max_tokens", self.max_tokens, allow_none=True)
         check_non_negative_int("keep_last", self.keep_last, allow_none=True)
         check_positive_int("early_stopping_patience", self.early_stopping_patience, allow_none=True)

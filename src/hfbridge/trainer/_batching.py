@@ -12,24 +12,16 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset
 
 from hfbridge._checks import check_choice, check_positive_int
-from hfbridge.samplers import (
-    BatchedSampler,
-    BucketedIterable,
-    ClassBalancedSampler,
-    LengthGroupedBatchSampler,
-    RandomBatchSampler,
-    TokenBudgetBatchSampler,
-    seed_worker,
-)
+from hfbridge.samplers import BucketedIterable, build_batch_sampler, dataset_lengths, seed_worker
 from hfbridge.samplers._epoch_sync import EpochSyncedCollator  # TODO(samplers): export it publicly
 
 __all__ = [
     "BATCHINGS",
     "BatchingTrainerMixin",
     "common_seed",
-    "dataset_lengths",
     "hfbridge_batch_sampler",
     "train_dataloader",
+    "train_lengths",
 ]
 
 logger = logging.getLogger(__name__)
@@ -37,46 +29,29 @@ logger = logging.getLogger(__name__)
 BATCHINGS = ("length", "tokens", "random", "balanced")
 
 
-def dataset_lengths(
-    dataset: Any, *, length_column: str = "length", input_name: str = "input_ids"
-) -> np.ndarray:
-    """Token counts per row without tokenizing or iterating the dataset.
+def train_lengths(dataset: Any, *, length_column: str, input_name: str) -> np.ndarray:
+    """Token counts per row, as :func:`hfbridge.samplers.dataset_lengths` finds them (``.lengths``, then the
+    ``length_column`` column, then the Arrow lengths of ``input_name``), never by reading rows.
 
-    The sources, in this order: ``dataset.lengths`` (hfbridge adapters), a ``length_column`` column, the
-    Arrow list lengths of ``input_name`` (a ``datasets.Dataset`` pre-tokenized by ``.map``). When a length
-    column and ``input_name`` are both there and disagree, the column wins and a warning says so.
+    When a ``datasets.Dataset`` has both a length column and ``input_name`` and they disagree, the column wins
+    (HF's ``length_column_name`` meaning) and a warning says in how many rows.
 
     Raises:
         TypeError: when none of these is available.
     """
-    if getattr(dataset, "lengths", None) is not None:
-        return np.asarray(dataset.lengths, dtype=np.int64)
-    columns = getattr(dataset, "column_names", None)
-    if columns is not None and (length_column in columns or input_name in columns):
-        import pyarrow.compute as pc
-
-        arrow = dataset.with_format("arrow")
-        from_ids = None
-        if input_name in columns:
-            from_ids = np.asarray(
-                pc.list_value_length(arrow[input_name]).to_numpy(zero_copy_only=False), dtype=np.int64
-            )
-        if length_column not in columns:
-            assert from_ids is not None  # one of the two columns is there
-            return from_ids
-        lengths = np.asarray(arrow[length_column], dtype=np.int64)
-        if from_ids is not None and not np.array_equal(lengths, from_ids):
+    lengths = dataset_lengths(dataset, length_column=length_column, input_name=input_name)
+    columns = getattr(dataset, "column_names", None) or ()
+    if getattr(dataset, "lengths", None) is None and length_column in columns and input_name in columns:
+        from_ids = dataset_lengths(dataset.select_columns([input_name]), input_name=input_name)
+        differ = int(np.sum(lengths != from_ids))
+        if differ:
             warnings.warn(
                 f"the `{length_column}` column (length_column_name) disagrees with the lengths of "
-                f"`{input_name}` in {int(np.sum(lengths != from_ids))} rows; batching by `{length_column}`",
+                f"`{input_name}` in {differ} rows; batching by `{length_column}`",
                 UserWarning,
                 stacklevel=2,
             )
-        return lengths
-    raise TypeError(
-        f"cannot find lengths for {type(dataset).__name__}: give it a `.lengths` array (hfbridge adapters "
-        f"do), a `{length_column}` column, or an `{input_name}` column"
-    )
+    return lengths
 
 
 def common_seed(args: Any) -> int:
@@ -110,29 +85,28 @@ def _input_name(trainer: Any) -> str:
 def hfbridge_batch_sampler(
     trainer: Any, dataset: Any, batching: str, max_tokens: int | None, sampler_kwargs: dict[str, Any]
 ) -> Any:
-    """The batch sampler for ``trainer``'s training set: sharded by ``args.world_size``/``process_index``,
-    seeded by ``args.data_seed``/``args.seed``, ``per_device_train_batch_size`` rows (a cap for tokens)."""
+    """The batch sampler for ``trainer``'s training set (:func:`~hfbridge.samplers.build_batch_sampler`):
+    sharded by ``args.world_size``/``process_index``, seeded by ``args.data_seed``/``args.seed``, with
+    ``per_device_train_batch_size`` rows (a row cap for ``"tokens"``)."""
     args = trainer.args
-    common = {
-        "seed": common_seed(args),
-        "num_replicas": max(1, args.world_size),
-        "rank": args.process_index if args.world_size > 1 else 0,
+    input_name = _input_name(trainer)
+    lengths = None
+    if batching in ("length", "tokens"):
+        lengths = train_lengths(dataset, length_column=args.length_column_name, input_name=input_name)
+    return build_batch_sampler(
+        dataset,
+        batching=batching,  # type: ignore[arg-type]
+        batch_size=trainer._train_batch_size,
+        max_tokens=max_tokens,
+        lengths=lengths,
+        seed=common_seed(args),
+        drop_last=args.dataloader_drop_last and batching != "tokens",
+        num_replicas=max(1, args.world_size),
+        rank=args.process_index if args.world_size > 1 else 0,
+        length_column=args.length_column_name,
+        input_name=input_name,
         **sampler_kwargs,
-    }
-    batch_size = trainer._train_batch_size
-    if batching == "random":
-        return RandomBatchSampler(len(dataset), batch_size, drop_last=args.dataloader_drop_last, **common)
-    if batching == "balanced":
-        labels = getattr(dataset, "label_ids", None)
-        if labels is None:
-            labels = np.asarray(dataset.with_format("numpy")["label"], dtype=np.int64)
-        inner = ClassBalancedSampler(labels, **common)
-        return BatchedSampler(inner, batch_size, drop_last=args.dataloader_drop_last)
-    lengths = dataset_lengths(dataset, length_column=args.length_column_name, input_name=_input_name(trainer))
-    if batching == "tokens":
-        common.setdefault("max_batch_size", batch_size)
-        return TokenBudgetBatchSampler(lengths, max_tokens or 0, **common)
-    return LengthGroupedBatchSampler(lengths, batch_size, drop_last=args.dataloader_drop_last, **common)
+    )
 
 
 def _is_hf_dataset(dataset: Any) -> bool:

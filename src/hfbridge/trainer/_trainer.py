@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader, SequentialSampler
 
 from hfbridge.callbacks import Checkpointer
 from hfbridge.trainer._arguments import TrainingArguments, option
-from hfbridge.trainer._batching import dataset_lengths, train_dataloader
+from hfbridge.trainer._batching import train_dataloader, train_lengths
 from hfbridge.trainer._callbacks import EarlyStoppingCallback
 from hfbridge.trainer._eval_order import (
     MetricsInDatasetOrder,
@@ -158,11 +158,9 @@ class Trainer(transformers.Trainer):
         """Seek an hfbridge sampler to batch ``num_batches`` of this epoch in O(1); no batch is replayed."""
         batch_sampler = getattr(dataloader, "batch_sampler", None)
         sampler: Any = getattr(batch_sampler, "batch_sampler", batch_sampler)
-        if not (hasattr(sampler, "state_dict") and hasattr(sampler, "load_state_dict")):
+        if not callable(getattr(sampler, "seek", None)):
             return super().get_resumed_dataloader(dataloader, num_batches)
-        state = dict(sampler.state_dict())
-        state.update(epoch=self._epoch_now, position=int(num_batches))
-        sampler.load_state_dict(state)
+        sampler.seek(self._epoch_now, int(num_batches))
         return dataloader
 
     # ------------------------------------------------------------------------------------- evaluation
@@ -175,7 +173,7 @@ class Trainer(transformers.Trainer):
         if _flag(self.args, "sort_eval_by_length") and self.args.eval_do_concat_batches:
             names = getattr(self.processing_class, "model_input_names", None)
             try:
-                lengths = dataset_lengths(
+                lengths = train_lengths(
                     eval_dataset,
                     length_column=self.args.length_column_name,
                     input_name=names[0] if names else "input_ids",
