@@ -133,7 +133,11 @@ class Trainer(transformers.Trainer):
         from hfbridge.models import freeze
 
         model: Any = self.model
-        if not freeze(model, spec, dry_run=True).frozen:
+        try:
+            report = freeze(model, spec, dry_run=True)
+        except ValueError as exc:
+            raise ValueError(f"`freeze={spec!r}` (TrainingArguments) does not fit the model: {exc}") from None
+        if not report.frozen:
             raise ValueError(
                 f"`freeze={spec!r}` freezes no parameter of {type(self.model).__name__}; name parts the "
                 "model has (see hfbridge.summary(model)) or drop the flag"
