@@ -113,6 +113,12 @@ class Trainer(transformers.Trainer):
         self._checkpointers: dict[str, Checkpointer] = {}
         self._eval_metrics: tuple[int, dict[str, Any]] | None = None
         self._epoch_now = 0
+        if self.args.push_to_hub and self.args.hub_strategy in ("checkpoint", "all_checkpoints"):
+            logger.warning(
+                "hfbridge.Trainer writes checkpoints through its atomic store and does not push them: "
+                "`push_to_hub` with `hub_strategy=%r` pushes only what save_model() writes",
+                self.args.hub_strategy,
+            )
         spec = _flag(self.args, "freeze")
         if spec is not None and self.model is not None:
             self._freeze(spec)
