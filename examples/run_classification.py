@@ -125,11 +125,10 @@ def run(argv: list[str], trainer_class: Any = Trainer, args_class: Any = Trainin
         compute_metrics=accuracy,
     )
     result: dict[str, Any] = {}
-    if args.do_train or not args.do_eval:
-        start = time.perf_counter()
-        resume = args.resume_from_checkpoint  # a folder, or "true": the newest complete checkpoint
-        trainer.train(resume_from_checkpoint=True if str(resume).lower() == "true" else resume)
-        result["train_s"] = time.perf_counter() - start
+    start = time.perf_counter()
+    resume = args.resume_from_checkpoint  # a folder, or "true": the newest complete checkpoint
+    trainer.train(resume_from_checkpoint=True if str(resume).lower() == "true" else resume)
+    result["train_s"] = time.perf_counter() - start
     start = time.perf_counter()
     metrics = trainer.evaluate()
     result["eval_s"] = time.perf_counter() - start
