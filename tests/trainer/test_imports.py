@@ -29,9 +29,12 @@ def test_subpackages_do_not_import_transformers_until_a_trainer_name_is_used() -
         "import sys, hfbridge, hfbridge.samplers, hfbridge.callbacks, hfbridge.models\n"
         "print('transformers' in sys.modules, 'hfbridge.trainer' in sys.modules)\n"
         "hfbridge.samplers.BatchingTrainerMixin\n"
-        "print('transformers' in sys.modules, 'hfbridge.trainer' in sys.modules)"
+        "print('transformers' in sys.modules, 'hfbridge.trainer' in sys.modules)\n"
+        "hfbridge.callbacks.CheckpointCallback\n"
+        "print('transformers' in sys.modules)\n"
+        "hfbridge.Trainer, hfbridge.TrainingArguments\n"
     )
-    assert _run(code).split("\n") == ["False False", "True True"]
+    assert _run(code).split("\n") == ["False False", "False True", "True"]
 
 
 def test_the_models_package_no_longer_imports_a_trainer_module() -> None:
