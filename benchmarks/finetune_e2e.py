@@ -306,7 +306,7 @@ def warm_up(args: argparse.Namespace, names: list[str]) -> None:
     import torch
     from transformers import Trainer  # noqa: F401 - imported here so no run pays for it
 
-    import hfbridge.samplers._trainer  # noqa: F401
+    import hfbridge.trainer  # noqa: F401
 
     load_finetune_example()
     model = load_model(args.model, names, args.seed)

@@ -1,7 +1,7 @@
 """hfbridge: the glue every Hugging Face fine-tuning script rewrites, done once.
 
-``import hfbridge`` only defines names: each public name below is imported from its subpackage on first access,
-so importing the package pulls in neither ``transformers`` nor ``datasets`` (nor ``torch``).
+``import hfbridge`` only defines names: each public name below is imported from its subpackage on first
+access, so importing the package pulls in neither ``transformers`` nor ``datasets`` (nor ``torch``).
 
 Example:
     >>> import hfbridge
@@ -44,6 +44,7 @@ if TYPE_CHECKING:
         TokenBudgetBatchSampler,
         build_dataloader,
     )
+    from hfbridge.trainer import Trainer, TrainingArguments
 
 # public name -> subpackage that defines it
 _LAZY: dict[str, str] = {
@@ -67,6 +68,8 @@ _LAZY: dict[str, str] = {
     "Seq2SeqCollator": "collators",
     "TokenBudgetBatchSampler": "samplers",
     "TokenClassificationCollator": "collators",
+    "Trainer": "trainer",
+    "TrainingArguments": "trainer",
     "adapt": "adapters",
     "adapt_chat": "adapters",
     "build_dataloader": "samplers",
@@ -98,6 +101,8 @@ __all__ = [
     "Seq2SeqCollator",
     "TokenBudgetBatchSampler",
     "TokenClassificationCollator",
+    "Trainer",
+    "TrainingArguments",
     "__version__",
     "adapt",
     "adapt_chat",

@@ -119,7 +119,7 @@ def test_mixin_bad_arguments(tmp_path: Path, make_tiny_model: Any, tokenized: An
 
 
 def test_dataset_without_lengths_is_refused() -> None:
-    from hfbridge.samplers._trainer import dataset_lengths
+    from hfbridge.samplers import dataset_lengths
 
     with pytest.raises(TypeError, match=r"give it a `\.lengths` array"):
         dataset_lengths([1, 2, 3])

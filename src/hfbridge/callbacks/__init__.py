@@ -13,7 +13,7 @@ from hfbridge.callbacks._checkpointer import Checkpointer, ResumeResult
 from hfbridge.callbacks._early_stopping import EarlyStopping
 
 if TYPE_CHECKING:
-    from hfbridge.callbacks._trainer import CheckpointCallback, EarlyStoppingCallback
+    from hfbridge.trainer import CheckpointCallback, EarlyStoppingCallback
 
 __all__ = [
     "CheckpointCallback",
@@ -23,13 +23,12 @@ __all__ = [
     "ResumeResult",
 ]
 
-_LAZY = {"CheckpointCallback": "_trainer", "EarlyStoppingCallback": "_trainer"}
+_MOVED_TO_TRAINER = ("CheckpointCallback", "EarlyStoppingCallback")  # now in hfbridge.trainer; old path kept
 
 
 def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
+    if name not in _MOVED_TO_TRAINER:
         raise AttributeError(f"module 'hfbridge.callbacks' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"hfbridge.callbacks.{module}"), name)
+    value = getattr(importlib.import_module("hfbridge.trainer"), name)
     globals()[name] = value
     return value

@@ -161,7 +161,7 @@ class GradualUnfreezer:
         not freeze the model before ``Trainer.train()``: the Trainer builds its optimizer over trainable
         parameters only, before the callback applies stage 0.
         """
-        from hfbridge.models._unfreeze_callback import GradualUnfreezingCallback
+        from hfbridge.trainer import GradualUnfreezingCallback
 
         return GradualUnfreezingCallback(self)
 

@@ -18,7 +18,7 @@ from hfbridge.samplers._streaming import BucketedIterable
 from hfbridge.samplers._token_budget import TokenBudgetBatchSampler
 
 if TYPE_CHECKING:
-    from hfbridge.samplers._trainer import BatchingTrainerMixin
+    from hfbridge.trainer import BatchingTrainerMixin
 
 __all__ = [
     "BatchedSampler",
@@ -41,7 +41,7 @@ __all__ = [
 
 def __getattr__(name: str) -> Any:
     if name == "BatchingTrainerMixin":
-        from hfbridge.samplers._trainer import BatchingTrainerMixin
+        from hfbridge.trainer import BatchingTrainerMixin  # moved there; this old path stays
 
         return BatchingTrainerMixin
     raise AttributeError(f"module 'hfbridge.samplers' has no attribute {name!r}")

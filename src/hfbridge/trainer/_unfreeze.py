@@ -8,21 +8,21 @@ from typing import TYPE_CHECKING, Any
 
 from transformers import TrainerCallback
 
-from hfbridge.models._layout import unwrap_model
+from hfbridge._modules import unwrap_model
 
 if TYPE_CHECKING:
     from transformers import TrainerControl, TrainerState, TrainingArguments
 
-    from hfbridge.models._unfreeze import GradualUnfreezer
+    from hfbridge.models import GradualUnfreezer
 
 __all__ = ["GradualUnfreezingCallback"]
 
 
 class GradualUnfreezingCallback(TrainerCallback):
-    """Applies a :class:`GradualUnfreezer` at train begin, each epoch begin and (``unit="step"``) each step begin.
+    """Applies a :class:`GradualUnfreezer` at train begin, each epoch begin and (``unit="step"``) each step.
 
-    The stage comes from ``state.epoch``/``state.global_step`` alone, so ``trainer.train(resume_from_checkpoint=...)``
-    restores the right frozen state without any saved callback state.
+    The stage comes from ``state.epoch``/``state.global_step`` alone, so
+    ``trainer.train(resume_from_checkpoint=...)`` restores the right frozen state with no saved state.
 
     Args:
         unfreezer: the schedule to apply.
@@ -52,8 +52,9 @@ class GradualUnfreezingCallback(TrainerCallback):
             missing = [n for n, p in model.named_parameters() if id(p) not in held]
             if missing:
                 warnings.warn(
-                    f"{len(missing)} parameters are not in the Trainer's optimizer (they were frozen when it was "
-                    f"built), so they will not train when the schedule thaws them: {', '.join(missing[:4])}, ... "
+                    f"{len(missing)} parameters are not in the Trainer's optimizer (they were frozen when it "
+                    "was built), so they will not train when the schedule thaws them: "
+                    f"{', '.join(missing[:4])}, ... "
                     "Let the callback do the freezing: do not freeze the model before Trainer.train().",
                     stacklevel=2,
                 )

@@ -1,4 +1,4 @@
-"""HF ``Trainer`` bridge: ``CheckpointCallback`` and ``EarlyStoppingCallback`` (this module imports transformers)."""
+"""HF ``Trainer`` callbacks for checkpoints and early stopping (this module imports transformers)."""
 
 from __future__ import annotations
 
@@ -13,9 +13,7 @@ from typing import Any, Literal
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
 from hfbridge._checks import check_type
-from hfbridge.callbacks._checkpointer import Checkpointer
-from hfbridge.callbacks._early_stopping import EarlyStopping
-from hfbridge.callbacks._state import load_model_weights, read_model_weights, unwrap_model
+from hfbridge.callbacks import Checkpointer, EarlyStopping
 
 __all__ = ["CheckpointCallback", "EarlyStoppingCallback"]
 
@@ -32,21 +30,21 @@ def _eval_key(monitor: Any) -> Any:
 class EarlyStoppingCallback(TrainerCallback):
     """Stop HF ``Trainer`` when an evaluation metric stops improving; patience survives a resume.
 
-    Built on :class:`~hfbridge.EarlyStopping` (same arguments). Unlike ``transformers.EarlyStoppingCallback`` it
-    needs neither ``load_best_model_at_end`` nor ``metric_for_best_model``, and when tracked by a
-    :class:`CheckpointCallback` (``callbacks={"early_stopping": this}``) its state is saved with every checkpoint
-    and restored on ``trainer.train(resume_from_checkpoint=...)`` (transformers #28544). Like
+    Built on :class:`~hfbridge.EarlyStopping` (same arguments). Unlike ``transformers.EarlyStoppingCallback``
+    it needs neither ``load_best_model_at_end`` nor ``metric_for_best_model``, and when tracked by a
+    :class:`CheckpointCallback` (``callbacks={"early_stopping": this}``) its state is saved with every
+    checkpoint and restored on ``trainer.train(resume_from_checkpoint=...)`` (transformers #28544). Like
     :class:`CheckpointCallback`, it only counts evaluations during training: a ``trainer.evaluate(...)`` call
     before ``train()`` or after it (e.g. with ``metric_key_prefix="final"``) is ignored.
 
     Args:
         monitor: evaluation metric, e.g. ``"eval_loss"`` (``"loss"`` is read as ``"eval_loss"``).
-        **kwargs: ``mode``, ``patience``, ``min_delta``, ``relative``, ``check_finite``, ``stopping_threshold``,
-            ``divergence_threshold`` as for :class:`~hfbridge.EarlyStopping`.
+        **kwargs: ``mode``, ``patience``, ``min_delta``, ``relative``, ``check_finite``,
+            ``stopping_threshold``, ``divergence_threshold`` as for :class:`~hfbridge.EarlyStopping`.
 
     Example:
         >>> stop = EarlyStoppingCallback("eval_loss", patience=3)  # doctest: +SKIP
-        >>> ckpt = CheckpointCallback("ckpts", monitor="eval_loss", callbacks={"early_stopping": stop})  # doctest: +SKIP
+        >>> ckpt = CheckpointCallback("ckpts", monitor="loss", callbacks={"early_stopping": stop})
         >>> Trainer(..., callbacks=[ckpt, stop]).train(resume_from_checkpoint=ckpt.latest())  # doctest: +SKIP
     """
 
@@ -100,14 +98,15 @@ class EarlyStoppingCallback(TrainerCallback):
 class CheckpointCallback(TrainerCallback):
     """Write hfbridge crash-safe checkpoints from HF ``Trainer`` after each evaluation, keeping the best K.
 
-    Each checkpoint folder uses Trainer's file names (``model.safetensors``, ``optimizer.pt``, ``scheduler.pt``,
-    ``rng_state.pth``, ``trainer_state.json``), so ``trainer.train(resume_from_checkpoint=cb.latest())`` resumes
-    from it; on that resume this callback restores the states of ``callbacks`` (e.g. early-stopping patience).
+    Each checkpoint folder uses Trainer's file names (``model.safetensors``, ``optimizer.pt``,
+    ``scheduler.pt``, ``rng_state.pth``, ``trainer_state.json``), so
+    ``trainer.train(resume_from_checkpoint=cb.latest())`` resumes from it; on that resume this callback
+    restores the states of ``callbacks`` (e.g. early-stopping patience).
     Set ``save_strategy="no"`` in ``TrainingArguments`` to turn Trainer's own, non-atomic checkpoints off.
 
     Args:
-        dirpath: checkpoint folder, or a ready :class:`~hfbridge.Checkpointer` (a checkpoint is written after every
-            evaluation during training; its ``every_n_steps`` / ``every_n_epochs`` are not used).
+        dirpath: checkpoint folder, or a ready :class:`~hfbridge.Checkpointer` (a checkpoint is written after
+            every evaluation during training; its ``every_n_steps`` / ``every_n_epochs`` are not used).
         monitor: evaluation metric that ranks checkpoints (``"loss"`` reads ``"eval_loss"``); default: none,
             keep the last ``keep_last``.
         mode, keep_best, keep_last, filename, check_disk_space: as for :class:`~hfbridge.Checkpointer`
@@ -148,7 +147,8 @@ class CheckpointCallback(TrainerCallback):
         for key, cb in self.callbacks.items():
             if not (hasattr(cb, "state_dict") and hasattr(cb, "load_state_dict")):
                 raise TypeError(
-                    f"`callbacks[{key!r}]` must have state_dict() and load_state_dict(); got {type(cb).__name__}"
+                    f"`callbacks[{key!r}]` must have state_dict() and load_state_dict(); "
+                    f"got {type(cb).__name__}"
                 )
         check_type("load_best_at_end", load_best_at_end, bool)
         self.load_best_at_end = load_best_at_end
@@ -216,4 +216,4 @@ class CheckpointCallback(TrainerCallback):
                     "load_best_at_end=True but there is no best checkpoint", RuntimeWarning, stacklevel=2
                 )
                 return
-            load_model_weights(unwrap_model(kwargs["model"]), read_model_weights(best / "model.safetensors"))
+            self.checkpointer.resume(path=best, model=kwargs["model"], restore_rng=False)

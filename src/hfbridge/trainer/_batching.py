@@ -1,0 +1,217 @@
+"""hfbridge batching inside ``transformers.Trainer``: one function builds the training loader."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from functools import partial
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, IterableDataset
+
+from hfbridge._checks import check_choice, check_positive_int
+from hfbridge.samplers import BucketedIterable, build_batch_sampler, dataset_lengths, seed_worker
+from hfbridge.samplers._epoch_sync import EpochSyncedCollator  # TODO(samplers): export it publicly
+
+__all__ = [
+    "BATCHINGS",
+    "BatchingTrainerMixin",
+    "common_seed",
+    "hfbridge_batch_sampler",
+    "train_dataloader",
+    "train_lengths",
+]
+
+logger = logging.getLogger(__name__)
+
+BATCHINGS = ("length", "tokens", "random", "balanced")
+
+
+def train_lengths(dataset: Any, *, length_column: str, input_name: str) -> np.ndarray:
+    """Token counts per row, as :func:`hfbridge.samplers.dataset_lengths` finds them (``.lengths``, then the
+    ``length_column`` column, then the Arrow lengths of ``input_name``), never by reading rows.
+
+    When a ``datasets.Dataset`` has both a length column and ``input_name`` and they disagree, the column wins
+    (HF's ``length_column_name`` meaning) and a warning says in how many rows.
+
+    Raises:
+        TypeError: when none of these is available.
+    """
+    lengths = dataset_lengths(dataset, length_column=length_column, input_name=input_name)
+    columns = getattr(dataset, "column_names", None) or ()
+    if getattr(dataset, "lengths", None) is None and length_column in columns and input_name in columns:
+        from_ids = dataset_lengths(dataset.select_columns([input_name]), input_name=input_name)
+        differ = int(np.sum(lengths != from_ids))
+        if differ:
+            warnings.warn(
+                f"the `{length_column}` column (length_column_name) disagrees with the lengths of "
+                f"`{input_name}` in {differ} rows; batching by `{length_column}`",
+                UserWarning,
+                stacklevel=2,
+            )
+    return lengths
+
+
+def common_seed(args: Any) -> int:
+    """The Trainer's data seed: ``args.data_seed`` when set, else ``args.seed``."""
+    return int(args.data_seed if args.data_seed is not None else args.seed)
+
+
+class _EpochToCollator:
+    """A sampler's ``set_epoch`` that also sets the collator's epoch: Trainer calls ``set_epoch`` on the
+    loader and the batch sampler each epoch, never on the collator (the masked-LM one needs it for masks)."""
+
+    def __init__(self, set_epoch: Any, collator: Any) -> None:
+        self.set_epoch, self.collator = set_epoch, collator
+
+    def __call__(self, epoch: int) -> None:
+        self.set_epoch(epoch)
+        self.collator.set_epoch(epoch)
+
+
+def _forward_epoch(stateful: Any, collator: Any) -> None:
+    """Make ``stateful.set_epoch`` (a batch sampler or bucketing stream) also reach ``collator.set_epoch``."""
+    if callable(getattr(collator, "set_epoch", None)):
+        setattr(stateful, "set_epoch", _EpochToCollator(stateful.set_epoch, collator))  # noqa: B010
+
+
+def _input_name(trainer: Any) -> str:
+    names = getattr(trainer.processing_class, "model_input_names", None)
+    return names[0] if names else "input_ids"
+
+
+def hfbridge_batch_sampler(
+    trainer: Any, dataset: Any, batching: str, max_tokens: int | None, sampler_kwargs: dict[str, Any]
+) -> Any:
+    """The batch sampler for ``trainer``'s training set (:func:`~hfbridge.samplers.build_batch_sampler`):
+    sharded by ``args.world_size``/``process_index``, seeded by ``args.data_seed``/``args.seed``, with
+    ``per_device_train_batch_size`` rows (a row cap for ``"tokens"``)."""
+    args = trainer.args
+    input_name = _input_name(trainer)
+    lengths = None
+    if batching in ("length", "tokens"):
+        lengths = train_lengths(dataset, length_column=args.length_column_name, input_name=input_name)
+    return build_batch_sampler(
+        dataset,
+        batching=batching,  # type: ignore[arg-type]
+        batch_size=trainer._train_batch_size,
+        max_tokens=max_tokens,
+        lengths=lengths,
+        seed=common_seed(args),
+        drop_last=args.dataloader_drop_last and batching != "tokens",
+        num_replicas=max(1, args.world_size),
+        rank=args.process_index if args.world_size > 1 else 0,
+        length_column=args.length_column_name,
+        input_name=input_name,
+        **sampler_kwargs,
+    )
+
+
+def _is_hf_dataset(dataset: Any) -> bool:
+    import datasets
+
+    return isinstance(dataset, datasets.Dataset)
+
+
+def train_dataloader(
+    trainer: Any, batching: str, max_tokens: int | None, sampler_kwargs: dict[str, Any], fallback: Any
+) -> DataLoader:
+    """``trainer``'s training loader, batched by hfbridge; ``fallback()`` is Trainer's own loader, used for an
+    iterable dataset hfbridge cannot bucket (several processes, or random/balanced batching)."""
+    dataset = trainer.train_dataset
+    if dataset is None:
+        raise ValueError("Trainer: training requires a train_dataset.")
+    args = trainer.args
+    if isinstance(dataset, IterableDataset):
+        if args.world_size > 1 or batching not in ("length", "tokens"):
+            logger.warning(
+                "hfbridge bucketing of an iterable dataset is single-process; using Trainer's loader"
+            )
+            return fallback()
+        collator = trainer._get_collator_with_removed_columns(trainer.data_collator, description="Training")
+        stream = BucketedIterable(
+            dataset,
+            batch_size=trainer._train_batch_size if batching == "length" else None,
+            max_tokens=max_tokens,
+            seed=common_seed(args),
+            **sampler_kwargs,
+        )
+        _forward_epoch(stream, trainer.data_collator)
+        return trainer.accelerator.prepare(DataLoader(stream, batch_size=None, collate_fn=collator))
+    batch_sampler = hfbridge_batch_sampler(trainer, dataset, batching, max_tokens, sampler_kwargs)
+    num_workers = args.dataloader_num_workers
+    persistent = args.dataloader_persistent_workers and num_workers > 0
+    collator = trainer.data_collator
+    if persistent and callable(getattr(collator, "set_epoch", None)):
+        collator = EpochSyncedCollator(collator)  # persistent workers keep their copy: share its epoch
+    _forward_epoch(batch_sampler, collator)
+    if _is_hf_dataset(dataset):
+        dataset = trainer._remove_unused_columns(dataset, description="Training")
+    else:
+        collator = trainer._get_collator_with_removed_columns(collator, description="Training")
+    loader = DataLoader(
+        dataset,
+        batch_sampler=batch_sampler,
+        collate_fn=collator,
+        num_workers=num_workers,
+        pin_memory=args.dataloader_pin_memory and torch.cuda.is_available(),
+        persistent_workers=persistent,
+        prefetch_factor=args.dataloader_prefetch_factor if num_workers > 0 else None,
+        worker_init_fn=partial(
+            seed_worker, seed=common_seed(args), epoch=0, rank=args.process_index, user_fn=None
+        ),
+    )
+    prepared = trainer.accelerator.prepare(loader)
+    # the sampler is rank-aware already: make accelerate's BatchSamplerShard a passthrough
+    shard = getattr(prepared, "batch_sampler", None)
+    if shard is not None and getattr(shard, "batch_sampler", None) is batch_sampler:
+        shard.num_processes = 1
+        shard.process_index = 0
+    return prepared
+
+
+class BatchingTrainerMixin:
+    """Mix into ``transformers.Trainer`` to train with hfbridge batching (see :func:`train_dataloader`).
+
+    The sampler is sharded by ``args.world_size``/``args.process_index`` and seeded by ``args.data_seed`` /
+    ``args.seed``; Trainer's ``set_epoch`` also reaches ``data_collator.set_epoch`` when the collator has one.
+    Accelerate's extra re-sharding is switched off (the sampler is already rank-aware). An iterable training
+    set is bucketed through :class:`~hfbridge.samplers.BucketedIterable` (single process). This mixin
+    overrides ``train_sampling_strategy``; :class:`hfbridge.Trainer` reads the batching from its arguments.
+
+    Args:
+        batching: ``"length"``, ``"tokens"``, ``"random"`` or ``"balanced"``.
+        max_tokens: token budget per batch for ``batching="tokens"`` (the batch size caps the rows).
+        sampler_kwargs: further sampler options (``megabatch_mult``, ``longest_first``...).
+
+    Raises:
+        ValueError: for an unknown ``batching`` or a missing ``max_tokens``.
+
+    Example:
+        >>> from transformers import Trainer
+        >>> class MyTrainer(BatchingTrainerMixin, Trainer):
+        ...     pass
+        >>> MyTrainer(model=model, args=args, train_dataset=train, batching="length")  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        *args: Any,
+        batching: str = "length",
+        max_tokens: int | None = None,
+        sampler_kwargs: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        self.batching = check_choice("batching", batching, BATCHINGS)
+        self.max_tokens = check_positive_int("max_tokens", max_tokens, allow_none=True)
+        if batching == "tokens" and max_tokens is None:
+            raise ValueError("`max_tokens` is required with batching='tokens'; got None")
+        self.sampler_kwargs = dict(sampler_kwargs or {})
+        super().__init__(*args, **kwargs)
+
+    def get_train_dataloader(self) -> DataLoader:
+        """The Trainer's training loader, batched by hfbridge (see the class docstring)."""
+        fallback = super().get_train_dataloader  # type: ignore[misc]
+        return train_dataloader(self, self.batching, self.max_tokens, self.sampler_kwargs, fallback)

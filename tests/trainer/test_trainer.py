@@ -1,0 +1,331 @@
+"""``hfbridge.Trainer`` in-process on a tiny BERT: batching, sorted evaluation, kept checkpoints, early stopping."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+import hfbridge
+from hfbridge.samplers import LengthGroupedBatchSampler, RandomBatchSampler, TokenBudgetBatchSampler
+
+pytestmark = pytest.mark.slow
+
+
+def _args(tmp_path: Path, **kw: Any) -> Any:
+    options: dict[str, Any] = {
+        "output_dir": str(tmp_path / "out"),
+        "per_device_train_batch_size": 8,
+        "per_device_eval_batch_size": 8,
+        "report_to": [],
+        "use_cpu": True,
+        "disable_tqdm": True,
+        "logging_strategy": "no",
+        "save_strategy": "no",
+        "seed": 5,
+    }
+    options.update(kw)
+    return hfbridge.TrainingArguments(**options)
+
+
+@pytest.fixture(scope="module")
+def tokenized(seqcls_dataset: Any, wordpiece_tokenizer: Any) -> Any:
+    return seqcls_dataset.map(
+        lambda b: wordpiece_tokenizer(b["text"], truncation=True, max_length=64),
+        batched=True,
+        remove_columns=["text"],
+    )
+
+
+def _trainer(tmp_path: Path, tokenized: Any, tok: Any, make_tiny_model: Any, **kw: Any) -> Any:
+    from transformers import DataCollatorWithPadding
+
+    extra = {k: kw.pop(k) for k in ("compute_metrics", "callbacks") if k in kw}
+    return hfbridge.Trainer(
+        model=make_tiny_model("bert", "sequence-classification"),
+        args=_args(tmp_path, **kw),
+        train_dataset=tokenized,
+        eval_dataset=tokenized,
+        data_collator=DataCollatorWithPadding(tok),
+        **extra,
+    )
+
+
+def _sampler(loader: Any) -> Any:
+    inner = loader.batch_sampler
+    return getattr(inner, "batch_sampler", inner)
+
+
+@pytest.mark.parametrize(
+    ("flags", "kind"),
+    [
+        ({"train_sampling_strategy": "group_by_length"}, LengthGroupedBatchSampler),
+        ({}, RandomBatchSampler),  # HF's default "random" keeps its meaning, with an O(1) resume
+        ({"batching": "tokens", "max_tokens": 200}, TokenBudgetBatchSampler),
+        ({"batching": "length"}, LengthGroupedBatchSampler),
+    ],
+)
+def test_training_batches_come_from_the_flagged_sampler(
+    tmp_path: Path, tokenized: Any, wordpiece_tokenizer: Any, make_tiny_model: Any, flags: Any, kind: Any
+) -> None:
+    trainer = _trainer(tmp_path, tokenized, wordpiece_tokenizer, make_tiny_model, **flags)
+    sampler = _sampler(trainer.get_train_dataloader())
+    assert isinstance(sampler, kind)
+    batches = list(sampler)
+    assert sorted(i for b in batches for i in b) == list(range(len(tokenized)))
+    if kind is TokenBudgetBatchSampler:
+        lengths = np.array([len(x) for x in tokenized["input_ids"]])
+        assert all(len(b) * lengths[b].max() <= 200 for b in batches)
+
+
+def test_sequential_strategy_keeps_trainers_own_sampler(
+    tmp_path: Path, tokenized: Any, wordpiece_tokenizer: Any, make_tiny_model: Any
+) -> None:
+    trainer = _trainer(
+        tmp_path, tokenized, wordpiece_tokenizer, make_tiny_model, train_sampling_strategy="sequential"
+    )
+    assert not hasattr(_sampler(trainer.get_train_dataloader()), "seek")
+
+
+def test_a_length_column_that_disagrees_with_input_ids_warns_and_wins(
+    tmp_path: Path, tokenized: Any, wordpiece_tokenizer: Any, make_tiny_model: Any
+) -> None:
+    flipped = tokenized.add_column("length", [100 - len(x) for x in tokenized["input_ids"]])
+    trainer = _trainer(tmp_path, flipped, wordpiece_tokenizer, make_tiny_model, batching="length")
+    with pytest.warns(UserWarning, match="length_column_name"):
+        sampler = _sampler(trainer.get_train_dataloader())
+    first = next(iter(LengthGroupedBatchSampler(np.asarray(flipped["length"]), 8, seed=5)))
+    assert isinstance(sampler, LengthGroupedBatchSampler)
+    assert next(iter(sampler)) == first
+
+
+def test_sorted_evaluation_gives_the_unsorted_metrics_and_predictions_in_dataset_order(
+    tmp_path: Path, tokenized: Any, wordpiece_tokenizer: Any, make_tiny_model: Any
+) -> None:
+    seen: list[np.ndarray] = []
+
+    def metrics(pred: Any) -> dict[str, float]:
+        seen.append(pred.label_ids.copy())
+        return {"accuracy": float((pred.predictions.argmax(-1) == pred.label_ids).mean())}
+
+    sorted_run = _trainer(tmp_path, tokenized, wordpiece_tokenizer, make_tiny_model, compute_metrics=metrics)
+    plain_run = _trainer(
+        tmp_path,
+        tokenized,
+        wordpiece_tokenizer,
+        make_tiny_model,
+        compute_metrics=metrics,
+        sort_eval_by_length=False,
+    )
+    loader = sorted_run.get_eval_dataloader()
+    widths = [b["input_ids"].shape[1] for b in loader]
+    assert widths == sorted(widths, reverse=True)  # really length-sorted
+    a, b = sorted_run.evaluate(), plain_run.evaluate()
+    assert a["eval_accuracy"] == b["eval_accuracy"]
+    assert a["eval_loss"] == pytest.approx(b["eval_loss"], rel=1e-5)
+    labels = np.asarray(tokenized["label"])
+    assert all(np.array_equal(s, labels) for s in seen)  # compute_metrics saw dataset order both times
+    pa, pb = sorted_run.predict(tokenized), plain_run.predict(tokenized)
+    np.testing.assert_array_equal(pa.label_ids, labels)
+    np.testing.assert_allclose(pa.predictions, pb.predictions, rtol=1e-4, atol=1e-5)
+
+
+class _Scores:
+    """compute_metrics returning a scripted score per evaluation."""
+
+    def __init__(self, scores: list[float]) -> None:
+        self.scores, self.calls = scores, 0
+
+    def __call__(self, pred: Any) -> dict[str, float]:
+        self.calls += 1
+        return {"score": self.scores[self.calls - 1]}
+
+
+def _kept(tmp_path: Path) -> list[int]:
+    folders = [p.name for p in (tmp_path / "out").iterdir() if p.name.startswith("checkpoint-")]
+    return sorted(int(n.split("-")[1]) for n in folders)
+
+
+SCORES = [0.5, 0.9, 0.3, 0.8, 0.2, 0.7, 0.1, 0.6]  # best: step 2, then 4, then 6
+
+
+@pytest.mark.parametrize(
+    ("flags", "kept"),
+    [
+        ({"save_total_limit": 2}, [7, 8]),  # no metric: the newest N, as HF
+        ({"save_total_limit": 3, "metric_for_best_model": "score"}, [2, 7, 8]),  # HF: best + newest
+        ({"save_total_limit": 2, "keep_last": 1, "metric_for_best_model": "score"}, [2, 4, 8]),  # best-K + N
+        ({"save_total_limit": 1, "metric_for_best_model": "score"}, [2, 8]),  # HF allows best and newest
+        ({"metric_for_best_model": "score"}, list(range(1, 9))),  # no limit: all
+    ],
+)
+def test_the_kept_checkpoints_follow_the_documented_rule(
+    tmp_path: Path, tokenized: Any, wordpiece_tokenizer: Any, make_tiny_model: Any, flags: Any, kept: Any
+) -> None:
+    trainer = _trainer(
+        tmp_path,
+        tokenized.select(range(64)),
+        wordpiece_tokenizer,
+        make_tiny_model,
+        compute_metrics=_Scores(SCORES),
+        max_steps=8,
+        eval_strategy="steps",
+        eval_steps=1,
+        save_strategy="steps",
+        save_steps=1,
+        **flags,
+    )
+    trainer.train()
+    assert _kept(tmp_path) == kept
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert sorted(c["step"] for c in manifest["checkpoints"]) == kept  # the store's record agrees
+    if "metric_for_best_model" in flags:
+        assert trainer.state.best_model_checkpoint == str(tmp_path / "out" / "checkpoint-2")
+        state = json.loads((tmp_path / "out" / "checkpoint-8" / "trainer_state.json").read_text())
+        assert state["best_model_checkpoint"] == str(tmp_path / "out" / "checkpoint-2")
+
+
+def test_load_best_model_at_end_loads_the_best_checkpoints_weights(
+    tmp_path: Path, tokenized: Any, wordpiece_tokenizer: Any, make_tiny_model: Any
+) -> None:
+    from safetensors.torch import load_file
+
+    trainer = _trainer(
+        tmp_path,
+        tokenized.select(range(48)),
+        wordpiece_tokenizer,
+        make_tiny_model,
+        compute_metrics=_Scores(SCORES),
+        max_steps=6,
+        learning_rate=1e-2,
+        eval_strategy="steps",
+        eval_steps=1,
+        save_strategy="steps",
+        save_steps=1,
+        save_total_limit=2,
+        metric_for_best_model="score",
+        load_best_model_at_end=True,
+    )
+    trainer.train()
+    best = load_file(str(tmp_path / "out" / "checkpoint-2" / "model.safetensors"))
+    newest = load_file(str(tmp_path / "out" / "checkpoint-6" / "model.safetensors"))
+    own = trainer.model.state_dict()
+    assert any(not torch.equal(best[k], newest[k]) for k in best)
+    assert all(torch.equal(own[k], best[k]) for k in best)
+
+
+def test_early_stopping_patience_survives_a_resume(
+    tmp_path: Path, tokenized: Any, wordpiece_tokenizer: Any, make_tiny_model: Any
+) -> None:
+    scores = [0.9, 0.5, 0.4, 0.3, 0.2, 0.1, 0.1, 0.1]  # never better than step 1: patience 3 stops at step 4
+    common = {
+        "max_steps": 8,
+        "eval_strategy": "steps",
+        "eval_steps": 1,
+        "save_strategy": "steps",
+        "save_steps": 1,
+        "metric_for_best_model": "score",
+        "early_stopping_patience": 3,
+    }
+    data = tokenized.select(range(64))
+    run = _trainer(
+        tmp_path / "a", data, wordpiece_tokenizer, make_tiny_model, compute_metrics=_Scores(scores), **common
+    )
+    run.train()
+    assert run.state.global_step == 4
+    # the same run killed after step 2, then resumed: two patience steps already used are remembered
+    part = _trainer(
+        tmp_path / "b",
+        data,
+        wordpiece_tokenizer,
+        make_tiny_model,
+        compute_metrics=_Scores(scores),
+        **{**common, "max_steps": 8},
+    )
+    part.add_callback(_StopAt(2))
+    part.train()
+    assert part.state.global_step == 2
+    resumed = _trainer(
+        tmp_path / "b",
+        data,
+        wordpiece_tokenizer,
+        make_tiny_model,
+        compute_metrics=_Scores(scores[2:]),
+        **common,
+    )
+    resumed.train(resume_from_checkpoint=True)
+    assert resumed.state.global_step == 4
+
+
+class _StopAt:
+    def __new__(cls, step: int) -> Any:
+        from transformers import TrainerCallback
+
+        class Stop(TrainerCallback):
+            def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+                if state.global_step >= step:
+                    control.should_training_stop = True
+
+        return Stop()
+
+
+def test_freeze_flag_freezes_before_the_optimizer_is_built(
+    tmp_path: Path, tokenized: Any, wordpiece_tokenizer: Any, make_tiny_model: Any
+) -> None:
+    trainer = _trainer(
+        tmp_path, tokenized, wordpiece_tokenizer, make_tiny_model, freeze="embeddings", max_steps=1
+    )
+    frozen = {n for n, p in trainer.model.named_parameters() if not p.requires_grad}
+    assert frozen
+    assert all("embeddings" in n for n in frozen)
+    before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
+    trainer.train()
+    for name, param in trainer.model.named_parameters():
+        assert torch.equal(param, before[name]) == (name in frozen), name
+    with pytest.raises(ValueError, match="freeze"):
+        _trainer(tmp_path, tokenized, wordpiece_tokenizer, make_tiny_model, freeze="pattern:^nothing_here$")
+
+
+def test_resume_seeks_the_sampler_without_replaying_batches(
+    tmp_path: Path, tokenized: Any, wordpiece_tokenizer: Any, make_tiny_model: Any
+) -> None:
+    trainer = _trainer(tmp_path, tokenized, wordpiece_tokenizer, make_tiny_model, batching="length")
+    loader = trainer.get_train_dataloader()
+    sampler = _sampler(loader)
+    sampler.set_epoch(1)
+    expected = list(sampler)[5:]
+    trainer._epoch_now = 1
+    assert trainer.get_resumed_dataloader(loader, 5) is loader  # the same loader, not a skipping wrapper
+    sampler.set_epoch(1)
+    assert list(sampler) == expected
+
+
+def test_default_data_collator_and_fixed_length_rows_train(
+    tmp_path: Path, seqcls_dataset: Any, wordpiece_tokenizer: Any, make_tiny_model: Any
+) -> None:
+    from transformers import default_data_collator
+
+    fixed = seqcls_dataset.map(
+        lambda b: wordpiece_tokenizer(b["text"], padding="max_length", truncation=True, max_length=32),
+        batched=True,
+        remove_columns=["text"],
+    )
+    trainer = hfbridge.Trainer(
+        model=make_tiny_model("bert", "sequence-classification"),
+        args=_args(
+            tmp_path,
+            max_steps=3,
+            train_sampling_strategy="group_by_length",
+            save_strategy="steps",
+            save_steps=3,
+        ),
+        train_dataset=fixed,
+        data_collator=default_data_collator,
+    )
+    trainer.train()
+    assert trainer.state.global_step == 3
+    assert _kept(tmp_path) == [3]
