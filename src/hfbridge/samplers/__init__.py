@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from hfbridge.samplers._balanced import BatchedSampler, ClassBalancedSampler
 from hfbridge.samplers._bin_packing import BinPackingBatchSampler, best_fit_decreasing
 from hfbridge.samplers._build import build_batch_sampler, dataset_labels, dataset_lengths
+from hfbridge.samplers._epoch_sync import EpochSyncedCollator
 from hfbridge.samplers._grouped import LengthGroupedBatchSampler, RandomBatchSampler
 from hfbridge.samplers._loader import ResumableDataLoader, build_dataloader, seed_worker
 from hfbridge.samplers._streaming import BucketedIterable
@@ -26,6 +27,7 @@ __all__ = [
     "BinPackingBatchSampler",
     "BucketedIterable",
     "ClassBalancedSampler",
+    "EpochSyncedCollator",
     "LengthGroupedBatchSampler",
     "RandomBatchSampler",
     "ResumableDataLoader",

@@ -12,17 +12,12 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset
 
 from hfbridge._checks import check_choice, check_non_negative_int, check_type
-from hfbridge.samplers._build import BATCHINGS, Batching, build_batch_sampler, resolve_batching
+from hfbridge.samplers._build import Batching, build_batch_sampler, resolve_batching
 from hfbridge.samplers._epoch_sync import EpochSyncedCollator, set_collator_epoch
 from hfbridge.samplers._state import Uneven, uneven_options
 from hfbridge.samplers._streaming import BucketedIterable, agreed_batches, ranks_must_agree
 
 __all__ = ["ResumableDataLoader", "build_dataloader", "seed_worker"]
-
-_BATCHINGS = (
-    BATCHINGS  # read by samplers/_trainer.py until it moves to hfbridge.trainer and uses build_batch_sampler
-)
-
 
 def seed_worker(
     worker_id: int, *, seed: int, epoch: int, rank: int, user_fn: Callable[[int], None] | None

@@ -12,8 +12,13 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset
 
 from hfbridge._checks import check_choice, check_positive_int
-from hfbridge.samplers import BucketedIterable, build_batch_sampler, dataset_lengths, seed_worker
-from hfbridge.samplers._epoch_sync import EpochSyncedCollator  # TODO(samplers): export it publicly
+from hfbridge.samplers import (
+    BucketedIterable,
+    EpochSyncedCollator,
+    build_batch_sampler,
+    dataset_lengths,
+    seed_worker,
+)
 
 __all__ = [
     "BATCHINGS",
