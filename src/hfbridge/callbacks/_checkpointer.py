@@ -118,6 +118,9 @@ class Checkpointer:
         filename: folder-name template; fields ``{step}``, ``{epoch}`` and any metric key, e.g.
             ``"step{step}-loss{eval_loss:.3f}"``. Values are sanitized (no path separators, no ``..``).
         check_disk_space: estimate the size before writing and fail early when it cannot fit.
+        frozen: ``"save"`` writes every weight; ``"reference"`` writes only the parameters that train (and
+            buffers) plus a fingerprint of the frozen rest, which resume verifies against the base model you
+            load (see docs/callbacks.md). A checkpoint of either kind resumes under either setting.
 
     Raises:
         ValueError, TypeError: on a bad argument (each names the argument and the valid values).
@@ -140,6 +143,7 @@ class Checkpointer:
         every_n_epochs: int | None = None,
         filename: str = "step{step}",
         check_disk_space: bool = True,
+        frozen: Literal["save", "reference"] = "save",
     ) -> None:
         check_type("dirpath", dirpath, (str, Path), what="a str or pathlib.Path")
         if monitor is not None:
@@ -157,6 +161,7 @@ class Checkpointer:
         check_type("filename", filename, str)
         _check_template(filename)
         check_type("check_disk_space", check_disk_space, bool)
+        self.frozen = check_choice("frozen", frozen, ("save", "reference"))
         self.dirpath = Path(dirpath)
         self.monitor, self.mode = monitor, mode
         self.keep_best, self.keep_last = keep_best, keep_last
@@ -276,6 +281,7 @@ class Checkpointer:
                 state=state,
                 rng_states=[r["rng"] for r in rank_states],
                 trainer_state=trainer_state,
+                reference_frozen=self.frozen == "reference",
                 **parts,
             )
             path = self._write(step, epoch, clean, payload)
@@ -399,6 +405,55 @@ class Checkpointer:
         )
 
     # ------------------------------------------------------------------------------------------------ finding
+
+    def load_weights(self, model: Any, path: str | Path | None = None) -> Path:
+        """Load only the model weights of ``path`` (default: the best checkpoint, else the newest) into ``model``.
+
+        Returns:
+            The checkpoint folder loaded.
+
+        Raises:
+            ValueError: when there is no checkpoint, or a trainable-only checkpoint's base does not match.
+        """
+        found = self.best() or self.latest() if path is None else Path(path)
+        if found is None:
+            raise ValueError(
+                f"there is no complete checkpoint under {str(self.dirpath)!r} to load weights from"
+            )
+        self.resume(model=model, path=found, restore_rng=False)
+        return found
+
+    def export(self, path: str | Path, *, model: Any, checkpoint: str | Path | None = None) -> Path:
+        """Write a self-contained ``save_pretrained`` model from a checkpoint, so nothing downstream needs hfbridge.
+
+        ``model`` is the base as you load it for training (``load_pretrained`` / ``from_pretrained``, with the same
+        adapters); the checkpoint's weights are loaded into it (a trainable-only checkpoint is verified against it
+        first), and a PEFT model is merged (on a copy) into plain weights. The tokenizer is not written.
+
+        Args:
+            path: a new or empty folder.
+            model: the base model, with a ``save_pretrained`` method.
+            checkpoint: the checkpoint folder to export; default: the best, else the newest.
+
+        Returns:
+            ``path``.
+
+        Raises:
+            ValueError: when ``path`` is a file or a non-empty folder, or there is no checkpoint.
+        """
+        import copy
+
+        out = Path(path)
+        if out.is_file() or (out.is_dir() and any(out.iterdir())):
+            raise ValueError(f"`path` must be a new or empty folder; {str(out)!r} exists and is not empty")
+        self.load_weights(model, checkpoint)
+        module: Any = checkpoint_model(model)
+        if callable(getattr(module, "merge_and_unload", None)):  # PEFT: fold the adapters into the weights
+            module = copy.deepcopy(module).merge_and_unload()
+        if not callable(getattr(module, "save_pretrained", None)):
+            raise TypeError(f"`model` must have save_pretrained() to export; got {type(module).__name__}")
+        module.save_pretrained(out)
+        return out
 
     def latest(self) -> Path | None:
         """The newest complete checkpoint folder, or ``None``."""

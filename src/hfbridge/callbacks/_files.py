@@ -3,6 +3,8 @@
 Layout (HF Trainer names where HF has one, so ``Trainer.train(resume_from_checkpoint=path)`` can read it too)::
 
     model.safetensors        weights, tied tensors stored once
+    trainable.safetensors    instead, with frozen="reference": what trains, plus buffers (see _frozen.py)
+    frozen.json              ... and the fingerprint of the frozen rest
     optimizer.pt             optimizer.state_dict()            (torch.save, weights_only-loadable)
     scheduler.pt / scaler.pt
     rng_state.pth            python/numpy/torch RNG (rng_state_{rank}.pth per rank in distributed runs)
@@ -27,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 from hfbridge._distributed import get_rank
 from hfbridge._modules import unwrap_model
 from hfbridge.callbacks._atomic import CHECKSUM, checksum
+from hfbridge.callbacks._frozen import FINGERPRINT, TRAINABLE, check_fingerprint, split_trainable
 
 if TYPE_CHECKING:
     import torch
@@ -40,6 +43,7 @@ __all__ = [
     "check_plain",
     "checkpoint_model",
     "load_model_weights",
+    "payload_nbytes",
     "read_payload",
     "safe_torch_load",
     "state_nbytes",
@@ -161,8 +165,11 @@ def _restore_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def load_model_weights(model: torch.nn.Module, weights: dict[str, torch.Tensor]) -> None:
-    """Copy ``weights`` into ``model``; keys dropped at save time because they were tied must stay tied.
+def load_model_weights(
+    model: torch.nn.Module, weights: dict[str, torch.Tensor], frozen: set[str] | None = None
+) -> None:
+    """Copy ``weights`` into ``model``; keys dropped at save time because they were tied must stay tied, and
+    ``frozen`` keys (verified by a trainable-only checkpoint's fingerprint) may be absent.
 
     Raises:
         ValueError: on unexpected keys or missing keys that are not tied to a loaded tensor.
@@ -171,7 +178,7 @@ def load_model_weights(model: torch.nn.Module, weights: dict[str, torch.Tensor])
     if missing:
         own = model.state_dict()
         loaded_ptrs = {own[k].data_ptr() for k in weights if k in own}
-        untied = [k for k in missing if own[k].data_ptr() not in loaded_ptrs]
+        untied = [k for k in missing if own[k].data_ptr() not in loaded_ptrs and k not in (frozen or ())]
         if untied:
             raise ValueError(f"checkpoint weights lack {len(untied)} key(s) of the model, e.g. {untied[:5]}")
     if unexpected:
@@ -191,6 +198,17 @@ class Payload:
     scheduler: dict[str, Any] | None = None
     scaler: dict[str, Any] | None = None
     trainer_state: dict[str, Any] | None = None
+    reference_frozen: bool = False  # save only what trains, fingerprint the rest
+
+
+def payload_nbytes(payload: Payload) -> int:
+    """Approximate size of ``payload`` on disk (a trainable-only one counts only what it writes)."""
+    tensors = payload.model.state_dict(keep_vars=True)
+    if payload.reference_frozen:
+        frozen = {n for n, p in payload.model.named_parameters(remove_duplicate=False) if not p.requires_grad}
+        tensors = {k: t for k, t in tensors.items() if k not in frozen}
+    weights = sum(t.numel() * t.element_size() for t in tensors.values())
+    return weights + sum(state_nbytes(x) for x in (payload.optimizer, payload.scheduler, payload.state))
 
 
 def _torch_save(obj: Any, path: Path) -> None:
@@ -204,7 +222,12 @@ def write_payload(folder: Path, payload: Payload) -> dict[str, dict[str, Any]]:
     """Write ``payload`` into ``folder``; return ``{file name: {"size": bytes, CHECKSUM: hex digest}}``."""
     import safetensors.torch
 
-    safetensors.torch.save_model(payload.model, str(folder / WEIGHTS), metadata={"format": "pt"})
+    if payload.reference_frozen:
+        tensors, fingerprint = split_trainable(payload.model)
+        safetensors.torch.save_file(tensors, str(folder / TRAINABLE), metadata={"format": "pt"})
+        (folder / FINGERPRINT).write_text(json.dumps(fingerprint, sort_keys=True) + "\n", encoding="utf-8")
+    else:
+        safetensors.torch.save_model(payload.model, str(folder / WEIGHTS), metadata={"format": "pt"})
     for part, name in _PARTS.items():
         if getattr(payload, part) is not None:
             _torch_save(getattr(payload, part), folder / name)
@@ -228,6 +251,7 @@ class Loaded:
     scheduler: dict[str, Any] | None = None
     scaler: dict[str, Any] | None = None
     rng: dict[str, Any] | None = None
+    fingerprint: dict[str, Any] | None = None  # a trainable-only checkpoint's frozen part
 
 
 class MissingPartError(ValueError):
@@ -248,7 +272,12 @@ def read_payload(folder: Path, *, rank: int, world_size: int, wanted: Mapping[st
     if wanted.get("model"):
         import safetensors.torch
 
-        out.weights = safetensors.torch.load_file(str(folder / WEIGHTS), device="cpu")
+        reference = (folder / TRAINABLE).is_file()
+        out.weights = safetensors.torch.load_file(
+            str(folder / (TRAINABLE if reference else WEIGHTS)), device="cpu"
+        )
+        if reference:
+            out.fingerprint = json.loads((folder / FINGERPRINT).read_text(encoding="utf-8"))
     for part, name in _PARTS.items():
         if wanted.get(part):
             if not (folder / name).is_file():
@@ -269,7 +298,10 @@ def apply_payload(
 ) -> None:
     """Restore each object in ``objects`` (``model``, ``optimizer``, ..., ``loader``) from ``loaded``."""
     if objects.get("model") is not None and loaded.weights is not None:
-        load_model_weights(checkpoint_model(objects["model"], "load into"), loaded.weights)
+        module = checkpoint_model(objects["model"], "load into")
+        if loaded.fingerprint is not None:
+            check_fingerprint(module, loaded.fingerprint, set(loaded.weights))
+        load_model_weights(module, loaded.weights, frozen=set((loaded.fingerprint or {}).get("tensors", ())))
     for part in _PARTS:
         sd = getattr(loaded, part)
         if objects.get(part) is not None and sd is not None:

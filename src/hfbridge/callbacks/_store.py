@@ -41,8 +41,8 @@ from hfbridge.callbacks._files import (
     Loaded,
     MissingPartError,
     Payload,
+    payload_nbytes,
     read_payload,
-    state_nbytes,
     write_payload,
 )
 
@@ -337,9 +337,7 @@ class ManifestStore:
                 "Choose another `dirpath` or `filename`"
             )
         if check_disk_space:
-            estimate = sum(state_nbytes(t) for t in payload.model.state_dict().values())
-            estimate += sum(state_nbytes(x) for x in (payload.optimizer, payload.scheduler, payload.state))
-            check_free_space(self.dirpath, int(estimate * 1.05) + (1 << 20))
+            check_free_space(self.dirpath, int(payload_nbytes(payload) * 1.05) + (1 << 20))
         tmp = new_tmp_dir(self.dirpath, name)
         aside: Path | None = (
             None  # our earlier checkpoint of the same name, moved aside until the new one is in
