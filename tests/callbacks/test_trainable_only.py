@@ -199,7 +199,7 @@ def test_lora_saves_only_adapters_and_modules_to_save_and_resumes_exactly(tmp_pa
         model = _lora()
         return model, torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
 
-    folder, model = _run_and_resume(tmp_path, make)
+    folder, _ = _run_and_resume(tmp_path, make)
     weights = {k for k in _saved_keys(folder) if not k.endswith(("position_ids", "token_type_ids"))}
     assert weights
     assert all("lora_" in k or ".modules_to_save." in k for k in weights), sorted(weights)

@@ -18,6 +18,7 @@ loaded with ``torch.load(weights_only=True)``, so loading a checkpoint never run
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
 import warnings
@@ -78,7 +79,8 @@ def checkpoint_model(model: Any, what: str = "save") -> torch.nn.Module:
                 "`model` is FSDP-sharded: gather a full state dict first (e.g. accelerate's save_state); "
                 "Checkpointer saves unsharded models"
             )
-    meta = next((n for n, t in module.state_dict(keep_vars=True).items() if t.is_meta), None)
+    tensors = itertools.chain(module.named_parameters(), module.named_buffers())
+    meta = next((n for n, t in tensors if t.is_meta), None)
     if meta is not None:
         fix = (
             "load real weights first"

@@ -192,10 +192,25 @@ class ManifestStore:
         newest = sorted(entries, key=lambda e: e["seq"], reverse=True)
         return best, [e["name"] for e in newest[: self.keep_last]]
 
-    def write(self, manifest: dict[str, Any]) -> None:
-        """Record the current best-K / last-N choice and replace the manifest atomically."""
-        manifest["best"], manifest["last"] = self.kept(manifest["checkpoints"])
+    def write(self, manifest: dict[str, Any]) -> list[dict[str, Any]]:
+        """Drop the records best-K / last-N no longer keep, replace the manifest atomically, return the dropped
+        records: pass them to :meth:`remove` (folders go only after the manifest no longer names them)."""
+        best, last = self.kept(manifest["checkpoints"])
+        evicted = [e for e in manifest["checkpoints"] if e["name"] not in {*best, *last}]
+        manifest["checkpoints"] = [e for e in manifest["checkpoints"] if e not in evicted]
+        manifest["best"], manifest["last"] = best, last
         write_json_atomic(self.path, manifest)
+        return evicted
+
+    def remove(self, evicted: list[dict[str, Any]]) -> None:
+        """Delete the folders of records dropped by :meth:`write`, each only when its own marker names it."""
+        for e in evicted:
+            folder = self.dirpath / e["name"]
+            marker = _read_marker(folder)
+            if marker is not None and marker["name"] == e["name"]:  # only a folder this store wrote
+                remove_dir(folder)
+            elif folder.exists():
+                _warn(f"not deleting {str(folder)!r}: it carries no hfbridge marker naming it")
 
     def recover(self) -> dict[str, Any]:
         """Before each save, under :func:`dir_lock`: finish or undo an interrupted same-name replacement, clear
@@ -227,8 +242,7 @@ class ManifestStore:
         manifest["checkpoints"] = sorted(kept, key=lambda e: e["seq"])
         manifest["next_seq"] = max([manifest["next_seq"], *(e["seq"] + 1 for e in kept)])
         if json.dumps(manifest, sort_keys=True) != before or (kept and not self.path.is_file()):
-            self.write(manifest)
-            self.apply_retention(manifest)
+            self.remove(self.write(manifest))
         return manifest
 
     def resolve(
@@ -294,25 +308,9 @@ class ManifestStore:
             ]
             if same:
                 manifest["checkpoints"] = [e for e in manifest["checkpoints"] if e not in same]
-                self.write(manifest)
+                self.remove(self.write(manifest))
             if folder.is_dir() and not folder.is_symlink():
                 self._quarantine(folder, entry["name"], reason)
-
-    def apply_retention(self, manifest: dict[str, Any]) -> None:
-        """Drop checkpoints outside best-K and last-N: first from the manifest, then their folders from disk."""
-        best, last = self.kept(manifest["checkpoints"])
-        evicted = [e for e in manifest["checkpoints"] if e["name"] not in {*best, *last}]
-        if not evicted:
-            return
-        manifest["checkpoints"] = [e for e in manifest["checkpoints"] if e not in evicted]
-        self.write(manifest)
-        for e in evicted:
-            folder = self.dirpath / e["name"]
-            marker = _read_marker(folder)
-            if marker is not None and marker["name"] == e["name"]:  # only a folder this store wrote
-                remove_dir(folder)
-            elif folder.exists():
-                _warn(f"not deleting {str(folder)!r}: it carries no hfbridge marker naming it")
 
     def add(
         self, manifest: dict[str, Any], entry: dict[str, Any], payload: Payload, *, check_disk_space: bool
@@ -344,7 +342,7 @@ class ManifestStore:
         )
         try:
             entry["files"] = write_payload(tmp, payload)
-            write_json_atomic(tmp / MARKER_NAME, entry)
+            (tmp / MARKER_NAME).write_text(json.dumps(entry, indent=2, sort_keys=True), encoding="utf-8")
             if final.exists():
                 target = self.dirpath / f"{TRASH_PREFIX}{name}-{uuid.uuid4().hex}"
                 os.replace(final, target)  # still recorded: a crash now leaves it to recover() to rename back
@@ -369,7 +367,7 @@ class ManifestStore:
         recorded, manifest["checkpoints"] = manifest["checkpoints"], [*others, entry]
         manifest["next_seq"] += 1
         try:
-            self.write(manifest)
+            evicted = self.write(manifest)
         except BaseException:
             remove_dir(final)  # not recorded: undo, so the manifest stays the truth
             if aside is not None:
@@ -380,7 +378,7 @@ class ManifestStore:
             raise
         if aside is not None:
             shutil.rmtree(aside, ignore_errors=True)
-        self.apply_retention(manifest)
+        self.remove(evicted)
         return final
 
     def choose(
