@@ -1,6 +1,7 @@
 """The files of one checkpoint folder: what goes in, written into a temporary folder, and read back safely.
 
-Layout (HF Trainer names where HF has one, so ``Trainer.train(resume_from_checkpoint=path)`` can read it too)::
+Layout (HF Trainer names where HF has one, so ``Trainer.train(resume_from_checkpoint=path)`` can read it
+too)::
 
     model.safetensors        weights, tied tensors stored once
     trainable.safetensors    instead, with frozen="reference": what trains, plus buffers (see _frozen.py)
@@ -12,8 +13,8 @@ Layout (HF Trainer names where HF has one, so ``Trainer.train(resume_from_checkp
     trainer_state.json       only from the HF Trainer bridge
     checkpoint.json          marker: the record of this checkpoint, written last
 
-Weights go to safetensors; every other state is a tree of tensors and plain values saved with ``torch.save`` and
-loaded with ``torch.load(weights_only=True)``, so loading a checkpoint never runs pickled code.
+Weights go to safetensors; every other state is a tree of tensors and plain values saved with ``torch.save``
+and loaded with ``torch.load(weights_only=True)``, so loading a checkpoint never runs pickled code.
 """
 
 from __future__ import annotations
@@ -66,7 +67,8 @@ def checkpoint_model(model: Any, what: str = "save") -> torch.nn.Module:
 
     Raises:
         TypeError: for a non-module or an FSDP-sharded model (gather its full state first).
-        ValueError: for a model with tensors on the meta device (nothing to save, or a load that does nothing).
+        ValueError: for a model with tensors on the meta device (nothing to save, or a load that does
+            nothing).
     """
     import torch.distributed as dist
 
@@ -94,7 +96,7 @@ def checkpoint_model(model: Any, what: str = "save") -> torch.nn.Module:
 
 
 def check_plain(obj: Any, name: str, _path: str = "") -> None:
-    """Raise ``TypeError`` unless ``obj`` is tensors and plain containers that ``weights_only`` loading accepts."""
+    """Raise ``TypeError`` unless ``obj`` is tensors and plain containers ``weights_only`` loading accepts."""
     import torch
 
     where = f"{name}{_path}"
@@ -111,8 +113,9 @@ def check_plain(obj: Any, name: str, _path: str = "") -> None:
             check_plain(value, name, f"{_path}[{key!r}]")
         return
     raise TypeError(
-        f"`{where}` is a {type(obj).__module__}.{type(obj).__qualname__}, which `torch.load(weights_only=True)` "
-        "cannot load; store tensors, numbers, strings, None and lists/tuples/dicts of them "
+        f"`{where}` is a {type(obj).__module__}.{type(obj).__qualname__}, which "
+        "`torch.load(weights_only=True)` cannot load; store tensors, numbers, strings, None and "
+        "lists/tuples/dicts of them "
         "(convert NumPy arrays with `.tolist()` or `torch.from_numpy`)"
     )
 
@@ -131,14 +134,14 @@ def state_nbytes(obj: Any) -> int:
 
 
 def safe_torch_load(path: Path) -> Any:
-    """``torch.load(weights_only=True)`` on CPU: raises ``pickle.UnpicklingError`` on any pickled code or class."""
+    """``torch.load(weights_only=True)`` on CPU: ``pickle.UnpicklingError`` on any pickled code or class."""
     import torch
 
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def capture_rng_state() -> dict[str, Any]:
-    """Python, NumPy and torch RNG states in HF Trainer's ``rng_state.pth`` layout, ``weights_only``-loadable."""
+    """Python, NumPy and torch RNG states in HF Trainer's ``rng_state.pth`` layout (``weights_only``-safe)."""
     import numpy as np
     import torch
 

@@ -1,9 +1,10 @@
-"""Trainable-only checkpoints: save what trains, reference the frozen rest by a fingerprint, verify it on resume.
+"""Trainable-only checkpoints: save what trains, fingerprint the frozen rest, verify it on resume.
 
-With ``Checkpointer(..., frozen="reference")`` a checkpoint holds the parameters with ``requires_grad=True``, every
-persistent buffer (batch-norm statistics and the like change without gradients; they are small), and for each
-frozen tensor its name, shape, dtype and an xxh3-64 hash of its bytes, plus where the base came from. Resume loads
-the base as the user does, checks every frozen tensor against the fingerprint, then loads the saved part on top.
+With ``Checkpointer(..., frozen="reference")`` a checkpoint holds the parameters with ``requires_grad=True``,
+every persistent buffer (batch-norm statistics and the like change without gradients; they are small), and for
+each frozen tensor its name, shape, dtype and an xxh3-64 hash of its bytes, plus where the base came from.
+Resume loads the base as the user does, checks every frozen tensor against the fingerprint, then loads the
+saved part on top.
 """
 
 from __future__ import annotations
@@ -57,8 +58,8 @@ def check_fingerprint(module: torch.nn.Module, fingerprint: dict[str, Any], save
     """Refuse a base whose frozen tensors are not the checkpoint's, naming the first that differs.
 
     Raises:
-        ValueError: for a missing or extra tensor (another architecture), or a frozen tensor whose shape, dtype
-            or content differs (another base, or a frozen parameter that was trained after all).
+        ValueError: for a missing or extra tensor (another architecture), or a frozen tensor whose shape,
+            dtype or content differs (another base, or a frozen parameter that was trained after all).
     """
     origin = fingerprint.get("origin")
     base = f"the base the run started from ({origin!r})" if origin else "the base the run started from"

@@ -1,12 +1,12 @@
-"""The manifest and the checkpoint folders it names: recording, recovering after a crash, setting aside, evicting.
+"""The manifest and the checkpoint folders it names: record, recover after a crash, set aside, evict.
 
 ``dirpath/manifest.json`` is replaced atomically. Every checkpoint folder also carries its own marker
-(``checkpoint.json``) with the same record, written before the folder is renamed into place, so a folder published
-just before a crash, or a lost manifest, can be rebuilt from the markers.
+(``checkpoint.json``) with the same record, written before the folder is renamed into place, so a folder
+published just before a crash, or a lost manifest, can be rebuilt from the markers.
 
 The folder is a trust boundary: every name read back (manifest entries, markers, file names) must be one path
-component of the store's own naming before a path is built from it, and only folders whose marker names them are
-ever deleted, so nothing outside ``dirpath`` and nothing the store did not create can be removed.
+component of the store's own naming before a path is built from it, and only folders whose marker names them
+are ever deleted, so nothing outside ``dirpath`` and nothing the store did not create can be removed.
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ _FILE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,99}")
 
 
 def is_checkpoint_name(name: Any) -> bool:
-    """Whether ``name`` is one path component of the store's naming: ``[A-Za-z0-9._+=-]``, not hidden, no ``..``."""
+    """Whether ``name`` is one path component of the store's naming (``[A-Za-z0-9._+=-]``, no ``..``)."""
     return isinstance(name, str) and _NAME.fullmatch(name) is not None and ".." not in name
 
 
@@ -96,7 +96,7 @@ def _entry_problem(entry: Any) -> str | None:
 
 
 def _files_problem(folder: Path, entry: dict[str, Any], *, verify: bool) -> str | None:
-    """``None`` when every file the entry lists is in ``folder`` with its size (and checksum), else the reason."""
+    """``None`` when every file the entry lists is in ``folder`` with its size (and checksum), else why."""
     if not folder.is_dir():
         return f"folder {str(folder)!r} is missing"
     for name, rec in entry["files"].items():
@@ -169,14 +169,15 @@ class ManifestStore:
             markers = [m for m in markers if m.get("run") == manifest["run"]]
         if markers or why != "is missing":
             _warn(
-                f"manifest {str(self.path)!r} {why}; rebuilding it from checkpoint markers ({len(markers)} found)"
+                f"manifest {str(self.path)!r} {why}; rebuilding it from checkpoint markers "
+                f"({len(markers)} found)"
             )
         manifest["checkpoints"] = sorted(markers, key=lambda e: e["seq"])
         manifest["next_seq"] = max([0, *(e["seq"] + 1 for e in markers)])
         return manifest
 
     def _markers(self, run: str | None) -> list[dict[str, Any]]:
-        """Complete checkpoints whose marker names their folder and carries run id ``run`` (``None``: any run)."""
+        """Complete checkpoints whose marker names their folder and has run id ``run`` (``None``: any run)."""
         out = []
         for folder in sorted(self.dirpath.iterdir()):
             entry = None if folder.name.startswith(".") else _read_marker(folder)
@@ -187,14 +188,14 @@ class ManifestStore:
         return out
 
     def kept(self, entries: list[dict[str, Any]]) -> tuple[list[str], list[str]]:
-        """Names of the best ``keep_best`` (best first) and the newest ``keep_last`` (newest first) entries."""
+        """Names of the best ``keep_best`` (best first) and newest ``keep_last`` (newest first) entries."""
         best = [e["name"] for e in rank_best(entries, self.mode)[: self.keep_best]]
         newest = sorted(entries, key=lambda e: e["seq"], reverse=True)
         return best, [e["name"] for e in newest[: self.keep_last]]
 
     def write(self, manifest: dict[str, Any]) -> list[dict[str, Any]]:
-        """Drop the records best-K / last-N no longer keep, replace the manifest atomically, return the dropped
-        records: pass them to :meth:`remove` (folders go only after the manifest no longer names them)."""
+        """Drop the records best-K / last-N no longer keep, replace the manifest atomically, return the
+        dropped records for :meth:`remove` (folders go only once the manifest no longer names them)."""
         best, last = self.kept(manifest["checkpoints"])
         evicted = [e for e in manifest["checkpoints"] if e["name"] not in {*best, *last}]
         manifest["checkpoints"] = [e for e in manifest["checkpoints"] if e not in evicted]
@@ -213,9 +214,9 @@ class ManifestStore:
                 _warn(f"not deleting {str(folder)!r}: it carries no hfbridge marker naming it")
 
     def recover(self) -> dict[str, Any]:
-        """Before each save, under :func:`dir_lock`: finish or undo an interrupted same-name replacement, clear
-        crash leftovers, set aside recorded folders that are no longer complete, adopt this run's published but
-        unrecorded folders. Returns the (possibly updated) manifest."""
+        """Before each save, under :func:`dir_lock`: finish or undo an interrupted same-name replacement,
+        clear crash leftovers, set aside recorded folders that are no longer complete, adopt this run's
+        published but unrecorded folders. Returns the (possibly updated) manifest."""
         manifest = self.read()
         self._restore_replaced(manifest)
         for entry in self.dirpath.iterdir():
@@ -250,9 +251,10 @@ class ManifestStore:
     ) -> tuple[dict[str, Any] | None, Path, str | None]:
         """What a manifest entry names on disk now: ``(record, folder, None)``, or ``(None, folder, reason)``.
 
-        Two crash windows of a same-name replacement (a ``filename`` without ``{step}``) are read through: the new
-        folder already renamed into place but not yet recorded (its own marker, a later ``seq`` of this run, is the
-        record), and the old folder moved aside to a hidden trash name before the new one was published.
+        Two crash windows of a same-name replacement (a ``filename`` without ``{step}``) are read through: the
+        new folder already renamed into place but not yet recorded (its own marker, a later ``seq`` of this
+        run, is the record), and the old folder moved aside to a hidden trash name before the new one was
+        published.
         """
         folder = self.dirpath / entry["name"]
         marker = _read_marker(folder)
@@ -270,7 +272,7 @@ class ManifestStore:
         return (entry, aside, None) if aside is not None else (None, folder, reason)
 
     def _moved_aside(self, entry: dict[str, Any]) -> Path | None:
-        """The complete hidden copy of ``entry`` moved aside by an interrupted same-name replacement, if any."""
+        """The complete hidden copy of ``entry`` moved aside by an interrupted same-name replacement."""
         for folder in sorted(self.dirpath.glob(f"{TRASH_PREFIX}*")):
             marker = _read_marker(folder)
             if (
@@ -295,12 +297,12 @@ class ManifestStore:
         os.replace(folder, aside)
         fsync_dir(self.dirpath)
         _warn(
-            f"skipping checkpoint {name!r}: {reason}; set it aside as {aside.name!r}, kept for inspection and "
-            "never deleted by hfbridge"
+            f"skipping checkpoint {name!r}: {reason}; set it aside as {aside.name!r}, kept for inspection "
+            "and never deleted by hfbridge"
         )
 
     def set_aside(self, entry: dict[str, Any], folder: Path, reason: str) -> None:
-        """Drop a checkpoint that resume refused from the manifest and rename its folder to a quarantine name."""
+        """Drop a checkpoint resume refused from the manifest and rename its folder to a quarantine name."""
         with dir_lock(self.dirpath):
             manifest = self.read()
             same = [
@@ -359,8 +361,8 @@ class ManifestStore:
                 raise OSError(
                     errno.ENOSPC,
                     f"the disk under {str(self.dirpath)!r} filled up while writing checkpoint {name!r}; the "
-                    "partial checkpoint was removed and earlier checkpoints are intact. Free some space or lower "
-                    "`keep_best`/`keep_last`",
+                    "partial checkpoint was removed and earlier checkpoints are intact. Free some space or "
+                    "lower `keep_best`/`keep_last`",
                     str(final),
                 ) from exc
             raise
@@ -386,8 +388,8 @@ class ManifestStore:
     ) -> tuple[Path, Loaded] | None:
         """The newest checkpoint that verifies and reads in full (or ``path``), rank 0's part read.
 
-        A recorded checkpoint that fails is set aside (see :meth:`set_aside`) with a warning, and the next older
-        one is tried; a transient read error (``OSError``) only skips it.
+        A recorded checkpoint that fails is set aside (see :meth:`set_aside`) with a warning, and the next
+        older one is tried; a transient read error (``OSError``) only skips it.
 
         Raises:
             MissingPartError: when a part in ``wanted`` was never saved (a usage error, not corruption).
