@@ -238,3 +238,9 @@ def test_callbacks_given_as_a_list_is_a_type_error(tmp_path: Path, tiny_net: Any
     )
     with pytest.raises(TypeError, match=r"`callbacks` must be a mapping of name -> object.*got list"):
         call()
+
+
+def test_dirpath_that_is_a_file_is_refused_at_construction(tmp_path: Path) -> None:
+    (tmp_path / "ckpts").write_text("not a folder")
+    with pytest.raises(ValueError, match=r"`dirpath` must be a folder .* is a file"):
+        Checkpointer(tmp_path / "ckpts")

@@ -147,6 +147,10 @@ class Checkpointer:
         frozen: Literal["save", "reference"] = "save",
     ) -> None:
         check_type("dirpath", dirpath, (str, Path), what="a str or pathlib.Path")
+        if Path(dirpath).is_file():
+            raise ValueError(
+                f"`dirpath` must be a folder (created on first save); {str(dirpath)!r} is a file"
+            )
         if monitor is not None:
             check_type("monitor", monitor, str)
         check_choice("mode", mode, ("min", "max"))
