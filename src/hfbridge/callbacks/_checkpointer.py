@@ -2,31 +2,85 @@
 
 from __future__ import annotations
 
+import re
+import string
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from hfbridge._checks import check_choice, check_non_negative_int, check_positive_int, check_type
-from hfbridge._distributed import broadcast_object, get_rank, get_world_size
-from hfbridge.callbacks._atomic import dir_lock
-from hfbridge.callbacks._collective import Failure, gather, raise_first_failure
-from hfbridge.callbacks._io import Loaded, Payload, apply_payload, read_payload
-from hfbridge.callbacks._manifest import (
-    FORMAT,
-    decode_float,
-    encode_float,
-    rank_best,
+from hfbridge._distributed import (
+    Failure,
+    attempt,
+    broadcast_object,
+    gather_object,
+    get_rank,
+    get_world_size,
+    raise_first_failure,
 )
-from hfbridge.callbacks._naming import clean_metrics, format_name
-from hfbridge.callbacks._state import (
+from hfbridge.callbacks._atomic import dir_lock
+from hfbridge.callbacks._early_stopping import clean_metrics
+from hfbridge.callbacks._files import (
+    Payload,
+    apply_payload,
     capture_rng_state,
     check_plain,
-    unwrap_model,
+    checkpoint_model,
+    read_payload,
 )
-from hfbridge.callbacks._store import ManifestStore
+from hfbridge.callbacks._store import (
+    FORMAT,
+    ManifestStore,
+    decode_float,
+    encode_float,
+    is_checkpoint_name,
+    rank_best,
+)
 
 __all__ = ["Checkpointer", "ResumeResult"]
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._+=-]")
+
+
+def _check_template(template: str) -> None:
+    """Refuse a ``filename`` template that cannot be filled with an int step/epoch and float metrics."""
+    try:
+        fields = [(f, c, spec) for _, f, spec, c in string.Formatter().parse(template) if f is not None]
+    except ValueError as exc:
+        raise ValueError(f"`filename` must be a str.format template; {template!r} is not ({exc})") from None
+    if not template or template.startswith(".") or "/" in template or "\\" in template:
+        raise ValueError(
+            "`filename` must be a non-empty folder-name template without path separators and not starting "
+            f"with '.'; got {template!r}"
+        )
+    for field, conv, spec in fields:
+        if not field.isidentifier():
+            raise ValueError(
+                f"`filename` fields must be plain names ({{step}}, {{epoch}} or a metric key), without "
+                f"indexing or attributes; got {{{field}}} in {template!r}"
+            )
+        sample = 0 if field in ("step", "epoch") else 0.5  # metrics are floats
+        try:
+            ("{x" + (f"!{conv}" if conv else "") + (f":{spec}" if spec else "") + "}").format(x=sample)
+        except (ValueError, TypeError, KeyError, IndexError) as exc:
+            kind = "an int" if field in ("step", "epoch") else "a float metric"
+            raise ValueError(
+                f"`filename` field {{{field}}} in {template!r} cannot format {kind}: {exc}"
+            ) from None
+
+
+def _check_callbacks(callbacks: Any, method: str) -> None:
+    if callbacks is None:
+        return
+    if not isinstance(callbacks, Mapping):
+        raise TypeError(
+            f"`callbacks` must be a mapping of name -> object with {method}(), e.g. "
+            f"{{'early_stopping': es}}; got {type(callbacks).__name__}"
+        )
+    for key, cb in callbacks.items():
+        if not hasattr(cb, method):
+            raise TypeError(f"`callbacks[{key!r}]` must have {method}(); got {type(cb).__name__}")
 
 
 @dataclass(frozen=True)
@@ -54,23 +108,27 @@ class Checkpointer:
     Args:
         dirpath: folder that holds the checkpoints and ``manifest.json`` (created on first save).
         monitor: metric key that ranks checkpoints (e.g. ``"eval_loss"``); ``None`` keeps only the last N.
-        mode: ``"min"`` or ``"max"``: whether a lower or higher ``monitor`` value is better. NaN is always worst.
+        mode: ``"min"`` or ``"max"``: whether a lower or higher ``monitor`` is better; NaN is always worst.
         keep_best: how many best checkpoints by ``monitor`` to keep (ties keep the earlier one).
         keep_last: how many newest checkpoints to keep; ``None`` keeps all. A checkpoint is kept when it is in
             either set.
-        every_n_steps: with ``save(step, ...)`` called every step, write only when ``step % every_n_steps == 0``.
-        every_n_epochs: write when ``save(..., epoch=e, epoch_end=True)`` and ``(e + 1) % every_n_epochs == 0``.
-            With neither set, every ``save`` call writes.
+        every_n_steps: with ``save(step, ...)`` called every step, write only when
+            ``step % every_n_steps == 0``.
+        every_n_epochs: write when ``save(..., epoch=e, epoch_end=True)`` and
+            ``(e + 1) % every_n_epochs == 0``. With neither set, every ``save`` call writes.
         filename: folder-name template; fields ``{step}``, ``{epoch}`` and any metric key, e.g.
             ``"step{step}-loss{eval_loss:.3f}"``. Values are sanitized (no path separators, no ``..``).
         check_disk_space: estimate the size before writing and fail early when it cannot fit.
+        frozen: ``"save"`` writes every weight; ``"reference"`` writes only the parameters that train (and
+            buffers) plus a fingerprint of the frozen rest, which resume verifies against the base model you
+            load (see docs/callbacks.md). A checkpoint of either kind resumes under either setting.
 
     Raises:
         ValueError, TypeError: on a bad argument (each names the argument and the valid values).
 
     Example:
         >>> ckpt = Checkpointer("ckpts", monitor="eval_loss", keep_best=2, keep_last=1)  # doctest: +SKIP
-        >>> ckpt.save(step, model=model, optimizer=opt, loader=loader, metrics={"eval_loss": 0.4})  # doctest: +SKIP
+        >>> ckpt.save(step, model=model, optimizer=opt, metrics={"eval_loss": 0.4})  # doctest: +SKIP
         >>> resumed = ckpt.resume(model=model, optimizer=opt, loader=loader)  # doctest: +SKIP
     """
 
@@ -86,8 +144,13 @@ class Checkpointer:
         every_n_epochs: int | None = None,
         filename: str = "step{step}",
         check_disk_space: bool = True,
+        frozen: Literal["save", "reference"] = "save",
     ) -> None:
         check_type("dirpath", dirpath, (str, Path), what="a str or pathlib.Path")
+        if Path(dirpath).is_file():
+            raise ValueError(
+                f"`dirpath` must be a folder (created on first save); {str(dirpath)!r} is a file"
+            )
         if monitor is not None:
             check_type("monitor", monitor, str)
         check_choice("mode", mode, ("min", "max"))
@@ -101,12 +164,9 @@ class Checkpointer:
         check_positive_int("every_n_steps", every_n_steps, allow_none=True)
         check_positive_int("every_n_epochs", every_n_epochs, allow_none=True)
         check_type("filename", filename, str)
-        if not filename or "/" in filename or "\\" in filename or filename.startswith("."):
-            raise ValueError(
-                f"`filename` must be a non-empty folder-name template without path separators and not starting "
-                f"with '.'; got {filename!r}"
-            )
+        _check_template(filename)
         check_type("check_disk_space", check_disk_space, bool)
+        self.frozen = check_choice("frozen", frozen, ("save", "reference"))
         self.dirpath = Path(dirpath)
         self.monitor, self.mode = monitor, mode
         self.keep_best, self.keep_last = keep_best, keep_last
@@ -121,7 +181,7 @@ class Checkpointer:
             f"keep_best={self.keep_best}, keep_last={self.keep_last})"
         )
 
-    # ------------------------------------------------------------------------------------------------ schedule
+    # ------------------------------------------------------------------------------------------- schedule
 
     def should_save(self, step: int, *, epoch: int | float | None = None, epoch_end: bool = False) -> bool:
         """Whether ``save(step, epoch=epoch, epoch_end=epoch_end)`` writes a checkpoint under the schedule."""
@@ -168,7 +228,8 @@ class Checkpointer:
                 rank raise.
             epoch: the current epoch index, handed back by ``resume``.
             epoch_end: ``True`` when called at the end of epoch ``epoch`` (for ``every_n_epochs``).
-            callbacks: named objects with ``state_dict``/``load_state_dict`` (e.g. ``{"early_stopping": es}``).
+            callbacks: named objects with ``state_dict``/``load_state_dict`` (e.g.
+                ``{"early_stopping": es}``).
             force: write even when ``every_n_steps`` / ``every_n_epochs`` say not to.
             trainer_state: JSON-able HF ``TrainerState`` dict (used by the Trainer bridge).
 
@@ -177,68 +238,91 @@ class Checkpointer:
             checkpoint that retention would drop at once).
 
         Raises:
-            OSError: ``ENOSPC`` when the checkpoint does not fit (checked before writing, or hit while writing:
-                the partial folder is removed and earlier checkpoints stay intact).
+            OSError: ``ENOSPC`` when the checkpoint does not fit (checked before writing, or hit while
+                writing: the partial folder is removed and earlier checkpoints stay intact).
             ValueError, TypeError: on bad arguments or state that cannot be saved safely.
         """
         check_non_negative_int("step", step)
         if not force and not self.should_save(step, epoch=epoch, epoch_end=epoch_end):
             return None
-        world = get_world_size()
-        clean: dict[str, float] = {}
-        named: dict[str, Any] = {}
-        try:  # every check runs before the gather, so a failure on one rank reaches all of them
-            if get_rank() == 0:  # rank 0's metrics are authoritative (often only rank 0 evaluates)
-                clean = clean_metrics(metrics, self.monitor)
-            named = dict(callbacks or {})
-            for key, cb in named.items():
-                if not hasattr(cb, "state_dict"):
-                    raise TypeError(f"`callbacks[{key!r}]` must have state_dict(); got {type(cb).__name__}")
-            rank_state: Any = {
+
+        def check() -> dict[str, Any]:  # every check runs before the gather, so a failure reaches every rank
+            _check_callbacks(callbacks, "state_dict")
+            checkpoint_model(model)
+            state = {
                 "rng": capture_rng_state(),
                 "loader": loader.state_dict() if loader is not None else None,
             }
-            check_plain(rank_state["loader"], "loader.state_dict()")
-        except Exception as exc:
-            if world == 1:
-                raise
-            rank_state = Failure(exc)
-        rank_states = gather(rank_state, world)  # every rank learns whether any rank failed
+            check_plain(state["loader"], "loader.state_dict()")
+            return state
+
+        rank_states: list[Any] = gather_object(attempt(check))  # every rank learns whether any rank failed
         raise_first_failure(rank_states)
-        outcome: Any = None
-        if get_rank() == 0:
-            try:
-                state = {
-                    "step": step,
-                    "epoch": epoch,
-                    "metrics": clean,
-                    "loader": [r["loader"] for r in rank_states] if world > 1 else rank_state["loader"],
-                    "callbacks": {k: cb.state_dict() for k, cb in named.items()},
-                    "extra_state": extra_state,
-                    "world_size": world,
-                }
-                payload = Payload(
-                    model=unwrap_model(model),
-                    state=state,
-                    rng_states=[r["rng"] for r in rank_states],
-                    optimizer=optimizer.state_dict() if optimizer is not None else None,
-                    scheduler=scheduler.state_dict() if scheduler is not None else None,
-                    scaler=scaler.state_dict() if scaler is not None else None,
-                    trainer_state=trainer_state,
-                )
-                path = self._write(step, epoch, clean, payload)
-                outcome = None if path is None else str(path)
-            except Exception as exc:
-                if world == 1:
-                    raise
-                outcome = Failure(exc)
-        outcome = broadcast_object(outcome)  # the others wait here while rank 0 writes
+
+        def write() -> str | None:
+            clean = clean_metrics(metrics, self.monitor)  # rank 0's metrics are authoritative
+            named = dict(callbacks or {})
+            world = len(rank_states)
+            state = {
+                "step": step,
+                "epoch": epoch,
+                "metrics": clean,
+                "loader": [r["loader"] for r in rank_states] if world > 1 else rank_states[0]["loader"],
+                "callbacks": {k: cb.state_dict() for k, cb in named.items()},
+                "extra_state": extra_state,
+                "world_size": world,
+            }
+            parts = {
+                k: v.state_dict() if v is not None else None
+                for k, v in (("optimizer", optimizer), ("scheduler", scheduler), ("scaler", scaler))
+            }
+            for what, obj in (
+                *parts.items(),
+                ("extra_state", extra_state),
+                ("callbacks", state["callbacks"]),
+            ):
+                check_plain(obj, what if what in ("extra_state", "callbacks") else f"{what}.state_dict()")
+            payload = Payload(
+                model=checkpoint_model(model),
+                state=state,
+                rng_states=[r["rng"] for r in rank_states],
+                trainer_state=trainer_state,
+                reference_frozen=self.frozen == "reference",
+                **parts,
+            )
+            path = self._write(step, epoch, clean, payload)
+            return None if path is None else str(path)
+
+        outcome = broadcast_object(attempt(write) if get_rank() == 0 else None)  # the others wait for rank 0
         raise_first_failure([outcome])
-        return None if outcome is None else Path(outcome)
+        return None if outcome is None else Path(str(outcome))
 
     def format_name(self, step: int, epoch: int | float | None, metrics: Mapping[str, float]) -> str:
-        """The folder name ``filename`` gives for these values (see :func:`format_name`)."""
-        return format_name(self.filename, step, epoch, metrics)
+        """The folder name ``filename`` gives for these values, sanitized into one safe path component.
+
+        Every character outside ``[A-Za-z0-9._+=-]`` becomes ``_``, so no value can add a path separator.
+
+        Raises:
+            ValueError: when the template names an unavailable field or the result is not a safe name.
+
+        Example:
+            >>> ckpt = Checkpointer("ck", filename="step{step}-loss{eval_loss:.2f}")
+            >>> ckpt.format_name(7, None, {"eval_loss": 0.4321})
+            'step7-loss0.43'
+        """
+        fields: dict[str, Any] = {k: v for k, v in metrics.items() if k.isidentifier()}
+        fields.update(step=step, epoch=epoch if epoch is not None else 0)
+        try:
+            name = self.filename.format(**fields)
+        except (KeyError, IndexError, ValueError, TypeError) as exc:
+            raise ValueError(
+                f"`filename` template {self.filename!r} cannot be filled ({type(exc).__name__}: {exc}); "
+                f"available fields: {sorted(fields)}"
+            ) from None
+        name = _UNSAFE.sub("_", name)
+        if not is_checkpoint_name(name):
+            raise ValueError(f"`filename` {self.filename!r} gives an unsafe folder name {name!r}")
+        return name
 
     def _write(self, step: int, epoch: Any, metrics: dict[str, float], payload: Payload) -> Path | None:
         self.dirpath.mkdir(parents=True, exist_ok=True)
@@ -257,7 +341,7 @@ class Checkpointer:
             }
             return self._store.add(manifest, entry, payload, check_disk_space=self.check_disk_space)
 
-    # ------------------------------------------------------------------------------------------------ resuming
+    # ------------------------------------------------------------------------------------------- resuming
 
     def resume(
         self,
@@ -273,9 +357,9 @@ class Checkpointer:
     ) -> ResumeResult | None:
         """Restore everything from the newest complete checkpoint (or ``path``); every rank must call it.
 
-        Incomplete or corrupt checkpoints (missing or truncated files, a file carrying pickled code) are skipped
-        with a warning and the next older one is tried. Nothing is restored until a checkpoint has been read
-        in full.
+        Incomplete or corrupt checkpoints (missing or truncated files, a file carrying pickled code) are
+        skipped with a warning and the next older one is tried. Nothing is restored until a checkpoint has
+        been read in full.
 
         Args:
             model, optimizer, scheduler, scaler, loader: restored when given (``load_state_dict``).
@@ -290,43 +374,34 @@ class Checkpointer:
         Raises:
             ValueError: when a part you ask for (e.g. ``optimizer``) was never saved in the chosen checkpoint.
         """
-        wanted = {"model": model is not None, "optimizer": optimizer is not None}
-        wanted.update(scheduler=scheduler is not None, scaler=scaler is not None)
+        objects = {"model": model, "optimizer": optimizer, "scheduler": scheduler, "scaler": scaler}
+        wanted = {k: v is not None for k, v in objects.items()}
+
+        def check() -> None:  # bad input fails before any checkpoint is looked at, let alone set aside
+            _check_callbacks(callbacks, "load_state_dict")
+            if model is not None:
+                checkpoint_model(model, "load into")
+
+        raise_first_failure(gather_object(attempt(check)))
         world = get_world_size()
-        chosen: Any = None
-        found: tuple[Path, Loaded] | None = None
+        found: Any = None
         if get_rank() == 0:
-            try:
-                found = self._store.choose(path, wanted, world_size=world)
-                chosen = None if found is None else str(found[0])
-            except Exception as exc:
-                if world == 1:
-                    raise
-                chosen = Failure(exc)
-        chosen = broadcast_object(chosen)
+            found = attempt(lambda: self._store.choose(None if path is None else Path(path), wanted, world))
+        chosen = broadcast_object(found if found is None or isinstance(found, Failure) else str(found[0]))
         raise_first_failure([chosen])
         if chosen is None:
             return None
-        folder = Path(chosen)
-        try:  # rank 0 read its part in full while choosing; the others read theirs now
-            loaded: Any = (
-                found[1]
-                if found is not None
-                else read_payload(folder, rank=get_rank(), world_size=world, **wanted)
-            )
-        except Exception as exc:
-            if world == 1:
-                raise
-            loaded = Failure(exc)
-        raise_first_failure(gather(loaded if isinstance(loaded, Failure) else None, world))
-        applied: Any = None
-        try:  # e.g. a model of another shape on one rank: every rank raises instead of one hanging later
-            apply_payload(loaded, model, optimizer, scheduler, scaler, loader, callbacks, restore_rng)
-        except Exception as exc:
-            if world == 1:
-                raise
-            applied = Failure(exc)
-        raise_first_failure(gather(applied, world))
+        folder = Path(str(chosen))
+        loaded: Any = (  # rank 0 read its part in full while choosing; the others read theirs now
+            found[1]
+            if get_rank() == 0
+            else attempt(lambda: read_payload(folder, rank=get_rank(), world_size=world, wanted=wanted))
+        )
+        raise_first_failure(gather_object(loaded if isinstance(loaded, Failure) else None))
+        objects["loader"] = loader
+        # e.g. a model of another shape on one rank: every rank raises instead of one hanging later
+        restore = attempt(lambda: apply_payload(loaded, objects, callbacks or {}, restore_rng))
+        raise_first_failure(gather_object(restore))
         state = loaded.state
         return ResumeResult(
             step=int(state["step"]),
@@ -337,6 +412,56 @@ class Checkpointer:
         )
 
     # ------------------------------------------------------------------------------------------------ finding
+
+    def load_weights(self, model: Any, path: str | Path | None = None) -> Path:
+        """Load only the weights of ``path`` (default: the best, else the newest checkpoint) into ``model``.
+
+        Returns:
+            The checkpoint folder loaded.
+
+        Raises:
+            ValueError: when there is no checkpoint, or a trainable-only checkpoint's base does not match.
+        """
+        found = self.best() or self.latest() if path is None else Path(path)
+        if found is None:
+            raise ValueError(
+                f"there is no complete checkpoint under {str(self.dirpath)!r} to load weights from"
+            )
+        self.resume(model=model, path=found, restore_rng=False)
+        return found
+
+    def export(self, path: str | Path, *, model: Any, checkpoint: str | Path | None = None) -> Path:
+        """Write a self-contained ``save_pretrained`` model from a checkpoint (no hfbridge needed to load it).
+
+        ``model`` is the base as you load it for training (``load_pretrained`` / ``from_pretrained``, with the
+        same adapters); the checkpoint's weights are loaded into it (a trainable-only checkpoint is verified
+        against it first), and a PEFT model is merged (on a copy) into plain weights. The tokenizer is not
+        written.
+
+        Args:
+            path: a new or empty folder.
+            model: the base model, with a ``save_pretrained`` method.
+            checkpoint: the checkpoint folder to export; default: the best, else the newest.
+
+        Returns:
+            ``path``.
+
+        Raises:
+            ValueError: when ``path`` is a file or a non-empty folder, or there is no checkpoint.
+        """
+        import copy
+
+        out = Path(path)
+        if out.is_file() or (out.is_dir() and any(out.iterdir())):
+            raise ValueError(f"`path` must be a new or empty folder; {str(out)!r} exists and is not empty")
+        self.load_weights(model, checkpoint)
+        module: Any = checkpoint_model(model)
+        if callable(getattr(module, "merge_and_unload", None)):  # PEFT: fold the adapters into the weights
+            module = copy.deepcopy(module).merge_and_unload()
+        if not callable(getattr(module, "save_pretrained", None)):
+            raise TypeError(f"`model` must have save_pretrained() to export; got {type(module).__name__}")
+        module.save_pretrained(out)
+        return out
 
     def latest(self) -> Path | None:
         """The newest complete checkpoint folder, or ``None``."""
