@@ -1,8 +1,8 @@
 """splitmix64's finalizer, for NumPy arrays and for Python ints: the one bit mixer of the package.
 
-A bijection on 64-bit values in which every input bit changes about half the output bits. The samplers key and run
-their Feistel permutations with it; the masked-LM collator derives its fingerprint weights and per-batch generator
-states from it.
+A bijection on 64-bit values in which every input bit changes about half the output bits. The samplers key
+and run their Feistel permutations with it; the masked-LM collator derives its fingerprint weights and
+per-batch generator states from it.
 """
 
 from __future__ import annotations

@@ -19,6 +19,7 @@ from hfbridge.samplers._streaming import BucketedIterable, agreed_batches, ranks
 
 __all__ = ["ResumableDataLoader", "build_dataloader", "seed_worker"]
 
+
 def seed_worker(
     worker_id: int, *, seed: int, epoch: int, rank: int, user_fn: Callable[[int], None] | None
 ) -> None:
