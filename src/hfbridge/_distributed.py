@@ -3,8 +3,23 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
+from typing import TypeVar
 
-__all__ = ["barrier", "broadcast_object", "get_rank", "get_world_size", "is_main_process", "resolve_replicas"]
+__all__ = [
+    "Failure",
+    "attempt",
+    "barrier",
+    "broadcast_object",
+    "gather_object",
+    "get_rank",
+    "get_world_size",
+    "is_main_process",
+    "raise_first_failure",
+    "resolve_replicas",
+]
+
+T = TypeVar("T")
 
 
 def _dist_ready() -> bool:
@@ -71,3 +86,45 @@ def resolve_replicas(num_replicas: int | None, rank: int | None) -> tuple[int, i
             f"`rank` must be an integer in [0, {num_replicas - 1}] (num_replicas={num_replicas}); got {rank!r}"
         )
     return num_replicas, rank
+
+
+class Failure:
+    """An exception on one rank, sent to the others so that every rank raises instead of hanging."""
+
+    def __init__(self, exc: BaseException) -> None:
+        self.kind = type(exc).__name__
+        self.message = str(exc)
+        self.errno: int | None = getattr(exc, "errno", None)
+
+
+def attempt(fn: Callable[[], T]) -> T | Failure:
+    """``fn()``; in a distributed run, an exception it raises is returned as a :class:`Failure` to share."""
+    try:
+        return fn()
+    except Exception as exc:
+        if get_world_size() == 1:
+            raise
+        return Failure(exc)
+
+
+def gather_object(obj: object) -> list[object]:
+    """``all_gather_object`` when distributed, ``[obj]`` otherwise."""
+    world = get_world_size()
+    if world == 1:
+        return [obj]
+    import torch.distributed as dist
+
+    out: list[object] = [None] * world
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def raise_first_failure(items: list[object]) -> None:
+    """Raise the first :class:`Failure` in ``items`` (one entry per rank), keeping ``errno`` for OS errors."""
+    for rank, item in enumerate(items):
+        if isinstance(item, Failure):
+            where = f"on rank {rank}" if len(items) > 1 else "on rank 0"
+            if item.errno is not None:
+                raise OSError(item.errno, f"{item.message} ({where})")
+            exc_type = {"ValueError": ValueError, "TypeError": TypeError}.get(item.kind, RuntimeError)
+            raise exc_type(f"{item.kind} {where}: {item.message}")

@@ -19,10 +19,9 @@ from typing import Any
 
 import pytest
 import torch
+import xxhash
 
 from hfbridge.callbacks import Checkpointer
-from hfbridge.callbacks._manifest import entry_is_complete
-from hfbridge.callbacks._state import safe_torch_load
 from tests.conftest import SRC_DIR
 
 # ---------------------------------------------------------------------------------------------- pickle refused
@@ -66,7 +65,7 @@ def test_pickle_payload_is_refused(tmp_path: Path, train_objects: Any, victim: s
     torch.save(payload, target)
     # the raw loader refuses it ...
     with pytest.raises(pickle.UnpicklingError, match="Weights only load failed"):
-        safe_torch_load(target)
+        torch.load(target, weights_only=True)
     # ... and resume skips the tampered checkpoint with a warning, falling back to the older one
     with pytest.warns(RuntimeWarning, match="skipping checkpoint 'step2'"):
         result = ckpt.resume(model=model, optimizer=opt)
@@ -82,6 +81,13 @@ def test_pickle_payload_with_unchanged_size_is_refused(tmp_path: Path, tiny_net:
     marker = tmp_path / "pwned"
     target = tmp_path / "ck" / "step2" / "hfbridge_state.pt"
     _tamper(target, {"step": 2, "evil": _Exploit(str(marker))})
+    manifest = json.loads(
+        (tmp_path / "ck" / "manifest.json").read_text()
+    )  # the tamperer fixes the checksum too
+    manifest["checkpoints"][-1]["files"][target.name]["xxh3_64"] = xxhash.xxh3_64_hexdigest(
+        target.read_bytes()
+    )
+    (tmp_path / "ck" / "manifest.json").write_text(json.dumps(manifest))
     with pytest.warns(RuntimeWarning, match=r"skipping checkpoint 'step2': .*(Unpickling|Weights only)"):
         result = ckpt.resume(model=tiny_net())
     assert result is not None
@@ -229,7 +235,9 @@ def _check_consistent(dirpath: Path) -> int:
     """Everything the manifest lists is complete and loads; the newest loads with matching weights."""
     manifest = json.loads((dirpath / "manifest.json").read_text())
     for entry in manifest["checkpoints"]:
-        assert entry_is_complete(dirpath / entry["name"], entry) is None, entry["name"]
+        for name, rec in entry["files"].items():  # every file there, with its recorded size and checksum
+            data = (dirpath / entry["name"] / name).read_bytes()
+            assert (len(data), xxhash.xxh3_64_hexdigest(data)) == (rec["size"], rec["xxh3_64"]), entry["name"]
     assert len(manifest["checkpoints"]) <= 2 + 2 + 1
     model = torch.nn.Sequential(torch.nn.Linear(64, 256), torch.nn.Linear(256, 64))
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)

@@ -2,31 +2,85 @@
 
 from __future__ import annotations
 
+import re
+import string
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from hfbridge._checks import check_choice, check_non_negative_int, check_positive_int, check_type
-from hfbridge._distributed import broadcast_object, get_rank, get_world_size
-from hfbridge.callbacks._atomic import dir_lock
-from hfbridge.callbacks._collective import Failure, gather, raise_first_failure
-from hfbridge.callbacks._io import Loaded, Payload, apply_payload, read_payload
-from hfbridge.callbacks._manifest import (
-    FORMAT,
-    decode_float,
-    encode_float,
-    rank_best,
+from hfbridge._distributed import (
+    Failure,
+    attempt,
+    broadcast_object,
+    gather_object,
+    get_rank,
+    get_world_size,
+    raise_first_failure,
 )
-from hfbridge.callbacks._naming import clean_metrics, format_name
-from hfbridge.callbacks._state import (
+from hfbridge.callbacks._atomic import dir_lock
+from hfbridge.callbacks._early_stopping import clean_metrics
+from hfbridge.callbacks._files import (
+    Payload,
+    apply_payload,
     capture_rng_state,
     check_plain,
-    unwrap_model,
+    checkpoint_model,
+    read_payload,
 )
-from hfbridge.callbacks._store import ManifestStore
+from hfbridge.callbacks._store import (
+    FORMAT,
+    ManifestStore,
+    decode_float,
+    encode_float,
+    is_checkpoint_name,
+    rank_best,
+)
 
 __all__ = ["Checkpointer", "ResumeResult"]
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._+=-]")
+
+
+def _check_template(template: str) -> None:
+    """Refuse a ``filename`` template that cannot be filled with an int step/epoch and float metrics."""
+    try:
+        fields = [(f, c, spec) for _, f, spec, c in string.Formatter().parse(template) if f is not None]
+    except ValueError as exc:
+        raise ValueError(f"`filename` must be a str.format template; {template!r} is not ({exc})") from None
+    if not template or template.startswith(".") or "/" in template or "\\" in template:
+        raise ValueError(
+            "`filename` must be a non-empty folder-name template without path separators and not starting "
+            f"with '.'; got {template!r}"
+        )
+    for field, conv, spec in fields:
+        if not field.isidentifier():
+            raise ValueError(
+                f"`filename` fields must be plain names ({{step}}, {{epoch}} or a metric key), without "
+                f"indexing or attributes; got {{{field}}} in {template!r}"
+            )
+        sample = 0 if field in ("step", "epoch") else 0.5  # metrics are floats
+        try:
+            ("{x" + (f"!{conv}" if conv else "") + (f":{spec}" if spec else "") + "}").format(x=sample)
+        except (ValueError, TypeError, KeyError, IndexError) as exc:
+            kind = "an int" if field in ("step", "epoch") else "a float metric"
+            raise ValueError(
+                f"`filename` field {{{field}}} in {template!r} cannot format {kind}: {exc}"
+            ) from None
+
+
+def _check_callbacks(callbacks: Any, method: str) -> None:
+    if callbacks is None:
+        return
+    if not isinstance(callbacks, Mapping):
+        raise TypeError(
+            f"`callbacks` must be a mapping of name -> object with {method}(), e.g. "
+            f"{{'early_stopping': es}}; got {type(callbacks).__name__}"
+        )
+    for key, cb in callbacks.items():
+        if not hasattr(cb, method):
+            raise TypeError(f"`callbacks[{key!r}]` must have {method}(); got {type(cb).__name__}")
 
 
 @dataclass(frozen=True)
@@ -101,11 +155,7 @@ class Checkpointer:
         check_positive_int("every_n_steps", every_n_steps, allow_none=True)
         check_positive_int("every_n_epochs", every_n_epochs, allow_none=True)
         check_type("filename", filename, str)
-        if not filename or "/" in filename or "\\" in filename or filename.startswith("."):
-            raise ValueError(
-                f"`filename` must be a non-empty folder-name template without path separators and not starting "
-                f"with '.'; got {filename!r}"
-            )
+        _check_template(filename)
         check_type("check_disk_space", check_disk_space, bool)
         self.dirpath = Path(dirpath)
         self.monitor, self.mode = monitor, mode
@@ -184,61 +234,82 @@ class Checkpointer:
         check_non_negative_int("step", step)
         if not force and not self.should_save(step, epoch=epoch, epoch_end=epoch_end):
             return None
-        world = get_world_size()
-        clean: dict[str, float] = {}
-        named: dict[str, Any] = {}
-        try:  # every check runs before the gather, so a failure on one rank reaches all of them
-            if get_rank() == 0:  # rank 0's metrics are authoritative (often only rank 0 evaluates)
-                clean = clean_metrics(metrics, self.monitor)
-            named = dict(callbacks or {})
-            for key, cb in named.items():
-                if not hasattr(cb, "state_dict"):
-                    raise TypeError(f"`callbacks[{key!r}]` must have state_dict(); got {type(cb).__name__}")
-            rank_state: Any = {
+
+        def check() -> dict[str, Any]:  # every check runs before the gather, so a failure reaches every rank
+            _check_callbacks(callbacks, "state_dict")
+            checkpoint_model(model)
+            state = {
                 "rng": capture_rng_state(),
                 "loader": loader.state_dict() if loader is not None else None,
             }
-            check_plain(rank_state["loader"], "loader.state_dict()")
-        except Exception as exc:
-            if world == 1:
-                raise
-            rank_state = Failure(exc)
-        rank_states = gather(rank_state, world)  # every rank learns whether any rank failed
+            check_plain(state["loader"], "loader.state_dict()")
+            return state
+
+        rank_states: list[Any] = gather_object(attempt(check))  # every rank learns whether any rank failed
         raise_first_failure(rank_states)
-        outcome: Any = None
-        if get_rank() == 0:
-            try:
-                state = {
-                    "step": step,
-                    "epoch": epoch,
-                    "metrics": clean,
-                    "loader": [r["loader"] for r in rank_states] if world > 1 else rank_state["loader"],
-                    "callbacks": {k: cb.state_dict() for k, cb in named.items()},
-                    "extra_state": extra_state,
-                    "world_size": world,
-                }
-                payload = Payload(
-                    model=unwrap_model(model),
-                    state=state,
-                    rng_states=[r["rng"] for r in rank_states],
-                    optimizer=optimizer.state_dict() if optimizer is not None else None,
-                    scheduler=scheduler.state_dict() if scheduler is not None else None,
-                    scaler=scaler.state_dict() if scaler is not None else None,
-                    trainer_state=trainer_state,
-                )
-                path = self._write(step, epoch, clean, payload)
-                outcome = None if path is None else str(path)
-            except Exception as exc:
-                if world == 1:
-                    raise
-                outcome = Failure(exc)
-        outcome = broadcast_object(outcome)  # the others wait here while rank 0 writes
+
+        def write() -> str | None:
+            clean = clean_metrics(metrics, self.monitor)  # rank 0's metrics are authoritative
+            named = dict(callbacks or {})
+            world = len(rank_states)
+            state = {
+                "step": step,
+                "epoch": epoch,
+                "metrics": clean,
+                "loader": [r["loader"] for r in rank_states] if world > 1 else rank_states[0]["loader"],
+                "callbacks": {k: cb.state_dict() for k, cb in named.items()},
+                "extra_state": extra_state,
+                "world_size": world,
+            }
+            parts = {
+                k: v.state_dict() if v is not None else None
+                for k, v in (("optimizer", optimizer), ("scheduler", scheduler), ("scaler", scaler))
+            }
+            for what, obj in (
+                *parts.items(),
+                ("extra_state", extra_state),
+                ("callbacks", state["callbacks"]),
+            ):
+                check_plain(obj, what if what in ("extra_state", "callbacks") else f"{what}.state_dict()")
+            payload = Payload(
+                model=checkpoint_model(model),
+                state=state,
+                rng_states=[r["rng"] for r in rank_states],
+                trainer_state=trainer_state,
+                **parts,
+            )
+            path = self._write(step, epoch, clean, payload)
+            return None if path is None else str(path)
+
+        outcome = broadcast_object(attempt(write) if get_rank() == 0 else None)  # the others wait for rank 0
         raise_first_failure([outcome])
-        return None if outcome is None else Path(outcome)
+        return None if outcome is None else Path(str(outcome))
 
     def format_name(self, step: int, epoch: int | float | None, metrics: Mapping[str, float]) -> str:
-        """The folder name ``filename`` gives for these values (see :func:`format_name`)."""
-        return format_name(self.filename, step, epoch, metrics)
+        """The folder name ``filename`` gives for these values, sanitized into one safe path component.
+
+        Every character outside ``[A-Za-z0-9._+=-]`` becomes ``_``, so no value can add a path separator.
+
+        Raises:
+            ValueError: when the template names an unavailable field or the result is not a safe name.
+
+        Example:
+            >>> Checkpointer("ck", filename="step{step}-loss{eval_loss:.2f}").format_name(7, None, {"eval_loss": 0.4321})
+            'step7-loss0.43'
+        """
+        fields: dict[str, Any] = {k: v for k, v in metrics.items() if k.isidentifier()}
+        fields.update(step=step, epoch=epoch if epoch is not None else 0)
+        try:
+            name = self.filename.format(**fields)
+        except (KeyError, IndexError, ValueError, TypeError) as exc:
+            raise ValueError(
+                f"`filename` template {self.filename!r} cannot be filled ({type(exc).__name__}: {exc}); "
+                f"available fields: {sorted(fields)}"
+            ) from None
+        name = _UNSAFE.sub("_", name)
+        if not is_checkpoint_name(name):
+            raise ValueError(f"`filename` {self.filename!r} gives an unsafe folder name {name!r}")
+        return name
 
     def _write(self, step: int, epoch: Any, metrics: dict[str, float], payload: Payload) -> Path | None:
         self.dirpath.mkdir(parents=True, exist_ok=True)
@@ -290,43 +361,34 @@ class Checkpointer:
         Raises:
             ValueError: when a part you ask for (e.g. ``optimizer``) was never saved in the chosen checkpoint.
         """
-        wanted = {"model": model is not None, "optimizer": optimizer is not None}
-        wanted.update(scheduler=scheduler is not None, scaler=scaler is not None)
+        objects = {"model": model, "optimizer": optimizer, "scheduler": scheduler, "scaler": scaler}
+        wanted = {k: v is not None for k, v in objects.items()}
+
+        def check() -> None:  # bad input fails before any checkpoint is looked at, let alone set aside
+            _check_callbacks(callbacks, "load_state_dict")
+            if model is not None:
+                checkpoint_model(model, "load into")
+
+        raise_first_failure(gather_object(attempt(check)))
         world = get_world_size()
-        chosen: Any = None
-        found: tuple[Path, Loaded] | None = None
+        found: Any = None
         if get_rank() == 0:
-            try:
-                found = self._store.choose(path, wanted, world_size=world)
-                chosen = None if found is None else str(found[0])
-            except Exception as exc:
-                if world == 1:
-                    raise
-                chosen = Failure(exc)
-        chosen = broadcast_object(chosen)
+            found = attempt(lambda: self._store.choose(None if path is None else Path(path), wanted, world))
+        chosen = broadcast_object(found if found is None or isinstance(found, Failure) else str(found[0]))
         raise_first_failure([chosen])
         if chosen is None:
             return None
-        folder = Path(chosen)
-        try:  # rank 0 read its part in full while choosing; the others read theirs now
-            loaded: Any = (
-                found[1]
-                if found is not None
-                else read_payload(folder, rank=get_rank(), world_size=world, **wanted)
-            )
-        except Exception as exc:
-            if world == 1:
-                raise
-            loaded = Failure(exc)
-        raise_first_failure(gather(loaded if isinstance(loaded, Failure) else None, world))
-        applied: Any = None
-        try:  # e.g. a model of another shape on one rank: every rank raises instead of one hanging later
-            apply_payload(loaded, model, optimizer, scheduler, scaler, loader, callbacks, restore_rng)
-        except Exception as exc:
-            if world == 1:
-                raise
-            applied = Failure(exc)
-        raise_first_failure(gather(applied, world))
+        folder = Path(str(chosen))
+        loaded: Any = (  # rank 0 read its part in full while choosing; the others read theirs now
+            found[1]
+            if get_rank() == 0
+            else attempt(lambda: read_payload(folder, rank=get_rank(), world_size=world, wanted=wanted))
+        )
+        raise_first_failure(gather_object(loaded if isinstance(loaded, Failure) else None))
+        objects["loader"] = loader
+        # e.g. a model of another shape on one rank: every rank raises instead of one hanging later
+        restore = attempt(lambda: apply_payload(loaded, objects, callbacks or {}, restore_rng))
+        raise_first_failure(gather_object(restore))
         state = loaded.state
         return ResumeResult(
             step=int(state["step"]),

@@ -7,9 +7,36 @@ from collections.abc import Mapping
 from typing import Any, Literal
 
 from hfbridge._checks import check_choice, check_non_negative_int, check_real, check_type
-from hfbridge.callbacks._naming import clean_metrics
 
-__all__ = ["EarlyStopping"]
+__all__ = ["EarlyStopping", "clean_metrics"]
+
+
+def clean_metrics(metrics: Mapping[str, Any] | None, monitor: str | None) -> dict[str, float]:
+    """Numeric metrics as floats (0-d tensors and NumPy scalars unwrapped; strings and lists dropped).
+
+    Raises:
+        TypeError: when ``metrics`` is not a mapping.
+        ValueError: when ``monitor`` is set and missing from the numeric metrics, or a value is a meta tensor.
+    """
+    if metrics is not None and not isinstance(metrics, Mapping):
+        raise TypeError(f"`metrics` must be a mapping of name -> number; got {type(metrics).__name__}")
+    clean: dict[str, float] = {}
+    for key, value in (metrics or {}).items():
+        if getattr(value, "is_meta", False):
+            raise ValueError(
+                f"`metrics[{key!r}]` is a tensor on the meta device, which holds no value; pass a real tensor "
+                "or a number"
+            )
+        if hasattr(value, "item") and getattr(value, "ndim", 0) == 0:
+            value = value.item()
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            clean[str(key)] = float(value)
+    if monitor is not None and monitor not in clean:
+        raise ValueError(
+            f"`metrics` must contain the monitored key {monitor!r} as a number (monitor={monitor!r}); "
+            f"got numeric keys {sorted(clean)}"
+        )
+    return clean
 
 
 class EarlyStopping:

@@ -1,10 +1,21 @@
-"""The manifest on disk: reading it, recovering after a crash, and evicting checkpoints retention drops."""
+"""The manifest and the checkpoint folders it names: recording, recovering after a crash, setting aside, evicting.
+
+``dirpath/manifest.json`` is replaced atomically. Every checkpoint folder also carries its own marker
+(``checkpoint.json``) with the same record, written before the folder is renamed into place, so a folder published
+just before a crash, or a lost manifest, can be rebuilt from the markers.
+
+The folder is a trust boundary: every name read back (manifest entries, markers, file names) must be one path
+component of the store's own naming before a path is built from it, and only folders whose marker names them are
+ever deleted, so nothing outside ``dirpath`` and nothing the store did not create can be removed.
+"""
 
 from __future__ import annotations
 
 import errno
 import json
+import math
 import os
+import re
 import shutil
 import uuid
 import warnings
@@ -12,142 +23,237 @@ from pathlib import Path
 from typing import Any
 
 from hfbridge.callbacks._atomic import (
+    CHECKSUM,
+    QUARANTINE_PREFIX,
     TMP_PREFIX,
     TRASH_PREFIX,
     check_free_space,
+    checksum,
+    dir_lock,
+    disk_full_cause,
     fsync_dir,
     new_tmp_dir,
     publish_dir,
     remove_dir,
     write_json_atomic,
 )
-from hfbridge.callbacks._io import Loaded, MissingPartError, Payload, read_payload, write_payload
-from hfbridge.callbacks._manifest import (
-    FORMAT,
-    MANIFEST_NAME,
-    MARKER_NAME,
-    entry_is_complete,
-    read_json,
-    select_kept,
+from hfbridge.callbacks._files import (
+    Loaded,
+    MissingPartError,
+    Payload,
+    read_payload,
+    state_nbytes,
+    write_payload,
 )
-from hfbridge.callbacks._state import check_plain, state_nbytes
 
-__all__ = ["ManifestStore"]
+__all__ = ["FORMAT", "ManifestStore", "decode_float", "encode_float", "is_checkpoint_name", "rank_best"]
 
-_VERSION = 1
+FORMAT = "hfbridge-checkpoint"
+MARKER_NAME = "checkpoint.json"
+_NAME = re.compile(r"[A-Za-z0-9_+=-][A-Za-z0-9._+=-]{0,199}")  # what format_name produces
+_FILE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,99}")
+
+
+def is_checkpoint_name(name: Any) -> bool:
+    """Whether ``name`` is one path component of the store's naming: ``[A-Za-z0-9._+=-]``, not hidden, no ``..``."""
+    return isinstance(name, str) and _NAME.fullmatch(name) is not None and ".." not in name
+
+
+def encode_float(x: float | None) -> float | str | None:
+    """JSON-safe float: non-finite values become the strings ``"nan"``, ``"inf"``, ``"-inf"``."""
+    if x is None or math.isfinite(x):
+        return x
+    return "nan" if math.isnan(x) else ("inf" if x > 0 else "-inf")
+
+
+def decode_float(x: Any) -> float | None:
+    """Inverse of :func:`encode_float`."""
+    return None if x is None else float(x)
+
+
+def rank_best(entries: list[dict[str, Any]], mode: str) -> list[dict[str, Any]]:
+    """Entries that carry a monitored score, best first; NaN ranks last, a tie keeps the earlier one first."""
+
+    def key(e: dict[str, Any]) -> tuple[int, float, int]:
+        s = float(e["score"])
+        return (1, 0.0, e["seq"]) if math.isnan(s) else (0, s if mode == "min" else -s, e["seq"])
+
+    return sorted((e for e in entries if e.get("score") is not None), key=key)
+
+
+def _entry_problem(entry: Any) -> str | None:
+    """Why a record read from disk cannot be trusted, or ``None``."""
+    if not isinstance(entry, dict):
+        return f"a record must be an object, got {type(entry).__name__}"
+    if not is_checkpoint_name(entry.get("name")):
+        return f"{entry.get('name')!r} is not a checkpoint name this store writes (one path component)"
+    if any(type(entry.get(k)) is not int for k in ("seq", "step")) or not isinstance(
+        entry.get("files"), dict
+    ):
+        return "the record lacks an int `seq`/`step` or a `files` table"
+    bad = [f for f in entry["files"] if _FILE.fullmatch(f) is None or ".." in f]
+    return f"file {bad[0]!r} is not a checkpoint name this store writes" if bad else None
+
+
+def _files_problem(folder: Path, entry: dict[str, Any], *, verify: bool) -> str | None:
+    """``None`` when every file the entry lists is in ``folder`` with its size (and checksum), else the reason."""
+    if not folder.is_dir():
+        return f"folder {str(folder)!r} is missing"
+    for name, rec in entry["files"].items():
+        path = folder / name
+        if not path.is_file():
+            return f"file {name!r} is missing"
+        size, digest = (rec, None) if isinstance(rec, int) else (rec.get("size"), rec.get(CHECKSUM))
+        if path.stat().st_size != size:
+            return f"file {name!r} has {path.stat().st_size} bytes, the manifest recorded {size}"
+        if verify and digest is not None and checksum(path) != digest:
+            return f"file {name!r} fails its {CHECKSUM} checksum (bit rot or tampering)"
+    return None
+
+
+def _read_marker(folder: Path) -> dict[str, Any] | None:
+    """The valid hfbridge marker record in ``folder``, or ``None``."""
+    try:
+        entry = json.loads((folder / MARKER_NAME).read_text(encoding="utf-8"))
+    except (ValueError, OSError):
+        return None
+    ok = isinstance(entry, dict) and entry.get("format") == FORMAT and _entry_problem(entry) is None
+    return entry if ok else None
 
 
 def _empty() -> dict[str, Any]:
-    return {
-        "format": FORMAT,
-        "version": _VERSION,
-        "run": uuid.uuid4().hex,
-        "checkpoints": [],
-        "next_seq": 0,
-        "best": [],
-        "last": [],
-    }
+    return {"format": FORMAT, "version": 2, "run": uuid.uuid4().hex, "checkpoints": [], "next_seq": 0}
+
+
+def _warn(message: str) -> None:
+    warnings.warn(message, RuntimeWarning, stacklevel=4)
 
 
 class ManifestStore:
-    """``dirpath/manifest.json`` plus the checkpoint folders it names.
-
-    Only names this store created are ever deleted: checkpoint folders recorded in the manifest (or carrying a
-    marker with this manifest's ``run`` id) and hidden ``.tmp-hfbridge-*`` / ``.trash-hfbridge-*`` leftovers of an
-    interrupted write. Writers hold :func:`dir_lock` on the folder, so a leftover is never another writer's work.
-    """
+    """``dirpath/manifest.json`` plus the checkpoint folders it names; writers hold :func:`dir_lock`."""
 
     def __init__(self, dirpath: Path, *, mode: str, keep_best: int, keep_last: int | None) -> None:
         self.dirpath = dirpath
         self.mode, self.keep_best, self.keep_last = mode, keep_best, keep_last
-        self.path = dirpath / MANIFEST_NAME
+        self.path = dirpath / "manifest.json"
 
     def read(self) -> dict[str, Any]:
-        """The manifest (an empty one when there is none); a corrupt file is rebuilt from the folder markers."""
+        """The manifest with untrusted records dropped; rebuilt from the markers when lost or unreadable."""
         if not self.path.is_file():
-            return _empty()
+            return self._rebuild("is missing") if self.dirpath.is_dir() else _empty()
         try:
-            data = read_json(self.path)
+            data = json.loads(self.path.read_text(encoding="utf-8"))
             if not isinstance(data, dict) or data.get("format") != FORMAT:
                 raise ValueError("not an hfbridge manifest")
-            data.setdefault("run", uuid.uuid4().hex)  # a manifest from before run ids: adopts no marker
-            return data
+            if not isinstance(data.get("checkpoints"), list) or type(data.get("next_seq")) is not int:
+                raise ValueError("no `checkpoints` list or `next_seq`")
         except (ValueError, OSError) as exc:
-            warnings.warn(
-                f"manifest {str(self.path)!r} is unreadable ({exc}); rebuilding it from checkpoint markers",
-                RuntimeWarning,
-                stacklevel=3,
+            return self._rebuild(f"is unreadable ({exc})")
+        if not isinstance(data.get("run"), str):
+            data["run"] = uuid.uuid4().hex  # a manifest from before run ids: adopts no marker
+        kept = []
+        for e in data["checkpoints"]:
+            problem = _entry_problem(e)
+            if problem is None:
+                kept.append(e)
+            else:
+                _warn(f"ignoring a record in {str(self.path)!r}: {problem}")
+        data["checkpoints"] = kept
+        return data
+
+    def _rebuild(self, why: str) -> dict[str, Any]:
+        manifest = _empty()
+        markers = self._markers(None)
+        if markers:  # adopt the newest checkpoint's run only: folders copied in from another run stay foreign
+            manifest["run"] = max(markers, key=lambda m: m["seq"]).get("run")
+            markers = [m for m in markers if m.get("run") == manifest["run"]]
+        if markers or why != "is missing":
+            _warn(
+                f"manifest {str(self.path)!r} {why}; rebuilding it from checkpoint markers ({len(markers)} found)"
             )
-            return self._rebuild()
+        manifest["checkpoints"] = sorted(markers, key=lambda e: e["seq"])
+        manifest["next_seq"] = max([0, *(e["seq"] + 1 for e in markers)])
+        return manifest
+
+    def _markers(self, run: str | None) -> list[dict[str, Any]]:
+        """Complete checkpoints whose marker names their folder and carries run id ``run`` (``None``: any run)."""
+        out = []
+        for folder in sorted(self.dirpath.iterdir()):
+            entry = None if folder.name.startswith(".") else _read_marker(folder)
+            if entry is None or (run is not None and entry.get("run") != run):
+                continue
+            if entry["name"] == folder.name and _files_problem(folder, entry, verify=False) is None:
+                out.append(entry)
+        return out
+
+    def kept(self, entries: list[dict[str, Any]]) -> tuple[list[str], list[str]]:
+        """Names of the best ``keep_best`` (best first) and the newest ``keep_last`` (newest first) entries."""
+        best = [e["name"] for e in rank_best(entries, self.mode)[: self.keep_best]]
+        newest = sorted(entries, key=lambda e: e["seq"], reverse=True)
+        return best, [e["name"] for e in newest[: self.keep_last]]
 
     def write(self, manifest: dict[str, Any]) -> None:
         """Record the current best-K / last-N choice and replace the manifest atomically."""
-        best, last = select_kept(
-            manifest["checkpoints"], mode=self.mode, keep_best=self.keep_best, keep_last=self.keep_last
-        )
-        manifest["best"], manifest["last"] = best, last
+        manifest["best"], manifest["last"] = self.kept(manifest["checkpoints"])
         write_json_atomic(self.path, manifest)
 
     def recover(self) -> dict[str, Any]:
-        """After a crash: finish or undo an interrupted same-name replacement, clear our hidden leftovers, forget
-        missing folders, adopt this run's published-but-unrecorded ones.
-
-        Returns the (possibly updated) manifest. Called by the writing rank, under :func:`dir_lock`, before each
-        save: any ``.tmp-hfbridge-*`` / ``.trash-hfbridge-*`` left then is a crashed writer's, never a live one's.
-        """
+        """Before each save, under :func:`dir_lock`: finish or undo an interrupted same-name replacement, clear
+        crash leftovers, set aside recorded folders that are no longer complete, adopt this run's published but
+        unrecorded folders. Returns the (possibly updated) manifest."""
         manifest = self.read()
         self._restore_replaced(manifest)
         for entry in self.dirpath.iterdir():
-            if entry.name.startswith((TMP_PREFIX, TRASH_PREFIX)):
-                if entry.is_dir():
-                    shutil.rmtree(entry, ignore_errors=True)
-                else:
-                    entry.unlink(missing_ok=True)
+            if not entry.name.startswith(
+                (TMP_PREFIX, TRASH_PREFIX)
+            ):  # ours; a crashed writer's, not a live one's
+                continue
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
         before = json.dumps(manifest, sort_keys=True)
         kept = []
         for e in manifest["checkpoints"]:
-            current, _, reason = self.resolve(e)
+            current, folder, reason = self.resolve(e)
             if current is not None:
                 kept.append(current)
+            elif folder.exists():
+                self._quarantine(folder, e["name"], reason)
             else:
-                warnings.warn(f"forgetting checkpoint {e['name']!r}: {reason}", RuntimeWarning, stacklevel=3)
+                _warn(f"forgetting checkpoint {e['name']!r}: {reason}")
         known = {e["name"] for e in kept}
-        for marker in self._markers(manifest["run"]):
-            if marker["name"] not in known:
-                kept.append(marker)  # renamed into place just before a crash, never recorded
+        kept += [m for m in self._markers(manifest["run"]) if m["name"] not in known]  # published, unrecorded
         manifest["checkpoints"] = sorted(kept, key=lambda e: e["seq"])
         manifest["next_seq"] = max([manifest["next_seq"], *(e["seq"] + 1 for e in kept)])
-        if json.dumps(manifest, sort_keys=True) != before:
+        if json.dumps(manifest, sort_keys=True) != before or (kept and not self.path.is_file()):
             self.write(manifest)
             self.apply_retention(manifest)
         return manifest
 
-    def resolve(self, entry: dict[str, Any]) -> tuple[dict[str, Any] | None, Path, str | None]:
+    def resolve(
+        self, entry: dict[str, Any], *, verify: bool = False
+    ) -> tuple[dict[str, Any] | None, Path, str | None]:
         """What a manifest entry names on disk now: ``(record, folder, None)``, or ``(None, folder, reason)``.
 
         Two crash windows of a same-name replacement (a ``filename`` without ``{step}``) are read through: the new
         folder already renamed into place but not yet recorded (its own marker, a later ``seq`` of this run, is the
-        record), and the old folder moved aside to a hidden trash name before the new one was published (the hidden
-        copy is read until the next save's :meth:`recover` renames it back).
+        record), and the old folder moved aside to a hidden trash name before the new one was published.
         """
         folder = self.dirpath / entry["name"]
         marker = _read_marker(folder)
         if (
             marker is not None
             and marker.get("run") == entry.get("run")
-            and isinstance(marker.get("seq"), int)
             and marker["seq"] > entry["seq"]
-            and entry_is_complete(folder, marker) is None
+            and _files_problem(folder, marker, verify=verify) is None
         ):
             return marker, folder, None
-        reason = entry_is_complete(folder, entry)
+        reason = _files_problem(folder, entry, verify=verify)
         if reason is None:
             return entry, folder, None
-        if not folder.exists():
-            aside = self._moved_aside(entry)
-            if aside is not None:
-                return entry, aside, None
-        return None, folder, reason
+        aside = None if folder.exists() else self._moved_aside(entry)
+        return (entry, aside, None) if aside is not None else (None, folder, reason)
 
     def _moved_aside(self, entry: dict[str, Any]) -> Path | None:
         """The complete hidden copy of ``entry`` moved aside by an interrupted same-name replacement, if any."""
@@ -155,9 +261,8 @@ class ManifestStore:
             marker = _read_marker(folder)
             if (
                 marker is not None
-                and marker.get("name") == entry["name"]
-                and marker.get("seq") == entry["seq"]
-                and entry_is_complete(folder, entry) is None
+                and (marker["name"], marker["seq"]) == (entry["name"], entry["seq"])
+                and _files_problem(folder, entry, verify=False) is None
             ):
                 return folder
         return None
@@ -166,26 +271,48 @@ class ManifestStore:
         """Rename a recorded checkpoint moved aside by a replacement that crashed before publishing back."""
         for e in manifest["checkpoints"]:
             final = self.dirpath / e["name"]
-            if final.exists():
-                continue
-            aside = self._moved_aside(e)
+            aside = None if final.exists() else self._moved_aside(e)
             if aside is not None:
                 os.replace(aside, final)
                 fsync_dir(self.dirpath)
 
-    def apply_retention(self, manifest: dict[str, Any]) -> None:
-        """Drop checkpoints outside best-K and last-N: first from the manifest, then from disk."""
-        best, last = select_kept(
-            manifest["checkpoints"], mode=self.mode, keep_best=self.keep_best, keep_last=self.keep_last
+    def _quarantine(self, folder: Path, name: str, reason: str | None) -> None:
+        aside = self.dirpath / f"{QUARANTINE_PREFIX}{name}-{uuid.uuid4().hex[:8]}"
+        os.replace(folder, aside)
+        fsync_dir(self.dirpath)
+        _warn(
+            f"skipping checkpoint {name!r}: {reason}; set it aside as {aside.name!r}, kept for inspection and "
+            "never deleted by hfbridge"
         )
-        keep = set(best) | set(last)
-        evicted = [e for e in manifest["checkpoints"] if e["name"] not in keep]
+
+    def set_aside(self, entry: dict[str, Any], folder: Path, reason: str) -> None:
+        """Drop a checkpoint that resume refused from the manifest and rename its folder to a quarantine name."""
+        with dir_lock(self.dirpath):
+            manifest = self.read()
+            same = [
+                e for e in manifest["checkpoints"] if (e["name"], e["seq"]) == (entry["name"], entry["seq"])
+            ]
+            if same:
+                manifest["checkpoints"] = [e for e in manifest["checkpoints"] if e not in same]
+                self.write(manifest)
+            if folder.is_dir() and not folder.is_symlink():
+                self._quarantine(folder, entry["name"], reason)
+
+    def apply_retention(self, manifest: dict[str, Any]) -> None:
+        """Drop checkpoints outside best-K and last-N: first from the manifest, then their folders from disk."""
+        best, last = self.kept(manifest["checkpoints"])
+        evicted = [e for e in manifest["checkpoints"] if e["name"] not in {*best, *last}]
         if not evicted:
             return
-        manifest["checkpoints"] = [e for e in manifest["checkpoints"] if e["name"] in keep]
+        manifest["checkpoints"] = [e for e in manifest["checkpoints"] if e not in evicted]
         self.write(manifest)
         for e in evicted:
-            remove_dir(self.dirpath / e["name"])
+            folder = self.dirpath / e["name"]
+            marker = _read_marker(folder)
+            if marker is not None and marker["name"] == e["name"]:  # only a folder this store wrote
+                remove_dir(folder)
+            elif folder.exists():
+                _warn(f"not deleting {str(folder)!r}: it carries no hfbridge marker naming it")
 
     def add(
         self, manifest: dict[str, Any], entry: dict[str, Any], payload: Payload, *, check_disk_space: bool
@@ -198,29 +325,19 @@ class ManifestStore:
             OSError: ``ENOSPC`` before writing (estimate) or while writing (partial folder removed).
             FileExistsError: when the target name exists but was not written by us.
         """
-        for what, obj in (
-            ("optimizer.state_dict()", payload.optimizer),
-            ("scheduler.state_dict()", payload.scheduler),
-            ("scaler.state_dict()", payload.scaler),
-            ("extra_state", payload.state["extra_state"]),
-            ("callbacks", payload.state["callbacks"]),
-        ):
-            check_plain(obj, what)
         name = entry["name"]
         others = [e for e in manifest["checkpoints"] if e["name"] != name]
-        best, last = select_kept(
-            [*others, entry], mode=self.mode, keep_best=self.keep_best, keep_last=self.keep_last
-        )
+        best, last = self.kept([*others, entry])
         if name not in best and name not in last:
             return None  # retention would drop it at once: don't write it
         final = self.dirpath / name
-        if final.exists() and len(others) == len(manifest["checkpoints"]):
+        if (final.exists() or final.is_symlink()) and len(others) == len(manifest["checkpoints"]):
             raise FileExistsError(
                 f"{str(final)!r} exists and was not written by this Checkpointer; it is never overwritten. "
                 "Choose another `dirpath` or `filename`"
             )
         if check_disk_space:
-            estimate = sum(p.numel() * p.element_size() for p in payload.model.state_dict().values())
+            estimate = sum(state_nbytes(t) for t in payload.model.state_dict().values())
             estimate += sum(state_nbytes(x) for x in (payload.optimizer, payload.scheduler, payload.state))
             check_free_space(self.dirpath, int(estimate * 1.05) + (1 << 20))
         tmp = new_tmp_dir(self.dirpath, name)
@@ -242,16 +359,16 @@ class ManifestStore:
                 remove_dir(final)  # the new one, if the rename got that far
                 os.replace(aside, final)
                 fsync_dir(self.dirpath)
-            if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+            if isinstance(exc, Exception) and disk_full_cause(exc):
                 raise OSError(
                     errno.ENOSPC,
                     f"the disk under {str(self.dirpath)!r} filled up while writing checkpoint {name!r}; the "
                     "partial checkpoint was removed and earlier checkpoints are intact. Free some space or lower "
                     "`keep_best`/`keep_last`",
+                    str(final),
                 ) from exc
             raise
-        recorded = manifest["checkpoints"]
-        manifest["checkpoints"] = [*others, entry]
+        recorded, manifest["checkpoints"] = manifest["checkpoints"], [*others, entry]
         manifest["next_seq"] += 1
         try:
             self.write(manifest)
@@ -269,67 +386,39 @@ class ManifestStore:
         return final
 
     def choose(
-        self, path: str | Path | None, wanted: dict[str, bool], *, world_size: int
+        self, path: Path | None, wanted: dict[str, bool], world_size: int
     ) -> tuple[Path, Loaded] | None:
-        """The newest checkpoint folder that reads in full (or ``path``), with rank 0's part read; bad ones skipped.
+        """The newest checkpoint that verifies and reads in full (or ``path``), rank 0's part read.
+
+        A recorded checkpoint that fails is set aside (see :meth:`set_aside`) with a warning, and the next older
+        one is tried; a transient read error (``OSError``) only skips it.
 
         Raises:
             MissingPartError: when a part in ``wanted`` was never saved (a usage error, not corruption).
+            ValueError: when ``path`` is a recorded checkpoint that fails its checks.
         """
+        entries = sorted(self.read()["checkpoints"], key=lambda e: e["seq"], reverse=True)
         if path is not None:
-            return Path(path), read_payload(Path(path), rank=0, world_size=world_size, **wanted)
-        for entry in sorted(self.read()["checkpoints"], key=lambda e: e["seq"], reverse=True):
-            current, folder, reason = self.resolve(entry)
+            for e in (e for e in entries if self.dirpath / e["name"] == path):
+                if (reason := self.resolve(e, verify=True)[2]) is not None:
+                    raise ValueError(f"checkpoint `path` {str(path)!r} is damaged: {reason}")
+            return path, read_payload(path, rank=0, world_size=world_size, wanted=wanted)
+        for entry in entries:
+            current, folder, reason = self.resolve(entry, verify=True)
             if current is not None:
                 try:
-                    return folder, read_payload(folder, rank=0, world_size=world_size, **wanted)
+                    return folder, read_payload(folder, rank=0, world_size=world_size, wanted=wanted)
                 except MissingPartError:
                     raise
+                except OSError as exc:
+                    _warn(f"skipping checkpoint {entry['name']!r}: {type(exc).__name__}: {exc}")
+                    continue
                 except Exception as exc:
                     reason = f"{type(exc).__name__}: {exc}"
-            warnings.warn(f"skipping checkpoint {entry['name']!r}: {reason}", RuntimeWarning, stacklevel=3)
+            self.set_aside(entry, folder, str(reason))
         return None
 
     def complete_entries(self) -> list[tuple[dict[str, Any], Path]]:
         """``(record, folder)`` of every complete checkpoint the manifest lists (see :meth:`resolve`)."""
-        out = []
-        for entry in self.read()["checkpoints"]:
-            current, folder, _ = self.resolve(entry)
-            if current is not None:
-                out.append((current, folder))
-        return out
-
-    def _markers(self, run: str | None) -> list[dict[str, Any]]:
-        """Complete checkpoints whose marker names their folder and carries run id ``run`` (``None``: any run)."""
-        out = []
-        for folder in sorted(self.dirpath.iterdir()):
-            if folder.name.startswith("."):
-                continue
-            entry = _read_marker(folder)
-            if entry is None or (run is not None and entry.get("run") != run):
-                continue
-            if entry.get("name") == folder.name and entry_is_complete(folder, entry) is None:
-                out.append(entry)
-        return out
-
-    def _rebuild(self) -> dict[str, Any]:
-        manifest = _empty()
-        markers = [m for m in self._markers(None) if isinstance(m.get("seq"), int)]
-        if markers:  # adopt the newest checkpoint's run only: folders copied in from another run stay foreign
-            manifest["run"] = max(markers, key=lambda m: m["seq"]).get("run")
-            markers = [m for m in markers if m.get("run") == manifest["run"]]
-        manifest["checkpoints"] = sorted(markers, key=lambda e: e["seq"])
-        manifest["next_seq"] = max([0, *(e["seq"] + 1 for e in manifest["checkpoints"])])
-        return manifest
-
-
-def _read_marker(folder: Path) -> dict[str, Any] | None:
-    """The hfbridge marker record in ``folder``, or ``None`` (no folder, no marker, unreadable, not ours)."""
-    marker = folder / MARKER_NAME
-    if not marker.is_file():
-        return None
-    try:
-        entry = read_json(marker)
-    except (ValueError, OSError):
-        return None
-    return entry if isinstance(entry, dict) and entry.get("format") == FORMAT else None
+        found = (self.resolve(e) for e in self.read()["checkpoints"])
+        return [(current, folder) for current, folder, _ in found if current is not None]

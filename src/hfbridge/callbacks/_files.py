@@ -1,0 +1,288 @@
+"""The files of one checkpoint folder: what goes in, written into a temporary folder, and read back safely.
+
+Layout (HF Trainer names where HF has one, so ``Trainer.train(resume_from_checkpoint=path)`` can read it too)::
+
+    model.safetensors        weights, tied tensors stored once
+    optimizer.pt             optimizer.state_dict()            (torch.save, weights_only-loadable)
+    scheduler.pt / scaler.pt
+    rng_state.pth            python/numpy/torch RNG (rng_state_{rank}.pth per rank in distributed runs)
+    hfbridge_state.pt        step, epoch, metrics, loader/sampler states, callback states, extra_state
+    trainer_state.json       only from the HF Trainer bridge
+    checkpoint.json          marker: the record of this checkpoint, written last
+
+Weights go to safetensors; every other state is a tree of tensors and plain values saved with ``torch.save`` and
+loaded with ``torch.load(weights_only=True)``, so loading a checkpoint never runs pickled code.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from hfbridge._distributed import get_rank
+from hfbridge._modules import unwrap_model
+from hfbridge.callbacks._atomic import CHECKSUM, checksum
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = [
+    "WEIGHTS",
+    "Loaded",
+    "MissingPartError",
+    "Payload",
+    "apply_payload",
+    "check_plain",
+    "checkpoint_model",
+    "load_model_weights",
+    "read_payload",
+    "safe_torch_load",
+    "state_nbytes",
+    "write_payload",
+]
+
+WEIGHTS = "model.safetensors"
+STATE = "hfbridge_state.pt"
+_PARTS = {"optimizer": "optimizer.pt", "scheduler": "scheduler.pt", "scaler": "scaler.pt"}
+_SCALARS = (type(None), bool, int, float, str, bytes)
+
+
+def _rng_file(rank: int, world_size: int) -> str:
+    return "rng_state.pth" if world_size == 1 else f"rng_state_{rank}.pth"
+
+
+def checkpoint_model(model: Any, what: str = "save") -> torch.nn.Module:
+    """The bare module to save or load into; refuses FSDP-sharded and meta-device models.
+
+    Raises:
+        TypeError: for a non-module or an FSDP-sharded model (gather its full state first).
+        ValueError: for a model with tensors on the meta device (nothing to save, or a load that does nothing).
+    """
+    import torch.distributed as dist
+
+    module = unwrap_model(model)
+    if dist.is_available():
+        from torch.distributed.fsdp import FSDPModule, FullyShardedDataParallel
+
+        if any(isinstance(m, (FSDPModule, FullyShardedDataParallel)) for m in module.modules()):
+            raise TypeError(
+                "`model` is FSDP-sharded: gather a full state dict first (e.g. accelerate's save_state); "
+                "Checkpointer saves unsharded models"
+            )
+    meta = next((n for n, t in module.state_dict(keep_vars=True).items() if t.is_meta), None)
+    if meta is not None:
+        fix = (
+            "load real weights first"
+            if what == "save"
+            else "materialize it first, e.g. `model.to_empty(device=...)`"
+        )
+        raise ValueError(
+            f"`model` has tensors on the meta device (e.g. {meta!r}), so there is nothing to {what}; {fix}"
+        )
+    return module
+
+
+def check_plain(obj: Any, name: str, _path: str = "") -> None:
+    """Raise ``TypeError`` unless ``obj`` is tensors and plain containers that ``weights_only`` loading accepts."""
+    import torch
+
+    where = f"{name}{_path}"
+    if isinstance(obj, (*_SCALARS, torch.Tensor, torch.dtype, torch.device, torch.Size)):
+        return
+    if isinstance(obj, (list, tuple)):
+        for i, item in enumerate(obj):
+            check_plain(item, name, f"{_path}[{i}]")
+        return
+    if isinstance(obj, dict):
+        for key, value in obj.items():
+            if not isinstance(key, (str, int, float, bool, type(None))):
+                raise TypeError(f"`{where}` has a key of type {type(key).__name__}; keys must be str or int")
+            check_plain(value, name, f"{_path}[{key!r}]")
+        return
+    raise TypeError(
+        f"`{where}` is a {type(obj).__module__}.{type(obj).__qualname__}, which `torch.load(weights_only=True)` "
+        "cannot load; store tensors, numbers, strings, None and lists/tuples/dicts of them "
+        "(convert NumPy arrays with `.tolist()` or `torch.from_numpy`)"
+    )
+
+
+def state_nbytes(obj: Any) -> int:
+    """Approximate serialized size of a state tree: tensor bytes plus a little per plain value."""
+    import torch
+
+    if isinstance(obj, torch.Tensor):
+        return obj.numel() * obj.element_size() + 64
+    if isinstance(obj, dict):
+        return sum(state_nbytes(k) + state_nbytes(v) for k, v in obj.items())
+    if isinstance(obj, (list, tuple)):
+        return 16 + sum(state_nbytes(v) for v in obj)
+    return len(obj) + 16 if isinstance(obj, (str, bytes)) else 16
+
+
+def safe_torch_load(path: Path) -> Any:
+    """``torch.load(weights_only=True)`` on CPU: raises ``pickle.UnpicklingError`` on any pickled code or class."""
+    import torch
+
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def capture_rng_state() -> dict[str, Any]:
+    """Python, NumPy and torch RNG states in HF Trainer's ``rng_state.pth`` layout, ``weights_only``-loadable."""
+    import numpy as np
+    import torch
+
+    kind, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)  # noqa: NPY002 - the global RNG
+    state: dict[str, Any] = {
+        "python": random.getstate(),  # (version, tuple of ints, gauss or None): plain
+        "numpy": (str(kind), [int(k) for k in keys], int(pos), int(has_gauss), float(cached)),
+        "cpu": torch.random.get_rng_state(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():  # pragma: no cover - no GPU in CI
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _restore_rng_state(state: dict[str, Any]) -> None:
+    import numpy as np
+    import torch
+
+    version, internal, gauss = state["python"]
+    random.setstate((int(version), tuple(int(x) for x in internal), gauss))
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    legacy = (kind, np.asarray(keys, dtype=np.uint32), int(pos), int(has_gauss), float(cached))
+    np.random.set_state(legacy)  # noqa: NPY002 - restoring the global RNG
+    torch.random.set_rng_state(state["cpu"])
+    if "cuda" in state and torch.cuda.is_available():  # pragma: no cover - no GPU in CI
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def load_model_weights(model: torch.nn.Module, weights: dict[str, torch.Tensor]) -> None:
+    """Copy ``weights`` into ``model``; keys dropped at save time because they were tied must stay tied.
+
+    Raises:
+        ValueError: on unexpected keys or missing keys that are not tied to a loaded tensor.
+    """
+    missing, unexpected = model.load_state_dict(weights, strict=False)
+    if missing:
+        own = model.state_dict()
+        loaded_ptrs = {own[k].data_ptr() for k in weights if k in own}
+        untied = [k for k in missing if own[k].data_ptr() not in loaded_ptrs]
+        if untied:
+            raise ValueError(f"checkpoint weights lack {len(untied)} key(s) of the model, e.g. {untied[:5]}")
+    if unexpected:
+        raise ValueError(
+            f"checkpoint weights have {len(unexpected)} key(s) the model lacks: {unexpected[:5]}"
+        )
+
+
+@dataclass
+class Payload:
+    """Everything one checkpoint holds, gathered on the writing rank."""
+
+    model: torch.nn.Module
+    state: dict[str, Any]  # -> hfbridge_state.pt
+    rng_states: list[dict[str, Any]]  # one per rank
+    optimizer: dict[str, Any] | None = None
+    scheduler: dict[str, Any] | None = None
+    scaler: dict[str, Any] | None = None
+    trainer_state: dict[str, Any] | None = None
+
+
+def _torch_save(obj: Any, path: Path) -> None:
+    import torch
+
+    with open(path, "wb") as fh:
+        torch.save(obj, fh)
+
+
+def write_payload(folder: Path, payload: Payload) -> dict[str, dict[str, Any]]:
+    """Write ``payload`` into ``folder``; return ``{file name: {"size": bytes, CHECKSUM: hex digest}}``."""
+    import safetensors.torch
+
+    safetensors.torch.save_model(payload.model, str(folder / WEIGHTS), metadata={"format": "pt"})
+    for part, name in _PARTS.items():
+        if getattr(payload, part) is not None:
+            _torch_save(getattr(payload, part), folder / name)
+    for rank, rng in enumerate(payload.rng_states):
+        _torch_save(rng, folder / _rng_file(rank, len(payload.rng_states)))
+    _torch_save(payload.state, folder / STATE)
+    if payload.trainer_state is not None:
+        text = json.dumps(payload.trainer_state, indent=2, sort_keys=True) + "\n"
+        (folder / "trainer_state.json").write_text(text, encoding="utf-8")
+    files = sorted(p for p in folder.iterdir() if p.is_file())
+    return {p.name: {"size": p.stat().st_size, CHECKSUM: checksum(p)} for p in files}
+
+
+@dataclass
+class Loaded:
+    """A checkpoint read fully into memory (so a bad file is found before anything is restored)."""
+
+    state: dict[str, Any]
+    weights: dict[str, torch.Tensor] | None = None
+    optimizer: dict[str, Any] | None = None
+    scheduler: dict[str, Any] | None = None
+    scaler: dict[str, Any] | None = None
+    rng: dict[str, Any] | None = None
+
+
+class MissingPartError(ValueError):
+    """``resume`` was asked to restore a part (e.g. the optimizer) that the checkpoint was saved without."""
+
+
+def read_payload(folder: Path, *, rank: int, world_size: int, wanted: Mapping[str, bool]) -> Loaded:
+    """Read the parts of ``folder`` in ``wanted`` (``model``, ``optimizer``, ...) through safe loaders only.
+
+    Raises:
+        MissingPartError: when a requested part was never saved.
+        pickle.UnpicklingError: when a file carries pickled code (it is refused, never run).
+        OSError, RuntimeError: on unreadable or truncated files.
+    """
+    out = Loaded(state=safe_torch_load(folder / STATE))
+    if not isinstance(out.state, dict) or "step" not in out.state:
+        raise ValueError(f"{STATE} in {str(folder)!r} is not an hfbridge checkpoint state")
+    if wanted.get("model"):
+        import safetensors.torch
+
+        out.weights = safetensors.torch.load_file(str(folder / WEIGHTS), device="cpu")
+    for part, name in _PARTS.items():
+        if wanted.get(part):
+            if not (folder / name).is_file():
+                raise MissingPartError(
+                    f"checkpoint {str(folder)!r} has no {part} state ({name}); it was saved without "
+                    f"`{part}=`, so pass `{part}=None` to resume, or resume from a checkpoint that has it"
+                )
+            setattr(out, part, safe_torch_load(folder / name))
+    saved_world = int(out.state.get("world_size", 1))
+    rng_path = folder / _rng_file(rank if saved_world > 1 else 0, saved_world)
+    if saved_world == world_size and rng_path.is_file():
+        out.rng = safe_torch_load(rng_path)
+    return out
+
+
+def apply_payload(
+    loaded: Loaded, objects: Mapping[str, Any], callbacks: Mapping[str, Any], restore_rng: bool
+) -> None:
+    """Restore each object in ``objects`` (``model``, ``optimizer``, ..., ``loader``) from ``loaded``."""
+    if objects.get("model") is not None and loaded.weights is not None:
+        load_model_weights(checkpoint_model(objects["model"], "load into"), loaded.weights)
+    for part in _PARTS:
+        sd = getattr(loaded, part)
+        if objects.get(part) is not None and sd is not None:
+            objects[part].load_state_dict(sd)
+    state = loaded.state
+    if objects.get("loader") is not None and state.get("loader") is not None:
+        ls = state["loader"]
+        objects["loader"].load_state_dict(ls[get_rank()] if int(state.get("world_size", 1)) > 1 else ls)
+    saved_cbs = state.get("callbacks") or {}
+    for key, cb in callbacks.items():
+        if key in saved_cbs:
+            cb.load_state_dict(saved_cbs[key])
+        else:
+            warnings.warn(f"checkpoint has no state for callback {key!r}", RuntimeWarning, stacklevel=3)
+    if restore_rng and loaded.rng is not None:
+        _restore_rng_state(loaded.rng)
