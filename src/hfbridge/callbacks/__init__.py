@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from hfbridge.callbacks._checkpointer import Checkpointer, ResumeResult
 from hfbridge.callbacks._early_stopping import EarlyStopping
+from hfbridge.callbacks._sharded import export_full_weights
 
 if TYPE_CHECKING:
     from hfbridge.callbacks._trainer import CheckpointCallback, EarlyStoppingCallback
@@ -21,6 +22,7 @@ __all__ = [
     "EarlyStopping",
     "EarlyStoppingCallback",
     "ResumeResult",
+    "export_full_weights",
 ]
 
 _LAZY = {"CheckpointCallback": "_trainer", "EarlyStoppingCallback": "_trainer"}

@@ -29,6 +29,7 @@ from hfbridge.callbacks._files import (
     checkpoint_model,
     read_payload,
 )
+from hfbridge.callbacks._sharded import ShardedSaves, is_sharded
 from hfbridge.callbacks._store import (
     FORMAT,
     ManifestStore,
@@ -118,6 +119,9 @@ class Checkpointer:
         filename: folder-name template; fields ``{step}``, ``{epoch}`` and any metric key, e.g.
             ``"step{step}-loss{eval_loss:.3f}"``. Values are sanitized (no path separators, no ``..``).
         check_disk_space: estimate the size before writing and fail early when it cannot fit.
+        async_save: for an FSDP-sharded model, write the shards in the background (``dcp.async_save``); the
+            checkpoint is published by the next ``save``, ``resume`` or :meth:`wait` (call it at the end).
+        sharded_timeout: seconds a rank waits for the others during a sharded save or load before raising.
 
     Raises:
         ValueError, TypeError: on a bad argument (each names the argument and the valid values).
@@ -140,6 +144,8 @@ class Checkpointer:
         every_n_epochs: int | None = None,
         filename: str = "step{step}",
         check_disk_space: bool = True,
+        async_save: bool = False,
+        sharded_timeout: float = 600.0,
     ) -> None:
         check_type("dirpath", dirpath, (str, Path), what="a str or pathlib.Path")
         if monitor is not None:
@@ -157,6 +163,13 @@ class Checkpointer:
         check_type("filename", filename, str)
         _check_template(filename)
         check_type("check_disk_space", check_disk_space, bool)
+        check_type("async_save", async_save, bool)
+        if isinstance(sharded_timeout, bool) or not isinstance(sharded_timeout, (int, float)):
+            raise TypeError(
+                f"`sharded_timeout` must be a number of seconds; got {type(sharded_timeout).__name__}"
+            )
+        if not sharded_timeout > 0:
+            raise ValueError(f"`sharded_timeout` must be positive; got {sharded_timeout!r}")
         self.dirpath = Path(dirpath)
         self.monitor, self.mode = monitor, mode
         self.keep_best, self.keep_last = keep_best, keep_last
@@ -164,6 +177,7 @@ class Checkpointer:
         self.filename = filename
         self.check_disk_space = check_disk_space
         self._store = ManifestStore(self.dirpath, mode=mode, keep_best=keep_best, keep_last=keep_last)
+        self._sharded = ShardedSaves(self.dirpath, asynchronous=async_save, timeout=float(sharded_timeout))
 
     def __repr__(self) -> str:
         return (
@@ -209,7 +223,8 @@ class Checkpointer:
 
         Args:
             step: the global step (non-negative int).
-            model: the model (DDP / compiled wrappers are unwrapped).
+            model: the model (DDP / compiled wrappers are unwrapped). An FSDP-sharded model (and its
+                optimizer) is saved by every rank through ``torch.distributed.checkpoint``, no full gather.
             optimizer, scheduler, scaler: objects with ``state_dict()``; saved when given.
             loader: a sampler or loader with ``state_dict()`` (each rank's state is kept).
             extra_state: any tree of tensors and plain values, handed back by ``resume``.
@@ -234,10 +249,12 @@ class Checkpointer:
         check_non_negative_int("step", step)
         if not force and not self.should_save(step, epoch=epoch, epoch_end=epoch_end):
             return None
+        sharded = is_sharded(model)
 
         def check() -> dict[str, Any]:  # every check runs before the gather, so a failure reaches every rank
             _check_callbacks(callbacks, "state_dict")
-            checkpoint_model(model)
+            if not sharded:
+                checkpoint_model(model)
             state = {
                 "rng": capture_rng_state(),
                 "loader": loader.state_dict() if loader is not None else None,
@@ -248,7 +265,7 @@ class Checkpointer:
         rank_states: list[Any] = gather_object(attempt(check))  # every rank learns whether any rank failed
         raise_first_failure(rank_states)
 
-        def write() -> str | None:
+        def build() -> tuple[dict[str, float], Payload]:
             clean = clean_metrics(metrics, self.monitor)  # rank 0's metrics are authoritative
             named = dict(callbacks or {})
             world = len(rank_states)
@@ -261,10 +278,8 @@ class Checkpointer:
                 "extra_state": extra_state,
                 "world_size": world,
             }
-            parts = {
-                k: v.state_dict() if v is not None else None
-                for k, v in (("optimizer", optimizer), ("scheduler", scheduler), ("scaler", scaler))
-            }
+            own = {"optimizer": None if sharded else optimizer, "scheduler": scheduler, "scaler": scaler}
+            parts = {k: v.state_dict() if v is not None else None for k, v in own.items()}
             for what, obj in (
                 *parts.items(),
                 ("extra_state", extra_state),
@@ -272,16 +287,22 @@ class Checkpointer:
             ):
                 check_plain(obj, what if what in ("extra_state", "callbacks") else f"{what}.state_dict()")
             payload = Payload(
-                model=checkpoint_model(model),
+                model=model if sharded else checkpoint_model(model),  # sharded: for its config.json
                 state=state,
                 rng_states=[r["rng"] for r in rank_states],
                 trainer_state=trainer_state,
                 **parts,
             )
-            path = self._write(step, epoch, clean, payload)
+            return clean, payload
+
+        def write(built: tuple[dict[str, float], Payload], shards: Path | None = None) -> str | None:
+            built[1].shards = shards
+            path = self._write(step, epoch, built[0], built[1])
             return None if path is None else str(path)
 
-        outcome = broadcast_object(attempt(write) if get_rank() == 0 else None)  # the others wait for rank 0
+        if sharded:  # every rank writes its shards, then rank 0 publishes as below
+            return self._sharded.save(step, model, optimizer, build, write)
+        outcome = broadcast_object(attempt(lambda: write(build())) if get_rank() == 0 else None)
         raise_first_failure([outcome])
         return None if outcome is None else Path(str(outcome))
 
@@ -361,12 +382,13 @@ class Checkpointer:
         Raises:
             ValueError: when a part you ask for (e.g. ``optimizer``) was never saved in the chosen checkpoint.
         """
+        self.wait()
         objects = {"model": model, "optimizer": optimizer, "scheduler": scheduler, "scaler": scaler}
         wanted = {k: v is not None for k, v in objects.items()}
 
         def check() -> None:  # bad input fails before any checkpoint is looked at, let alone set aside
             _check_callbacks(callbacks, "load_state_dict")
-            if model is not None:
+            if model is not None and not is_sharded(model):
                 checkpoint_model(model, "load into")
 
         raise_first_failure(gather_object(attempt(check)))
@@ -397,6 +419,17 @@ class Checkpointer:
             metrics={k: float(v) for k, v in (state.get("metrics") or {}).items()},
             extra_state=state.get("extra_state"),
         )
+
+    def wait(self) -> Path | None:
+        """Publish a pending asynchronous sharded save (every rank must call it; call it at the end of training).
+
+        Returns:
+            The published folder, or ``None`` when nothing was pending (or retention dropped it).
+
+        Raises:
+            RuntimeError: when the background save failed on any rank, or a rank did not answer in time.
+        """
+        return self._sharded.wait()
 
     # ------------------------------------------------------------------------------------------------ finding
 

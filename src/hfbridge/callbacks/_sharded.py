@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import shutil
 import uuid
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,6 +25,7 @@ __all__ = [
     "SHARDS_DIR",
     "STAGE_PREFIX",
     "PendingSave",
+    "ShardedSaves",
     "check_shards",
     "export_full_weights",
     "is_sharded",
@@ -33,7 +35,9 @@ __all__ = [
     "write_config",
 ]
 
-SHARDS_DIR = "model_shards"  # the DCP folder inside a checkpoint: .metadata plus one __{rank}_0.distcp per rank
+SHARDS_DIR = (
+    "model_shards"  # the DCP folder inside a checkpoint: .metadata plus one __{rank}_0.distcp per rank
+)
 STAGE_PREFIX = ".shards-hfbridge-"  # hidden staging folders of a sharded save in progress
 _METADATA = ".metadata"
 
@@ -101,7 +105,11 @@ def _group(timeout: float) -> _Group:
 
     current = dist.is_available() and dist.is_initialized()
     group = _GROUPS.get(timeout)
-    if group is None or (current and (group.pg is None or not _alive(group.pg))) or (not current and group.pg):
+    if (
+        group is None
+        or (current and (group.pg is None or not _alive(group.pg)))
+        or (not current and group.pg)
+    ):
         group = _GROUPS[timeout] = _Group(timeout)
     return group
 
@@ -182,7 +190,7 @@ class PendingSave:
         return self._future is None or self._future.done()
 
     def wait(self) -> dict[str, int]:
-        """Block until every rank's shards are written and fsynced; return ``{relative path: bytes}``.
+        """Block until every rank's shards are written and fsynced; return ``{relative path: bytes}`` (rank 0).
 
         Raises:
             RuntimeError: when any rank failed, or a rank did not answer within the timeout.
@@ -197,9 +205,14 @@ class PendingSave:
                 error = exc if not isinstance(exc, TimeoutError) else _lost_rank(self._group.timeout, exc)
         self._future = None
         _agree(self._group, error)  # all ranks agree every shard is durable (dcp fsyncs data and metadata)
+        if self._group.rank != 0:  # rank 0 may be publishing (moving) the folder already
+            self._result = {}
+            return self._result
         meta = self.folder / _METADATA
         if not meta.is_file():
-            raise RuntimeError(f"sharded checkpoint: {str(meta)!r} is missing after a save that reported success")
+            raise RuntimeError(
+                f"sharded checkpoint: {str(meta)!r} is missing after a save that reported success"
+            )
         self._result = {
             f"{SHARDS_DIR}/{p.name}": p.stat().st_size for p in sorted(self.folder.iterdir()) if p.is_file()
         }
@@ -273,11 +286,15 @@ def check_shards(folder: Path) -> str | None:
         if not path.is_file():
             return f"shard file {rel!r} is missing from {str(folder)!r}"
         if path.stat().st_size < size:
-            return f"shard file {rel!r} in {str(folder)!r} is truncated ({path.stat().st_size} < {size} bytes)"
+            return (
+                f"shard file {rel!r} in {str(folder)!r} is truncated ({path.stat().st_size} < {size} bytes)"
+            )
     return None
 
 
-def load_sharded(folder: Path, model: torch.nn.Module, optimizer: Any = None, *, timeout: float = 600.0) -> None:
+def load_sharded(
+    folder: Path, model: torch.nn.Module, optimizer: Any = None, *, timeout: float = 600.0
+) -> None:
     """Load a DCP checkpoint into ``model`` (and ``optimizer``) on every rank, resharding as needed (collective).
 
     The model may be sharded on any number of ranks, or not sharded at all: DCP reads each rank's part.
@@ -298,7 +315,9 @@ def load_sharded(folder: Path, model: torch.nn.Module, optimizer: Any = None, *,
     except Exception as exc:
         error = exc
         if isinstance(exc, RuntimeError) and "optim" in str(exc) and optimizer is not None:
-            error = ValueError(f"sharded checkpoint {str(folder)!r} cannot fill the optimizer (saved without it?)")
+            error = ValueError(
+                f"sharded checkpoint {str(folder)!r} cannot fill the optimizer (saved without it?)"
+            )
         elif isinstance(exc, RuntimeError):
             error = ValueError(f"sharded checkpoint {str(folder)!r} does not match the model: {exc}")
     _agree(group, error)  # nothing is set until every rank has read its part
@@ -371,3 +390,56 @@ def write_config(model: Any, folder: Path) -> bool:
         return False
     config.to_json_file(str(folder / "config.json"))
     return True
+
+
+# ------------------------------------------------------------------------------------------ Checkpointer's part
+
+
+class ShardedSaves:
+    """The sharded path of :class:`~hfbridge.Checkpointer`: shards first (every rank), then rank 0 publishes.
+
+    ``build()`` (rank 0) takes every non-sharded state now, even when the shards are written in the background;
+    ``write(built, stage)`` (rank 0) adds the rest of the files, moves the staged shards in and publishes the
+    checkpoint as an unsharded one is published (manifest, checksums, retention).
+    """
+
+    def __init__(self, dirpath: Path, *, asynchronous: bool, timeout: float) -> None:
+        self.dirpath, self.asynchronous, self.timeout = dirpath, asynchronous, timeout
+        self._publish: Callable[[], Path | None] | None = None
+
+    def save(
+        self,
+        step: int,
+        model: torch.nn.Module,
+        optimizer: Any,
+        build: Callable[[], Any],
+        write: Callable[[Any, Path], str | None],
+    ) -> Path | None:
+        """Write the shards (collective) and publish them now, or, when asynchronous, at the next :meth:`wait`."""
+        from hfbridge._distributed import Failure, attempt, broadcast_object, get_rank, raise_first_failure
+
+        self.wait()
+        stage = stage_folder(self.dirpath, f"step{step}", timeout=self.timeout)
+        pending = save_sharded(stage, model, optimizer, asynchronous=self.asynchronous, timeout=self.timeout)
+        built: Any = attempt(build) if get_rank() == 0 else None
+
+        def publish() -> Path | None:
+            pending.wait()  # every rank: every shard durable, or every rank raises
+            outcome: Any = built
+            if get_rank() == 0 and not isinstance(built, Failure):
+                outcome = attempt(lambda: write(built, stage))
+                if outcome is None or isinstance(outcome, Failure):
+                    shutil.rmtree(stage, ignore_errors=True)  # retention dropped it, or the write failed
+            outcome = broadcast_object(outcome)
+            raise_first_failure([outcome])
+            return None if outcome is None else Path(str(outcome))
+
+        if self.asynchronous:
+            self._publish = publish
+            return None
+        return publish()
+
+    def wait(self) -> Path | None:
+        """Finish a pending asynchronous save (collective): its folder, or ``None``; its failure is raised here."""
+        publish, self._publish = self._publish, None
+        return None if publish is None else publish()

@@ -51,7 +51,7 @@ __all__ = ["FORMAT", "ManifestStore", "decode_float", "encode_float", "is_checkp
 FORMAT = "hfbridge-checkpoint"
 MARKER_NAME = "checkpoint.json"
 _NAME = re.compile(r"[A-Za-z0-9_+=-][A-Za-z0-9._+=-]{0,199}")  # what format_name produces
-_FILE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,99}")
+_FILE = re.compile(r"(model_shards/\.?)?[A-Za-z0-9_][A-Za-z0-9._-]{0,99}")  # sharded: model_shards/ files
 
 
 def is_checkpoint_name(name: Any) -> bool:
@@ -337,7 +337,8 @@ class ManifestStore:
                 "Choose another `dirpath` or `filename`"
             )
         if check_disk_space:
-            estimate = sum(state_nbytes(t) for t in payload.model.state_dict().values())
+            model_sd = payload.model.state_dict() if payload.shards is None else {}  # shards: already written
+            estimate = sum(state_nbytes(t) for t in model_sd.values())
             estimate += sum(state_nbytes(x) for x in (payload.optimizer, payload.scheduler, payload.state))
             check_free_space(self.dirpath, int(estimate * 1.05) + (1 << 20))
         tmp = new_tmp_dir(self.dirpath, name)
