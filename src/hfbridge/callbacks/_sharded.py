@@ -135,17 +135,30 @@ class _RankError:
     """An exception on one rank, sent to the others so that every rank raises the same error."""
 
     def __init__(self, exc: BaseException) -> None:
-        self.kind, self.message = type(exc).__name__, str(exc)
+        self.kind, self.message = type(exc).__name__, _last_line(exc)
+
+
+def _last_line(exc: BaseException) -> str:
+    """The message of ``exc``; for DCP's ``CheckpointException`` (a traceback per rank) its last line."""
+    lines = [line for line in str(exc).splitlines() if line.strip()]
+    return lines[-1].strip() if lines else type(exc).__name__
 
 
 def _agree(group: _Group, error: BaseException | None) -> None:
-    """Every rank raises when any rank failed (``error`` is this rank's failure, or ``None``)."""
+    """Every rank raises when any rank failed (``error`` is this rank's failure, or ``None``).
+
+    Raises:
+        ValueError, TypeError: this rank's own error of that type (bad input).
+        RuntimeError: naming the first rank that failed and its error.
+    """
     results = group.all_gather(None if error is None else _RankError(error))
     for rank, item in enumerate(results):
         if isinstance(item, _RankError):
-            if error is not None:
+            if isinstance(error, (ValueError, TypeError)):
                 raise error
-            raise RuntimeError(f"sharded checkpoint failed on rank {rank}: {item.kind}: {item.message}")
+            raise RuntimeError(
+                f"sharded checkpoint failed on rank {rank}: {item.kind}: {item.message}"
+            ) from error
 
 
 # -------------------------------------------------------------------------------------------------------- saving
@@ -251,6 +264,7 @@ def save_sharded(
         A :class:`PendingSave`; its :meth:`~PendingSave.wait` must be called on every rank.
     """
     import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.api import CheckpointException
 
     group = _group(timeout)
     try:
@@ -259,7 +273,7 @@ def save_sharded(
             future = dcp.async_save(state, checkpoint_id=str(folder), process_group=group.pg)
             return PendingSave(folder, group, future=future)
         dcp.save(state, checkpoint_id=str(folder), process_group=group.pg)
-    except Exception as exc:
+    except (Exception, CheckpointException) as exc:  # CheckpointException is a BaseException
         if group.pg is not None and "gloo" in str(exc).lower():
             exc = _lost_rank(timeout, exc)
         return PendingSave(folder, group, error=exc)
@@ -304,6 +318,7 @@ def load_sharded(
             or shapes do not match.
     """
     import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.api import CheckpointException
     from torch.distributed.checkpoint.state_dict import set_state_dict
 
     group = _group(timeout)
@@ -311,15 +326,18 @@ def load_sharded(
     state: dict[str, Any] = {}
     try:
         state = _state_dicts(model, optimizer)
-        dcp.load(state, checkpoint_id=str(folder), process_group=group.pg)
-    except Exception as exc:
+        dcp.load(state, checkpoint_id=str(folder), process_group=group.pg, no_dist=group.pg is None)
+    except (Exception, CheckpointException) as exc:  # CheckpointException is a BaseException
         error = exc
-        if isinstance(exc, RuntimeError) and "optim" in str(exc) and optimizer is not None:
+        if isinstance(exc, (RuntimeError, CheckpointException)) and "optim" in str(exc) and optimizer:
             error = ValueError(
-                f"sharded checkpoint {str(folder)!r} cannot fill the optimizer (saved without it?)"
+                f"sharded checkpoint {str(folder)!r} cannot fill the optimizer (saved without it?): "
+                f"{_last_line(exc)}"
             )
-        elif isinstance(exc, RuntimeError):
-            error = ValueError(f"sharded checkpoint {str(folder)!r} does not match the model: {exc}")
+        elif isinstance(exc, (RuntimeError, CheckpointException)):
+            error = ValueError(
+                f"sharded checkpoint {str(folder)!r} does not match the model: {_last_line(exc)}"
+            )
     _agree(group, error)  # nothing is set until every rank has read its part
     set_state_dict(
         model,
