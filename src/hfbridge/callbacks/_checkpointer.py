@@ -421,7 +421,7 @@ class Checkpointer:
         )
 
     def wait(self) -> Path | None:
-        """Publish a pending asynchronous sharded save (every rank must call it; call it at the end of training).
+        """Publish a pending asynchronous sharded save; every rank must call it, at the end of training too.
 
         Returns:
             The published folder, or ``None`` when nothing was pending (or retention dropped it).

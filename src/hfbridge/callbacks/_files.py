@@ -10,8 +10,9 @@ Layout (HF Trainer names where HF has one, so ``Trainer.train(resume_from_checkp
     trainer_state.json       only from the HF Trainer bridge
     checkpoint.json          marker: the record of this checkpoint, written last
 
-An FSDP-sharded model has ``model_shards/`` (a ``torch.distributed.checkpoint`` folder holding the model and
-optimizer shards, written by every rank) and ``config.json`` instead of ``model.safetensors`` and ``optimizer.pt``.
+An FSDP-sharded model has ``model_shards/`` (a ``torch.distributed.checkpoint`` folder holding the model
+and optimizer shards, written by every rank) and ``config.json`` instead of ``model.safetensors`` and
+``optimizer.pt``.
 
 Weights go to safetensors; every other state is a tree of tensors and plain values saved with ``torch.save`` and
 loaded with ``torch.load(weights_only=True)``, so loading a checkpoint never runs pickled code.
@@ -294,9 +295,9 @@ def apply_payload(
         load_sharded(loaded.shards, objects["model"], objects.get("optimizer"))  # collective, resharding
     if objects.get("model") is not None and loaded.weights is not None and is_sharded(objects["model"]):
         raise TypeError(
-            "the checkpoint holds full (unsharded) weights but `model` is FSDP-sharded: resume into the model "
-            "before `fully_shard` (with `optimizer=None`: unsharded optimizer state does not fit sharded "
-            "parameters), or save it sharded in the first place"
+            "the checkpoint holds full (unsharded) weights but `model` is FSDP-sharded: resume into the "
+            "model before `fully_shard` (with `optimizer=None`: unsharded optimizer state does not fit "
+            "sharded parameters), or save it sharded in the first place"
         )
     if objects.get("model") is not None and loaded.weights is not None:
         load_model_weights(checkpoint_model(objects["model"], "load into"), loaded.weights)

@@ -1,10 +1,11 @@
 """Sharded (FSDP) checkpoints through ``torch.distributed.checkpoint`` (DCP): no full gather, no own format.
 
-Every rank writes its shards of the model and optimizer state (``get_state_dict``) with ``dcp.save`` (or, opt-in,
-``dcp.async_save``) into a hidden staging folder; the ranks then agree that every shard is on disk before one rank
-publishes the checkpoint. Loading goes through ``dcp.load`` + ``set_state_dict``, so a checkpoint saved on N ranks
-loads on any number of ranks, and into an unsharded model (DCP reshards on load). Collectives of a save run on a
-dedicated gloo group with its own timeout: a rank that dies mid-save makes the others raise, never hang.
+Every rank writes its shards of the model and optimizer state (``get_state_dict``) with ``dcp.save``
+(or, opt-in, ``dcp.async_save``) into a hidden staging folder; the ranks then agree that every shard is on
+disk before one rank publishes the checkpoint. Loading goes through ``dcp.load`` + ``set_state_dict``, so a
+checkpoint saved on N ranks loads on any number of ranks, and into an unsharded model (DCP reshards on
+load). Collectives of a save run on a dedicated gloo group with its own timeout: a rank that dies mid-save
+makes the others raise, never hang.
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ def is_sharded(model: Any) -> bool:
     return any(isinstance(m, (FSDPModule, FullyShardedDataParallel)) for m in model.modules())
 
 
-# ------------------------------------------------------------------------------------------------- collectives
+# --------------------------------------------------------------------------------------- collectives
 
 
 class _Group:
@@ -100,7 +101,7 @@ _GROUPS: dict[float, _Group] = {}
 
 
 def _group(timeout: float) -> _Group:
-    """One save group per timeout, created on first use (every rank must get here: ``new_group`` is collective)."""
+    """A save group per timeout, made on first use (``new_group`` is collective)."""
     import torch.distributed as dist
 
     current = dist.is_available() and dist.is_initialized()
@@ -126,8 +127,9 @@ def _alive(pg: Any) -> bool:
 
 def _lost_rank(timeout: float, exc: BaseException) -> RuntimeError:
     return RuntimeError(
-        f"sharded checkpoint: not every rank answered within {timeout:g} s (did a rank die or hang mid-save?); "
-        f"the checkpoint was not published and the previous one is intact. Cause: {type(exc).__name__}: {exc}"
+        f"sharded checkpoint: not every rank answered within {timeout:g} s (did a rank die or hang "
+        "mid-save?); the checkpoint was not published and the previous one is intact. "
+        f"Cause: {type(exc).__name__}: {exc}"
     )
 
 
@@ -161,7 +163,7 @@ def _agree(group: _Group, error: BaseException | None) -> None:
             ) from error
 
 
-# -------------------------------------------------------------------------------------------------------- saving
+# ---------------------------------------------------------------------------------------------- saving
 
 
 def stage_folder(parent: Path, name: str, *, timeout: float = 600.0) -> Path:
@@ -190,8 +192,8 @@ def stage_folder(parent: Path, name: str, *, timeout: float = 600.0) -> Path:
 class PendingSave:
     """A sharded save under way: :meth:`wait` (collective) returns once every rank's shards are durable.
 
-    A failure on any rank (or in the background writer of an async save) is raised by :meth:`wait` on every rank,
-    never lost.
+    A failure on any rank (or in the background writer of an async save) is raised by :meth:`wait` on every
+    rank, never lost.
     """
 
     def __init__(self, folder: Path, group: _Group, future: Any = None, error: BaseException | None = None):
@@ -203,7 +205,7 @@ class PendingSave:
         return self._future is None or self._future.done()
 
     def wait(self) -> dict[str, int]:
-        """Block until every rank's shards are written and fsynced; return ``{relative path: bytes}`` (rank 0).
+        """Block until every rank's shards are written and fsynced; ``{relative path: bytes}`` on rank 0.
 
         Raises:
             RuntimeError: when any rank failed, or a rank did not answer within the timeout.
@@ -280,11 +282,11 @@ def save_sharded(
     return PendingSave(folder, group)
 
 
-# ------------------------------------------------------------------------------------------------------- loading
+# --------------------------------------------------------------------------------------------- loading
 
 
 def check_shards(folder: Path) -> str | None:
-    """Why the DCP folder ``folder`` cannot be loaded (unreadable metadata, a missing or short shard), or ``None``."""
+    """Why the DCP folder ``folder`` cannot be loaded (bad metadata, a missing or short shard), or None."""
     from torch.distributed.checkpoint import FileSystemReader
 
     try:
@@ -309,7 +311,7 @@ def check_shards(folder: Path) -> str | None:
 def load_sharded(
     folder: Path, model: torch.nn.Module, optimizer: Any = None, *, timeout: float = 600.0
 ) -> None:
-    """Load a DCP checkpoint into ``model`` (and ``optimizer``) on every rank, resharding as needed (collective).
+    """Load a DCP checkpoint into ``model`` (and ``optimizer``) on every rank, resharding (collective).
 
     The model may be sharded on any number of ranks, or not sharded at all: DCP reads each rank's part.
 
@@ -347,7 +349,7 @@ def load_sharded(
     )
 
 
-# -------------------------------------------------------------------------------------------------------- export
+# ---------------------------------------------------------------------------------------------- export
 
 
 def export_full_weights(
@@ -355,8 +357,8 @@ def export_full_weights(
 ) -> Path:
     """Write the full model weights of a sharded checkpoint as ``out_dir/model.safetensors``, offline.
 
-    Runs in one plain process (no ``torch.distributed`` needed). With ``config`` (a ``PretrainedConfig``), or a
-    ``config.json`` in the checkpoint folder, ``out_dir`` is a folder ``from_pretrained`` loads.
+    Runs in one plain process (no ``torch.distributed`` needed). With ``config`` (a ``PretrainedConfig``), or
+    a ``config.json`` in the checkpoint folder, ``out_dir`` is a folder ``from_pretrained`` loads.
 
     Args:
         checkpoint: a sharded checkpoint folder (holding ``model_shards/``) or a DCP folder itself.
@@ -379,7 +381,8 @@ def export_full_weights(
     folder = root / SHARDS_DIR if (root / SHARDS_DIR).is_dir() else root
     if not (folder / _METADATA).is_file():
         raise ValueError(
-            f"`checkpoint` must be a sharded checkpoint folder (with {SHARDS_DIR}/{_METADATA}); got {str(root)!r}"
+            f"`checkpoint` must be a sharded checkpoint folder (with {SHARDS_DIR}/{_METADATA}); "
+            f"got {str(root)!r}"
         )
     reason = check_shards(folder)
     if reason is not None:
@@ -402,7 +405,7 @@ def export_full_weights(
 
 
 def write_config(model: Any, folder: Path) -> bool:
-    """Write an HF model's ``config.json`` into ``folder`` (for :func:`export_full_weights`); ``False`` if none."""
+    """An HF model's ``config.json`` into ``folder`` (for export); ``False`` if none."""
     config = getattr(model, "config", None)
     if config is None or not hasattr(config, "to_json_file"):
         return False
@@ -410,15 +413,15 @@ def write_config(model: Any, folder: Path) -> bool:
     return True
 
 
-# ------------------------------------------------------------------------------------------ Checkpointer's part
+# -------------------------------------------------------------------------------- Checkpointer's part
 
 
 class ShardedSaves:
     """The sharded path of :class:`~hfbridge.Checkpointer`: shards first (every rank), then rank 0 publishes.
 
-    ``build()`` (rank 0) takes every non-sharded state now, even when the shards are written in the background;
-    ``write(built, stage)`` (rank 0) adds the rest of the files, moves the staged shards in and publishes the
-    checkpoint as an unsharded one is published (manifest, checksums, retention).
+    ``build()`` (rank 0) takes every non-sharded state at save time, even when the shards are written in the
+    background; ``write(built, stage)`` (rank 0) writes the other files, moves the staged shards in and
+    publishes the checkpoint as an unsharded one is published (manifest, checksums, retention).
     """
 
     def __init__(self, dirpath: Path, *, asynchronous: bool, timeout: float) -> None:
@@ -433,7 +436,7 @@ class ShardedSaves:
         build: Callable[[], Any],
         write: Callable[[Any, Path], str | None],
     ) -> Path | None:
-        """Write the shards (collective) and publish them now, or, when asynchronous, at the next :meth:`wait`."""
+        """Write the shards (collective) and publish them now, or, when asynchronous, at the next ``wait``."""
         from hfbridge._distributed import Failure, attempt, broadcast_object, get_rank, raise_first_failure
 
         self.wait()
@@ -458,6 +461,6 @@ class ShardedSaves:
         return publish()
 
     def wait(self) -> Path | None:
-        """Finish a pending asynchronous save (collective): its folder, or ``None``; its failure is raised here."""
+        """Finish a pending async save (collective): its folder, or ``None``; its failure is raised here."""
         publish, self._publish = self._publish, None
         return None if publish is None else publish()
