@@ -191,6 +191,16 @@ def _faults_worker(rank: int, world: int, init_file: str, ckdir: str, out: str) 
     except TypeError as exc:
         seen["plain_into_sharded"] = str(exc)
 
+    # FSDP1 with a frozen part needs use_orig_params=True (and, on CPU, device_id=cpu); it checkpoints the same way
+    from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+
+    fsdp1 = FSDP(_model(arch, shard=False, freeze="embeddings"), use_orig_params=True, device_id="cpu")
+    opt1, sched1 = _train_objects(fsdp1)
+    _step(arch, fsdp1, opt1, sched1, 1, rank)
+    ck1 = Checkpointer(Path(ckdir, "fsdp1"))
+    seen["fsdp1_saved"] = str(ck1.save(1, model=fsdp1, optimizer=opt1, scheduler=sched1))
+    seen["fsdp1_resumed"] = ck1.resume(model=fsdp1, optimizer=opt1, scheduler=sched1).step  # type: ignore[union-attr]
+
     # a rank killed mid-save: the other raises within the timeout, the previous checkpoint stays
     sync = Checkpointer(Path(ckdir, "sync"), keep_last=2, sharded_timeout=10)
     sync.save(1, model=model, optimizer=opt, scheduler=sched)
@@ -276,6 +286,10 @@ def test_killed_and_resumed_run_is_bitwise_the_uninterrupted_one(tmp_path: Path,
     assert _launch(_reshard_worker, 1, ckdir, out, arch) == [0]
     one = torch.load(tmp_path / f"{arch}-world1.pt")
     assert all(torch.equal(at_save[k], one[k]) for k in at_save)
+    if arch == "llama":  # and 2 -> 4 ranks
+        assert _launch(_reshard_worker, 4, ckdir, out, arch) == [0, 0, 0, 0]
+        four = torch.load(tmp_path / f"{arch}-world4.pt")
+        assert all(torch.equal(at_save[k], four[k]) for k in at_save)
     # offline export: a plain folder that from_pretrained loads, with the same weights
     import transformers
 
@@ -311,6 +325,8 @@ def test_async_saves_failures_killed_rank_and_wrong_kind_of_checkpoint(tmp_path:
         assert seen["frozen_flags"]
         assert seen["frozen_kept"]
         assert "FSDP-sharded" in seen["plain_into_sharded"]
+        assert seen["fsdp1_saved"].endswith("step1")
+        assert seen["fsdp1_resumed"] == 1
     # rank 1 was killed mid-save: rank 0 raised a clear error instead of hanging
     assert "sharded checkpoint" in r0["kill_error"]
     assert r0["kill_seconds"] < 60

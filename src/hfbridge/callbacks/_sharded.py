@@ -10,10 +10,12 @@ makes the others raise, never hang.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import uuid
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -285,6 +287,14 @@ def save_sharded(
 # --------------------------------------------------------------------------------------------- loading
 
 
+@contextlib.contextmanager
+def _single_process_ok() -> Iterator[None]:
+    """Silence DCP's warning that it loads in one process: here that is what was asked for."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled", category=UserWarning)
+        yield
+
+
 def check_shards(folder: Path) -> str | None:
     """Why the DCP folder ``folder`` cannot be loaded (bad metadata, a missing or short shard), or None."""
     from torch.distributed.checkpoint import FileSystemReader
@@ -328,7 +338,8 @@ def load_sharded(
     state: dict[str, Any] = {}
     try:
         state = _state_dicts(model, optimizer)
-        dcp.load(state, checkpoint_id=str(folder), process_group=group.pg, no_dist=group.pg is None)
+        with _single_process_ok():
+            dcp.load(state, checkpoint_id=str(folder), process_group=group.pg, no_dist=group.pg is None)
     except (Exception, CheckpointException) as exc:  # CheckpointException is a BaseException
         error = exc
         if isinstance(exc, (RuntimeError, CheckpointException)) and "optim" in str(exc) and optimizer:
@@ -392,7 +403,8 @@ def export_full_weights(
     for key, item in meta.state_dict_metadata.items():
         if key.startswith("model.") and isinstance(item, TensorStorageMetadata):
             state[key] = torch.empty(item.size, dtype=item.properties.dtype)
-    dcp.load(state, storage_reader=FileSystemReader(str(folder)), no_dist=True)
+    with _single_process_ok():
+        dcp.load(state, storage_reader=FileSystemReader(str(folder)), no_dist=True)
     weights = {key[len("model.") :]: t.contiguous() for key, t in state.items()}
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
