@@ -121,7 +121,8 @@ class Checkpointer:
         check_disk_space: estimate the size before writing and fail early when it cannot fit.
         async_save: for an FSDP-sharded model, write the shards in the background (``dcp.async_save``); the
             checkpoint is published by the next ``save``, ``resume`` or :meth:`wait` (call it at the end).
-        sharded_timeout: seconds a rank waits for the others during a sharded save or load before raising.
+        sharded_timeout: seconds a rank waits for the others during a sharded save or load before raising
+            (also the longest a background write may take); make it longer than a save takes.
 
     Raises:
         ValueError, TypeError: on a bad argument (each names the argument and the valid values).
@@ -239,7 +240,8 @@ class Checkpointer:
 
         Returns:
             The checkpoint folder, or ``None`` when nothing was written (not due under the schedule, or a
-            checkpoint that retention would drop at once).
+            checkpoint that retention would drop at once). With ``async_save`` and a sharded model, ``None``:
+            :meth:`wait` (or the next ``save``) publishes it and returns its folder.
 
         Raises:
             OSError: ``ENOSPC`` when the checkpoint does not fit (checked before writing, or hit while writing:
