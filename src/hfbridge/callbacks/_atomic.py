@@ -1,8 +1,8 @@
-"""Crash-safe file-system steps: fsync, atomic JSON replace, atomic folder publish, checksums, disk-full errors.
+"""Crash-safe file-system steps: fsync, atomic JSON replace and folder publish, checksums, disk-full errors.
 
-A checkpoint is written into a hidden temporary folder next to its final place (same file system, so the rename is
-atomic), every file and the folder are fsynced, the folder is renamed into place and the parent is fsynced. After a
-``kill -9`` at any moment, the final name either does not exist or names a complete folder.
+A checkpoint is written into a hidden temporary folder next to its final place (same file system, so the
+rename is atomic), every file and the folder are fsynced, the folder is renamed into place and the parent is
+fsynced. After a ``kill -9`` at any moment, the final name either does not exist or names a complete folder.
 """
 
 from __future__ import annotations
@@ -33,8 +33,8 @@ __all__ = [
     "write_json_atomic",
 ]
 
-# Hidden names we create. Temporary and trash folders are crash leftovers, cleared by the next writer; quarantined
-# checkpoints (refused on resume) are kept for the user to inspect and never deleted by the store.
+# Hidden names we create. Temporary and trash folders are crash leftovers, cleared by the next writer;
+# quarantined checkpoints (refused on resume) are kept for the user to inspect and never deleted by the store.
 TMP_PREFIX = ".tmp-hfbridge-"
 TRASH_PREFIX = ".trash-hfbridge-"
 QUARANTINE_PREFIX = ".quarantine-hfbridge-"
@@ -42,20 +42,20 @@ CHECKSUM = "xxh3_64"  # the manifest key of a file's checksum: ~7x faster than z
 
 
 def checksum(path: Path) -> str:
-    """The xxh3-64 hex digest of the file at ``path``, read in 8 MiB blocks."""
+    """The xxh3-64 hex digest of the file at ``path`` (memory-mapped: no copy through Python buffers)."""
+    import mmap
+
     import xxhash
 
-    digest = xxhash.xxh3_64()
-    buf = bytearray(8 << 20)
-    view = memoryview(buf)
-    with open(path, "rb", buffering=0) as fh:
-        while n := fh.readinto(buf):
-            digest.update(view[:n])
-    return digest.hexdigest()
+    with open(path, "rb") as fh:
+        if os.fstat(fh.fileno()).st_size == 0:
+            return xxhash.xxh3_64(b"").hexdigest()
+        with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as view:
+            return xxhash.xxh3_64(view).hexdigest()
 
 
 def fsync_dir(path: str | os.PathLike[str]) -> None:
-    """Flush a folder's entries (new, renamed or removed names) to disk; a no-op where folders cannot be opened."""
+    """Flush a folder's entries (new, renamed, removed names) to disk; a no-op where it cannot be opened."""
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
     except OSError:  # e.g. Windows: folders cannot be opened, renames are durable on their own
@@ -89,9 +89,10 @@ def write_json_atomic(path: Path, data: Any) -> None:
 def dir_lock(path: Path) -> Iterator[None]:
     """Hold an exclusive advisory lock (``flock``) on the folder ``path`` itself while writing into it.
 
-    Two writers on one folder then take turns, so neither clears the other's temporary folder as a crash leftover.
-    No lock file is left behind, and the lock is released when the process dies. A no-op where ``flock`` is
-    unavailable (Windows) or refused (some network file systems): one writer per folder is then up to you.
+    Two writers on one folder then take turns, so neither clears the other's temporary folder as a crash
+    leftover. No lock file is left behind, and the lock is released when the process dies. A no-op where
+    ``flock`` is unavailable (Windows) or refused (some network file systems): one writer per folder is then
+    up to you.
     """
     try:
         import fcntl
@@ -135,8 +136,8 @@ def publish_dir(tmp: Path, final: Path) -> None:
 def remove_dir(path: Path) -> None:
     """Delete a folder we created: first rename it to a hidden trash name (atomic), then remove it.
 
-    A crash mid-removal leaves only a hidden ``.trash-hfbridge-*`` folder, never a half-deleted checkpoint under
-    its real name; the next writer clears such leftovers. A symbolic link is removed, never followed.
+    A crash mid-removal leaves only a hidden ``.trash-hfbridge-*`` folder, never a half-deleted checkpoint
+    under its real name; the next writer clears such leftovers. A symbolic link is removed, never followed.
     """
     if path.is_symlink():
         path.unlink()
@@ -152,8 +153,8 @@ def remove_dir(path: Path) -> None:
 def disk_full_cause(exc: BaseException) -> bool:
     """Whether ``exc`` (or an exception it chains) is a full disk, under any of the types writers raise it as.
 
-    ``OSError(ENOSPC)`` from Python, ``SafetensorError`` naming OS error 28 / ``StorageFull``, and torch.save's
-    ``RuntimeError: [enforce fail at inline_container.cc] ... unexpected pos`` (a short write).
+    ``OSError(ENOSPC)`` from Python, ``SafetensorError`` naming OS error 28 / ``StorageFull``, and
+    torch.save's ``RuntimeError: [enforce fail at inline_container.cc] ... unexpected pos`` (a short write).
     """
     seen: BaseException | None = exc
     while seen is not None:
@@ -169,14 +170,15 @@ def disk_full_cause(exc: BaseException) -> bool:
 
 
 def check_free_space(dirpath: Path, needed: int) -> None:
-    """Raise ``OSError(ENOSPC)`` with a clear message when ``needed`` bytes do not fit on ``dirpath``'s disk."""
+    """Raise ``OSError(ENOSPC)``, clearly worded, when ``needed`` bytes do not fit on ``dirpath``'s disk."""
     free = shutil.disk_usage(dirpath).free
     if needed > free:
         raise OSError(
             errno.ENOSPC,
-            f"not enough disk space for the checkpoint: it needs about {_human(needed)} but only {_human(free)} "
-            f"is free under {str(dirpath)!r}; free some space, point `dirpath` at a larger disk, or lower "
-            "`keep_best`/`keep_last` (old checkpoints are only deleted after a new one is complete)",
+            f"not enough disk space for the checkpoint: it needs about {_human(needed)} but only "
+            f"{_human(free)} is free under {str(dirpath)!r}; free some space, point `dirpath` at a larger "
+            "disk, or lower `keep_best`/`keep_last` (old checkpoints are only deleted after a new one is "
+            "complete)",
             str(dirpath),
         )
 

@@ -109,16 +109,20 @@ class Checkpointer:
     Args:
         dirpath: folder that holds the checkpoints and ``manifest.json`` (created on first save).
         monitor: metric key that ranks checkpoints (e.g. ``"eval_loss"``); ``None`` keeps only the last N.
-        mode: ``"min"`` or ``"max"``: whether a lower or higher ``monitor`` value is better. NaN is always worst.
+        mode: ``"min"`` or ``"max"``: whether a lower or higher ``monitor`` is better; NaN is always worst.
         keep_best: how many best checkpoints by ``monitor`` to keep (ties keep the earlier one).
         keep_last: how many newest checkpoints to keep; ``None`` keeps all. A checkpoint is kept when it is in
             either set.
-        every_n_steps: with ``save(step, ...)`` called every step, write only when ``step % every_n_steps == 0``.
-        every_n_epochs: write when ``save(..., epoch=e, epoch_end=True)`` and ``(e + 1) % every_n_epochs == 0``.
-            With neither set, every ``save`` call writes.
+        every_n_steps: with ``save(step, ...)`` called every step, write only when
+            ``step % every_n_steps == 0``.
+        every_n_epochs: write when ``save(..., epoch=e, epoch_end=True)`` and
+            ``(e + 1) % every_n_epochs == 0``. With neither set, every ``save`` call writes.
         filename: folder-name template; fields ``{step}``, ``{epoch}`` and any metric key, e.g.
             ``"step{step}-loss{eval_loss:.3f}"``. Values are sanitized (no path separators, no ``..``).
         check_disk_space: estimate the size before writing and fail early when it cannot fit.
+        frozen: ``"save"`` writes every weight; ``"reference"`` writes only the parameters that train (and
+            buffers) plus a fingerprint of the frozen rest, which resume verifies against the base model you
+            load (see docs/callbacks.md). A checkpoint of either kind resumes under either setting.
         async_save: for an FSDP-sharded model, write the shards in the background (``dcp.async_save``); the
             checkpoint is published by the next ``save``, ``resume`` or :meth:`wait` (call it at the end).
         sharded_timeout: seconds a rank waits for the others during a sharded save or load before raising
@@ -129,7 +133,7 @@ class Checkpointer:
 
     Example:
         >>> ckpt = Checkpointer("ckpts", monitor="eval_loss", keep_best=2, keep_last=1)  # doctest: +SKIP
-        >>> ckpt.save(step, model=model, optimizer=opt, loader=loader, metrics={"eval_loss": 0.4})  # doctest: +SKIP
+        >>> ckpt.save(step, model=model, optimizer=opt, metrics={"eval_loss": 0.4})  # doctest: +SKIP
         >>> resumed = ckpt.resume(model=model, optimizer=opt, loader=loader)  # doctest: +SKIP
     """
 
@@ -147,6 +151,7 @@ class Checkpointer:
         check_disk_space: bool = True,
         async_save: bool = False,
         sharded_timeout: float = 600.0,
+        frozen: Literal["save", "reference"] = "save",
     ) -> None:
         check_type("dirpath", dirpath, (str, Path), what="a str or pathlib.Path")
         if monitor is not None:
@@ -171,6 +176,7 @@ class Checkpointer:
             )
         if not sharded_timeout > 0:
             raise ValueError(f"`sharded_timeout` must be positive; got {sharded_timeout!r}")
+        self.frozen = check_choice("frozen", frozen, ("save", "reference"))
         self.dirpath = Path(dirpath)
         self.monitor, self.mode = monitor, mode
         self.keep_best, self.keep_last = keep_best, keep_last
@@ -186,7 +192,7 @@ class Checkpointer:
             f"keep_best={self.keep_best}, keep_last={self.keep_last})"
         )
 
-    # ------------------------------------------------------------------------------------------------ schedule
+    # ------------------------------------------------------------------------------------------- schedule
 
     def should_save(self, step: int, *, epoch: int | float | None = None, epoch_end: bool = False) -> bool:
         """Whether ``save(step, epoch=epoch, epoch_end=epoch_end)`` writes a checkpoint under the schedule."""
@@ -234,7 +240,8 @@ class Checkpointer:
                 rank raise.
             epoch: the current epoch index, handed back by ``resume``.
             epoch_end: ``True`` when called at the end of epoch ``epoch`` (for ``every_n_epochs``).
-            callbacks: named objects with ``state_dict``/``load_state_dict`` (e.g. ``{"early_stopping": es}``).
+            callbacks: named objects with ``state_dict``/``load_state_dict`` (e.g.
+                ``{"early_stopping": es}``).
             force: write even when ``every_n_steps`` / ``every_n_epochs`` say not to.
             trainer_state: JSON-able HF ``TrainerState`` dict (used by the Trainer bridge).
 
@@ -244,8 +251,8 @@ class Checkpointer:
             :meth:`wait` (or the next ``save``) publishes it and returns its folder.
 
         Raises:
-            OSError: ``ENOSPC`` when the checkpoint does not fit (checked before writing, or hit while writing:
-                the partial folder is removed and earlier checkpoints stay intact).
+            OSError: ``ENOSPC`` when the checkpoint does not fit (checked before writing, or hit while
+                writing: the partial folder is removed and earlier checkpoints stay intact).
             ValueError, TypeError: on bad arguments or state that cannot be saved safely.
         """
         check_non_negative_int("step", step)
@@ -293,6 +300,7 @@ class Checkpointer:
                 state=state,
                 rng_states=[r["rng"] for r in rank_states],
                 trainer_state=trainer_state,
+                reference_frozen=self.frozen == "reference" and not sharded,  # shards hold every weight
                 **parts,
             )
             return clean, payload
@@ -317,7 +325,8 @@ class Checkpointer:
             ValueError: when the template names an unavailable field or the result is not a safe name.
 
         Example:
-            >>> Checkpointer("ck", filename="step{step}-loss{eval_loss:.2f}").format_name(7, None, {"eval_loss": 0.4321})
+            >>> ckpt = Checkpointer("ck", filename="step{step}-loss{eval_loss:.2f}")
+            >>> ckpt.format_name(7, None, {"eval_loss": 0.4321})
             'step7-loss0.43'
         """
         fields: dict[str, Any] = {k: v for k, v in metrics.items() if k.isidentifier()}
@@ -351,7 +360,7 @@ class Checkpointer:
             }
             return self._store.add(manifest, entry, payload, check_disk_space=self.check_disk_space)
 
-    # ------------------------------------------------------------------------------------------------ resuming
+    # ------------------------------------------------------------------------------------------- resuming
 
     def resume(
         self,
@@ -367,9 +376,9 @@ class Checkpointer:
     ) -> ResumeResult | None:
         """Restore everything from the newest complete checkpoint (or ``path``); every rank must call it.
 
-        Incomplete or corrupt checkpoints (missing or truncated files, a file carrying pickled code) are skipped
-        with a warning and the next older one is tried. Nothing is restored until a checkpoint has been read
-        in full.
+        Incomplete or corrupt checkpoints (missing or truncated files, a file carrying pickled code) are
+        skipped with a warning and the next older one is tried. Nothing is restored until a checkpoint has
+        been read in full.
 
         Args:
             model, optimizer, scheduler, scaler, loader: restored when given (``load_state_dict``).
@@ -434,6 +443,56 @@ class Checkpointer:
         return self._sharded.wait()
 
     # ------------------------------------------------------------------------------------------------ finding
+
+    def load_weights(self, model: Any, path: str | Path | None = None) -> Path:
+        """Load only the weights of ``path`` (default: the best, else the newest checkpoint) into ``model``.
+
+        Returns:
+            The checkpoint folder loaded.
+
+        Raises:
+            ValueError: when there is no checkpoint, or a trainable-only checkpoint's base does not match.
+        """
+        found = self.best() or self.latest() if path is None else Path(path)
+        if found is None:
+            raise ValueError(
+                f"there is no complete checkpoint under {str(self.dirpath)!r} to load weights from"
+            )
+        self.resume(model=model, path=found, restore_rng=False)
+        return found
+
+    def export(self, path: str | Path, *, model: Any, checkpoint: str | Path | None = None) -> Path:
+        """Write a self-contained ``save_pretrained`` model from a checkpoint (no hfbridge needed to load it).
+
+        ``model`` is the base as you load it for training (``load_pretrained`` / ``from_pretrained``, with the
+        same adapters); the checkpoint's weights are loaded into it (a trainable-only checkpoint is verified
+        against it first), and a PEFT model is merged (on a copy) into plain weights. The tokenizer is not
+        written.
+
+        Args:
+            path: a new or empty folder.
+            model: the base model, with a ``save_pretrained`` method.
+            checkpoint: the checkpoint folder to export; default: the best, else the newest.
+
+        Returns:
+            ``path``.
+
+        Raises:
+            ValueError: when ``path`` is a file or a non-empty folder, or there is no checkpoint.
+        """
+        import copy
+
+        out = Path(path)
+        if out.is_file() or (out.is_dir() and any(out.iterdir())):
+            raise ValueError(f"`path` must be a new or empty folder; {str(out)!r} exists and is not empty")
+        self.load_weights(model, checkpoint)
+        module: Any = checkpoint_model(model)
+        if callable(getattr(module, "merge_and_unload", None)):  # PEFT: fold the adapters into the weights
+            module = copy.deepcopy(module).merge_and_unload()
+        if not callable(getattr(module, "save_pretrained", None)):
+            raise TypeError(f"`model` must have save_pretrained() to export; got {type(module).__name__}")
+        module.save_pretrained(out)
+        return out
 
     def latest(self) -> Path | None:
         """The newest complete checkpoint folder, or ``None``."""

@@ -24,8 +24,8 @@ def clean_metrics(metrics: Mapping[str, Any] | None, monitor: str | None) -> dic
     for key, value in (metrics or {}).items():
         if getattr(value, "is_meta", False):
             raise ValueError(
-                f"`metrics[{key!r}]` is a tensor on the meta device, which holds no value; pass a real tensor "
-                "or a number"
+                f"`metrics[{key!r}]` is a tensor on the meta device, which holds no value; pass a real "
+                "tensor or a number"
             )
         if hasattr(value, "item") and getattr(value, "ndim", 0) == 0:
             value = value.item()

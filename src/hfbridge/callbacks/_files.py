@@ -1,8 +1,11 @@
 """The files of one checkpoint folder: what goes in, written into a temporary folder, and read back safely.
 
-Layout (HF Trainer names where HF has one, so ``Trainer.train(resume_from_checkpoint=path)`` can read it too)::
+Layout (HF Trainer names where HF has one, so ``Trainer.train(resume_from_checkpoint=path)`` can read it
+too)::
 
     model.safetensors        weights, tied tensors stored once
+    trainable.safetensors    instead, with frozen="reference": what trains, plus buffers (see _frozen.py)
+    frozen.json              ... and the fingerprint of the frozen rest
     optimizer.pt             optimizer.state_dict()            (torch.save, weights_only-loadable)
     scheduler.pt / scaler.pt
     rng_state.pth            python/numpy/torch RNG (rng_state_{rank}.pth per rank in distributed runs)
@@ -14,12 +17,13 @@ An FSDP-sharded model has ``model_shards/`` (a ``torch.distributed.checkpoint`` 
 and optimizer shards, written by every rank) and ``config.json`` instead of ``model.safetensors`` and
 ``optimizer.pt``.
 
-Weights go to safetensors; every other state is a tree of tensors and plain values saved with ``torch.save`` and
-loaded with ``torch.load(weights_only=True)``, so loading a checkpoint never runs pickled code.
+Weights go to safetensors; every other state is a tree of tensors and plain values saved with ``torch.save``
+and loaded with ``torch.load(weights_only=True)``, so loading a checkpoint never runs pickled code.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import random
@@ -32,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 from hfbridge._distributed import get_rank
 from hfbridge._modules import unwrap_model
 from hfbridge.callbacks._atomic import CHECKSUM, checksum
+from hfbridge.callbacks._frozen import FINGERPRINT, TRAINABLE, check_fingerprint, split_trainable
 from hfbridge.callbacks._sharded import SHARDS_DIR, check_shards, is_sharded, load_sharded, write_config
 
 if TYPE_CHECKING:
@@ -46,6 +51,7 @@ __all__ = [
     "check_plain",
     "checkpoint_model",
     "load_model_weights",
+    "payload_nbytes",
     "read_payload",
     "safe_torch_load",
     "state_nbytes",
@@ -67,7 +73,8 @@ def checkpoint_model(model: Any, what: str = "save") -> torch.nn.Module:
 
     Raises:
         TypeError: for a non-module or an FSDP-sharded model (gather its full state first).
-        ValueError: for a model with tensors on the meta device (nothing to save, or a load that does nothing).
+        ValueError: for a model with tensors on the meta device (nothing to save, or a load that does
+            nothing).
     """
     import torch.distributed as dist
 
@@ -80,7 +87,8 @@ def checkpoint_model(model: Any, what: str = "save") -> torch.nn.Module:
                 "`model` is FSDP-sharded: gather a full state dict first (e.g. accelerate's save_state); "
                 "Checkpointer saves unsharded models"
             )
-    meta = next((n for n, t in module.state_dict(keep_vars=True).items() if t.is_meta), None)
+    tensors = itertools.chain(module.named_parameters(), module.named_buffers())
+    meta = next((n for n, t in tensors if t.is_meta), None)
     if meta is not None:
         fix = (
             "load real weights first"
@@ -94,7 +102,7 @@ def checkpoint_model(model: Any, what: str = "save") -> torch.nn.Module:
 
 
 def check_plain(obj: Any, name: str, _path: str = "") -> None:
-    """Raise ``TypeError`` unless ``obj`` is tensors and plain containers that ``weights_only`` loading accepts."""
+    """Raise ``TypeError`` unless ``obj`` is tensors and plain containers ``weights_only`` loading accepts."""
     import torch
 
     where = f"{name}{_path}"
@@ -111,8 +119,9 @@ def check_plain(obj: Any, name: str, _path: str = "") -> None:
             check_plain(value, name, f"{_path}[{key!r}]")
         return
     raise TypeError(
-        f"`{where}` is a {type(obj).__module__}.{type(obj).__qualname__}, which `torch.load(weights_only=True)` "
-        "cannot load; store tensors, numbers, strings, None and lists/tuples/dicts of them "
+        f"`{where}` is a {type(obj).__module__}.{type(obj).__qualname__}, which "
+        "`torch.load(weights_only=True)` cannot load; store tensors, numbers, strings, None and "
+        "lists/tuples/dicts of them "
         "(convert NumPy arrays with `.tolist()` or `torch.from_numpy`)"
     )
 
@@ -131,14 +140,14 @@ def state_nbytes(obj: Any) -> int:
 
 
 def safe_torch_load(path: Path) -> Any:
-    """``torch.load(weights_only=True)`` on CPU: raises ``pickle.UnpicklingError`` on any pickled code or class."""
+    """``torch.load(weights_only=True)`` on CPU: ``pickle.UnpicklingError`` on any pickled code or class."""
     import torch
 
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def capture_rng_state() -> dict[str, Any]:
-    """Python, NumPy and torch RNG states in HF Trainer's ``rng_state.pth`` layout, ``weights_only``-loadable."""
+    """Python, NumPy and torch RNG states in HF Trainer's ``rng_state.pth`` layout (``weights_only``-safe)."""
     import numpy as np
     import torch
 
@@ -167,8 +176,11 @@ def _restore_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def load_model_weights(model: torch.nn.Module, weights: dict[str, torch.Tensor]) -> None:
-    """Copy ``weights`` into ``model``; keys dropped at save time because they were tied must stay tied.
+def load_model_weights(
+    model: torch.nn.Module, weights: dict[str, torch.Tensor], frozen: set[str] | None = None
+) -> None:
+    """Copy ``weights`` into ``model``; keys dropped at save time because they were tied must stay tied, and
+    ``frozen`` keys (verified by a trainable-only checkpoint's fingerprint) may be absent.
 
     Raises:
         ValueError: on unexpected keys or missing keys that are not tied to a loaded tensor.
@@ -177,7 +189,7 @@ def load_model_weights(model: torch.nn.Module, weights: dict[str, torch.Tensor])
     if missing:
         own = model.state_dict()
         loaded_ptrs = {own[k].data_ptr() for k in weights if k in own}
-        untied = [k for k in missing if own[k].data_ptr() not in loaded_ptrs]
+        untied = [k for k in missing if own[k].data_ptr() not in loaded_ptrs and k not in (frozen or ())]
         if untied:
             raise ValueError(f"checkpoint weights lack {len(untied)} key(s) of the model, e.g. {untied[:5]}")
     if unexpected:
@@ -198,6 +210,17 @@ class Payload:
     scaler: dict[str, Any] | None = None
     trainer_state: dict[str, Any] | None = None
     shards: Path | None = None  # a sharded model's staged DCP folder, moved in whole
+    reference_frozen: bool = False  # save only what trains, fingerprint the rest
+
+
+def payload_nbytes(payload: Payload) -> int:
+    """Approximate size of ``payload`` on disk (a trainable-only one counts only what it writes)."""
+    tensors = payload.model.state_dict(keep_vars=True)
+    if payload.reference_frozen:
+        frozen = {n for n, p in payload.model.named_parameters(remove_duplicate=False) if not p.requires_grad}
+        tensors = {k: t for k, t in tensors.items() if k not in frozen}
+    weights = sum(t.numel() * t.element_size() for t in tensors.values())
+    return weights + sum(state_nbytes(x) for x in (payload.optimizer, payload.scheduler, payload.state))
 
 
 def _torch_save(obj: Any, path: Path) -> None:
@@ -213,6 +236,10 @@ def write_payload(folder: Path, payload: Payload) -> dict[str, dict[str, Any]]:
 
     if payload.shards is not None:
         os.replace(payload.shards, folder / SHARDS_DIR)  # same file system: a rename; dcp fsynced the files
+    elif payload.reference_frozen:
+        tensors, fingerprint = split_trainable(payload.model)
+        safetensors.torch.save_file(tensors, str(folder / TRAINABLE), metadata={"format": "pt"})
+        (folder / FINGERPRINT).write_text(json.dumps(fingerprint, sort_keys=True) + "\n", encoding="utf-8")
     else:
         safetensors.torch.save_model(payload.model, str(folder / WEIGHTS), metadata={"format": "pt"})
     for part, name in _PARTS.items():
@@ -243,6 +270,7 @@ class Loaded:
     scaler: dict[str, Any] | None = None
     rng: dict[str, Any] | None = None
     shards: Path | None = None  # a sharded checkpoint's DCP folder, loaded by every rank in apply_payload
+    fingerprint: dict[str, Any] | None = None  # a trainable-only checkpoint's frozen part
 
 
 class MissingPartError(ValueError):
@@ -260,9 +288,7 @@ def read_payload(folder: Path, *, rank: int, world_size: int, wanted: Mapping[st
     out = Loaded(state=safe_torch_load(folder / STATE))
     if not isinstance(out.state, dict) or "step" not in out.state:
         raise ValueError(f"{STATE} in {str(folder)!r} is not an hfbridge checkpoint state")
-    if (
-        folder / SHARDS_DIR
-    ).is_dir():  # model and optimizer live in the shards; every rank reads its part later
+    if (folder / SHARDS_DIR).is_dir():  # model and optimizer are in the shards, read by every rank later
         reason = check_shards(folder / SHARDS_DIR)
         if reason is not None:
             raise ValueError(reason)
@@ -271,7 +297,12 @@ def read_payload(folder: Path, *, rank: int, world_size: int, wanted: Mapping[st
     if wanted.get("model"):
         import safetensors.torch
 
-        out.weights = safetensors.torch.load_file(str(folder / WEIGHTS), device="cpu")
+        reference = (folder / TRAINABLE).is_file()
+        out.weights = safetensors.torch.load_file(
+            str(folder / (TRAINABLE if reference else WEIGHTS)), device="cpu"
+        )
+        if reference:
+            out.fingerprint = json.loads((folder / FINGERPRINT).read_text(encoding="utf-8"))
     for part, name in _PARTS.items():
         if wanted.get(part):
             if not (folder / name).is_file():
@@ -300,7 +331,10 @@ def apply_payload(
             "sharded parameters), or save it sharded in the first place"
         )
     if objects.get("model") is not None and loaded.weights is not None:
-        load_model_weights(checkpoint_model(objects["model"], "load into"), loaded.weights)
+        module = checkpoint_model(objects["model"], "load into")
+        if loaded.fingerprint is not None:
+            check_fingerprint(module, loaded.fingerprint, set(loaded.weights))
+        load_model_weights(module, loaded.weights, frozen=set((loaded.fingerprint or {}).get("tensors", ())))
     for part in _PARTS:
         if part == "optimizer" and loaded.shards is not None:
             continue  # restored with the shards

@@ -1,4 +1,4 @@
-"""Kept only so that ``callbacks/_trainer.py`` imports until it moves to ``trainer/``: delete it with that file.
+"""Kept only so that ``callbacks/_trainer.py`` imports until it moves to ``trainer/``; delete it then.
 
 New code uses :meth:`hfbridge.Checkpointer.load_weights`.
 """

@@ -1,12 +1,12 @@
-"""The manifest and the checkpoint folders it names: recording, recovering after a crash, setting aside, evicting.
+"""The manifest and the checkpoint folders it names: record, recover after a crash, set aside, evict.
 
 ``dirpath/manifest.json`` is replaced atomically. Every checkpoint folder also carries its own marker
-(``checkpoint.json``) with the same record, written before the folder is renamed into place, so a folder published
-just before a crash, or a lost manifest, can be rebuilt from the markers.
+(``checkpoint.json``) with the same record, written before the folder is renamed into place, so a folder
+published just before a crash, or a lost manifest, can be rebuilt from the markers.
 
 The folder is a trust boundary: every name read back (manifest entries, markers, file names) must be one path
-component of the store's own naming before a path is built from it, and only folders whose marker names them are
-ever deleted, so nothing outside ``dirpath`` and nothing the store did not create can be removed.
+component of the store's own naming before a path is built from it, and only folders whose marker names them
+are ever deleted, so nothing outside ``dirpath`` and nothing the store did not create can be removed.
 """
 
 from __future__ import annotations
@@ -41,8 +41,8 @@ from hfbridge.callbacks._files import (
     Loaded,
     MissingPartError,
     Payload,
+    payload_nbytes,
     read_payload,
-    state_nbytes,
     write_payload,
 )
 
@@ -55,7 +55,7 @@ _FILE = re.compile(r"(model_shards/\.?)?[A-Za-z0-9_][A-Za-z0-9._-]{0,99}")  # sh
 
 
 def is_checkpoint_name(name: Any) -> bool:
-    """Whether ``name`` is one path component of the store's naming: ``[A-Za-z0-9._+=-]``, not hidden, no ``..``."""
+    """Whether ``name`` is one path component of the store's naming (``[A-Za-z0-9._+=-]``, no ``..``)."""
     return isinstance(name, str) and _NAME.fullmatch(name) is not None and ".." not in name
 
 
@@ -96,7 +96,7 @@ def _entry_problem(entry: Any) -> str | None:
 
 
 def _files_problem(folder: Path, entry: dict[str, Any], *, verify: bool) -> str | None:
-    """``None`` when every file the entry lists is in ``folder`` with its size (and checksum), else the reason."""
+    """``None`` when every file the entry lists is in ``folder`` with its size (and checksum), else why."""
     if not folder.is_dir():
         return f"folder {str(folder)!r} is missing"
     for name, rec in entry["files"].items():
@@ -169,14 +169,15 @@ class ManifestStore:
             markers = [m for m in markers if m.get("run") == manifest["run"]]
         if markers or why != "is missing":
             _warn(
-                f"manifest {str(self.path)!r} {why}; rebuilding it from checkpoint markers ({len(markers)} found)"
+                f"manifest {str(self.path)!r} {why}; rebuilding it from checkpoint markers "
+                f"({len(markers)} found)"
             )
         manifest["checkpoints"] = sorted(markers, key=lambda e: e["seq"])
         manifest["next_seq"] = max([0, *(e["seq"] + 1 for e in markers)])
         return manifest
 
     def _markers(self, run: str | None) -> list[dict[str, Any]]:
-        """Complete checkpoints whose marker names their folder and carries run id ``run`` (``None``: any run)."""
+        """Complete checkpoints whose marker names their folder and has run id ``run`` (``None``: any run)."""
         out = []
         for folder in sorted(self.dirpath.iterdir()):
             entry = None if folder.name.startswith(".") else _read_marker(folder)
@@ -187,20 +188,35 @@ class ManifestStore:
         return out
 
     def kept(self, entries: list[dict[str, Any]]) -> tuple[list[str], list[str]]:
-        """Names of the best ``keep_best`` (best first) and the newest ``keep_last`` (newest first) entries."""
+        """Names of the best ``keep_best`` (best first) and newest ``keep_last`` (newest first) entries."""
         best = [e["name"] for e in rank_best(entries, self.mode)[: self.keep_best]]
         newest = sorted(entries, key=lambda e: e["seq"], reverse=True)
         return best, [e["name"] for e in newest[: self.keep_last]]
 
-    def write(self, manifest: dict[str, Any]) -> None:
-        """Record the current best-K / last-N choice and replace the manifest atomically."""
-        manifest["best"], manifest["last"] = self.kept(manifest["checkpoints"])
+    def write(self, manifest: dict[str, Any]) -> list[dict[str, Any]]:
+        """Drop the records best-K / last-N no longer keep, replace the manifest atomically, return the
+        dropped records for :meth:`remove` (folders go only once the manifest no longer names them)."""
+        best, last = self.kept(manifest["checkpoints"])
+        evicted = [e for e in manifest["checkpoints"] if e["name"] not in {*best, *last}]
+        manifest["checkpoints"] = [e for e in manifest["checkpoints"] if e not in evicted]
+        manifest["best"], manifest["last"] = best, last
         write_json_atomic(self.path, manifest)
+        return evicted
+
+    def remove(self, evicted: list[dict[str, Any]]) -> None:
+        """Delete the folders of records dropped by :meth:`write`, each only when its own marker names it."""
+        for e in evicted:
+            folder = self.dirpath / e["name"]
+            marker = _read_marker(folder)
+            if marker is not None and marker["name"] == e["name"]:  # only a folder this store wrote
+                remove_dir(folder)
+            elif folder.exists():
+                _warn(f"not deleting {str(folder)!r}: it carries no hfbridge marker naming it")
 
     def recover(self) -> dict[str, Any]:
-        """Before each save, under :func:`dir_lock`: finish or undo an interrupted same-name replacement, clear
-        crash leftovers, set aside recorded folders that are no longer complete, adopt this run's published but
-        unrecorded folders. Returns the (possibly updated) manifest."""
+        """Before each save, under :func:`dir_lock`: finish or undo an interrupted same-name replacement,
+        clear crash leftovers, set aside recorded folders that are no longer complete, adopt this run's
+        published but unrecorded folders. Returns the (possibly updated) manifest."""
         manifest = self.read()
         self._restore_replaced(manifest)
         for entry in self.dirpath.iterdir():
@@ -227,8 +243,7 @@ class ManifestStore:
         manifest["checkpoints"] = sorted(kept, key=lambda e: e["seq"])
         manifest["next_seq"] = max([manifest["next_seq"], *(e["seq"] + 1 for e in kept)])
         if json.dumps(manifest, sort_keys=True) != before or (kept and not self.path.is_file()):
-            self.write(manifest)
-            self.apply_retention(manifest)
+            self.remove(self.write(manifest))
         return manifest
 
     def resolve(
@@ -236,9 +251,10 @@ class ManifestStore:
     ) -> tuple[dict[str, Any] | None, Path, str | None]:
         """What a manifest entry names on disk now: ``(record, folder, None)``, or ``(None, folder, reason)``.
 
-        Two crash windows of a same-name replacement (a ``filename`` without ``{step}``) are read through: the new
-        folder already renamed into place but not yet recorded (its own marker, a later ``seq`` of this run, is the
-        record), and the old folder moved aside to a hidden trash name before the new one was published.
+        Two crash windows of a same-name replacement (a ``filename`` without ``{step}``) are read through: the
+        new folder already renamed into place but not yet recorded (its own marker, a later ``seq`` of this
+        run, is the record), and the old folder moved aside to a hidden trash name before the new one was
+        published.
         """
         folder = self.dirpath / entry["name"]
         marker = _read_marker(folder)
@@ -256,7 +272,7 @@ class ManifestStore:
         return (entry, aside, None) if aside is not None else (None, folder, reason)
 
     def _moved_aside(self, entry: dict[str, Any]) -> Path | None:
-        """The complete hidden copy of ``entry`` moved aside by an interrupted same-name replacement, if any."""
+        """The complete hidden copy of ``entry`` moved aside by an interrupted same-name replacement."""
         for folder in sorted(self.dirpath.glob(f"{TRASH_PREFIX}*")):
             marker = _read_marker(folder)
             if (
@@ -281,12 +297,12 @@ class ManifestStore:
         os.replace(folder, aside)
         fsync_dir(self.dirpath)
         _warn(
-            f"skipping checkpoint {name!r}: {reason}; set it aside as {aside.name!r}, kept for inspection and "
-            "never deleted by hfbridge"
+            f"skipping checkpoint {name!r}: {reason}; set it aside as {aside.name!r}, kept for inspection "
+            "and never deleted by hfbridge"
         )
 
     def set_aside(self, entry: dict[str, Any], folder: Path, reason: str) -> None:
-        """Drop a checkpoint that resume refused from the manifest and rename its folder to a quarantine name."""
+        """Drop a checkpoint resume refused from the manifest and rename its folder to a quarantine name."""
         with dir_lock(self.dirpath):
             manifest = self.read()
             same = [
@@ -294,25 +310,9 @@ class ManifestStore:
             ]
             if same:
                 manifest["checkpoints"] = [e for e in manifest["checkpoints"] if e not in same]
-                self.write(manifest)
+                self.remove(self.write(manifest))
             if folder.is_dir() and not folder.is_symlink():
                 self._quarantine(folder, entry["name"], reason)
-
-    def apply_retention(self, manifest: dict[str, Any]) -> None:
-        """Drop checkpoints outside best-K and last-N: first from the manifest, then their folders from disk."""
-        best, last = self.kept(manifest["checkpoints"])
-        evicted = [e for e in manifest["checkpoints"] if e["name"] not in {*best, *last}]
-        if not evicted:
-            return
-        manifest["checkpoints"] = [e for e in manifest["checkpoints"] if e not in evicted]
-        self.write(manifest)
-        for e in evicted:
-            folder = self.dirpath / e["name"]
-            marker = _read_marker(folder)
-            if marker is not None and marker["name"] == e["name"]:  # only a folder this store wrote
-                remove_dir(folder)
-            elif folder.exists():
-                _warn(f"not deleting {str(folder)!r}: it carries no hfbridge marker naming it")
 
     def add(
         self, manifest: dict[str, Any], entry: dict[str, Any], payload: Payload, *, check_disk_space: bool
@@ -337,17 +337,15 @@ class ManifestStore:
                 "Choose another `dirpath` or `filename`"
             )
         if check_disk_space:
-            model_sd = payload.model.state_dict() if payload.shards is None else {}  # shards: already written
-            estimate = sum(state_nbytes(t) for t in model_sd.values())
-            estimate += sum(state_nbytes(x) for x in (payload.optimizer, payload.scheduler, payload.state))
-            check_free_space(self.dirpath, int(estimate * 1.05) + (1 << 20))
+            needed = payload_nbytes(payload) if payload.shards is None else 0  # shards: already written
+            check_free_space(self.dirpath, int(needed * 1.05) + (1 << 20))
         tmp = new_tmp_dir(self.dirpath, name)
         aside: Path | None = (
             None  # our earlier checkpoint of the same name, moved aside until the new one is in
         )
         try:
             entry["files"] = write_payload(tmp, payload)
-            write_json_atomic(tmp / MARKER_NAME, entry)
+            (tmp / MARKER_NAME).write_text(json.dumps(entry, indent=2, sort_keys=True), encoding="utf-8")
             if final.exists():
                 target = self.dirpath / f"{TRASH_PREFIX}{name}-{uuid.uuid4().hex}"
                 os.replace(final, target)  # still recorded: a crash now leaves it to recover() to rename back
@@ -364,15 +362,15 @@ class ManifestStore:
                 raise OSError(
                     errno.ENOSPC,
                     f"the disk under {str(self.dirpath)!r} filled up while writing checkpoint {name!r}; the "
-                    "partial checkpoint was removed and earlier checkpoints are intact. Free some space or lower "
-                    "`keep_best`/`keep_last`",
+                    "partial checkpoint was removed and earlier checkpoints are intact. Free some space or "
+                    "lower `keep_best`/`keep_last`",
                     str(final),
                 ) from exc
             raise
         recorded, manifest["checkpoints"] = manifest["checkpoints"], [*others, entry]
         manifest["next_seq"] += 1
         try:
-            self.write(manifest)
+            evicted = self.write(manifest)
         except BaseException:
             remove_dir(final)  # not recorded: undo, so the manifest stays the truth
             if aside is not None:
@@ -383,7 +381,7 @@ class ManifestStore:
             raise
         if aside is not None:
             shutil.rmtree(aside, ignore_errors=True)
-        self.apply_retention(manifest)
+        self.remove(evicted)
         return final
 
     def choose(
@@ -391,8 +389,8 @@ class ManifestStore:
     ) -> tuple[Path, Loaded] | None:
         """The newest checkpoint that verifies and reads in full (or ``path``), rank 0's part read.
 
-        A recorded checkpoint that fails is set aside (see :meth:`set_aside`) with a warning, and the next older
-        one is tried; a transient read error (``OSError``) only skips it.
+        A recorded checkpoint that fails is set aside (see :meth:`set_aside`) with a warning, and the next
+        older one is tried; a transient read error (``OSError``) only skips it.
 
         Raises:
             MissingPartError: when a part in ``wanted`` was never saved (a usage error, not corruption).

@@ -1,0 +1,87 @@
+"""Trainable-only checkpoints: save what trains, fingerprint the frozen rest, verify it on resume.
+
+With ``Checkpointer(..., frozen="reference")`` a checkpoint holds the parameters with ``requires_grad=True``,
+every persistent buffer (batch-norm statistics and the like change without gradients; they are small), and for
+each frozen tensor its name, shape, dtype and an xxh3-64 hash of its bytes, plus where the base came from.
+Resume loads the base as the user does, checks every frozen tensor against the fingerprint, then loads the
+saved part on top.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["FINGERPRINT", "TRAINABLE", "check_fingerprint", "split_trainable"]
+
+TRAINABLE = "trainable.safetensors"
+FINGERPRINT = "frozen.json"
+
+
+def _digest(tensor: torch.Tensor) -> str:
+    import torch
+    import xxhash
+
+    flat = tensor.detach().to("cpu").contiguous().reshape(-1)
+    return xxhash.xxh3_64(flat.view(torch.uint8).numpy().data).hexdigest()
+
+
+def _origin(module: torch.nn.Module) -> str | None:
+    config = getattr(module, "config", None)
+    origin = getattr(config, "name_or_path", None)
+    return origin if isinstance(origin, str) and origin else None
+
+
+def split_trainable(module: torch.nn.Module) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """``(tensors to save, fingerprint of the rest)``: trainable parameters and buffers, each storage once."""
+    frozen = {n for n, p in module.named_parameters(remove_duplicate=False) if not p.requires_grad}
+    saved: dict[str, torch.Tensor] = {}
+    tensors: dict[str, list[Any]] = {}
+    seen: dict[tuple[int, int], str] = {}  # (data_ptr, numel) -> the name a tied tensor is stored under
+    for name, t in module.state_dict().items():
+        if name in frozen:
+            tensors[name] = [list(t.shape), str(t.dtype).removeprefix("torch."), _digest(t)]
+        elif (t.data_ptr(), t.numel()) not in seen or t.numel() == 0:
+            seen[(t.data_ptr(), t.numel())] = name
+            saved[name] = t.detach().contiguous()
+    return saved, {
+        "format": "hfbridge-frozen",
+        "checksum": "xxh3_64",
+        "origin": _origin(module),
+        "tensors": tensors,
+    }
+
+
+def check_fingerprint(module: torch.nn.Module, fingerprint: dict[str, Any], saved: set[str]) -> None:
+    """Refuse a base whose frozen tensors are not the checkpoint's, naming the first that differs.
+
+    Raises:
+        ValueError: for a missing or extra tensor (another architecture), or a frozen tensor whose shape,
+            dtype or content differs (another base, or a frozen parameter that was trained after all).
+    """
+    origin = fingerprint.get("origin")
+    base = f"the base the run started from ({origin!r})" if origin else "the base the run started from"
+    own = module.state_dict()
+    extra = [n for n in own if n not in fingerprint["tensors"] and n not in saved]
+    missing = [n for n in fingerprint["tensors"] if n not in own]
+    if missing or extra:
+        what = f"lacks {missing[:3]}" if missing else f"has {extra[:3]}, which the checkpoint does not know"
+        raise ValueError(
+            f"`model` is not the architecture this trainable-only checkpoint was saved from: it {what}; load "
+            f"{base} with the same freeze or adapter setup"
+        )
+    for name, t in own.items():  # the model's order, so the first differing tensor is named
+        if name not in fingerprint["tensors"]:
+            continue
+        shape, dtype, digest = fingerprint["tensors"][name]
+        if list(t.shape) != shape or str(t.dtype).removeprefix("torch.") != dtype:
+            got = f"{list(t.shape)} {str(t.dtype).removeprefix('torch.')}"
+            raise ValueError(f"frozen tensor {name!r} is {got} in `model`, {shape} {dtype} in the checkpoint")
+        if _digest(t) != digest:
+            raise ValueError(
+                f"frozen tensor {name!r} of `model` differs from the checkpoint's (xxh3_64 {_digest(t)} != "
+                f"{digest}): resume needs {base}, unchanged. If a frozen parameter was trained on purpose, "
+                "checkpoint with frozen='save'"
+            )
