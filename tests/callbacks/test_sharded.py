@@ -301,6 +301,10 @@ def test_killed_and_resumed_run_is_bitwise_the_uninterrupted_one(tmp_path: Path,
     )
     loaded = auto.from_pretrained(exported).state_dict()
     assert all(torch.equal(at_save[k], loaded[k]) for k in at_save)
+    # Checkpointer.export into an unsharded base model reads the shards too (one process, DCP)
+    again = Checkpointer(ckdir).export(tmp_path / "export2", model=_model(arch, shard=False))
+    loaded = auto.from_pretrained(again).state_dict()
+    assert all(torch.equal(at_save[k], loaded[k]) for k in at_save)
 
 
 @pytest.mark.distributed
