@@ -325,19 +325,3 @@ def test_wrapped_models_are_unwrapped(tmp_path: Path, tiny_net: Any) -> None:
     fresh = tiny_net(4)
     ckpt.resume(model=torch.nn.DataParallel(fresh))
     assert torch.equal(fresh.emb.weight, model.emb.weight)
-
-
-def test_an_fsdp_model_is_refused_even_inside_another_wrapper(tmp_path: Path) -> None:
-    """Only rank 0 writes, and an FSDP state dict needs every rank: refuse it at any wrapper depth."""
-    from torch.distributed.fsdp import FSDPModule
-
-    def sharded() -> torch.nn.Module:  # what fully_shard() does to a module's class, without a process group
-        module = torch.nn.Linear(2, 2)
-        module.__class__ = type("FSDPLinear", (FSDPModule, torch.nn.Linear), {})
-        return module
-
-    ckpt = Checkpointer(tmp_path)
-    for model in (sharded(), torch.nn.DataParallel(sharded())):
-        with pytest.raises(TypeError, match="`model` is FSDP-sharded"):
-            ckpt.save(1, model=model)
-    assert ckpt.checkpoints() == []

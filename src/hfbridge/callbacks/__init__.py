@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from hfbridge.callbacks._checkpointer import Checkpointer, ResumeResult
 from hfbridge.callbacks._early_stopping import EarlyStopping
+from hfbridge.callbacks._sharded import export_full_weights
 
 if TYPE_CHECKING:
     from hfbridge.trainer import CheckpointCallback, EarlyStoppingCallback
@@ -22,6 +23,7 @@ __all__ = [
     "EarlyStopping",
     "EarlyStoppingCallback",
     "ResumeResult",
+    "export_full_weights",
 ]
 
 _MOVED_TO_TRAINER = ("CheckpointCallback", "EarlyStoppingCallback")  # now in hfbridge.trainer; old path kept

@@ -29,6 +29,7 @@ from hfbridge.callbacks._files import (
     checkpoint_model,
     read_payload,
 )
+from hfbridge.callbacks._sharded import ShardedSaves, is_sharded
 from hfbridge.callbacks._store import (
     FORMAT,
     ManifestStore,
@@ -122,6 +123,10 @@ class Checkpointer:
         frozen: ``"save"`` writes every weight; ``"reference"`` writes only the parameters that train (and
             buffers) plus a fingerprint of the frozen rest, which resume verifies against the base model you
             load (see docs/callbacks.md). A checkpoint of either kind resumes under either setting.
+        async_save: for an FSDP-sharded model, write the shards in the background (``dcp.async_save``); the
+            checkpoint is published by the next ``save``, ``resume`` or :meth:`wait` (call it at the end).
+        sharded_timeout: seconds a rank waits for the others during a sharded save or load before raising
+            (also the longest a background write may take); make it longer than a save takes.
 
     Raises:
         ValueError, TypeError: on a bad argument (each names the argument and the valid values).
@@ -144,6 +149,8 @@ class Checkpointer:
         every_n_epochs: int | None = None,
         filename: str = "step{step}",
         check_disk_space: bool = True,
+        async_save: bool = False,
+        sharded_timeout: float = 600.0,
         frozen: Literal["save", "reference"] = "save",
     ) -> None:
         check_type("dirpath", dirpath, (str, Path), what="a str or pathlib.Path")
@@ -166,6 +173,13 @@ class Checkpointer:
         check_type("filename", filename, str)
         _check_template(filename)
         check_type("check_disk_space", check_disk_space, bool)
+        check_type("async_save", async_save, bool)
+        if isinstance(sharded_timeout, bool) or not isinstance(sharded_timeout, (int, float)):
+            raise TypeError(
+                f"`sharded_timeout` must be a number of seconds; got {type(sharded_timeout).__name__}"
+            )
+        if not sharded_timeout > 0:
+            raise ValueError(f"`sharded_timeout` must be positive; got {sharded_timeout!r}")
         self.frozen = check_choice("frozen", frozen, ("save", "reference"))
         self.dirpath = Path(dirpath)
         self.monitor, self.mode = monitor, mode
@@ -174,6 +188,7 @@ class Checkpointer:
         self.filename = filename
         self.check_disk_space = check_disk_space
         self._store = ManifestStore(self.dirpath, mode=mode, keep_best=keep_best, keep_last=keep_last)
+        self._sharded = ShardedSaves(self.dirpath, asynchronous=async_save, timeout=float(sharded_timeout))
 
     def __repr__(self) -> str:
         return (
@@ -219,7 +234,8 @@ class Checkpointer:
 
         Args:
             step: the global step (non-negative int).
-            model: the model (DDP / compiled wrappers are unwrapped).
+            model: the model (DDP / compiled wrappers are unwrapped). An FSDP-sharded model (and its
+                optimizer) is saved by every rank through ``torch.distributed.checkpoint``, no full gather.
             optimizer, scheduler, scaler: objects with ``state_dict()``; saved when given.
             loader: a sampler or loader with ``state_dict()`` (each rank's state is kept).
             extra_state: any tree of tensors and plain values, handed back by ``resume``.
@@ -235,7 +251,8 @@ class Checkpointer:
 
         Returns:
             The checkpoint folder, or ``None`` when nothing was written (not due under the schedule, or a
-            checkpoint that retention would drop at once).
+            checkpoint that retention would drop at once). With ``async_save`` and a sharded model, ``None``:
+            :meth:`wait` (or the next ``save``) publishes it and returns its folder.
 
         Raises:
             OSError: ``ENOSPC`` when the checkpoint does not fit (checked before writing, or hit while
@@ -245,10 +262,12 @@ class Checkpointer:
         check_non_negative_int("step", step)
         if not force and not self.should_save(step, epoch=epoch, epoch_end=epoch_end):
             return None
+        sharded = is_sharded(model)
 
         def check() -> dict[str, Any]:  # every check runs before the gather, so a failure reaches every rank
             _check_callbacks(callbacks, "state_dict")
-            checkpoint_model(model)
+            if not sharded:
+                checkpoint_model(model)
             state = {
                 "rng": capture_rng_state(),
                 "loader": loader.state_dict() if loader is not None else None,
@@ -259,7 +278,7 @@ class Checkpointer:
         rank_states: list[Any] = gather_object(attempt(check))  # every rank learns whether any rank failed
         raise_first_failure(rank_states)
 
-        def write() -> str | None:
+        def build() -> tuple[dict[str, float], Payload]:
             clean = clean_metrics(metrics, self.monitor)  # rank 0's metrics are authoritative
             named = dict(callbacks or {})
             world = len(rank_states)
@@ -272,10 +291,8 @@ class Checkpointer:
                 "extra_state": extra_state,
                 "world_size": world,
             }
-            parts = {
-                k: v.state_dict() if v is not None else None
-                for k, v in (("optimizer", optimizer), ("scheduler", scheduler), ("scaler", scaler))
-            }
+            own = {"optimizer": None if sharded else optimizer, "scheduler": scheduler, "scaler": scaler}
+            parts = {k: v.state_dict() if v is not None else None for k, v in own.items()}
             for what, obj in (
                 *parts.items(),
                 ("extra_state", extra_state),
@@ -283,17 +300,23 @@ class Checkpointer:
             ):
                 check_plain(obj, what if what in ("extra_state", "callbacks") else f"{what}.state_dict()")
             payload = Payload(
-                model=checkpoint_model(model),
+                model=model if sharded else checkpoint_model(model),  # sharded: for its config.json
                 state=state,
                 rng_states=[r["rng"] for r in rank_states],
                 trainer_state=trainer_state,
-                reference_frozen=self.frozen == "reference",
+                reference_frozen=self.frozen == "reference" and not sharded,  # shards hold every weight
                 **parts,
             )
-            path = self._write(step, epoch, clean, payload)
+            return clean, payload
+
+        def write(built: tuple[dict[str, float], Payload], shards: Path | None = None) -> str | None:
+            built[1].shards = shards
+            path = self._write(step, epoch, built[0], built[1])
             return None if path is None else str(path)
 
-        outcome = broadcast_object(attempt(write) if get_rank() == 0 else None)  # the others wait for rank 0
+        if sharded:  # every rank writes its shards, then rank 0 publishes as below
+            return self._sharded.save(step, model, optimizer, build, write)
+        outcome = broadcast_object(attempt(lambda: write(build())) if get_rank() == 0 else None)
         raise_first_failure([outcome])
         return None if outcome is None else Path(str(outcome))
 
@@ -374,12 +397,13 @@ class Checkpointer:
         Raises:
             ValueError: when a part you ask for (e.g. ``optimizer``) was never saved in the chosen checkpoint.
         """
+        self.wait()
         objects = {"model": model, "optimizer": optimizer, "scheduler": scheduler, "scaler": scaler}
         wanted = {k: v is not None for k, v in objects.items()}
 
         def check() -> None:  # bad input fails before any checkpoint is looked at, let alone set aside
             _check_callbacks(callbacks, "load_state_dict")
-            if model is not None:
+            if model is not None and not is_sharded(model):
                 checkpoint_model(model, "load into")
 
         raise_first_failure(gather_object(attempt(check)))
@@ -410,6 +434,17 @@ class Checkpointer:
             metrics={k: float(v) for k, v in (state.get("metrics") or {}).items()},
             extra_state=state.get("extra_state"),
         )
+
+    def wait(self) -> Path | None:
+        """Publish a pending asynchronous sharded save; every rank must call it, at the end of training too.
+
+        Returns:
+            The published folder, or ``None`` when nothing was pending (or retention dropped it).
+
+        Raises:
+            RuntimeError: when the background save failed on any rank, or a rank did not answer in time.
+        """
+        return self._sharded.wait()
 
     # ------------------------------------------------------------------------------------------------ finding
 

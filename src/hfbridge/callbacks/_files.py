@@ -13,6 +13,10 @@ too)::
     trainer_state.json       only from the HF Trainer bridge
     checkpoint.json          marker: the record of this checkpoint, written last
 
+An FSDP-sharded model has ``model_shards/`` (a ``torch.distributed.checkpoint`` folder holding the model
+and optimizer shards, written by every rank) and ``config.json`` instead of ``model.safetensors`` and
+``optimizer.pt``.
+
 Weights go to safetensors; every other state is a tree of tensors and plain values saved with ``torch.save``
 and loaded with ``torch.load(weights_only=True)``, so loading a checkpoint never runs pickled code.
 """
@@ -21,6 +25,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import random
 import warnings
 from collections.abc import Mapping
@@ -32,6 +37,7 @@ from hfbridge._distributed import get_rank
 from hfbridge._modules import unwrap_model
 from hfbridge.callbacks._atomic import CHECKSUM, checksum
 from hfbridge.callbacks._frozen import FINGERPRINT, TRAINABLE, check_fingerprint, split_trainable
+from hfbridge.callbacks._sharded import SHARDS_DIR, check_shards, is_sharded, load_sharded, write_config
 
 if TYPE_CHECKING:
     import torch
@@ -196,13 +202,14 @@ def load_model_weights(
 class Payload:
     """Everything one checkpoint holds, gathered on the writing rank."""
 
-    model: torch.nn.Module
+    model: torch.nn.Module  # a sharded model is only read for its config.json
     state: dict[str, Any]  # -> hfbridge_state.pt
     rng_states: list[dict[str, Any]]  # one per rank
     optimizer: dict[str, Any] | None = None
     scheduler: dict[str, Any] | None = None
     scaler: dict[str, Any] | None = None
     trainer_state: dict[str, Any] | None = None
+    shards: Path | None = None  # a sharded model's staged DCP folder, moved in whole
     reference_frozen: bool = False  # save only what trains, fingerprint the rest
 
 
@@ -227,7 +234,9 @@ def write_payload(folder: Path, payload: Payload) -> dict[str, dict[str, Any]]:
     """Write ``payload`` into ``folder``; return ``{file name: {"size": bytes, CHECKSUM: hex digest}}``."""
     import safetensors.torch
 
-    if payload.reference_frozen:
+    if payload.shards is not None:
+        os.replace(payload.shards, folder / SHARDS_DIR)  # same file system: a rename; dcp fsynced the files
+    elif payload.reference_frozen:
         tensors, fingerprint = split_trainable(payload.model)
         safetensors.torch.save_file(tensors, str(folder / TRAINABLE), metadata={"format": "pt"})
         (folder / FINGERPRINT).write_text(json.dumps(fingerprint, sort_keys=True) + "\n", encoding="utf-8")
@@ -242,8 +251,12 @@ def write_payload(folder: Path, payload: Payload) -> dict[str, dict[str, Any]]:
     if payload.trainer_state is not None:
         text = json.dumps(payload.trainer_state, indent=2, sort_keys=True) + "\n"
         (folder / "trainer_state.json").write_text(text, encoding="utf-8")
-    files = sorted(p for p in folder.iterdir() if p.is_file())
-    return {p.name: {"size": p.stat().st_size, CHECKSUM: checksum(p)} for p in files}
+    if payload.shards is not None:
+        write_config(payload.model, folder)
+    files = sorted(p for p in (*folder.iterdir(), *(folder / SHARDS_DIR).glob("*")) if p.is_file())
+    return {
+        p.relative_to(folder).as_posix(): {"size": p.stat().st_size, CHECKSUM: checksum(p)} for p in files
+    }
 
 
 @dataclass
@@ -256,6 +269,7 @@ class Loaded:
     scheduler: dict[str, Any] | None = None
     scaler: dict[str, Any] | None = None
     rng: dict[str, Any] | None = None
+    shards: Path | None = None  # a sharded checkpoint's DCP folder, loaded by every rank in apply_payload
     fingerprint: dict[str, Any] | None = None  # a trainable-only checkpoint's frozen part
 
 
@@ -274,6 +288,12 @@ def read_payload(folder: Path, *, rank: int, world_size: int, wanted: Mapping[st
     out = Loaded(state=safe_torch_load(folder / STATE))
     if not isinstance(out.state, dict) or "step" not in out.state:
         raise ValueError(f"{STATE} in {str(folder)!r} is not an hfbridge checkpoint state")
+    if (folder / SHARDS_DIR).is_dir():  # model and optimizer are in the shards, read by every rank later
+        reason = check_shards(folder / SHARDS_DIR)
+        if reason is not None:
+            raise ValueError(reason)
+        out.shards = folder / SHARDS_DIR
+        wanted = {**wanted, "model": False, "optimizer": False}
     if wanted.get("model"):
         import safetensors.torch
 
@@ -302,12 +322,22 @@ def apply_payload(
     loaded: Loaded, objects: Mapping[str, Any], callbacks: Mapping[str, Any], restore_rng: bool
 ) -> None:
     """Restore each object in ``objects`` (``model``, ``optimizer``, ..., ``loader``) from ``loaded``."""
+    if loaded.shards is not None and objects.get("model") is not None:
+        load_sharded(loaded.shards, objects["model"], objects.get("optimizer"))  # collective, resharding
+    if objects.get("model") is not None and loaded.weights is not None and is_sharded(objects["model"]):
+        raise TypeError(
+            "the checkpoint holds full (unsharded) weights but `model` is FSDP-sharded: resume into the "
+            "model before `fully_shard` (with `optimizer=None`: unsharded optimizer state does not fit "
+            "sharded parameters), or save it sharded in the first place"
+        )
     if objects.get("model") is not None and loaded.weights is not None:
         module = checkpoint_model(objects["model"], "load into")
         if loaded.fingerprint is not None:
             check_fingerprint(module, loaded.fingerprint, set(loaded.weights))
         load_model_weights(module, loaded.weights, frozen=set((loaded.fingerprint or {}).get("tensors", ())))
     for part in _PARTS:
+        if part == "optimizer" and loaded.shards is not None:
+            continue  # restored with the shards
         sd = getattr(loaded, part)
         if objects.get(part) is not None and sd is not None:
             objects[part].load_state_dict(sd)

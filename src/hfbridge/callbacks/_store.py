@@ -51,7 +51,7 @@ __all__ = ["FORMAT", "ManifestStore", "decode_float", "encode_float", "is_checkp
 FORMAT = "hfbridge-checkpoint"
 MARKER_NAME = "checkpoint.json"
 _NAME = re.compile(r"[A-Za-z0-9_+=-][A-Za-z0-9._+=-]{0,199}")  # what format_name produces
-_FILE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,99}")
+_FILE = re.compile(r"(model_shards/\.?)?[A-Za-z0-9_][A-Za-z0-9._-]{0,99}")  # sharded: model_shards/ files
 
 
 def is_checkpoint_name(name: Any) -> bool:
@@ -337,7 +337,8 @@ class ManifestStore:
                 "Choose another `dirpath` or `filename`"
             )
         if check_disk_space:
-            check_free_space(self.dirpath, int(payload_nbytes(payload) * 1.05) + (1 << 20))
+            needed = payload_nbytes(payload) if payload.shards is None else 0  # shards: already written
+            check_free_space(self.dirpath, int(needed * 1.05) + (1 << 20))
         tmp = new_tmp_dir(self.dirpath, name)
         aside: Path | None = (
             None  # our earlier checkpoint of the same name, moved aside until the new one is in

@@ -1,0 +1,478 @@
+"""Sharded (FSDP) checkpoints through ``torch.distributed.checkpoint`` (DCP): no full gather, no own format.
+
+Every rank writes its shards of the model and optimizer state (``get_state_dict``) with ``dcp.save``
+(or, opt-in, ``dcp.async_save``) into a hidden staging folder; the ranks then agree that every shard is on
+disk before one rank publishes the checkpoint. Loading goes through ``dcp.load`` + ``set_state_dict``, so a
+checkpoint saved on N ranks loads on any number of ranks, and into an unsharded model (DCP reshards on
+load). Collectives of a save run on a dedicated gloo group with its own timeout: a rank that dies mid-save
+makes the others raise, never hang.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import uuid
+import warnings
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
+    from torch.distributed import ProcessGroup
+
+__all__ = [
+    "SHARDS_DIR",
+    "STAGE_PREFIX",
+    "PendingSave",
+    "ShardedSaves",
+    "check_shards",
+    "export_full_weights",
+    "is_sharded",
+    "load_sharded",
+    "save_sharded",
+    "stage_folder",
+    "write_config",
+]
+
+SHARDS_DIR = (
+    "model_shards"  # the DCP folder inside a checkpoint: .metadata plus one __{rank}_0.distcp per rank
+)
+STAGE_PREFIX = ".shards-hfbridge-"  # hidden staging folders of a sharded save in progress
+_METADATA = ".metadata"
+
+
+def is_sharded(model: Any) -> bool:
+    """Whether ``model`` holds an FSDP2 (``fully_shard``) or FSDP1 module at any wrapper depth."""
+    import torch
+
+    if not isinstance(model, torch.nn.Module):
+        return False
+    try:
+        from torch.distributed.fsdp import FSDPModule, FullyShardedDataParallel
+    except ImportError:  # pragma: no cover - a torch build without torch.distributed
+        return False
+    return any(isinstance(m, (FSDPModule, FullyShardedDataParallel)) for m in model.modules())
+
+
+# --------------------------------------------------------------------------------------- collectives
+
+
+class _Group:
+    """The gloo group a sharded save or load runs its collectives on, with its own timeout."""
+
+    def __init__(self, timeout: float) -> None:
+        import torch.distributed as dist
+
+        self.timeout = timeout
+        self.world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+        self.rank = dist.get_rank() if self.world > 1 or dist.is_initialized() else 0
+        self.pg: ProcessGroup | None = None
+        if dist.is_available() and dist.is_initialized():
+            self.pg = dist.new_group(backend="gloo", timeout=timedelta(seconds=timeout))
+
+    def all_gather(self, obj: Any) -> list[Any]:
+        if self.pg is None:
+            return [obj]
+        import torch.distributed as dist
+
+        out: list[Any] = [None] * self.world
+        try:
+            dist.all_gather_object(out, obj, group=self.pg)
+        except Exception as exc:
+            raise _lost_rank(self.timeout, exc) from exc
+        return out
+
+    def broadcast(self, obj: Any) -> Any:
+        if self.pg is None:
+            return obj
+        import torch.distributed as dist
+
+        box = [obj]
+        try:
+            dist.broadcast_object_list(box, src=0, group=self.pg)
+        except Exception as exc:
+            raise _lost_rank(self.timeout, exc) from exc
+        return box[0]
+
+
+_GROUPS: dict[float, _Group] = {}
+
+
+def _group(timeout: float) -> _Group:
+    """A save group per timeout, made on first use (``new_group`` is collective)."""
+    import torch.distributed as dist
+
+    current = dist.is_available() and dist.is_initialized()
+    group = _GROUPS.get(timeout)
+    if (
+        group is None
+        or (current and (group.pg is None or not _alive(group.pg)))
+        or (not current and group.pg)
+    ):
+        group = _GROUPS[timeout] = _Group(timeout)
+    return group
+
+
+def _alive(pg: Any) -> bool:
+    """Whether ``pg`` belongs to the current default group (a re-initialised one makes old groups stale)."""
+    import torch.distributed as dist
+
+    try:
+        return dist.get_world_size(group=pg) > 0
+    except (RuntimeError, ValueError):
+        return False
+
+
+def _lost_rank(timeout: float, exc: BaseException) -> RuntimeError:
+    return RuntimeError(
+        f"sharded checkpoint: not every rank answered within {timeout:g} s (did a rank die or hang "
+        "mid-save?); the checkpoint was not published and the previous one is intact. "
+        f"Cause: {type(exc).__name__}: {exc}"
+    )
+
+
+class _RankError:
+    """An exception on one rank, sent to the others so that every rank raises the same error."""
+
+    def __init__(self, exc: BaseException) -> None:
+        self.kind, self.message = type(exc).__name__, _last_line(exc)
+
+
+def _last_line(exc: BaseException) -> str:
+    """The message of ``exc``; for DCP's ``CheckpointException`` (a traceback per rank) its last line."""
+    lines = [line for line in str(exc).splitlines() if line.strip()]
+    return lines[-1].strip() if lines else type(exc).__name__
+
+
+def _agree(group: _Group, error: BaseException | None) -> None:
+    """Every rank raises when any rank failed (``error`` is this rank's failure, or ``None``).
+
+    Raises:
+        ValueError, TypeError: this rank's own error of that type (bad input).
+        RuntimeError: naming the first rank that failed and its error.
+    """
+    results = group.all_gather(None if error is None else _RankError(error))
+    for rank, item in enumerate(results):
+        if isinstance(item, _RankError):
+            if isinstance(error, (ValueError, TypeError)):
+                raise error
+            raise RuntimeError(
+                f"sharded checkpoint failed on rank {rank}: {item.kind}: {item.message}"
+            ) from error
+
+
+# ---------------------------------------------------------------------------------------------- saving
+
+
+def stage_folder(parent: Path, name: str, *, timeout: float = 600.0) -> Path:
+    """A fresh hidden staging folder under ``parent``, made by rank 0 and known to every rank (collective).
+
+    Rank 0 first removes staging folders left by a crashed save (call this only when no save is in flight).
+    """
+    group = _group(timeout)
+    made: Any = None
+    if group.rank == 0:
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+            for old in parent.glob(f"{STAGE_PREFIX}*"):
+                shutil.rmtree(old, ignore_errors=True)
+            folder = parent / f"{STAGE_PREFIX}{name}-{uuid.uuid4().hex}"
+            folder.mkdir()
+            made = str(folder)
+        except OSError as exc:
+            made = _RankError(exc)
+    made = group.broadcast(made)
+    if isinstance(made, _RankError):
+        raise OSError(f"sharded checkpoint: rank 0 could not create a staging folder: {made.message}")
+    return Path(made)
+
+
+class PendingSave:
+    """A sharded save under way: :meth:`wait` (collective) returns once every rank's shards are durable.
+
+    A failure on any rank (or in the background writer of an async save) is raised by :meth:`wait` on every
+    rank, never lost.
+    """
+
+    def __init__(self, folder: Path, group: _Group, future: Any = None, error: BaseException | None = None):
+        self.folder, self._group, self._future, self._error = folder, group, future, error
+        self._result: dict[str, int] | None = None
+
+    def done(self) -> bool:
+        """Whether this rank's part is written (a finished :meth:`wait` is not needed to ask)."""
+        return self._future is None or self._future.done()
+
+    def wait(self) -> dict[str, int]:
+        """Block until every rank's shards are written and fsynced; ``{relative path: bytes}`` on rank 0.
+
+        Raises:
+            RuntimeError: when any rank failed, or a rank did not answer within the timeout.
+        """
+        if self._result is not None:
+            return self._result
+        error = self._error
+        if error is None and self._future is not None:
+            try:
+                self._future.result(timeout=self._group.timeout)
+            except BaseException as exc:  # the background writer's error reaches the caller here
+                error = exc if not isinstance(exc, TimeoutError) else _lost_rank(self._group.timeout, exc)
+        self._future = None
+        _agree(self._group, error)  # all ranks agree every shard is durable (dcp fsyncs data and metadata)
+        if self._group.rank != 0:  # rank 0 may be publishing (moving) the folder already
+            self._result = {}
+            return self._result
+        meta = self.folder / _METADATA
+        if not meta.is_file():
+            raise RuntimeError(
+                f"sharded checkpoint: {str(meta)!r} is missing after a save that reported success"
+            )
+        self._result = {
+            f"{SHARDS_DIR}/{p.name}": p.stat().st_size for p in sorted(self.folder.iterdir()) if p.is_file()
+        }
+        return self._result
+
+
+def _state_dicts(model: torch.nn.Module, optimizer: Any) -> dict[str, Any]:
+    from torch.distributed.checkpoint.state_dict import get_state_dict
+
+    model_sd, optim_sd = get_state_dict(model, [] if optimizer is None else [optimizer])
+    out: dict[str, Any] = {"model": model_sd}
+    if optimizer is not None:
+        out["optim"] = optim_sd
+    return out
+
+
+def save_sharded(
+    folder: Path,
+    model: torch.nn.Module,
+    optimizer: Any = None,
+    *,
+    asynchronous: bool = False,
+    timeout: float = 600.0,
+) -> PendingSave:
+    """Every rank writes its shards of ``model`` (and ``optimizer``) into ``folder`` with DCP (collective).
+
+    Args:
+        folder: the staging folder (from :func:`stage_folder`), the same path on every rank.
+        model: the FSDP (or any) model; ``get_state_dict`` sees through DDP / compile / FSDP wrappers.
+        optimizer: its optimizer, or ``None``.
+        asynchronous: ``dcp.async_save``: the state is copied to CPU memory now and written by a background
+            thread; training goes on. Call :meth:`PendingSave.wait` before the next save and at the end.
+        timeout: seconds any collective of the save may wait for a rank.
+
+    Returns:
+        A :class:`PendingSave`; its :meth:`~PendingSave.wait` must be called on every rank.
+    """
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.api import CheckpointException
+
+    group = _group(timeout)
+    try:
+        state = _state_dicts(model, optimizer)
+        if asynchronous:
+            future = dcp.async_save(state, checkpoint_id=str(folder), process_group=group.pg)
+            return PendingSave(folder, group, future=future)
+        dcp.save(state, checkpoint_id=str(folder), process_group=group.pg)
+    except (Exception, CheckpointException) as exc:  # CheckpointException is a BaseException
+        if group.pg is not None and "gloo" in str(exc).lower():
+            exc = _lost_rank(timeout, exc)
+        return PendingSave(folder, group, error=exc)
+    return PendingSave(folder, group)
+
+
+# --------------------------------------------------------------------------------------------- loading
+
+
+@contextlib.contextmanager
+def _single_process_ok() -> Iterator[None]:
+    """Silence DCP's warning that it loads in one process: here that is what was asked for."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled", category=UserWarning)
+        yield
+
+
+def check_shards(folder: Path) -> str | None:
+    """Why the DCP folder ``folder`` cannot be loaded (bad metadata, a missing or short shard), or None."""
+    from torch.distributed.checkpoint import FileSystemReader
+
+    try:
+        meta = FileSystemReader(str(folder)).read_metadata()
+    except Exception as exc:
+        return f"unreadable {_METADATA} in {str(folder)!r}: {type(exc).__name__}: {exc}"
+    need: dict[str, int] = {}
+    for item in (meta.storage_data or {}).values():
+        end = int(item.offset) + int(item.length)
+        need[item.relative_path] = max(need.get(item.relative_path, 0), end)
+    for rel, size in sorted(need.items()):
+        path = folder / rel
+        if not path.is_file():
+            return f"shard file {rel!r} is missing from {str(folder)!r}"
+        if path.stat().st_size < size:
+            return (
+                f"shard file {rel!r} in {str(folder)!r} is truncated ({path.stat().st_size} < {size} bytes)"
+            )
+    return None
+
+
+def load_sharded(
+    folder: Path, model: torch.nn.Module, optimizer: Any = None, *, timeout: float = 600.0
+) -> None:
+    """Load a DCP checkpoint into ``model`` (and ``optimizer``) on every rank, resharding (collective).
+
+    The model may be sharded on any number of ranks, or not sharded at all: DCP reads each rank's part.
+
+    Raises:
+        ValueError: when the checkpoint lacks optimizer state and ``optimizer`` is given, or the model's keys
+            or shapes do not match.
+    """
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.api import CheckpointException
+    from torch.distributed.checkpoint.state_dict import set_state_dict
+
+    group = _group(timeout)
+    error: BaseException | None = None
+    state: dict[str, Any] = {}
+    try:
+        state = _state_dicts(model, optimizer)
+        with _single_process_ok():
+            dcp.load(state, checkpoint_id=str(folder), process_group=group.pg, no_dist=group.pg is None)
+    except (Exception, CheckpointException) as exc:  # CheckpointException is a BaseException
+        error = exc
+        if isinstance(exc, (RuntimeError, CheckpointException)) and "optim" in str(exc) and optimizer:
+            error = ValueError(
+                f"sharded checkpoint {str(folder)!r} cannot fill the optimizer (saved without it?): "
+                f"{_last_line(exc)}"
+            )
+        elif isinstance(exc, (RuntimeError, CheckpointException)):
+            error = ValueError(
+                f"sharded checkpoint {str(folder)!r} does not match the model: {_last_line(exc)}"
+            )
+    _agree(group, error)  # nothing is set until every rank has read its part
+    set_state_dict(
+        model,
+        [] if optimizer is None else [optimizer],
+        model_state_dict=state["model"],
+        optim_state_dict=state.get("optim", {}),
+    )
+
+
+# ---------------------------------------------------------------------------------------------- export
+
+
+def export_full_weights(
+    checkpoint: str | os.PathLike[str], out_dir: str | os.PathLike[str], *, config: Any = None
+) -> Path:
+    """Write the full model weights of a sharded checkpoint as ``out_dir/model.safetensors``, offline.
+
+    Runs in one plain process (no ``torch.distributed`` needed). With ``config`` (a ``PretrainedConfig``), or
+    a ``config.json`` in the checkpoint folder, ``out_dir`` is a folder ``from_pretrained`` loads.
+
+    Args:
+        checkpoint: a sharded checkpoint folder (holding ``model_shards/``) or a DCP folder itself.
+        out_dir: the folder to write (created if needed).
+        config: an HF config to save next to the weights.
+
+    Returns:
+        The ``out_dir`` path.
+
+    Raises:
+        ValueError: when ``checkpoint`` is not a sharded checkpoint, or a shard is missing.
+    """
+    import torch
+    import torch.distributed.checkpoint as dcp
+    from safetensors.torch import save_file
+    from torch.distributed.checkpoint import FileSystemReader
+    from torch.distributed.checkpoint.metadata import TensorStorageMetadata
+
+    root = Path(checkpoint)
+    folder = root / SHARDS_DIR if (root / SHARDS_DIR).is_dir() else root
+    if not (folder / _METADATA).is_file():
+        raise ValueError(
+            f"`checkpoint` must be a sharded checkpoint folder (with {SHARDS_DIR}/{_METADATA}); "
+            f"got {str(root)!r}"
+        )
+    reason = check_shards(folder)
+    if reason is not None:
+        raise ValueError(f"`checkpoint` {str(root)!r} cannot be exported: {reason}")
+    meta = FileSystemReader(str(folder)).read_metadata()
+    state: dict[str, torch.Tensor] = {}
+    for key, item in meta.state_dict_metadata.items():
+        if key.startswith("model.") and isinstance(item, TensorStorageMetadata):
+            state[key] = torch.empty(item.size, dtype=item.properties.dtype)
+    with _single_process_ok():
+        dcp.load(state, storage_reader=FileSystemReader(str(folder)), no_dist=True)
+    weights = {key[len("model.") :]: t.contiguous() for key, t in state.items()}
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    save_file(weights, str(out / "model.safetensors"), metadata={"format": "pt"})
+    if config is not None:
+        config.save_pretrained(str(out))
+    elif (root / "config.json").is_file():
+        shutil.copyfile(root / "config.json", out / "config.json")
+    return out
+
+
+def write_config(model: Any, folder: Path) -> bool:
+    """An HF model's ``config.json`` into ``folder`` (for export); ``False`` if none."""
+    config = getattr(model, "config", None)
+    if config is None or not hasattr(config, "to_json_file"):
+        return False
+    config.to_json_file(str(folder / "config.json"))
+    return True
+
+
+# -------------------------------------------------------------------------------- Checkpointer's part
+
+
+class ShardedSaves:
+    """The sharded path of :class:`~hfbridge.Checkpointer`: shards first (every rank), then rank 0 publishes.
+
+    ``build()`` (rank 0) takes every non-sharded state at save time, even when the shards are written in the
+    background; ``write(built, stage)`` (rank 0) writes the other files, moves the staged shards in and
+    publishes the checkpoint as an unsharded one is published (manifest, checksums, retention).
+    """
+
+    def __init__(self, dirpath: Path, *, asynchronous: bool, timeout: float) -> None:
+        self.dirpath, self.asynchronous, self.timeout = dirpath, asynchronous, timeout
+        self._publish: Callable[[], Path | None] | None = None
+
+    def save(
+        self,
+        step: int,
+        model: torch.nn.Module,
+        optimizer: Any,
+        build: Callable[[], Any],
+        write: Callable[[Any, Path], str | None],
+    ) -> Path | None:
+        """Write the shards (collective) and publish them now, or, when asynchronous, at the next ``wait``."""
+        from hfbridge._distributed import Failure, attempt, broadcast_object, get_rank, raise_first_failure
+
+        self.wait()
+        stage = stage_folder(self.dirpath, f"step{step}", timeout=self.timeout)
+        pending = save_sharded(stage, model, optimizer, asynchronous=self.asynchronous, timeout=self.timeout)
+        built: Any = attempt(build) if get_rank() == 0 else None
+
+        def publish() -> Path | None:
+            pending.wait()  # every rank: every shard durable, or every rank raises
+            outcome: Any = built
+            if get_rank() == 0 and not isinstance(built, Failure):
+                outcome = attempt(lambda: write(built, stage))
+                if outcome is None or isinstance(outcome, Failure):
+                    shutil.rmtree(stage, ignore_errors=True)  # retention dropped it, or the write failed
+            outcome = broadcast_object(outcome)
+            raise_first_failure([outcome])
+            return None if outcome is None else Path(str(outcome))
+
+        if self.asynchronous:
+            self._publish = publish
+            return None
+        return publish()
+
+    def wait(self) -> Path | None:
+        """Finish a pending async save (collective): its folder, or ``None``; its failure is raised here."""
+        publish, self._publish = self._publish, None
+        return None if publish is None else publish()
