@@ -48,6 +48,10 @@ NOT_RUN: list[tuple[str, str]] = [
         "docs/examples.md",
         "multi-process launchers; tests/examples/test_train_loop.py runs both with a tiny model",
     ),
+    (
+        "docs/sharded.md",
+        "needs torchrun --nproc_per_node=2 (a process group); tests/callbacks/test_sharded.py runs this pattern",
+    ),
 ]
 
 # (page, a line of the block) -> why it fails today and whose fix it waits for
