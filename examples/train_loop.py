@@ -92,6 +92,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--simulate-crash-at", type=int, metavar="STEP", help="die (os._exit) right after this step"
     )
     p.add_argument("--no-progress", action="store_true", help="turn the progress bar off")
+    p.add_argument(
+        "--fsdp",
+        action="store_true",
+        help="shard the model with FSDP2 (fully_shard) instead of DDP; checkpoints go through "
+        "torch.distributed.checkpoint (run under torchrun)",
+    )
     return p
 
 
@@ -135,16 +141,31 @@ def setup_distributed() -> tuple[int, int, Any]:
     return (dist.get_rank() if world > 1 else 0), world, device
 
 
-def evaluate(model: Any, loader: Any, device: Any, world: int) -> dict[str, float]:
-    """Accuracy and loss over the whole validation set (each rank scores its exact share, then all-reduce)."""
+def evaluate(model: Any, loader: Any, device: Any, world: int, *, lockstep: bool = False) -> dict[str, float]:
+    """Accuracy and loss over the whole validation set (each rank scores its exact share, then all-reduce).
+
+    With ``lockstep`` (FSDP, which gathers weights inside every forward) each rank runs as many forward passes as
+    the rank with the most batches: a rank whose share ran out repeats its last batch without counting it.
+    """
     import torch
     import torch.distributed as dist
 
     model.eval()
     totals = torch.zeros(3, dtype=torch.float64)  # loss sum, correct, rows
+    steps = torch.tensor([len(loader)])
+    if lockstep and world > 1:
+        dist.all_reduce(steps, op=dist.ReduceOp.MAX)
+    batches = iter(loader)
     with torch.no_grad():
-        for batch in loader:
-            batch = {k: v.to(device) for k, v in batch.items()}
+        batch: Any = None
+        for _ in range(int(steps)):
+            nxt = next(batches, None)
+            if nxt is None:  # lockstep only: keep the other ranks' collectives company
+                if batch is None:
+                    raise RuntimeError("a rank has no validation rows; use more validation rows than ranks")
+                model(**batch)
+                continue
+            batch = {k: v.to(device) for k, v in nxt.items()}
             out = model(**batch)
             n = batch["labels"].shape[0]
             totals += torch.tensor(
@@ -173,7 +194,9 @@ def main(argv: list[str] | None = None) -> int:
     from transformers import AutoTokenizer, get_linear_schedule_with_warmup, set_seed
 
     import hfbridge
+    import hfbridge.models
     from hfbridge import Checkpointer, EarlyStopping, build_dataloader
+    from hfbridge.callbacks import export_full_weights
 
     rank, world, device = setup_distributed()
     main_process = rank == 0
@@ -212,7 +235,16 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--freeze: {err}")
     counter = TokenCounter()
     model.register_forward_pre_hook(counter.hook, with_kwargs=True)
-    ddp_model = DistributedDataParallel(model) if world > 1 else model
+    if args.fsdp:  # after freeze (frozen parameters stay frozen), before the optimizer sees the parameters
+        from torch.distributed.fsdp import fully_shard
+
+        for stack in hfbridge.models.resolve_layout(model).stacks:
+            for block in stack.blocks:
+                fully_shard(model.get_submodule(block))
+        fully_shard(model)
+        ddp_model = model
+    else:
+        ddp_model = DistributedDataParallel(model) if world > 1 else model
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=args.lr)
     per_epoch = len(train_loader)
     total_steps = args.max_steps or per_epoch * args.epochs
@@ -272,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
                 running, seen = 0.0, 0
             end_of_epoch = position + 1 == per_epoch
             if step % eval_steps == 0 or step == total_steps or end_of_epoch:
-                metrics = evaluate(model, val_loader, device, world)
+                metrics = evaluate(model, val_loader, device, world, lockstep=args.fsdp)
                 model.train()  # evaluate() switched to eval mode
                 history.append({"step": step, "epoch": epoch, **metrics})
                 stopper.update(metrics)
@@ -300,9 +332,13 @@ def main(argv: list[str] | None = None) -> int:
 
     best = checkpointer.best()
     checkpointer.resume(path=best, model=model, restore_rng=False)  # every rank loads the best weights
-    final = evaluate(model, val_loader, device, world)
-    if main_process:
+    final = evaluate(model, val_loader, device, world, lockstep=args.fsdp)
+    if args.fsdp:  # sharded weights: one offline read of the best checkpoint's shards writes full weights
+        if main_process:
+            export_full_weights(best, out / "model", config=model.config)
+    elif main_process:
         model.save_pretrained(out / "model")
+    if main_process:
         tokenizer.save_pretrained(out / "model")
         history_writer = MetricsHistory(out)
         history_writer.write(history)

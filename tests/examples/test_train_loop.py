@@ -98,6 +98,26 @@ def test_torchrun_two_processes_with_crash_and_resume(tiny_seqcls: Path, tmp_pat
 
 @pytest.mark.slow
 @pytest.mark.distributed
+def test_torchrun_fsdp_crash_resume_and_full_weights_export(tiny_seqcls: Path, tmp_path: Path) -> None:
+    from transformers import AutoModelForSequenceClassification
+
+    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    crashed = run_command([*launch, *_args(tiny_seqcls, tmp_path, "--fsdp", "--simulate-crash-at", "3")])
+    assert crashed.returncode != 0
+    assert "simulated crash after step 3" in crashed.stdout
+    done = run_command([*launch, *_args(tiny_seqcls, tmp_path, "--fsdp", "--resume")])
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "resumed from" in done.stdout
+    checkpoints = tmp_path / "checkpoints"
+    manifest = json.loads((checkpoints / "manifest.json").read_text())
+    assert "step8" in json.dumps(manifest)
+    assert any((folder / "model_shards").is_dir() for folder in checkpoints.iterdir())  # sharded, via DCP
+    model = AutoModelForSequenceClassification.from_pretrained(tmp_path / "model")  # full weights, exported
+    assert model.num_labels == 4
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
 def test_accelerate_launch_two_processes(tiny_seqcls: Path, tmp_path: Path) -> None:
     pytest.importorskip("accelerate")
     launch = [
