@@ -211,3 +211,18 @@ def test_callbacks_import_is_lazy() -> None:
         [sys.executable, "-c", code], check=True, capture_output=True, text=True
     ).stdout.split()
     assert out == ["False", "False", "True"]
+
+
+def test_train_end_publishes_a_pending_async_save(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from transformers import TrainerControl, TrainerState, TrainingArguments
+
+    from hfbridge import Checkpointer
+    from hfbridge.trainer import CheckpointCallback
+
+    ckpt = Checkpointer(tmp_path / "ckpts")
+    waited: list[bool] = []
+    monkeypatch.setattr(ckpt, "wait", lambda: waited.append(True))
+    callback = CheckpointCallback(ckpt)
+    args = TrainingArguments(output_dir=str(tmp_path / "out"), report_to="none")
+    callback.on_train_end(args, TrainerState(), TrainerControl(), model=torch.nn.Linear(2, 2))
+    assert waited == [True]  # an async sharded save left in flight is published (or raises) at the end

@@ -209,6 +209,7 @@ class CheckpointCallback(TrainerCallback):
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
     ) -> None:
         self._training = False
+        self.checkpointer.wait()  # an asynchronous sharded save still in flight is published (or raises) here
         if self.load_best_at_end:
             best = self.checkpointer.best()
             if best is None:
