@@ -103,6 +103,6 @@ def add_lora(model: nn.Module, lora: Any, *, task: str) -> nn.Module:
         raise ValueError(
             f"`lora` cannot target {type(model).__name__} (model_type "
             f"{getattr(model.config, 'model_type', '?')!r}) with target_modules={config.target_modules!r}: "
-            f"{e}. Name some of its Linear layers in target_modules, e.g. from: "
+            f"{str(e).rstrip('.')}. Name some of its Linear layers in target_modules, e.g. from: "
             f"{', '.join(_linear_names(model))}"
         ) from e
