@@ -117,3 +117,18 @@ def test_prompt_learning_peft_model_gets_a_clear_error(make_tiny_model: Callable
     model = peft.get_peft_model(make_tiny_model("llama", "causal-lm"), config)
     with pytest.raises(TypeError, match="prompt-learning"):
         freeze(model, "layers:1")
+
+
+def test_gradual_unfreezing_thaws_the_adapter_from_the_head_down(make_tiny_model: Callable[..., Any]) -> None:
+    from hfbridge.models import GradualUnfreezer
+
+    model = _lora(make_tiny_model, "bert", "sequence-classification")
+    peft_set = _trainable(model)
+    unfreezer = GradualUnfreezer(model, every=1)
+    block = "base_model.model.bert.encoder.layer.{}."
+    unfreezer.apply(0)
+    assert _trainable(model) == {n for n in peft_set if ".classifier." in n}
+    unfreezer.apply(1)
+    assert _trainable(model) == {n for n in peft_set if not n.startswith(block.format(0))}
+    unfreezer.apply(2)
+    assert _trainable(model) == peft_set
