@@ -13,6 +13,7 @@ from hfbridge.models._lora import add_lora
 from hfbridge.models._spec import FreezeSpec
 
 if TYPE_CHECKING:
+    from peft import LoraConfig
     from transformers import PreTrainedModel
 
 __all__ = ["AUTO_CLASSES", "load_pretrained"]
@@ -92,7 +93,7 @@ def load_pretrained(
     label2id: Mapping[str, int] | None = None,
     id2label: Mapping[int, str] | None = None,
     freeze: FreezeSpec | str | dict[str, Any] | None = None,
-    lora: Any = None,
+    lora: LoraConfig | Mapping[str, Any] | None = None,
     **from_pretrained_kwargs: Any,
 ) -> PreTrainedModel:
     """Load a pretrained model with the ``AutoModelFor...`` class of ``task``, its label maps set, then freeze

@@ -14,6 +14,7 @@ from hfbridge._tasks import LABEL_TASKS, check_task
 from hfbridge.models._layout import resolve_layout
 
 if TYPE_CHECKING:
+    from peft import LoraConfig
     from torch import nn
 
 __all__ = ["PEFT_TASK_TYPES", "add_lora"]
@@ -62,7 +63,7 @@ def _linear_names(model: nn.Module) -> list[str]:
     return sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, nn.Linear) and n})
 
 
-def add_lora(model: nn.Module, lora: Any, *, task: str) -> nn.Module:
+def add_lora(model: nn.Module, lora: LoraConfig | Mapping[str, Any], *, task: str) -> nn.Module:
     """Wrap the transformers task ``model`` in a LoRA ``PeftModel``.
 
     Args:
