@@ -6,6 +6,8 @@
 ``TrainerCallback``.
 * :func:`layerwise_param_groups` -- layer-wise learning-rate decay.
 * :func:`summary` -- a per-module parameter table (string and dict forms).
+* LoRA models (``peft.PeftModel``) work with all of the above (the task model is at ``base_model.model``);
+  ``load_pretrained(..., lora=...)`` builds one.
 
 Importing this package imports ``torch`` lazily and never ``transformers`` or ``datasets``.
 """

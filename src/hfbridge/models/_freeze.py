@@ -25,6 +25,7 @@ from hfbridge.models._layout import (
     require,
     resolve_layout,
 )
+from hfbridge.models._peft import PeftView, peft_view
 from hfbridge.models._spec import FreezeSpec
 
 if TYPE_CHECKING:
@@ -128,6 +129,15 @@ def plan_frozen(
     """Return ``(frozen canonical names, layout or None, aliases)`` for ``spec`` on ``model``; changes
     nothing."""
     model = unwrap_model(model)
+    view = peft_view(model)
+    if view is not None and (spec.train_biases or spec.train_norms):
+        flag = "train_biases" if spec.train_biases else "train_norms"
+        raise ValueError(
+            f"`{flag}` cannot apply to a {type(model).__name__}: freeze never unfreezes the base weights of "
+            "a PEFT model (only its adapter trains); got spec "
+            f"{str(spec)!r}. Train biases with LoraConfig(bias='lora_only' or 'all') and norm layers with "
+            "LoraConfig(modules_to_save=[...])"
+        )
     layout = resolve_layout(model) if spec.uses_layout else None
     aliases = layout.aliases if layout is not None else param_aliases(model)
     frozen: set[str] = set()
@@ -151,14 +161,21 @@ def plan_frozen(
                 n = len(layout.stacks[i])
                 idx = range(min(count, n)) if spec.layers is not None else range(max(0, n - count))
                 frozen |= set(layout.block_names(i, idx))
-    frozen |= _match(spec.patterns, spec.pattern_syntax, aliases, "patterns")
+    matchable = aliases
+    if view is not None:  # patterns may use the task model's names too ("bert.encoder.layer.0.*")
+        matchable = {c: (*names, *_inner_names(names, view)) for c, names in aliases.items()}
+    frozen |= _match(spec.patterns, spec.pattern_syntax, matchable, "patterns")
     if spec.train_biases:
         frozen -= {c for c, names in aliases.items() if any(n.rsplit(".", 1)[-1] == "bias" for n in names)}
     if spec.train_norms:
         norms = norm_param_names(model)
         frozen -= {c for c, names in aliases.items() if any(n in norms for n in names)}
-    frozen -= _match(spec.except_patterns, spec.pattern_syntax, aliases, "except_patterns")
+    frozen -= _match(spec.except_patterns, spec.pattern_syntax, matchable, "except_patterns")
     return frozen, layout, aliases
+
+
+def _inner_names(names: tuple[str, ...], view: PeftView) -> tuple[str, ...]:
+    return tuple(n[len(view.prefix) :] for n in names if n.startswith(view.prefix))
 
 
 def _collapse(model: nn.Module, frozen: set[str], canonical: dict[str, str]) -> list[str]:
@@ -191,6 +208,12 @@ def freeze(
     replaces the previous state rather than adding to it. Works on a model wrapped in
     ``DistributedDataParallel``.
 
+    On a LoRA-style ``peft.PeftModel`` the spec composes with PEFT: the groups are found in the wrapped task
+    model (``base_model.model``), the base weights always stay frozen, and the adapter parameters (the
+    ``lora_*`` weights and the ``modules_to_save`` copies) stay trainable unless the spec selects them --
+    ``"layers:4"`` trains LoRA in the upper blocks only, ``"head"`` freezes the saved head copy, ``"none"``
+    restores PEFT's own trainable set. Patterns match the ``PeftModel``'s names and the task model's.
+
     Args:
         model: a transformers model (or any ``nn.Module`` when the spec uses patterns only).
         spec: a :class:`FreezeSpec`, its string form (``"embeddings,layers:4"``), a dict of its fields, or
@@ -203,9 +226,10 @@ def freeze(
         everything, warns.
 
     Raises:
-        ValueError: for a pattern that matches nothing, a layer count above the number of blocks, a ``stack``
-            the model lacks, or an architecture whose embeddings/blocks cannot be found (the message lists
-            what was found and points to ``patterns``).
+        ValueError: for ``train_biases``/``train_norms`` on a PEFT model, a pattern that matches nothing,
+            a layer count above the number of blocks, a ``stack`` the model lacks, or an architecture
+            whose embeddings/blocks cannot be found (the message lists what was found and points to
+            ``patterns``).
         TypeError: when ``model`` is not an ``nn.Module`` or ``spec`` has a wrong type.
 
     Example:
@@ -220,6 +244,11 @@ def freeze(
     spec = FreezeSpec.coerce(spec)
     inner = unwrap_model(model)
     frozen, layout, aliases = plan_frozen(inner, spec)
+    named = frozen
+    view = peft_view(inner)
+    if view is not None:  # the base of a PEFT model stays frozen: the spec freezes more of the adapter
+        named = {n for n in frozen if view.is_adapter_param(n)}
+        frozen = frozen | {n for n in aliases if not view.is_adapter_param(n)}
     params = dict(inner.named_parameters())
     order = list(aliases)
     frozen_names = tuple(n for n in order if n in frozen)
@@ -244,10 +273,9 @@ def freeze(
         for name, p in params.items():
             p.requires_grad_(name not in frozen)
         set_eval_frozen(inner, report.eval_modules)
-    if not frozen and spec != FreezeSpec(eval_frozen=spec.eval_frozen):  # "none" freezes nothing on purpose
-        warnings.warn(
-            f"freeze spec {str(spec)!r} freezes nothing: every parameter stays trainable", stacklevel=2
-        )
+    if not named and spec != FreezeSpec(eval_frozen=spec.eval_frozen):  # "none" freezes nothing on purpose
+        what = "every parameter" if view is None else "every adapter parameter (the base stays frozen)"
+        warnings.warn(f"freeze spec {str(spec)!r} freezes nothing: {what} stays trainable", stacklevel=2)
     elif not trainable_names:
         warnings.warn(
             f"freeze spec {str(spec)!r} freezes every parameter: training will have no gradient", stacklevel=2

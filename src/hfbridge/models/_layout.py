@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
 from hfbridge._modules import unwrap_model
+from hfbridge.models._peft import peft_view
 
 if TYPE_CHECKING:
     from torch import nn
@@ -198,10 +199,12 @@ def _input_embeddings_path(model: nn.Module) -> str | None:
 
 
 def resolve_layout(model: nn.Module) -> ModelLayout:
-    """Resolve the embeddings, block stacks and head of ``model`` (unwrapping DDP).
+    """Resolve the embeddings, block stacks and head of ``model`` (unwrapping DDP and ``peft``).
 
     Args:
-        model: a transformers ``PreTrainedModel`` (or any module with the same shape).
+        model: a transformers ``PreTrainedModel`` (or any module with the same shape), or a LoRA-style
+            ``peft.PeftModel``: its task model (``base_model.model``) is resolved and every path and name
+            is given in the ``PeftModel``'s own naming (``base_model.model.bert.encoder.layer.0``).
 
     Returns:
         The :class:`ModelLayout`. Groups that cannot be found are empty; :func:`require` checks what a spec
@@ -210,6 +213,9 @@ def resolve_layout(model: nn.Module) -> ModelLayout:
     from torch import nn
 
     model = unwrap_model(model)
+    view = peft_view(model)
+    if view is not None:
+        return _prefixed(resolve_layout(view.inner), view.prefix, type(model).__name__)
     prefix = getattr(model, "base_model_prefix", "") or ""
     candidate = getattr(model, prefix, None) if prefix else None
     base_path = prefix if isinstance(candidate, nn.Module) and candidate is not model else ""
@@ -285,6 +291,27 @@ def resolve_layout(model: nn.Module) -> ModelLayout:
         block_index=block_index,
         aliases=aliases,
         numel=numel,
+    )
+
+
+def _prefixed(layout: ModelLayout, prefix: str, wrapper: str) -> ModelLayout:
+    """``layout`` of a wrapped model, every path and name put under ``prefix`` (``"base_model.model."``)."""
+
+    def p(name: str) -> str:
+        return _join(prefix.rstrip("."), name)
+
+    return ModelLayout(
+        model_type=f"{wrapper}({layout.model_type})",
+        base_model=p(layout.base_model),
+        embeddings=tuple(map(p, layout.embeddings)),
+        stacks=tuple(
+            BlockStack(path=p(s.path), role=s.role, blocks=tuple(map(p, s.blocks))) for s in layout.stacks
+        ),
+        head=tuple(map(p, layout.head)),
+        group={p(k): v for k, v in layout.group.items()},
+        block_index={p(k): v for k, v in layout.block_index.items()},
+        aliases={p(k): tuple(map(p, v)) for k, v in layout.aliases.items()},
+        numel={p(k): v for k, v in layout.numel.items()},
     )
 
 

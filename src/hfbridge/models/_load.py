@@ -9,9 +9,11 @@ from typing import TYPE_CHECKING, Any
 from hfbridge._checks import check_label2id, check_positive_int, check_type
 from hfbridge._tasks import LABEL_TASKS, check_task
 from hfbridge.models._freeze import freeze as apply_freeze
+from hfbridge.models._lora import add_lora
 from hfbridge.models._spec import FreezeSpec
 
 if TYPE_CHECKING:
+    from peft import LoraConfig
     from transformers import PreTrainedModel
 
 __all__ = ["AUTO_CLASSES", "load_pretrained"]
@@ -91,6 +93,7 @@ def load_pretrained(
     label2id: Mapping[str, int] | None = None,
     id2label: Mapping[int, str] | None = None,
     freeze: FreezeSpec | str | dict[str, Any] | None = None,
+    lora: LoraConfig | Mapping[str, Any] | None = None,
     **from_pretrained_kwargs: Any,
 ) -> PreTrainedModel:
     """Load a pretrained model with the ``AutoModelFor...`` class of ``task``, its label maps set, then freeze
@@ -107,19 +110,26 @@ def load_pretrained(
             Names are str (int names become str) and ids ``0..n-1``, the rule the adapters use.
         id2label: classification tasks: id -> label; ids must be ``0..n-1``. String keys from JSON are
             accepted.
-        freeze: what to freeze after loading (:class:`FreezeSpec`, its string form or ``None``).
+        freeze: what to freeze after loading (:class:`FreezeSpec`, its string form or ``None``). With
+            ``lora`` it is applied to the LoRA model and composes with it (see :func:`freeze`).
+        lora: a ``peft.LoraConfig`` or a dict of its fields: wrap the model in a LoRA ``PeftModel``
+            (needs the ``peft`` extra). ``task_type`` defaults to the task's; for classification tasks the
+            head goes in ``modules_to_save`` unless the config names modules itself.
         **from_pretrained_kwargs: passed to ``from_pretrained`` (``dtype``, ``revision``,
             ``local_files_only``, ``attn_implementation``, ``ignore_mismatched_sizes=True`` to replace a head
             of another size, ...).
 
     Returns:
-        The model with ``config.id2label``/``label2id`` set, in **eval mode** as ``from_pretrained`` leaves it
+        The model (a ``PeftModel`` wrapping it when ``lora`` is given) with ``config.id2label``/``label2id``
+        set, in **eval mode** as ``from_pretrained`` leaves it
         (dropout off): call ``model.train()`` before a hand-written training loop (``Trainer`` does it).
 
     Raises:
         ValueError: for an unknown task, label arguments on a task without labels, inconsistent label maps, a
-            bad freeze spec, a local folder that does not exist, or a file instead of a folder.
-        TypeError: for label maps of the wrong types.
+            bad freeze spec, a local folder that does not exist, a file instead of a folder, or a ``lora``
+            config the model cannot take (unknown keys, a ``target_modules`` it lacks).
+        TypeError: for label maps of the wrong types, or a ``lora`` that is not a config or dict.
+        ImportError: for ``lora`` without ``peft`` installed.
 
     Example:
         >>> model = load_pretrained(minilm_dir, task="sequence-classification",  # doctest: +SKIP
@@ -137,6 +147,8 @@ def load_pretrained(
     if "id2label" in label_kwargs:  # set them exactly, whatever order from_pretrained applied kwargs in
         model.config.id2label = label_kwargs["id2label"]
         model.config.label2id = label_kwargs["label2id"]
+    if lora is not None:
+        model = add_lora(model, lora, task=task)
     if spec is not None:
         apply_freeze(model, spec)
     return model

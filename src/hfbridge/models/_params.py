@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from hfbridge._checks import check_positive_int, check_real, check_type
 from hfbridge._modules import unwrap_model
 from hfbridge.models._layout import norm_param_names, param_aliases, require, resolve_layout
+from hfbridge.models._peft import peft_view
 
 if TYPE_CHECKING:
     from torch import nn
@@ -102,8 +103,13 @@ def summary(model: nn.Module, max_depth: int = 2) -> ModelSummary:
     Needs no input and runs no forward pass. A tied parameter (GPT-2's ``lm_head.weight`` is its input
     embedding) is counted once in the totals and under every module that holds it.
 
+    A LoRA-style ``peft.PeftModel`` is listed as the task model it wraps (rows ``bert.encoder``, not
+    ``base_model.model.bert.encoder``; ``model_type`` names both classes): each module's counts include its
+    adapter weights and ``modules_to_save`` copies, and the totals equal PEFT's
+    ``get_nb_trainable_parameters()``.
+
     Args:
-        model: any ``nn.Module`` (a DDP wrapper is looked through).
+        model: any ``nn.Module`` (a DDP wrapper and a ``PeftModel`` are looked through).
         max_depth: deepest module level to list; 1 lists the model's direct children.
 
     Returns:
@@ -123,12 +129,17 @@ def summary(model: nn.Module, max_depth: int = 2) -> ModelSummary:
     check_type("model", model, nn.Module)
     check_positive_int("max_depth", max_depth)
     model = unwrap_model(model)
-    aliases = param_aliases(model)
+    try:
+        view = peft_view(model)
+    except TypeError:  # a prompt-learning PeftModel: list it as it is
+        view = None
+    listed = view.inner if view is not None else model
+    aliases = param_aliases(listed)
     uniq = list(model.parameters())
     total = sum(p.numel() for p in uniq)
     trainable = sum(p.numel() for p in uniq if p.requires_grad)
     rows = []
-    for name, module in model.named_modules():
+    for name, module in listed.named_modules():
         depth = name.count(".") + 1 if name else 0
         if not 1 <= depth <= max_depth:
             continue
@@ -136,8 +147,9 @@ def summary(model: nn.Module, max_depth: int = 2) -> ModelSummary:
         n = sum(p.numel() for p in ps)
         t = sum(p.numel() for p in ps if p.requires_grad)
         rows.append(SummaryRow(name, type(module).__name__, depth, n, t, n - t, n / total if total else 0.0))
+    wrapper = f"{type(model).__name__}({type(listed).__name__})" if view is not None else ""
     return ModelSummary(
-        model_type=type(model).__name__,
+        model_type=wrapper or type(model).__name__,
         rows=tuple(rows),
         total=total,
         trainable=trainable,
