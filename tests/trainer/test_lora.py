@@ -14,7 +14,9 @@ peft = pytest.importorskip("peft")
 pytestmark = pytest.mark.slow
 
 
-def _lora_trainer(out: Path, data: Any, tok: Any, make_tiny_model: Any, callbacks: Any = ()) -> Any:
+def _lora_trainer(
+    out: Path, data: Any, tok: Any, make_tiny_model: Any, callbacks: Any = (), frozen: str = "save"
+) -> Any:
     from transformers import DataCollatorWithPadding
 
     config = peft.LoraConfig(r=4, lora_alpha=8, target_modules=["query", "value"], task_type="SEQ_CLS")
@@ -31,6 +33,7 @@ def _lora_trainer(out: Path, data: Any, tok: Any, make_tiny_model: Any, callback
         disable_tqdm=True,
         logging_strategy="no",
         seed=5,
+        checkpoint_frozen=frozen,
     )
     return hfbridge.Trainer(
         model=model,
@@ -61,8 +64,9 @@ def _callback(step_end_stop: int | None = None, begin: dict[str, torch.Tensor] |
     return Probe()
 
 
+@pytest.mark.parametrize("frozen", ["save", "reference"])
 def test_a_lora_run_resumed_from_its_checkpoint_ends_with_the_same_adapter_weights(
-    tmp_path: Path, seqcls_dataset: Any, wordpiece_tokenizer: Any, make_tiny_model: Any
+    tmp_path: Path, seqcls_dataset: Any, wordpiece_tokenizer: Any, make_tiny_model: Any, frozen: str
 ) -> None:
     data = seqcls_dataset.select(range(64)).map(
         lambda b: wordpiece_tokenizer(b["text"], truncation=True, max_length=64),
@@ -79,14 +83,18 @@ def test_a_lora_run_resumed_from_its_checkpoint_ends_with_the_same_adapter_weigh
     assert any(not torch.equal(expected[n], start[n]) for n in expected)  # the adapter trained
 
     out = tmp_path / "killed"
-    part = _lora_trainer(out, data, wordpiece_tokenizer, make_tiny_model, [_callback(step_end_stop=4)])
+    part = _lora_trainer(
+        out, data, wordpiece_tokenizer, make_tiny_model, [_callback(step_end_stop=4)], frozen=frozen
+    )
     part.train()
     assert part.state.global_step == 4
     at_step_4 = _adapter(part.model)
     assert any(not torch.equal(at_step_4[n], start[n]) for n in start)  # a fresh model would not pass
 
     seen: dict[str, torch.Tensor] = {}
-    resumed = _lora_trainer(out, data, wordpiece_tokenizer, make_tiny_model, [_callback(begin=seen)])
+    resumed = _lora_trainer(
+        out, data, wordpiece_tokenizer, make_tiny_model, [_callback(begin=seen)], frozen=frozen
+    )
     resumed.train(resume_from_checkpoint=True)
     assert resumed.state.global_step == 6
     for name, value in at_step_4.items():  # the checkpoint gave back the adapter of step 4 ...
@@ -94,3 +102,10 @@ def test_a_lora_run_resumed_from_its_checkpoint_ends_with_the_same_adapter_weigh
     got = _adapter(resumed.model)
     for name, value in expected.items():  # ... and the resumed run ends bitwise where the whole run did
         assert torch.equal(got[name], value), name
+    whole_size = (tmp_path / "whole" / "checkpoint-4" / "model.safetensors").stat().st_size
+    if frozen == "reference":  # only the adapter and the saved head: a fraction of the full weights
+        assert not (out / "checkpoint-4" / "model.safetensors").exists()
+        stored = (out / "checkpoint-4" / "trainable.safetensors").stat().st_size
+        assert stored < whole_size / 3, (stored, whole_size)
+    else:
+        assert (out / "checkpoint-4" / "model.safetensors").stat().st_size == whole_size

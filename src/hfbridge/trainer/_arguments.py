@@ -51,6 +51,9 @@ class TrainingArguments(transformers.TrainingArguments):
         early_stopping_threshold: the least change that counts as an improvement.
         sort_eval_by_length: evaluate and predict in length-sorted batches (same metrics, predictions in
             dataset order).
+        checkpoint_frozen: ``"save"`` writes every weight into each checkpoint; ``"reference"`` writes only
+            what trains (a LoRA adapter, an unfrozen head) plus a fingerprint of the frozen rest, which a
+            resume checks against the base model you load (see :class:`~hfbridge.Checkpointer`'s ``frozen``).
 
     Raises:
         ValueError: for a bad value, or two flags that contradict each other (the message names both).
@@ -81,6 +84,12 @@ class TrainingArguments(transformers.TrainingArguments):
     sort_eval_by_length: bool = field(
         default=True, metadata={"help": "Evaluate in length-sorted batches (same metrics, less padding)."}
     )
+    checkpoint_frozen: Literal["save", "reference"] = field(
+        default="save",
+        metadata={
+            "help": "save: every weight in each checkpoint; reference: only what trains + a fingerprint."
+        },
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -90,6 +99,7 @@ class TrainingArguments(transformers.TrainingArguments):
         check_non_negative_int("keep_last", self.keep_last, allow_none=True)
         check_positive_int("early_stopping_patience", self.early_stopping_patience, allow_none=True)
         check_real("early_stopping_threshold", self.early_stopping_threshold, low=0.0)
+        check_choice("checkpoint_frozen", self.checkpoint_frozen, ("save", "reference"))
         self._check_batching()
         self._check_freeze()
         self._check_checkpoints()

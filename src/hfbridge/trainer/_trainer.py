@@ -218,7 +218,10 @@ class Trainer(transformers.Trainer):
         folder = str(run_dir if run_dir is not None else self.args.output_dir)
         if folder not in self._checkpointers:
             self._checkpointers[folder] = Checkpointer(
-                folder, filename=_PREFIX + "-{step}", **retention(self.args)
+                folder,
+                filename=_PREFIX + "-{step}",
+                frozen=getattr(self.args, "checkpoint_frozen", "save"),
+                **retention(self.args),
             )
         return self._checkpointers[folder]
 
@@ -298,6 +301,16 @@ class Trainer(transformers.Trainer):
             self.args.save_total_limit = limit
 
     # ------------------------------------------------------------------------------------- resuming
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model: Any = None) -> None:
+        """The weights of one of the store's checkpoints come through the store: checksums verified, and a
+        trainable-only checkpoint (``checkpoint_frozen="reference"``) loaded on top of the base after its
+        fingerprint check. Any other folder goes to Trainer's own loader."""
+        folder = Path(resume_from_checkpoint)
+        store = self.checkpointer(str(folder.parent))
+        if not any(r["name"] == folder.name for r in store.checkpoints()):
+            return super()._load_from_checkpoint(resume_from_checkpoint, model)
+        store.resume(path=folder, model=self.model if model is None else model, restore_rng=False)
 
     def train(self, resume_from_checkpoint: str | bool | None = None, *args: Any, **kwargs: Any) -> Any:
         """Trainer's ``train``; ``resume_from_checkpoint=True`` takes the newest *complete* checkpoint, which
