@@ -130,7 +130,8 @@ class MaskedLMCollator:
             key = _mix64(((key ^ value) + _GOLDEN) & _M64)
         digest = xxhash.xxh3_64_intdigest(np.ascontiguousarray(ids).data, seed=key)
         # ~1 us, where np.random.default_rng([...]) spends ~20 us hashing its entropy list
-        return np.random.Generator(np.random.PCG64(BatchSeed(digest)))
+        seed = BatchSeed(digest)  # any ISeedSequence is accepted at run time; the stubs name only SeedSequence
+        return np.random.Generator(np.random.PCG64(seed))  # type: ignore[arg-type]
 
     def __call__(self, features: Sequence[Mapping[str, Any]]) -> Batch:
         """Collate and mask ``features``: ``input_ids``, ``attention_mask``, ``labels`` (and other keys)."""
