@@ -11,13 +11,13 @@ from numpy.random.bit_generator import ISeedSequence
 
 from hfbridge._checks import check_probability, check_type
 from hfbridge._distributed import get_rank, get_world_size
+from hfbridge._mixing import GOLDEN, mix64
 from hfbridge.collators._padding import padding_collator, padding_option, task_options
 from hfbridge.collators._rows import Batch
 
 __all__ = ["BatchSeed", "MaskedLMCollator", "continuation_table"]
 
 _M64 = (1 << 64) - 1
-_GOLDEN = 0x9E3779B97F4A7C15  # SplitMix64's increment
 # how a sub-word scheme marks words: a continuation prefix, or a word-start prefix
 _CONTINUATION_PREFIX = "##"  # WordPiece: "##ing" continues a word
 _START_PREFIXES = ("\u0120", "\u2581")  # byte-level BPE "Ġword", SentencePiece "▁word" start a word
@@ -127,10 +127,10 @@ class MaskedLMCollator:
         rank = self._rank if self._rank is not None else get_rank()
         key = 0
         for value in (self._seed, self._epoch & _M64, rank & _M64, *ids.shape):
-            key = _mix64(((key ^ value) + _GOLDEN) & _M64)
+            key = mix64(((key ^ value) + GOLDEN) & _M64)
         digest = xxhash.xxh3_64_intdigest(np.ascontiguousarray(ids).data, seed=key)
         # ~1 us, where np.random.default_rng([...]) spends ~20 us hashing its entropy list
-        seed = BatchSeed(digest)  # any ISeedSequence is accepted at run time; the stubs name only SeedSequence
+        seed = BatchSeed(digest)  # NumPy takes any ISeedSequence; its stubs name only SeedSequence
         return np.random.Generator(np.random.PCG64(seed))  # type: ignore[arg-type]
 
     def __call__(self, features: Sequence[Mapping[str, Any]]) -> Batch:
@@ -204,17 +204,10 @@ class BatchSeed(ISeedSequence):
         wide = n_words if dtype == np.uint64 else (n_words + 1) // 2
         z, words = self.key, []
         for _ in range(wide):
-            z = (z + _GOLDEN) & _M64
-            words.append(_mix64(z))
+            z = (z + GOLDEN) & _M64
+            words.append(mix64(z))
         out = np.array(words, dtype=np.uint64)
         return out if dtype == np.uint64 else out.view(np.uint32)[:n_words]
-
-
-def _mix64(z: int) -> int:
-    """SplitMix64's finalizer: a bijection of 64-bit ints that spreads every input bit over the output."""
-    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _M64
-    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _M64
-    return z ^ (z >> 31)
 
 
 def _choose_words(
