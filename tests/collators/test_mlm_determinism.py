@@ -180,3 +180,20 @@ def test_a_batch_of_over_65536_tokens_is_masked_reproducibly(wordpiece_tokenizer
     assert np.array_equal(a["input_ids"], b["input_ids"])
     share = (a["labels"] != -100).mean()
     assert 0.13 < share < 0.17
+
+
+def test_batch_seed_is_a_pure_splitmix_stream_of_its_key() -> None:
+    """The per-batch seed: same key, same words (in both widths); another key, other words; a clear dtype error."""
+    seed = masked_lm_module.BatchSeed(12345)
+    wide = seed.generate_state(4, np.uint64)
+    assert wide.dtype == np.uint64
+    assert wide.tolist() == seed.generate_state(4, np.uint64).tolist()
+    assert seed.generate_state(3).tolist() == wide.view(np.uint32)[:3].tolist()
+    assert len(set(wide.tolist())) == 4
+    assert masked_lm_module.BatchSeed(12346).generate_state(4, np.uint64).tolist() != wide.tolist()
+    first = np.random.Generator(np.random.PCG64(masked_lm_module.BatchSeed(7))).random(5)
+    assert np.array_equal(
+        first, np.random.Generator(np.random.PCG64(masked_lm_module.BatchSeed(7))).random(5)
+    )
+    with pytest.raises(ValueError, match="uint32 or uint64"):
+        seed.generate_state(2, np.float64)
