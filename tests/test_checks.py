@@ -91,7 +91,7 @@ def test_unwrap_model_peels_nested_wrappers_and_asks_refuse_at_each_layer() -> N
     import torch
     from torch import nn
 
-    from hfbridge._modules import unwrap_model
+    from hfbridge._distributed import unwrap_model
 
     inner = nn.Linear(2, 2)
     wrapped = nn.DataParallel(torch.compile(inner))

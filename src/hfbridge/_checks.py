@@ -1,4 +1,4 @@
-"""Small validators shared by every subpackage.
+"""Small validators shared by every subpackage, and the task names.
 
 Every error names the argument, the rule, the bad value and, where there is a closed set, the valid options,
 e.g. ``ValueError: `max_tokens` must be a positive integer, got -3``.
@@ -9,19 +9,36 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 from numbers import Integral
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar, get_args
 
 __all__ = [
+    "CHAT_TASK",
+    "LABEL_TASKS",
+    "LM_TASKS",
+    "TASKS",
+    "Task",
     "check_choice",
     "check_label2id",
     "check_non_negative_int",
     "check_positive_int",
     "check_probability",
     "check_real",
+    "check_task",
     "check_type",
 ]
 
 T = TypeVar("T")
+
+# Adding a task: name it in `Task`, then give it an encoder (`ENCODERS` in adapters/_encode.py), a collator
+# (collators) and an auto class (`AUTO_CLASSES` in models/_load.py).
+Task = Literal["sequence-classification", "token-classification", "seq2seq", "causal-lm", "masked-lm"]
+TASKS: tuple[str, ...] = get_args(Task)
+# the tasks that read a label column (classes, label maps)
+LABEL_TASKS: tuple[str, ...] = ("sequence-classification", "token-classification")
+# the tasks whose labels come from the text itself (no label column; `block_size` packing applies)
+LM_TASKS: tuple[str, ...] = ("causal-lm", "masked-lm")
+# adapt(task="chat"): conversations or prompt/completion pairs for SFT; a causal LM downstream
+CHAT_TASK = "chat"
 
 
 def _is_int(value: Any) -> bool:
@@ -35,6 +52,12 @@ def check_choice(name: str, value: T, options: Iterable[Any]) -> T:
         valid = ", ".join(repr(o) for o in options)
         raise ValueError(f"`{name}` must be one of {valid}; got {value!r}")
     return value
+
+
+def check_task(task: object) -> Task:
+    """Return ``task`` if it is a known task name, else raise ``ValueError`` listing the valid ones."""
+    check_choice("task", task, TASKS)
+    return task  # type: ignore[return-value]
 
 
 def check_positive_int(name: str, value: Any, *, allow_none: bool = False) -> Any:

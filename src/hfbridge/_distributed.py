@@ -1,10 +1,13 @@
-"""Rank and world-size helpers that work with or without ``torch.distributed`` initialised."""
+"""Rank and world-size helpers that work with or without ``torch.distributed``; ``unwrap_model``."""
 
 from __future__ import annotations
 
 import sys
 from collections.abc import Callable
-from typing import TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    from torch import nn
 
 __all__ = [
     "Failure",
@@ -17,6 +20,7 @@ __all__ = [
     "is_main_process",
     "raise_first_failure",
     "resolve_replicas",
+    "unwrap_model",
 ]
 
 T = TypeVar("T")
@@ -129,3 +133,35 @@ def raise_first_failure(items: list[object]) -> None:
                 raise OSError(item.errno, f"{item.message} ({where})")
             exc_type = {"ValueError": ValueError, "TypeError": TypeError}.get(item.kind, RuntimeError)
             raise exc_type(f"{item.kind} {where}: {item.message}")
+
+
+def unwrap_model(model: Any, *, refuse: Callable[[Any], str | None] | None = None) -> nn.Module:
+    """The bare module inside ``DistributedDataParallel`` / ``DataParallel`` / ``torch.compile`` wrappers.
+
+    Wrappers may nest in any order (``torch.compile(DDP(model))``); each layer is peeled off in turn.
+
+    Args:
+        model: the model, wrapped or not.
+        refuse: called on every layer (the outer wrapper, each one inside it, the bare module); a string it
+            returns is raised as a ``TypeError`` (e.g. the checkpointer refuses FSDP-sharded models).
+
+    Raises:
+        TypeError: when what is left is not a ``torch.nn.Module``, or ``refuse`` refused a layer.
+    """
+    from torch import nn
+
+    while True:
+        reason = refuse(model) if refuse is not None else None
+        if reason:
+            raise TypeError(reason)
+        if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
+            model = model.module
+        elif type(model).__name__ == "OptimizedModule" and isinstance(model, nn.Module):
+            model = model.get_submodule(
+                "_orig_mod"
+            )  # torch.compile's wrapper holds the module under this name
+        else:
+            break
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"`model` must be a torch.nn.Module; got {type(model).__name__}")
+    return model

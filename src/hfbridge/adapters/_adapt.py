@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import fields, replace
 from typing import Any
 
-from hfbridge._tasks import CHAT_TASK
+from hfbridge._checks import CHAT_TASK
 from hfbridge.adapters._config import AdapterConfig
 from hfbridge.adapters._iterable import IterableAdapter
 from hfbridge.adapters._labels import LabelInfo, rebind_labels, resolve_labels

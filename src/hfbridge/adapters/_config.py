@@ -6,8 +6,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
-from hfbridge._checks import check_choice, check_label2id, check_positive_int, check_type
-from hfbridge._tasks import LABEL_TASKS, LM_TASKS, Task, check_task
+from hfbridge._checks import (
+    LABEL_TASKS,
+    LM_TASKS,
+    Task,
+    check_choice,
+    check_label2id,
+    check_positive_int,
+    check_task,
+    check_type,
+)
 
 __all__ = ["PROBLEM_TYPES", "AdapterConfig", "ProblemType"]
 

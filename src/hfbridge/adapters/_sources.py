@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from hfbridge._tasks import LM_TASKS
+from hfbridge._checks import LM_TASKS
 from hfbridge.adapters._config import AdapterConfig
 
 if TYPE_CHECKING:

@@ -33,8 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hfbridge._distributed import get_rank
-from hfbridge._modules import unwrap_model
+from hfbridge._distributed import get_rank, unwrap_model
 from hfbridge.callbacks._atomic import CHECKSUM, checksum
 from hfbridge.callbacks._frozen import FINGERPRINT, TRAINABLE, check_fingerprint, split_trainable
 from hfbridge.callbacks._sharded import SHARDS_DIR, check_shards, is_sharded, load_sharded, write_config

@@ -11,13 +11,13 @@ from numpy.random.bit_generator import ISeedSequence
 
 from hfbridge._checks import check_probability, check_type
 from hfbridge._distributed import get_rank, get_world_size
-from hfbridge._mixing import GOLDEN, mix64
 from hfbridge.collators._padding import padding_collator, padding_option, task_options
 from hfbridge.collators._rows import Batch
 
 __all__ = ["BatchSeed", "MaskedLMCollator", "continuation_table"]
 
 _M64 = (1 << 64) - 1
+GOLDEN = 0x9E3779B97F4A7C15  # splitmix64's increment (2**64 / golden ratio)
 # how a sub-word scheme marks words: a continuation prefix, or a word-start prefix
 _CONTINUATION_PREFIX = "##"  # WordPiece: "##ing" continues a word
 _START_PREFIXES = ("\u0120", "\u2581")  # byte-level BPE "Ġword", SentencePiece "▁word" start a word
@@ -208,6 +208,14 @@ class BatchSeed(ISeedSequence):
             words.append(mix64(z))
         out = np.array(words, dtype=np.uint64)
         return out if dtype == np.uint64 else out.view(np.uint32)[:n_words]
+
+
+def mix64(x: int) -> int:
+    """splitmix64's finalizer of one int in ``[0, 2**64)``: every input bit changes about half the output
+    bits."""
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _M64
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _M64
+    return x ^ (x >> 31)
 
 
 def _choose_words(

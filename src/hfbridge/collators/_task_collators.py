@@ -11,8 +11,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from hfbridge._checks import check_type
-from hfbridge._tasks import check_task
+from hfbridge._checks import check_task, check_type
 from hfbridge.collators._masked_lm import MaskedLMCollator
 from hfbridge.collators._padding import (
     PADDING_OPTIONS,
@@ -172,7 +171,7 @@ def collator_for_task(task: str, tokenizer: Any, *, model: Any = None, **kwargs:
     ``model`` is accepted for every task and used only where the collator needs one.
 
     Args:
-        task: one of ``hfbridge._tasks.TASKS``.
+        task: one of ``hfbridge._checks.TASKS``.
         tokenizer: the tokenizer the rows were encoded with.
         model: the model being trained (optional).
         **kwargs: the collator's options, e.g. ``pad_to_multiple_of=8`` or ``mlm_probability=0.2``.

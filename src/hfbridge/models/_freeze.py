@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from hfbridge._checks import check_type
-from hfbridge._modules import unwrap_model
+from hfbridge._distributed import unwrap_model
 from hfbridge.models._layout import (
     ModelLayout,
     is_under,

@@ -25,7 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
-from hfbridge._modules import unwrap_model
+from hfbridge._distributed import unwrap_model
 from hfbridge.models._peft import peft_view
 
 if TYPE_CHECKING:

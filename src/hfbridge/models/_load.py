@@ -6,8 +6,7 @@ import os
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from hfbridge._checks import check_label2id, check_positive_int, check_type
-from hfbridge._tasks import LABEL_TASKS, check_task
+from hfbridge._checks import LABEL_TASKS, check_label2id, check_positive_int, check_task, check_type
 from hfbridge.models._freeze import freeze as apply_freeze
 from hfbridge.models._lora import add_lora
 from hfbridge.models._spec import FreezeSpec

@@ -10,7 +10,7 @@ import dataclasses
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from hfbridge._tasks import LABEL_TASKS, check_task
+from hfbridge._checks import LABEL_TASKS, check_task
 from hfbridge.models._layout import resolve_layout
 
 if TYPE_CHECKING:

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from hfbridge._checks import check_positive_int, check_real, check_type
-from hfbridge._modules import unwrap_model
+from hfbridge._distributed import unwrap_model
 from hfbridge.models._layout import norm_param_names, param_aliases, require, resolve_layout
 from hfbridge.models._peft import peft_view
 

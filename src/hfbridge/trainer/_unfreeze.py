@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from transformers import TrainerCallback
 
-from hfbridge._modules import unwrap_model
+from hfbridge._distributed import unwrap_model
 
 if TYPE_CHECKING:
     from transformers import TrainerControl, TrainerState, TrainingArguments
