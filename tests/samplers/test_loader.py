@@ -238,7 +238,7 @@ def test_an_epoch_synced_collator_reaches_spawned_persistent_workers(map_adapter
 
     from torch.utils.data import DataLoader
 
-    from hfbridge.samplers._epoch_sync import EpochSyncedCollator
+    from hfbridge.samplers import EpochSyncedCollator
 
     context = multiprocessing.get_context("spawn")
     synced = EpochSyncedCollator(_EpochCollator(), context)

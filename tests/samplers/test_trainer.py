@@ -206,7 +206,7 @@ def test_trainer_with_persistent_workers_shares_the_collator_epoch(
     """Persistent workers keep their collator copy: the Trainer's loader hands them one whose epoch is shared."""
     from transformers import DataCollatorWithPadding
 
-    from hfbridge.samplers._epoch_sync import EpochSyncedCollator
+    from hfbridge.samplers import EpochSyncedCollator
 
     class EpochCollator(DataCollatorWithPadding):
         def set_epoch(self, epoch: int) -> None:

@@ -10,13 +10,20 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from hfbridge.samplers._balanced import BatchedSampler, ClassBalancedSampler
+from hfbridge.samplers._batch_samplers import (
+    LengthGroupedBatchSampler,
+    RandomBatchSampler,
+    TokenBudgetBatchSampler,
+)
 from hfbridge.samplers._bin_packing import BinPackingBatchSampler, best_fit_decreasing
 from hfbridge.samplers._build import build_batch_sampler, dataset_labels, dataset_lengths
-from hfbridge.samplers._epoch_sync import EpochSyncedCollator
-from hfbridge.samplers._grouped import LengthGroupedBatchSampler, RandomBatchSampler
-from hfbridge.samplers._loader import ResumableDataLoader, build_dataloader, seed_worker
+from hfbridge.samplers._loader import (
+    EpochSyncedCollator,
+    ResumableDataLoader,
+    build_dataloader,
+    seed_worker,
+)
 from hfbridge.samplers._streaming import BucketedIterable
-from hfbridge.samplers._token_budget import TokenBudgetBatchSampler
 
 if TYPE_CHECKING:
     from hfbridge.trainer import BatchingTrainerMixin

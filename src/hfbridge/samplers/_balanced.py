@@ -9,7 +9,18 @@ import numpy as np
 from torch.utils.data import Sampler
 
 from hfbridge._checks import check_positive_int, check_real, check_type
-from hfbridge.samplers._state import Cursor, Schedule, Uneven, epoch_rng, to_index_array
+from hfbridge.samplers._state import (
+    Cursor,
+    Schedule,
+    Uneven,
+    epoch_rng,
+    scheduled_len,
+    scheduled_load_state_dict,
+    scheduled_seek,
+    scheduled_set_epoch,
+    scheduled_state_dict,
+    to_index_array,
+)
 
 __all__ = ["BatchedSampler", "ClassBalancedSampler"]
 
@@ -110,9 +121,6 @@ class ClassBalancedSampler(Sampler[int]):
         weights)."""
         return self.class_counts[self._labels].astype(np.float64) ** -self.power
 
-    def __len__(self) -> int:
-        return len(self._schedule)
-
     def __iter__(self) -> Iterator[int]:
         indices = self._schedule.drawn()
         for position in self._schedule.steps():
@@ -123,31 +131,17 @@ class ClassBalancedSampler(Sampler[int]):
         """The epoch whose draw is used (see :meth:`set_epoch`)."""
         return self._schedule.cursor.epoch
 
-    def set_epoch(self, epoch: int) -> None:
-        """Draw the indices of ``epoch``; a position loaded for the same epoch is kept."""
-        self._schedule.cursor.set_epoch(epoch)
-
     @property
     def next_position(self) -> int:
         """Index of the index the next ``__iter__`` starts from."""
         return self._schedule.cursor.next_position
 
-    def seek(self, epoch: int, position: int) -> None:
-        """Start the next ``__iter__`` at index ``position`` of ``epoch`` (skip its first ``position``)."""
-        self._schedule.seek(epoch, position)
-
-    def state_dict(self, position: int | None = None) -> dict[str, Any]:
-        """Seed, epoch, position (indices of this epoch already yielded) and a configuration fingerprint."""
-        return self._schedule.state_dict(position)
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Resume: the next ``__iter__`` yields exactly the indices the saved run had not yet yielded.
-
-        Raises:
-            ValueError: when the state belongs to another sampler or configuration.
-        """
-        self._schedule.load_state_dict(state)
-        self.seed = self._schedule.seed
+    # the sampler protocol, kept by the schedule (see `Scheduled` in samplers/_state.py)
+    __len__ = scheduled_len
+    set_epoch = scheduled_set_epoch
+    seek = scheduled_seek
+    state_dict = scheduled_state_dict
+    load_state_dict = scheduled_load_state_dict
 
 
 class BatchedSampler(Sampler[list[int]]):

@@ -10,9 +10,12 @@ from torch.utils.data import IterableDataset, Sampler
 
 from hfbridge._checks import check_choice, check_positive_int
 from hfbridge.samplers._balanced import BatchedSampler, ClassBalancedSampler
-from hfbridge.samplers._grouped import LengthGroupedBatchSampler, RandomBatchSampler
+from hfbridge.samplers._batch_samplers import (
+    LengthGroupedBatchSampler,
+    RandomBatchSampler,
+    TokenBudgetBatchSampler,
+)
 from hfbridge.samplers._state import Uneven
-from hfbridge.samplers._token_budget import TokenBudgetBatchSampler
 
 __all__ = [
     "BATCHINGS",

@@ -1,7 +1,9 @@
-"""``build_dataloader``: a DataLoader over an adapter, with our batching, seeded workers and exact state."""
+"""``build_dataloader``: a DataLoader over an adapter, with our batching, seeded workers, exact state and
+per-epoch collators that reach persistent workers."""
 
 from __future__ import annotations
 
+import multiprocessing
 import random
 from collections.abc import Callable, Iterator
 from functools import partial
@@ -13,11 +15,58 @@ from torch.utils.data import DataLoader, IterableDataset
 
 from hfbridge._checks import check_choice, check_non_negative_int, check_type
 from hfbridge.samplers._build import Batching, build_batch_sampler, resolve_batching
-from hfbridge.samplers._epoch_sync import EpochSyncedCollator, set_collator_epoch
 from hfbridge.samplers._state import Uneven, uneven_options
 from hfbridge.samplers._streaming import BucketedIterable, agreed_batches, ranks_must_agree
 
-__all__ = ["ResumableDataLoader", "build_dataloader", "seed_worker"]
+__all__ = [
+    "EpochSyncedCollator",
+    "ResumableDataLoader",
+    "build_dataloader",
+    "seed_worker",
+    "set_collator_epoch",
+]
+
+
+def set_collator_epoch(collate_fn: Any, epoch: int) -> None:
+    """Call ``collate_fn.set_epoch(epoch)`` when the collator has one (e.g. per-epoch masks of the masked-LM
+    collator); collators without it are left alone."""
+    set_epoch = getattr(collate_fn, "set_epoch", None)
+    if callable(set_epoch):
+        set_epoch(epoch)
+
+
+class EpochSyncedCollator:
+    """``collator`` with its epoch shared between the main process and persistent DataLoader workers.
+
+    A worker holds its own copy of ``collate_fn``. Without persistent workers the copy is made anew every
+    epoch, after ``set_epoch``; persistent workers keep theirs, so ``set_epoch`` in the main process would
+    never reach it. This wrapper keeps the epoch in shared memory: every call in a worker reads it and passes
+    a change on to the worker's collator.
+
+    Args:
+        collator: a collator with ``set_epoch(epoch)``.
+        context: the multiprocessing context the workers start from (the loader's); the shared value is made
+            in it, so ``fork``, ``spawn`` and ``forkserver`` workers all see it.
+    """
+
+    def __init__(self, collator: Any, context: Any = None) -> None:
+        self.collator = collator
+        ctx = context if context is not None else multiprocessing.get_context()
+        self._shared = ctx.RawValue("q", -1)  # the epoch set last; -1: none yet
+        self._applied = -1  # the epoch this process's copy of the collator has
+
+    def set_epoch(self, epoch: int) -> None:
+        """Set ``epoch`` here and, through shared memory, in every worker's copy at its next batch."""
+        self._shared.value = epoch
+        self.collator.set_epoch(epoch)
+        self._applied = epoch
+
+    def __call__(self, features: Any) -> Any:
+        epoch = self._shared.value
+        if epoch != self._applied and epoch >= 0:
+            self.collator.set_epoch(epoch)
+            self._applied = epoch
+        return self.collator(features)
 
 
 def seed_worker(

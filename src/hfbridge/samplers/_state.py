@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any, Generic, Literal, NamedTuple, TypeVar
+from typing import Any, Generic, Literal, NamedTuple, Protocol, TypeVar
 
 import numpy as np
 
@@ -26,13 +26,19 @@ __all__ = [
     "Batches",
     "Cursor",
     "Schedule",
+    "Scheduled",
     "Uneven",
     "check_state",
     "descending_key",
     "epoch_rng",
     "fingerprint",
-    "iter_batches",
+    "iter_scheduled_batches",
     "make_state",
+    "scheduled_len",
+    "scheduled_load_state_dict",
+    "scheduled_seek",
+    "scheduled_set_epoch",
+    "scheduled_state_dict",
     "shard_len",
     "shard_positions",
     "shuffled_batches",
@@ -332,8 +338,62 @@ def shuffled_batches(
     return Batches(rows, bounds, ids)
 
 
-def iter_batches(schedule: Schedule[Batches]) -> Iterator[list[int]]:
-    """Yield this rank's batches of the epoch from the cursor on."""
+class Scheduled(Protocol):
+    """A sampler that keeps its position, rank share and state in a :class:`Schedule`.
+
+    The ``scheduled_*`` functions below are such a sampler's protocol methods, written once: a sampler class
+    names them in its body (``set_epoch = scheduled_set_epoch``), so every sampler over a schedule behaves
+    and documents alike without inheriting from a base class.
+    """
+
+    _schedule: Schedule[Any]
+    seed: int
+
+
+def scheduled_len(self: Scheduled) -> int:
+    """Items (batches, or indices) this rank yields per epoch: the same every epoch."""
+    return len(self._schedule)
+
+
+def scheduled_set_epoch(self: Scheduled, epoch: int) -> None:
+    """Use the order of ``epoch``; a position loaded by ``load_state_dict`` for the same epoch is kept."""
+    self._schedule.cursor.set_epoch(epoch)
+
+
+def scheduled_seek(self: Scheduled, epoch: int, position: int) -> None:
+    """Start the next ``__iter__`` at item ``position`` of ``epoch``, its first ``position`` skipped.
+
+    Raises:
+        ValueError: when ``epoch`` or ``position`` is negative or ``position`` is past the epoch's end.
+    """
+    self._schedule.seek(epoch, position)
+
+
+def scheduled_state_dict(self: Scheduled, position: int | None = None) -> dict[str, Any]:
+    """Seed, epoch, position (items of this epoch already yielded) and a configuration fingerprint.
+
+    Args:
+        position: override the position (a loader passes the batches it handed to the user, fewer than the
+            sampler yielded when workers prefetch).
+    """
+    return self._schedule.state_dict(position)
+
+
+def scheduled_load_state_dict(self: Scheduled, state: dict[str, Any]) -> None:
+    """Resume: the next ``__iter__`` yields exactly the items the saved run had not yet yielded.
+
+    Raises:
+        TypeError: when ``state`` is not a dict from ``state_dict()`` or a field has the wrong type.
+        ValueError: when the state belongs to another sampler class or configuration, or the position is
+            past the end of the epoch.
+    """
+    self._schedule.load_state_dict(state)
+    self.seed = self._schedule.seed
+
+
+def iter_scheduled_batches(self: Scheduled) -> Iterator[list[int]]:
+    """Yield this rank's batches of the epoch (a :class:`Batches` draw) from the cursor on."""
+    schedule = self._schedule
     rows, bounds, ids = schedule.drawn()
     for position in schedule.steps():
         batch = int(ids[position])

@@ -20,8 +20,8 @@ from torch.utils.data import IterableDataset
 
 from hfbridge._checks import check_non_negative_int, check_positive_int, check_type
 from hfbridge._distributed import get_world_size
+from hfbridge.samplers._batch_samplers import padded_lengths, token_budget_bounds
 from hfbridge.samplers._state import check_state, epoch_rng, fingerprint, make_state
-from hfbridge.samplers._token_budget import padded_lengths, token_budget_bounds
 
 __all__ = ["BucketedIterable", "agreed_batches", "ranks_must_agree"]
 
