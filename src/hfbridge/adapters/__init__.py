@@ -8,8 +8,8 @@ from hfbridge.adapters._adapt import adapt
 from hfbridge.adapters._chat_adapter import ChatAdapter, adapt_chat
 from hfbridge.adapters._config import AdapterConfig
 from hfbridge.adapters._iterable import IterableAdapter
-from hfbridge.adapters._lengths import token_lengths
 from hfbridge.adapters._map import MapAdapter
+from hfbridge.adapters._sources import token_lengths
 
 __all__ = [
     "AdapterConfig",

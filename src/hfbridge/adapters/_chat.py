@@ -21,12 +21,12 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from hfbridge._checks import check_choice, check_positive_int, check_type
-from hfbridge.adapters._chat_checks import ROLES, check_chain, check_messages, check_text, token_index
-from hfbridge.adapters._chat_render import Renderer, tokenize_with_offsets
+from hfbridge.adapters._chat_template import Renderer, check_chain, token_index, tokenize_with_offsets
 
 __all__ = ["ROLES", "ChatEncoder", "Encoded", "OnEmpty", "TrainOn", "Truncation"]
 
 IGNORE_INDEX = -100
+ROLES = ("system", "user", "assistant", "tool")
 TrainOn = Literal["assistant", "last_assistant", "completion"]
 Truncation = Literal["truncate", "drop", "keep_last_turns"]
 OnEmpty = Literal["drop", "raise"]
@@ -342,6 +342,40 @@ class ChatEncoder:
 
 
 # ---------------------------------------------------------------------------------------------- helpers
+
+
+def check_text(value: Any, column: str, row: int, *, nonempty: bool = False) -> None:
+    if not isinstance(value, str):
+        raise TypeError(f"row {row}: `{column}` must be a str; got {type(value).__name__} {value!r:.60}")
+    if nonempty and not value:
+        raise ValueError(f"row {row}: `{column}` must not be empty (there would be nothing to train on)")
+
+
+def check_messages(value: Any, column: str, row: int, *, completion: bool = False) -> list[dict[str, Any]]:
+    if isinstance(value, str) or not isinstance(value, Sequence) or not value:
+        raise ValueError(
+            f"row {row}: `{column}` must be a non-empty list of {{'role', 'content'}} messages; got "
+            f"{type(value).__name__} {value!r:.80}"
+        )
+    for j, message in enumerate(value):
+        if not isinstance(message, Mapping) or "role" not in message or "content" not in message:
+            raise ValueError(
+                f"row {row}: `{column}` message {j} must be a dict with 'role' and 'content'; got "
+                f"{message!r:.80}"
+            )
+        if message["role"] not in ROLES:
+            raise ValueError(
+                f"row {row}: `{column}` message {j} has unknown role {message['role']!r}; valid roles: "
+                f"{', '.join(map(repr, ROLES))}"
+            )
+        if not isinstance(message["content"], str):
+            raise ValueError(
+                f"row {row}: `{column}` message {j} ('{message['role']}') content must be a str; got "
+                f"{type(message['content']).__name__} {message['content']!r:.60}"
+            )
+    if completion and not any(m["role"] == "assistant" and m["content"] for m in value):
+        raise ValueError(f"row {row}: `{column}` must hold a non-empty 'assistant' message to train on")
+    return [dict(m) for m in value]
 
 
 def _exchanges(conv: list[dict[str, Any]]) -> int:

@@ -14,14 +14,15 @@ from hfbridge._checks import check_non_negative_int
 from hfbridge.adapters._config import AdapterConfig
 from hfbridge.adapters._encode import Encoder, to_rows
 from hfbridge.adapters._labels import LabelInfo, rebind_labels, resolve_labels
-from hfbridge.adapters._lengths import estimate_lengths, token_lengths
 from hfbridge.adapters._sources import (
     arrow_column,
     check_columns,
     check_dataset_texts,
     check_dataset_word_labels,
     empty_source_error,
+    estimate_lengths,
     table_to_batch,
+    token_lengths,
 )
 
 if TYPE_CHECKING:

@@ -1,4 +1,4 @@
-"""Fast chat-template rendering and offset tokenization for ``ChatEncoder``, checked against transformers.
+"""The chat template for ``ChatEncoder``: fast rendering, offset tokenization and prefix-stability checks.
 
 ``apply_chat_template`` spends most of its time per conversation converting messages into plain data before
 Jinja runs. Conversations of plain ``{"role", "content"}`` string dicts need none of it, so :class:`Renderer`
@@ -12,11 +12,11 @@ transformers for good.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-__all__ = ["Renderer", "tokenize_with_offsets"]
+__all__ = ["Renderer", "check_chain", "token_index", "tokenize_with_offsets"]
 
 
 def _raise(message: str) -> None:
@@ -109,3 +109,42 @@ def tokenize_with_offsets(
         return_token_type_ids=False,
     )
     return [list(ids) for ids in enc["input_ids"]], list(enc["offset_mapping"])
+
+
+def token_index(offsets: Sequence[tuple[int, int]], char: int, strict: bool, row: int, text: str) -> int:
+    """Index of the first token that starts at or after ``char`` (a token straddling ``char`` is refused when
+    ``strict``, else counted as starting before it)."""
+    lo, hi = 0, len(offsets)
+    while lo < hi:  # first token whose end is past `char`
+        mid = (lo + hi) // 2
+        if offsets[mid][1] <= char:
+            lo = mid + 1
+        else:
+            hi = mid
+    if strict and lo < len(offsets) and offsets[lo][0] < char:
+        start, end = offsets[lo]
+        raise ValueError(
+            f"row {row}: the chat template is not prefix-stable in tokens: token {lo} "
+            f"({text[start:end]!r}, characters {start}-{end}) straddles the end of a prefix render at "
+            f"character {char}, so the prefix's own tokens differ from the conversation's; end the "
+            "generation prompt and each turn on a token boundary (e.g. a special token or a newline)"
+        )
+    return lo
+
+
+def check_chain(chain: list[str], cuts: list[tuple[int, bool]], conv: list[dict[str, Any]], row: int) -> None:
+    for k in range(1, len(chain)):
+        prev, cur = chain[k - 1], chain[k]
+        if cur.startswith(prev):
+            continue
+        at = next((i for i, (a, b) in enumerate(zip(prev, cur)) if a != b), min(len(prev), len(cur)))
+        (n0, gen0), (n1, _) = cuts[k - 1], cuts[k]
+        first = conv[n0]["role"] if n0 < len(conv) else "end"
+        where = f"through message {n0 - 1}" + (" plus the generation prompt" if gen0 else "")
+        raise ValueError(
+            f"row {row}: the chat template is not prefix-stable: the render {where} is not a prefix of the "
+            f"render through message {n1 - 1}; they first disagree at turn {n0} ({first!r}), whose addition "
+            f"changes the text rendered before it at character {at}: {prev[max(0, at - 20) : at + 20]!r} vs "
+            f"{cur[max(0, at - 20) : at + 20]!r}. Use a template with "
+            "{% generation %} markers, or one that renders earlier turns the same whatever follows"
+        )
