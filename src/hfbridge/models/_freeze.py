@@ -19,13 +19,14 @@ from hfbridge._checks import check_type
 from hfbridge._distributed import unwrap_model
 from hfbridge.models._layout import (
     ModelLayout,
+    PeftView,
     is_under,
     norm_param_names,
     param_aliases,
+    peft_view,
     require,
     resolve_layout,
 )
-from hfbridge.models._peft import PeftView, peft_view
 from hfbridge.models._spec import FreezeSpec
 
 if TYPE_CHECKING:

@@ -8,8 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from hfbridge._checks import check_positive_int, check_real, check_type
 from hfbridge._distributed import unwrap_model
-from hfbridge.models._layout import norm_param_names, param_aliases, require, resolve_layout
-from hfbridge.models._peft import peft_view
+from hfbridge.models._layout import norm_param_names, param_aliases, peft_view, require, resolve_layout
 
 if TYPE_CHECKING:
     from torch import nn
