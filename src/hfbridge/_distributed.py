@@ -17,7 +17,6 @@ __all__ = [
     "gather_object",
     "get_rank",
     "get_world_size",
-    "is_main_process",
     "raise_first_failure",
     "resolve_replicas",
     "unwrap_model",
@@ -48,10 +47,6 @@ def get_rank() -> int:
 
         return dist.get_rank()
     return 0
-
-
-def is_main_process() -> bool:
-    return get_rank() == 0
 
 
 def barrier() -> None:
