@@ -11,6 +11,7 @@ import pytest
 
 from hfbridge.samplers import (
     BatchedSampler,
+    BinPackingBatchSampler,
     BucketedIterable,
     ClassBalancedSampler,
     LengthGroupedBatchSampler,
@@ -37,6 +38,8 @@ FACTORIES: dict[str, Callable[[], Any]] = {
     "balanced": lambda: ClassBalancedSampler(LABELS, seed=4),
     "balanced-no-replacement": lambda: ClassBalancedSampler(LABELS, replacement=False, num_samples=500),
     "balanced-batches": lambda: BatchedSampler(ClassBalancedSampler(LABELS, num_replicas=2, rank=1), 8),
+    "bin-packing": lambda: BinPackingBatchSampler(LENGTHS, 512, bins_per_batch=2, seed=6),
+    "bin-packing-rank1": lambda: BinPackingBatchSampler(LENGTHS, 256, num_replicas=2, rank=1, drop_last=True),
     "stream": lambda: BucketedIterable(FakeIterableAdapter(LENGTHS), batch_size=16, buffer_size=128, seed=3),
     "stream-tokens": lambda: BucketedIterable(FakeIterableAdapter(LENGTHS), max_tokens=400, buffer_size=100),
 }

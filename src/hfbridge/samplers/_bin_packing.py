@@ -3,15 +3,27 @@ with exact O(1) resume."""
 
 from __future__ import annotations
 
-import hashlib
 from bisect import bisect_left, insort
-from collections.abc import Iterator, Mapping
+from itertools import chain
 from typing import Any
 
 import numpy as np
 from torch.utils.data import Sampler
 
-from hfbridge._checks import check_non_negative_int, check_positive_int, check_type
+from hfbridge._checks import check_positive_int, check_type
+from hfbridge.samplers._state import (
+    Batches,
+    Schedule,
+    epoch_rng,
+    iter_scheduled_batches,
+    scheduled_len,
+    scheduled_load_state_dict,
+    scheduled_seek,
+    scheduled_set_epoch,
+    scheduled_state_dict,
+    shuffled_batches,
+    to_index_array,
+)
 
 __all__ = ["BinPackingBatchSampler", "best_fit_decreasing"]
 
@@ -60,9 +72,9 @@ class BinPackingBatchSampler(Sampler[list[int]]):
     The bins are computed once (they depend only on the lengths); every epoch shuffles their order from
     ``(seed, epoch)``. Use it with :class:`hfbridge.collators.PackedCollator` (``row_length=max_tokens``) for
     fixed-shape packed rows with the fewest rows, or with a padding collator for batches of near-equal token
-    counts. Like the other samplers it has ``set_epoch``, ``state_dict`` and ``load_state_dict``; resuming
-    costs O(1) (no
-    replay of the batches already seen), and it plugs into ``ResumableDataLoader``.
+    counts. Like the other samplers it keeps its position, rank share and state in a ``Schedule``: it has
+    ``set_epoch``, ``seek``, ``state_dict`` and ``load_state_dict``, resuming costs O(1) (no replay of the
+    batches already seen), and it plugs into ``ResumableDataLoader``.
 
     Args:
         lengths: token count of every row (e.g. ``adapter.lengths``).
@@ -90,114 +102,66 @@ class BinPackingBatchSampler(Sampler[list[int]]):
         rank: int = 0,
         drop_last: bool = False,
     ) -> None:
-        check_positive_int("max_tokens", max_tokens)
-        check_positive_int("bins_per_batch", bins_per_batch)
-        check_type("shuffle", shuffle, bool)
-        check_type("drop_last", drop_last, bool)
-        check_non_negative_int("seed", seed)
-        check_positive_int("num_replicas", num_replicas)
-        check_non_negative_int("rank", rank)
-        if rank >= num_replicas:
-            raise ValueError(f"`rank` must be in [0, num_replicas={num_replicas}); got {rank}")
-        lengths = np.asarray(lengths, dtype=np.int64)
-        if lengths.ndim != 1 or lengths.size == 0:
-            raise ValueError(
-                f"`lengths` must be a non-empty 1-D array of token counts; got shape {lengths.shape}"
-            )
+        self.max_tokens = check_positive_int("max_tokens", max_tokens)
+        self.bins_per_batch = check_positive_int("bins_per_batch", bins_per_batch)
+        self.shuffle = check_type("shuffle", shuffle, bool)
+        self.drop_last = check_type("drop_last", drop_last, bool)
+        lengths = to_index_array("lengths", lengths)
         self.bins = best_fit_decreasing(lengths, max_tokens)
         self.bin_tokens = np.array([int(lengths[b].sum()) for b in self.bins], dtype=np.int64)
-        self.max_tokens = max_tokens
-        self.bins_per_batch = bins_per_batch
-        self.shuffle = shuffle
-        self.seed = seed
-        self.num_replicas = num_replicas
-        self.rank = rank
-        self.drop_last = drop_last
+        # the bins as one flat array of rows: bin b is _bin_rows[_bin_starts[b]:][:_bin_sizes[b]]
+        self._bin_rows = np.fromiter(chain.from_iterable(self.bins), dtype=np.int64, count=len(lengths))
+        self._bin_sizes = np.fromiter(map(len, self.bins), dtype=np.int64, count=len(self.bins))
+        self._bin_starts = np.cumsum(self._bin_sizes) - self._bin_sizes
         n = len(self.bins)
-        self._num_batches = n // bins_per_batch if drop_last else -(-n // bins_per_batch)
-        self._epoch = 0
-        self._position = 0
-        digest = hashlib.blake2b(digest_size=8)
-        digest.update(repr((max_tokens, bins_per_batch, shuffle, num_replicas, rank, drop_last)).encode())
-        digest.update(lengths.tobytes())
-        self._fingerprint = digest.hexdigest()
-        self._order: tuple[int, int, np.ndarray] | None = None
+        num_batches = n // bins_per_batch if drop_last else -(-n // bins_per_batch)
+        # every rank gets the same count: the last batches wrap ("pad")
+        self._schedule = Schedule(
+            type(self).__name__,
+            self._draw,
+            num_batches,
+            seed=seed,
+            num_replicas=num_replicas,
+            rank=rank,
+            uneven="pad",
+        )
+        self.seed = seed
+        self.num_replicas, self.rank = self._schedule.num_replicas, self._schedule.rank
+        config = {"max_tokens": max_tokens, "bins_per_batch": bins_per_batch, "shuffle": shuffle}
+        self._schedule.set_fingerprint({**config, "drop_last": drop_last}, lengths)
 
     @property
     def padding_share(self) -> float:
         """The share of padding when every bin becomes a row of ``max_tokens`` tokens."""
         return 1.0 - float(self.bin_tokens.sum()) / (len(self.bins) * self.max_tokens)
 
-    def _bin_order(self) -> np.ndarray:
-        """This epoch's bin order (computed once per epoch and seed)."""
-        if self._order is None or self._order[:2] != (self.seed, self._epoch):
-            n = len(self.bins)
-            if self.shuffle:
-                rng = np.random.default_rng(np.random.SeedSequence([self.seed, self._epoch]))
-                order = rng.permutation(n)
-            else:
-                order = np.arange(n)
-            self._order = (self.seed, self._epoch, order)
-        return self._order[2]
-
-    def __len__(self) -> int:
-        """Batches this rank yields per epoch."""
-        return -(-self._num_batches // self.num_replicas)
-
-    def _batch(self, position: int) -> list[int]:
-        global_batch = (self.rank + position * self.num_replicas) % self._num_batches
-        order = self._bin_order()
-        first = global_batch * self.bins_per_batch
-        return [i for b in order[first : first + self.bins_per_batch].tolist() for i in self.bins[b]]
-
-    def __iter__(self) -> Iterator[list[int]]:
-        start, self._position = self._position, 0
-        for position in range(start, len(self)):
-            self._position = position + 1
-            yield self._batch(position)
-        self._position = 0
+    def _draw(self, seed: int, epoch: int) -> Batches:
+        """The bins in this epoch's order, flattened, cut every ``bins_per_batch`` bins."""
+        n = len(self.bins)
+        order = epoch_rng(seed, epoch).permutation(n) if self.shuffle else np.arange(n)
+        sizes = self._bin_sizes[order]
+        ends = np.cumsum(sizes)  # where each bin ends in the epoch's flat order
+        # the epoch's k-th row sits at k + (its bin's start in _bin_rows - its bin's start here)
+        shift = np.repeat(self._bin_starts[order] - (ends - sizes), sizes)
+        rows = self._bin_rows[shift + np.arange(ends[-1])]
+        cuts = np.minimum(np.arange(self._schedule.num_items + 1) * self.bins_per_batch, n)
+        bounds = np.concatenate([[0], ends])[cuts]
+        return shuffled_batches(rows, bounds, self._schedule, epoch, shuffle=False)
 
     @property
     def epoch(self) -> int:
-        return self._epoch
+        """The epoch whose order is used (see ``set_epoch``)."""
+        return self._schedule.cursor.epoch
 
     @property
     def next_position(self) -> int:
-        """The batch (within this rank's epoch) the next ``__iter__`` starts from."""
-        return self._position
+        """Index (within this rank's epoch) of the batch the next ``__iter__`` starts from."""
+        return self._schedule.cursor.next_position
 
-    def set_epoch(self, epoch: int) -> None:
-        """Use ``epoch``'s order; a position loaded for the same epoch is kept."""
-        check_non_negative_int("epoch", epoch)
-        if epoch != self._epoch:
-            self._epoch, self._position = epoch, 0
-
-    def state_dict(self, position: int | None = None) -> dict[str, Any]:
-        """Seed, epoch, position (batches yielded this epoch) and a fingerprint of lengths and options."""
-        return {
-            "sampler": type(self).__name__,
-            "fingerprint": self._fingerprint,
-            "seed": self.seed,
-            "epoch": self._epoch,
-            "position": self._position if position is None else int(position),
-        }
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Resume: the next ``__iter__`` yields exactly the batches the saved run had not yet yielded.
-
-        Raises:
-            ValueError: a state of another sampler, of other lengths or options, or a position past the epoch.
-        """
-        if not isinstance(state, Mapping):
-            raise TypeError(f"`state` must be a dict from state_dict(); got {type(state).__name__}")
-        if state.get("sampler") != type(self).__name__:
-            raise ValueError(f"`state` was saved by {state.get('sampler')!r}, not a {type(self).__name__}")
-        if state.get("fingerprint") != self._fingerprint:
-            raise ValueError(
-                "`state` was saved by a BinPackingBatchSampler over other lengths or options (max_tokens, "
-                "bins_per_batch, shuffle, num_replicas, rank, drop_last); they must match the saving run"
-            )
-        position = int(state["position"])
-        if not 0 <= position <= len(self):
-            raise ValueError(f"`state` position must be in [0, {len(self)}]; got {position}")
-        self.seed, self._epoch, self._position = int(state["seed"]), int(state["epoch"]), position
+    # the sampler protocol, kept by the schedule (see `Scheduled` in samplers/_state.py)
+    __len__ = scheduled_len
+    __iter__ = iter_scheduled_batches
+    set_epoch = scheduled_set_epoch
+    seek = scheduled_seek
+    state_dict = scheduled_state_dict
+    load_state_dict = scheduled_load_state_dict
