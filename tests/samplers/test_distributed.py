@@ -24,6 +24,7 @@ def _worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
     try:
         from hfbridge.samplers import (
             BatchedSampler,
+            BinPackingBatchSampler,
             ClassBalancedSampler,
             LengthGroupedBatchSampler,
             TokenBudgetBatchSampler,
@@ -39,6 +40,7 @@ def _worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
             "balanced": BatchedSampler(ClassBalancedSampler([i % 3 for i in range(1001)]), 8),
             "exact": LengthGroupedBatchSampler(lengths, 16, shuffle=False, uneven="exact"),
             "exact-tokens": TokenBudgetBatchSampler(lengths, 600, shuffle=False, uneven="exact"),
+            "bin-packing": BinPackingBatchSampler(lengths, 600),
         }.items():
             assert sampler.num_replicas == world
             assert sampler.rank == rank
@@ -56,7 +58,7 @@ def test_two_gloo_ranks() -> None:
         mp.start_processes(_worker, args=(2, init_file, tmp), nprocs=2, join=True, start_method="spawn")
         ranks = [json.loads(Path(tmp, f"rank{r}.json").read_text()) for r in range(2)]
 
-    for name in ("grouped", "grouped-drop", "tokens", "balanced"):
+    for name in ("grouped", "grouped-drop", "tokens", "balanced", "bin-packing"):
         a, b = ranks[0][name], ranks[1][name]
         assert len(a) == len(b), name
         rows_a, rows_b = [i for x in a for i in x], [i for x in b for i in x]
@@ -66,6 +68,11 @@ def test_two_gloo_ranks() -> None:
     a, b = ranks[0]["grouped"], ranks[1]["grouped"]
     overlap = {i for x in a for i in x} & {i for x in b for i in x}
     assert len(overlap) <= 16
+    # bin packing: each rank gets its own bins (the last one may wrap), together every row
+    bins_a = {tuple(x) for x in ranks[0]["bin-packing"]}
+    bins_b = {tuple(x) for x in ranks[1]["bin-packing"]}
+    assert len(bins_a & bins_b) <= 1
+    assert {i for x in bins_a | bins_b for i in x} == set(range(1001))
     tok_a = {i for x in ranks[0]["tokens"] for i in x}
     tok_b = {i for x in ranks[1]["tokens"] for i in x}
     assert tok_a | tok_b == set(range(1001))

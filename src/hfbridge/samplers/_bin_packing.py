@@ -82,8 +82,8 @@ class BinPackingBatchSampler(Sampler[list[int]]):
         bins_per_batch: bins per batch (a packed batch of that many rows).
         shuffle: shuffle the bin order every epoch (``False``: fullest bins first).
         seed: the seed of the order.
-        num_replicas, rank: shard the batches over ranks (every rank gets the same count: the last batches
-        wrap).
+        num_replicas, rank: shard the batches over ranks (default: ``torch.distributed``'s world size and
+        rank, else 1 and 0); every rank gets the same count: the last batches wrap.
         drop_last: drop a last batch with fewer than ``bins_per_batch`` bins.
 
     Raises:
@@ -98,8 +98,8 @@ class BinPackingBatchSampler(Sampler[list[int]]):
         bins_per_batch: int = 1,
         shuffle: bool = True,
         seed: int = 0,
-        num_replicas: int = 1,
-        rank: int = 0,
+        num_replicas: int | None = None,
+        rank: int | None = None,
         drop_last: bool = False,
     ) -> None:
         self.max_tokens = check_positive_int("max_tokens", max_tokens)
