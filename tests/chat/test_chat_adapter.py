@@ -81,6 +81,28 @@ def test_keep_last_turns_drops_oldest_exchange_first(chat_tok: Any) -> None:
     assert row == hfbridge.adapt_chat([short], chat_tok)[0]
 
 
+def test_keep_last_turns_keeps_an_assistant_turn_when_the_last_question_is_unanswered(chat_tok: Any) -> None:
+    # dropping exchanges stops at the last answered one: [user, assistant, user] is final, it is not cut
+    # down to the lone trailing question (which has nothing to train on and used to raise)
+    long = "a long question about the markets and the weather " * 4
+    conv = [
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": "An answer that is long enough to matter. " * 4},
+        {"role": "user", "content": long},
+        {"role": "assistant", "content": "ok"},
+        {"role": "user", "content": "and then " + long},
+    ]
+    full = len(hfbridge.adapt_chat([conv], chat_tok)[0]["input_ids"])
+    kept = [conv[2], conv[3], conv[4]]
+    n_kept = len(hfbridge.adapt_chat([kept], chat_tok)[0]["input_ids"])
+    assert n_kept < full
+    # still too long once the first exchange is gone: the rest is cut on the right, as documented
+    limit = n_kept - 5
+    row = hfbridge.adapt_chat([conv], chat_tok, max_length=limit, truncation="keep_last_turns")[0]
+    assert row == hfbridge.adapt_chat([kept], chat_tok, max_length=limit, truncation="truncate")[0]
+    assert any(label != -100 for label in row["labels"])
+
+
 def test_collator_and_token_budget_loader(convs: list[Any], chat_tok: Any) -> None:
     adapter = hfbridge.adapt(convs, chat_tok, task="chat")
     loader = hfbridge.build_dataloader(adapter, max_tokens=1024, batching="tokens", seed=1)

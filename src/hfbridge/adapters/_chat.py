@@ -379,8 +379,16 @@ def check_messages(value: Any, column: str, row: int, *, completion: bool = Fals
 
 
 def _exchanges(conv: list[dict[str, Any]]) -> int:
-    """The number of user messages (each starts an exchange)."""
-    return sum(m["role"] == "user" for m in conv)
+    """The number of exchanges with something to train on: user messages answered by an assistant message
+    before the next user message (a trailing unanswered question does not count, so dropping exchanges always
+    stops while an assistant turn is left)."""
+    count, asked = 0, False
+    for m in conv:
+        if m["role"] == "user":
+            asked = True
+        elif m["role"] == "assistant" and asked:
+            count, asked = count + 1, False
+    return count
 
 
 def _without_first_exchange(conv: list[dict[str, Any]]) -> list[dict[str, Any]]:
