@@ -97,14 +97,9 @@ def _entry_problem(entry: Any) -> str | None:
 
 
 def _files_problem(folder: Path, entry: dict[str, Any], *, verify: bool) -> str | None:
-    """``None`` when every file the entry lists is in ``folder`` with its size (and checksum), else why.
-
-    Every size is checked first; then, with ``verify``, every file is hashed from disk, the files concurrently
-    (xxhash releases the GIL), and the first mismatch in the entry's order is reported.
-    """
+    """``None`` when every file the entry lists is in ``folder`` with its size (and checksum), else why."""
     if not folder.is_dir():
         return f"folder {str(folder)!r} is missing"
-    expected: dict[str, str] = {}
     for name, rec in entry["files"].items():
         path = folder / name
         if not path.is_file():
@@ -112,17 +107,9 @@ def _files_problem(folder: Path, entry: dict[str, Any], *, verify: bool) -> str 
         size, digest = (rec, None) if isinstance(rec, int) else (rec.get("size"), rec.get(CHECKSUM))
         if path.stat().st_size != size:
             return f"file {name!r} has {path.stat().st_size} bytes, the manifest recorded {size}"
-        if verify and digest is not None:
-            expected[name] = digest
-    if len(expected) > 1:
-        from concurrent.futures import ThreadPoolExecutor
-
-        with ThreadPoolExecutor(max_workers=min(4, len(expected))) as pool:
-            found = dict(zip(expected, pool.map(checksum, (folder / n for n in expected)), strict=True))
-    else:
-        found = {name: checksum(folder / name) for name in expected}
-    bad = next((name for name, digest in expected.items() if found[name] != digest), None)
-    return None if bad is None else f"file {bad!r} fails its {CHECKSUM} checksum (bit rot or tampering)"
+        if verify and digest is not None and checksum(path) != digest:
+            return f"file {name!r} fails its {CHECKSUM} checksum (bit rot or tampering)"
+    return None
 
 
 def _read_marker(folder: Path) -> dict[str, Any] | None:
