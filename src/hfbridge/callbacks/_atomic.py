@@ -1,9 +1,10 @@
 """Crash-safe file-system steps: fsync, atomic JSON replace and folder publish, checksums, disk-full errors.
 
 A checkpoint is written into a hidden temporary folder next to its final place (same file system, so the
-rename is atomic), every file (as it is written) and the folder are fsynced, the folder is renamed into place,
-and the parent is fsynced (once, together with the manifest's replacement: see ``ManifestStore.add``). After a
-``kill -9`` at any moment, the final name either does not exist or names a complete folder.
+rename is atomic), every file and the folder are fsynced (concurrently, all before the rename), the folder is
+renamed into place, and the parent is fsynced (once, together with the manifest's replacement: see
+``ManifestStore.add``). After a ``kill -9`` at any moment, the final name either does not exist or names a
+complete folder.
 """
 
 from __future__ import annotations

@@ -45,7 +45,6 @@ from hfbridge.callbacks._files import (
     read_payload,
     write_payload,
 )
-from hfbridge.callbacks._hashed import write_hashed
 
 __all__ = ["FORMAT", "ManifestStore", "decode_float", "encode_float", "is_checkpoint_name", "rank_best"]
 
@@ -346,8 +345,7 @@ class ManifestStore:
         )
         try:
             entry["files"] = write_payload(tmp, payload)
-            marker = json.dumps(entry, indent=2, sort_keys=True).encode("utf-8")
-            write_hashed(tmp / MARKER_NAME, lambda w: w.write(marker))
+            (tmp / MARKER_NAME).write_text(json.dumps(entry, indent=2, sort_keys=True), encoding="utf-8")
             if final.exists():
                 target = self.dirpath / f"{TRASH_PREFIX}{name}-{uuid.uuid4().hex}"
                 os.replace(final, target)  # still recorded: a crash now leaves it to recover() to rename back
@@ -356,8 +354,9 @@ class ManifestStore:
             # One fsync of dirpath, in self.write() below, makes both the folder's rename and the manifest's
             # durable. Until it returns, a power loss may keep either rename without the other: the folder
             # alone is adopted from its marker by recover(); the manifest alone names a folder that is not
-            # there, which recover() forgets with a warning (a save that never returned). Nothing older is at
-            # risk: evicted folders are only removed after that fsync, each with its own.
+            # there, whose record is dropped (recover() warns; resume moves on to the next older one): a save
+            # that never returned. Nothing older is at risk: evicted folders are only removed after that
+            # fsync, each with its own.
             publish_dir(tmp, final)
         except BaseException as exc:
             shutil.rmtree(tmp, ignore_errors=True)
