@@ -167,8 +167,13 @@ def test_enospc_mid_write_cleans_up_and_keeps_earlier(
     assert result.step == 1
 
 
-def test_enospc_in_safetensors_writer(tmp_path: Path, tiny_net: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("writer", ["streaming", "safetensors"])
+def test_enospc_in_safetensors_writer(
+    tmp_path: Path, tiny_net: Any, monkeypatch: pytest.MonkeyPatch, writer: str
+) -> None:
     import safetensors.torch
+
+    import hfbridge.callbacks._hashed as hashed
 
     ckpt = Checkpointer(tmp_path, keep_last=1)
     ckpt.save(1, model=tiny_net())
@@ -178,7 +183,15 @@ def test_enospc_in_safetensors_writer(tmp_path: Path, tiny_net: Any, monkeypatch
         Path(filename).write_bytes(b"x" * 10)
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(safetensors.torch, "save_model", full)
+    def full_midway(out: Any, *a: Any, **k: Any) -> None:  # the file takes the header, then the disk is full
+        out.write(b"x" * 10)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    if writer == "safetensors":  # weights the streaming writer cannot take go through safetensors itself
+        monkeypatch.setattr(hashed, "model_tensors", lambda module: None)
+        monkeypatch.setattr(safetensors.torch, "save_model", full)
+    else:
+        monkeypatch.setattr(hashed, "write_safetensors", full_midway)
     with pytest.raises(OSError, match="filled up"):
         ckpt.save(2, model=tiny_net())
     assert _snapshot(tmp_path) == before

@@ -4,8 +4,8 @@ Layout (HF Trainer names where HF has one, so ``Trainer.train(resume_from_checkp
 too)::
 
     model.safetensors        weights, tied tensors stored once
-    trainable.safetensors    instead, with frozen="reference": what trains, plus buffers (see _frozen.py)
-    frozen.json              ... and the fingerprint of the frozen rest
+    trainable.safetensors    instead, with frozen="reference": what trains, plus buffers, and in its header
+                             the fingerprint of the frozen rest (see _frozen.py)
     optimizer.pt             optimizer.state_dict()            (torch.save, weights_only-loadable)
     scheduler.pt / scaler.pt
     rng_state.pth            python/numpy/torch RNG (rng_state_{rank}.pth per rank in distributed runs)
@@ -31,11 +31,19 @@ import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, cast
 
 from hfbridge._distributed import get_rank, unwrap_model
 from hfbridge.callbacks._atomic import CHECKSUM, checksum
-from hfbridge.callbacks._frozen import FINGERPRINT, TRAINABLE, check_fingerprint, split_trainable
+from hfbridge.callbacks._frozen import (
+    FINGERPRINT,
+    FINGERPRINT_KEY,
+    TRAINABLE,
+    check_fingerprint,
+    fingerprint,
+    split_trainable,
+)
+from hfbridge.callbacks._hashed import write_hashed, write_tensors, write_weights
 from hfbridge.callbacks._sharded import SHARDS_DIR, check_shards, is_sharded, load_sharded, write_config
 
 if TYPE_CHECKING:
@@ -222,40 +230,52 @@ def payload_nbytes(payload: Payload) -> int:
     return weights + sum(state_nbytes(x) for x in (payload.optimizer, payload.scheduler, payload.state))
 
 
-def _torch_save(obj: Any, path: Path) -> None:
+def _torch_save(obj: Any, path: Path) -> dict[str, Any]:
     import torch
 
-    with open(path, "wb") as fh:
-        torch.save(obj, fh)
+    # torch.save only calls write() and flush() on a file object (tests/callbacks/test_checksums.py)
+    return write_hashed(path, lambda writer: torch.save(obj, cast("IO[bytes]", writer)))
+
+
+def _json_bytes(data: Any) -> bytes:
+    return (json.dumps(data, indent=2, sort_keys=True) + "\n").encode("utf-8")
 
 
 def write_payload(folder: Path, payload: Payload) -> dict[str, dict[str, Any]]:
-    """Write ``payload`` into ``folder``; return ``{file name: {"size": bytes, CHECKSUM: hex digest}}``."""
-    import safetensors.torch
+    """Write ``payload`` into ``folder``; return ``{file name: {"size": bytes, CHECKSUM: hex digest}}``.
 
+    Every file is checksummed while it is written (see _hashed.py); only the files a sharded save moves in
+    (written by ``torch.distributed.checkpoint``) and ``config.json`` are checksummed by reading them back.
+    Nothing is fsynced here: ``publish_dir`` does it for every file at once.
+    """
+    records: dict[str, dict[str, Any]] = {}
     if payload.shards is not None:
         os.replace(payload.shards, folder / SHARDS_DIR)  # same file system: a rename; dcp fsynced the files
     elif payload.reference_frozen:
-        tensors, fingerprint = split_trainable(payload.model)
-        safetensors.torch.save_file(tensors, str(folder / TRAINABLE), metadata={"format": "pt"})
-        (folder / FINGERPRINT).write_text(json.dumps(fingerprint, sort_keys=True) + "\n", encoding="utf-8")
+        tensors, frozen = split_trainable(payload.model)
+        described = json.dumps(fingerprint(payload.model, frozen), sort_keys=True)
+        meta = {"format": "pt", FINGERPRINT_KEY: described}
+        records[TRAINABLE] = write_tensors(folder / TRAINABLE, tensors, meta)
     else:
-        safetensors.torch.save_model(payload.model, str(folder / WEIGHTS), metadata={"format": "pt"})
+        records[WEIGHTS] = write_weights(folder / WEIGHTS, payload.model, {"format": "pt"})
     for part, name in _PARTS.items():
         if getattr(payload, part) is not None:
-            _torch_save(getattr(payload, part), folder / name)
+            records[name] = _torch_save(getattr(payload, part), folder / name)
     for rank, rng in enumerate(payload.rng_states):
-        _torch_save(rng, folder / _rng_file(rank, len(payload.rng_states)))
-    _torch_save(payload.state, folder / STATE)
+        name = _rng_file(rank, len(payload.rng_states))
+        records[name] = _torch_save(rng, folder / name)
+    records[STATE] = _torch_save(payload.state, folder / STATE)
     if payload.trainer_state is not None:
-        text = json.dumps(payload.trainer_state, indent=2, sort_keys=True) + "\n"
-        (folder / "trainer_state.json").write_text(text, encoding="utf-8")
+        text = _json_bytes(payload.trainer_state)
+        records["trainer_state.json"] = write_hashed(folder / "trainer_state.json", lambda w: w.write(text))
     if payload.shards is not None:
         write_config(payload.model, folder)
     files = sorted(p for p in (*folder.iterdir(), *(folder / SHARDS_DIR).glob("*")) if p.is_file())
-    return {
-        p.relative_to(folder).as_posix(): {"size": p.stat().st_size, CHECKSUM: checksum(p)} for p in files
-    }
+    for p in files:
+        name = p.relative_to(folder).as_posix()
+        if name not in records:  # written by another writer: read it back to checksum it
+            records[name] = {"size": p.stat().st_size, CHECKSUM: checksum(p)}
+    return dict(sorted(records.items()))
 
 
 @dataclass
@@ -301,7 +321,7 @@ def read_payload(folder: Path, *, rank: int, world_size: int, wanted: Mapping[st
             str(folder / (TRAINABLE if reference else WEIGHTS)), device="cpu"
         )
         if reference:
-            out.fingerprint = json.loads((folder / FINGERPRINT).read_text(encoding="utf-8"))
+            out.fingerprint = _read_fingerprint(folder)
     for part, name in _PARTS.items():
         if wanted.get(part):
             if not (folder / name).is_file():
@@ -315,6 +335,19 @@ def read_payload(folder: Path, *, rank: int, world_size: int, wanted: Mapping[st
     if saved_world == world_size and rng_path.is_file():
         out.rng = safe_torch_load(rng_path)
     return out
+
+
+def _read_fingerprint(folder: Path) -> dict[str, Any]:
+    """A trainable-only checkpoint's frozen fingerprint: in its weights' header, or (older) frozen.json."""
+    if (folder / FINGERPRINT).is_file():
+        return dict(json.loads((folder / FINGERPRINT).read_text(encoding="utf-8")))
+    from safetensors import safe_open
+
+    with safe_open(str(folder / TRAINABLE), "pt") as fh:
+        meta = fh.metadata() or {}
+    if FINGERPRINT_KEY not in meta:
+        raise ValueError(f"{TRAINABLE} in {str(folder)!r} has no frozen fingerprint ({FINGERPRINT_KEY!r})")
+    return dict(json.loads(meta[FINGERPRINT_KEY]))
 
 
 def apply_payload(

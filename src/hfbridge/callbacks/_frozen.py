@@ -2,7 +2,9 @@
 
 With ``Checkpointer(..., frozen="reference")`` a checkpoint holds the parameters with ``requires_grad=True``,
 every persistent buffer (batch-norm statistics and the like change without gradients; they are small), and for
-each frozen tensor its name, shape, dtype and an xxh3-64 hash of its bytes, plus where the base came from.
+each frozen tensor its name, shape, dtype and an xxh3-64 hash of its bytes, plus where the base came from. The
+fingerprint is stored in the header metadata of ``trainable.safetensors`` (one file fewer to write, fsync and
+delete per checkpoint); a ``frozen.json`` beside it, from checkpoints written before, is still read.
 Resume loads the base as the user does, checks every frozen tensor against the fingerprint, then loads the
 saved part on top.
 """
@@ -14,10 +16,18 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["FINGERPRINT", "TRAINABLE", "check_fingerprint", "split_trainable"]
+__all__ = [
+    "FINGERPRINT",
+    "FINGERPRINT_KEY",
+    "TRAINABLE",
+    "check_fingerprint",
+    "fingerprint",
+    "split_trainable",
+]
 
 TRAINABLE = "trainable.safetensors"
-FINGERPRINT = "frozen.json"
+FINGERPRINT_KEY = "hfbridge_frozen"  # the fingerprint's key in TRAINABLE's header metadata (a JSON string)
+FINGERPRINT = "frozen.json"  # where checkpoints written before 2026-12-06 keep it; read, no longer written
 
 
 def _digest(tensor: torch.Tensor) -> str:
@@ -34,24 +44,33 @@ def _origin(module: torch.nn.Module) -> str | None:
     return origin if isinstance(origin, str) and origin else None
 
 
-def split_trainable(module: torch.nn.Module) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """``(tensors to save, fingerprint of the rest)``: trainable parameters and buffers, each storage once."""
-    frozen = {n for n, p in module.named_parameters(remove_duplicate=False) if not p.requires_grad}
+def split_trainable(module: torch.nn.Module) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """``(tensors to save, frozen tensors)``: trainable parameters and buffers (each storage once), and the
+    frozen parameters, which :func:`fingerprint` describes instead."""
+    frozen_names = {n for n, p in module.named_parameters(remove_duplicate=False) if not p.requires_grad}
     saved: dict[str, torch.Tensor] = {}
-    tensors: dict[str, list[Any]] = {}
+    frozen: dict[str, torch.Tensor] = {}
     seen: dict[tuple[int, int], str] = {}  # (data_ptr, numel) -> the name a tied tensor is stored under
     for name, t in module.state_dict().items():
-        if name in frozen:
-            tensors[name] = [list(t.shape), str(t.dtype).removeprefix("torch."), _digest(t)]
+        if name in frozen_names:
+            frozen[name] = t
         elif (t.data_ptr(), t.numel()) not in seen or t.numel() == 0:
             seen[(t.data_ptr(), t.numel())] = name
             saved[name] = t.detach().contiguous()
-    return saved, {
-        "format": "hfbridge-frozen",
-        "checksum": "xxh3_64",
-        "origin": _origin(module),
-        "tensors": tensors,
+    return saved, frozen
+
+
+def fingerprint(module: torch.nn.Module, frozen: dict[str, torch.Tensor]) -> dict[str, Any]:
+    """Name, shape, dtype and xxh3-64 content hash of each frozen tensor, and where the base came from.
+
+    Every frozen byte is hashed on every save, on purpose: a cache keyed on tensor version counters would miss
+    writes that bypass them (``param.data.add_()``, NumPy views, peft's merge/unmerge), and a frozen tensor
+    changed in place must be caught on resume.
+    """
+    tensors = {
+        name: [list(t.shape), str(t.dtype).removeprefix("torch."), _digest(t)] for name, t in frozen.items()
     }
+    return {"format": "hfbridge-frozen", "checksum": "xxh3_64", "origin": _origin(module), "tensors": tensors}
 
 
 def check_fingerprint(module: torch.nn.Module, fingerprint: dict[str, Any], saved: set[str]) -> None:

@@ -351,6 +351,12 @@ class ManifestStore:
                 os.replace(final, target)  # still recorded: a crash now leaves it to recover() to rename back
                 aside = target  # only once it really moved: the error path below must not delete `final`
                 fsync_dir(self.dirpath)
+            # One fsync of dirpath, in self.write() below, makes both the folder's rename and the manifest's
+            # durable. Until it returns, a power loss may keep either rename without the other: the folder
+            # alone is adopted from its marker by recover(); the manifest alone names a folder that is not
+            # there, whose record is dropped (recover() warns; resume moves on to the next older one): a save
+            # that never returned. Nothing older is at risk: evicted folders are only removed after that
+            # fsync, each with its own.
             publish_dir(tmp, final)
         except BaseException as exc:
             shutil.rmtree(tmp, ignore_errors=True)
