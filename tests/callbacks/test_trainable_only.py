@@ -86,6 +86,40 @@ def test_trainable_only_resume_is_bitwise_exact(tmp_path: Path, spec: str) -> No
     assert not (folder / "model.safetensors").exists()
 
 
+def test_tied_trainable_embeddings_resume_exactly(tmp_path: Path) -> None:
+    # GPT-2's lm_head shares wte's storage: saved once under one name, the other name must not read as an
+    # unknown tensor on resume (it did, and every such checkpoint was refused)
+    import transformers as tf
+
+    def make() -> tuple[Any, Any]:
+        torch.manual_seed(0)
+        cfg = tf.GPT2Config(vocab_size=100, n_embd=32, n_layer=2, n_head=2, n_positions=32)
+        model = tf.GPT2LMHeadModel(cfg)
+        freeze(model, "layers:1")  # the first block; the tied embeddings keep training
+        assert model.lm_head.weight is model.transformer.wte.weight
+        return model, torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+
+    def step(model: Any, opt: Any, i: int) -> None:
+        ids = torch.randint(1, 100, (4, 8), generator=torch.Generator().manual_seed(i))
+        model.train()
+        model(input_ids=ids, labels=ids).loss.backward()
+        opt.step()
+        opt.zero_grad()
+
+    model, opt = make()
+    ckpt = Checkpointer(tmp_path / "ck", frozen="reference")
+    for i in range(3):
+        step(model, opt, i)
+    ckpt.save(2, model=model, optimizer=opt)
+    step(model, opt, 3)
+    model2, opt2 = make()
+    assert ckpt.resume(model=model2, optimizer=opt2) is not None
+    step(model2, opt2, 3)
+    assert model2.lm_head.weight is model2.transformer.wte.weight
+    for k, v in model.state_dict().items():
+        assert torch.equal(model2.state_dict()[k], v), k
+
+
 def test_changing_buffers_are_saved(tmp_path: Path) -> None:
     def make() -> tuple[Any, Any]:
         torch.manual_seed(0)

@@ -83,7 +83,10 @@ def check_fingerprint(module: torch.nn.Module, fingerprint: dict[str, Any], save
     origin = fingerprint.get("origin")
     base = f"the base the run started from ({origin!r})" if origin else "the base the run started from"
     own = module.state_dict()
-    extra = [n for n in own if n not in fingerprint["tensors"] and n not in saved]
+    # a tied trainable tensor is saved once, under its first name: its other names share that storage
+    stored = {(own[n].data_ptr(), own[n].numel()) for n in saved if n in own and own[n].numel()}
+    known = {*fingerprint["tensors"], *saved}
+    extra = [n for n, t in own.items() if n not in known and (t.data_ptr(), t.numel()) not in stored]
     missing = [n for n in fingerprint["tensors"] if n not in own]
     if missing or extra:
         what = f"lacks {missing[:3]}" if missing else f"has {extra[:3]}, which the checkpoint does not know"
