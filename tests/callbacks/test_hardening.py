@@ -102,6 +102,22 @@ def test_corrupt_newest_is_set_aside_so_the_run_can_save_again(tmp_path: Path, t
     assert ckpt.resume(model=model, optimizer=opt).step == 6
 
 
+def test_setting_aside_on_resume_deletes_no_other_checkpoint(tmp_path: Path, train_objects: Any) -> None:
+    # a resume changes nothing but the refused folder, even from a Checkpointer with tighter retention
+    # (here the default keep_last=1) than the run's: valid older checkpoints used to be evicted
+    model, opt, _ = train_objects(0)
+    writer = Checkpointer(tmp_path, keep_last=None)
+    for step in (1, 2, 3):
+        writer.save(step, model=model, optimizer=opt)
+    victim = tmp_path / "step3" / "optimizer.pt"
+    victim.write_bytes(victim.read_bytes()[: victim.stat().st_size // 2])
+    with pytest.warns(RuntimeWarning, match=r"skipping checkpoint 'step3'"):
+        result = Checkpointer(tmp_path).resume(model=model, optimizer=opt)
+    assert result is not None and result.step == 2
+    assert (tmp_path / "step1").is_dir() and (tmp_path / "step2").is_dir()
+    assert [e["step"] for e in writer.checkpoints()] == [1, 2]
+
+
 def test_incomplete_recorded_folder_is_set_aside_by_the_next_save(tmp_path: Path, tiny_net: Any) -> None:
     ckpt = Checkpointer(tmp_path, keep_last=3)
     ckpt.save(1, model=tiny_net())

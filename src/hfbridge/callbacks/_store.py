@@ -193,11 +193,12 @@ class ManifestStore:
         newest = sorted(entries, key=lambda e: e["seq"], reverse=True)
         return best, [e["name"] for e in newest[: self.keep_last]]
 
-    def write(self, manifest: dict[str, Any]) -> list[dict[str, Any]]:
-        """Drop the records best-K / last-N no longer keep, replace the manifest atomically, return the
-        dropped records for :meth:`remove` (folders go only once the manifest no longer names them)."""
+    def write(self, manifest: dict[str, Any], *, evict: bool = True) -> list[dict[str, Any]]:
+        """Drop the records best-K / last-N no longer keep (``evict=False``: none), replace the manifest
+        atomically, return the dropped records for :meth:`remove` (folders go only once the manifest no
+        longer names them)."""
         best, last = self.kept(manifest["checkpoints"])
-        evicted = [e for e in manifest["checkpoints"] if e["name"] not in {*best, *last}]
+        evicted = [e for e in manifest["checkpoints"] if e["name"] not in {*best, *last}] if evict else []
         manifest["checkpoints"] = [e for e in manifest["checkpoints"] if e not in evicted]
         manifest["best"], manifest["last"] = best, last
         write_json_atomic(self.path, manifest)
@@ -310,7 +311,9 @@ class ManifestStore:
             ]
             if same:
                 manifest["checkpoints"] = [e for e in manifest["checkpoints"] if e not in same]
-                self.remove(self.write(manifest))
+                # no eviction here: a resume (perhaps by a Checkpointer with other retention settings)
+                # changes nothing but the refused folder; the next save applies retention
+                self.write(manifest, evict=False)
             if folder.is_dir() and not folder.is_symlink():
                 self._quarantine(folder, entry["name"], reason)
 
