@@ -134,6 +134,33 @@ def test_sorted_evaluation_gives_the_unsorted_metrics_and_predictions_in_dataset
     np.testing.assert_allclose(pa.predictions, pb.predictions, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize(
+    "flags",
+    [
+        {"sort_eval_by_length": False},  # HF's eval sampler would be LengthGroupedSampler: shuffled output
+        {"dataloader_drop_last": True},  # sorting would drop the shortest rows instead of the last ones
+    ],
+)
+def test_unsorted_evaluation_is_in_dataset_order_even_with_group_by_length(
+    tmp_path: Path, tokenized: Any, wordpiece_tokenizer: Any, make_tiny_model: Any, flags: Any
+) -> None:
+    from torch.utils.data import SequentialSampler
+
+    trainer = _trainer(
+        tmp_path,
+        tokenized,
+        wordpiece_tokenizer,
+        make_tiny_model,
+        train_sampling_strategy="group_by_length",
+        per_device_eval_batch_size=7,
+        **flags,
+    )
+    assert isinstance(trainer._get_eval_sampler(tokenized), SequentialSampler)
+    rows = len(tokenized) - len(tokenized) % 7 if flags.get("dataloader_drop_last") else len(tokenized)
+    got = trainer.predict(tokenized)
+    np.testing.assert_array_equal(got.label_ids, np.asarray(tokenized["label"])[:rows])
+
+
 class _Scores:
     """compute_metrics returning a scripted score per evaluation."""
 

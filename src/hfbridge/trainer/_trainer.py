@@ -92,8 +92,8 @@ class Trainer(transformers.Trainer):
       (and the default ``"random"``) or the ``batching`` flag; lengths from ``.lengths``, the
       ``length_column_name`` column or the Arrow ``input_ids`` offsets. A resume seeks the sampler in O(1)
       instead of replaying batches. ``"sequential"`` and ``"batch_rebalance"`` keep Trainer's own samplers.
-    * **Evaluation and prediction** run in length-sorted batches (``sort_eval_by_length``, one process);
-      ``compute_metrics`` and the returned predictions see rows in dataset order.
+    * **Evaluation and prediction** run in length-sorted batches (``sort_eval_by_length``, also under
+      several processes); ``compute_metrics`` and the returned predictions see rows in dataset order.
     * **Checkpoints** are written atomically by :class:`~hfbridge.Checkpointer` into HF's ``checkpoint-N``
       folders when ``save_strategy``/``save_steps`` say so, kept by :func:`retention`;
       ``resume_from_checkpoint=True`` picks the newest complete one; ``load_best_model_at_end`` and
@@ -176,23 +176,27 @@ class Trainer(transformers.Trainer):
     # ------------------------------------------------------------------------------------- evaluation
 
     def _get_eval_sampler(self, eval_dataset: Any) -> Any:
+        """Rows longest first when ``sort_eval_by_length`` (in every process count: accelerate deals the
+        sorted batches to the ranks and ``gather_for_metrics`` puts them back in sampler order, dropping its
+        padding rows), else dataset order. Never HF's ``LengthGroupedSampler``, which returns predictions in
+        shuffled order."""
         if eval_dataset is None or not hasattr(eval_dataset, "__len__"):
             return None
-        if self.args.world_size > 1:
-            return super()._get_eval_sampler(eval_dataset)
-        if _flag(self.args, "sort_eval_by_length") and self.args.eval_do_concat_batches:
+        args = self.args
+        sort = _flag(args, "sort_eval_by_length") and args.eval_do_concat_batches
+        if sort and not args.dataloader_drop_last:  # drop_last: HF drops the last rows, not the shortest
             names = getattr(self.processing_class, "model_input_names", None)
             try:
                 lengths = train_lengths(
                     eval_dataset,
-                    length_column=self.args.length_column_name,
+                    length_column=args.length_column_name,
                     input_name=names[0] if names else "input_ids",
                 )
             except TypeError:
                 logger.info("evaluation is not length-sorted: the dataset has no lengths")
             else:
                 return SortedOrder(lengths)
-        return SequentialSampler(eval_dataset)
+        return SequentialSampler(eval_dataset) if args.world_size <= 1 else None
 
     def evaluation_loop(self, dataloader: DataLoader, *args: Any, **kwargs: Any) -> Any:
         """Trainer's loop; after a length-sorted pass, metrics and outputs see rows in dataset order."""
