@@ -44,7 +44,7 @@ def tokenized(seqcls_dataset: Any, wordpiece_tokenizer: Any) -> Any:
 def _trainer(tmp_path: Path, tokenized: Any, tok: Any, make_tiny_model: Any, **kw: Any) -> Any:
     from transformers import DataCollatorWithPadding
 
-    extra = {k: kw.pop(k) for k in ("compute_metrics", "callbacks") if k in kw}
+    extra = {k: kw.pop(k) for k in ("compute_metrics", "callbacks", "processing_class") if k in kw}
     return hfbridge.Trainer(
         model=make_tiny_model("bert", "sequence-classification"),
         args=_args(tmp_path, **kw),
@@ -159,6 +159,41 @@ def test_unsorted_evaluation_is_in_dataset_order_even_with_group_by_length(
     rows = len(tokenized) - len(tokenized) % 7 if flags.get("dataloader_drop_last") else len(tokenized)
     got = trainer.predict(tokenized)
     np.testing.assert_array_equal(got.label_ids, np.asarray(tokenized["label"])[:rows])
+
+
+def test_checkpoint_folders_hold_what_hf_tooling_reads(
+    tmp_path: Path, tokenized: Any, wordpiece_tokenizer: Any, make_tiny_model: Any
+) -> None:
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers.trainer_utils import get_last_checkpoint
+
+    trainer = _trainer(
+        tmp_path,
+        tokenized,
+        wordpiece_tokenizer,
+        make_tiny_model,
+        max_steps=4,
+        save_strategy="steps",
+        save_steps=2,
+        processing_class=wordpiece_tokenizer,
+    )
+    trainer.train()
+    out = Path(trainer.args.output_dir)
+    assert get_last_checkpoint(str(out)) == str(out / "checkpoint-4")
+    folder = out / "checkpoint-4"
+    hf_files = {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"}
+    hf_files |= {"trainer_state.json", "training_args.bin", "optimizer.pt", "scheduler.pt", "rng_state.pth"}
+    assert hf_files <= {p.name for p in folder.iterdir()}
+    manifest = json.loads((out / "manifest.json").read_text())
+    record = next(c for c in manifest["checkpoints"] if c["name"] == "checkpoint-4")
+    assert hf_files <= set(record["files"])  # checksummed and published with the rest, by the store
+    loaded = AutoModelForSequenceClassification.from_pretrained(folder)
+    weights = trainer.model.state_dict()
+    assert loaded.state_dict().keys() == weights.keys()
+    assert all(torch.equal(v, weights[k]) for k, v in loaded.state_dict().items())
+    text = "a small test sentence"
+    assert AutoTokenizer.from_pretrained(folder)(text)["input_ids"] == wordpiece_tokenizer(text)["input_ids"]
+    assert json.loads((folder / "trainer_state.json").read_text())["global_step"] == 4
 
 
 class _Scores:

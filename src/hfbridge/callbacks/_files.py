@@ -28,7 +28,7 @@ import json
 import os
 import random
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -211,6 +211,7 @@ class Payload:
     trainer_state: dict[str, Any] | None = None
     shards: Path | None = None  # a sharded model's staged DCP folder, moved in whole
     reference_frozen: bool = False  # save only what trains, fingerprint the rest
+    extra_files: Callable[[Path], None] | None = None  # writes more files into the folder (checksummed too)
 
 
 def payload_nbytes(payload: Payload) -> int:
@@ -253,6 +254,8 @@ def write_payload(folder: Path, payload: Payload) -> dict[str, dict[str, Any]]:
         (folder / "trainer_state.json").write_text(text, encoding="utf-8")
     if payload.shards is not None:
         write_config(payload.model, folder)
+    if payload.extra_files is not None:
+        payload.extra_files(folder)
     files = sorted(p for p in (*folder.iterdir(), *(folder / SHARDS_DIR).glob("*")) if p.is_file())
     return {
         p.relative_to(folder).as_posix(): {"size": p.stat().st_size, CHECKSUM: checksum(p)} for p in files

@@ -6,11 +6,14 @@ import dataclasses
 import json
 import logging
 import math
+from functools import partial
 from pathlib import Path
 from typing import Any
 
+import torch
 import transformers
 from torch.utils.data import DataLoader, SequentialSampler
+from transformers.trainer import TRAINING_ARGS_NAME
 
 from hfbridge.callbacks import Checkpointer
 from hfbridge.trainer._arguments import TrainingArguments, option
@@ -257,10 +260,29 @@ class Trainer(transformers.Trainer):
             callbacks={"early_stopping": self.early_stopping} if self.early_stopping is not None else None,
             force=True,
             trainer_state=json.loads(json.dumps(dataclasses.asdict(self.state))),
+            extra_files=partial(self._write_hf_files, model),
         )
         if store.monitor is not None:
             best = store.best()
             self.state.best_model_checkpoint = None if best is None else str(best)
+
+    def _write_hf_files(self, model: Any, folder: Path) -> None:
+        """What HF's ``checkpoint-N`` holds besides the states: ``config.json`` (and
+        ``generation_config.json``) next to the full weights, so ``from_pretrained(folder)`` loads it, the
+        ``processing_class`` files and ``training_args.bin``. Written into the unpublished folder, so they
+        are checksummed and published with the rest."""
+        unwrapped = self.accelerator.unwrap_model(model)
+        save_config = getattr(getattr(unwrapped, "config", None), "save_pretrained", None)
+        if (folder / "model.safetensors").is_file() and callable(save_config):
+            save_config(str(folder))
+            generation = getattr(unwrapped, "generation_config", None)
+            can_generate = getattr(unwrapped, "can_generate", None)
+            if generation is not None and callable(can_generate) and can_generate():
+                generation.save_pretrained(str(folder))
+        save_processor = getattr(self.processing_class, "save_pretrained", None)
+        if callable(save_processor):
+            save_processor(str(folder))
+        torch.save(self.args, folder / TRAINING_ARGS_NAME)  # as HF; hfbridge never reads it
 
     def _best_after(self, store: Checkpointer, step: int, score: float) -> str | None:
         """The best folder once ``checkpoint-<step>`` with ``score`` is added (ties keep the earlier one)."""
