@@ -146,15 +146,8 @@ def test_unsorted_evaluation_is_in_dataset_order_even_with_group_by_length(
 ) -> None:
     from torch.utils.data import SequentialSampler
 
-    trainer = _trainer(
-        tmp_path,
-        tokenized,
-        wordpiece_tokenizer,
-        make_tiny_model,
-        train_sampling_strategy="group_by_length",
-        per_device_eval_batch_size=7,
-        **flags,
-    )
+    options = {"train_sampling_strategy": "group_by_length", "per_device_eval_batch_size": 7, **flags}
+    trainer = _trainer(tmp_path, tokenized, wordpiece_tokenizer, make_tiny_model, **options)
     assert isinstance(trainer._get_eval_sampler(tokenized), SequentialSampler)
     rows = len(tokenized) - len(tokenized) % 7 if flags.get("dataloader_drop_last") else len(tokenized)
     got = trainer.predict(tokenized)
@@ -167,16 +160,9 @@ def test_checkpoint_folders_hold_what_hf_tooling_reads(
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
     from transformers.trainer_utils import get_last_checkpoint
 
-    trainer = _trainer(
-        tmp_path,
-        tokenized,
-        wordpiece_tokenizer,
-        make_tiny_model,
-        max_steps=4,
-        save_strategy="steps",
-        save_steps=2,
-        processing_class=wordpiece_tokenizer,
-    )
+    options = {"max_steps": 4, "save_strategy": "steps", "save_steps": 2}
+    options["processing_class"] = wordpiece_tokenizer
+    trainer = _trainer(tmp_path, tokenized, wordpiece_tokenizer, make_tiny_model, **options)
     trainer.train()
     out = Path(trainer.args.output_dir)
     assert get_last_checkpoint(str(out)) == str(out / "checkpoint-4")
