@@ -9,7 +9,11 @@ first batch after the skipped ones. HF gets a ``length`` column, so it does not 
 (it would otherwise); it then skips batches with accelerate's ``skip_first_batches`` (drawing every skipped
 batch's indices), hfbridge seeks its sampler.
 
-Usage: ``python benchmarks/trainer.py [--repeat-train 4] [--repeat-eval 8] [--rows 1000000]``.
+Each side trains ``--repeats`` times (alternating which side goes first) and evaluates ``--eval-passes`` times
+per run; the table shows the fastest time of each side, the lines above it every time measured.
+
+Usage: ``python benchmarks/trainer.py [--repeat-train 4] [--repeat-eval 8] [--repeats 2] [--eval-passes 5]
+[--rows 1000000]``.
 Targets: train <= 0.9x, evaluation <= 0.7x, accuracy within 0.5 points, resume <= 1/20 of HF's time.
 """
 
@@ -35,21 +39,40 @@ def part1(opts: argparse.Namespace) -> None:
 
     import hfbridge
 
-    results = {}
-    for name, trainer_class, args_class in (
+    sides = (
         ("HF Trainer", transformers.Trainer, transformers.TrainingArguments),
         ("hfbridge", hfbridge.Trainer, hfbridge.TrainingArguments),
-    ):
-        with tempfile.TemporaryDirectory() as out:
-            argv = ["--output_dir", out, "--repeat_train", str(opts.repeat_train)]
-            argv += ["--repeat_eval", str(opts.repeat_eval), "--num_train_epochs", "1"]
-            argv += ["--per_device_train_batch_size", "16", "--per_device_eval_batch_size", "32"]
-            argv += ["--learning_rate", "5e-5", "--train_sampling_strategy", "group_by_length"]
-            argv += ["--save_strategy", "no", "--logging_strategy", "no", "--report_to", "none"]
-            argv += ["--use_cpu", "--disable_tqdm", "true", "--seed", "42"]
-            results[name] = run_classification.run(argv, trainer_class, args_class)
-    hf, ours = results["HF Trainer"], results["hfbridge"]
-    print(f"\n{'':24}{'HF Trainer':>12}{'hfbridge':>12}{'ratio':>10}   target")
+    )
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name, _, _ in sides}
+    for repeat in range(opts.repeats):  # alternate which side goes first, so a load spike hits both
+        for name, trainer_class, args_class in sides if repeat % 2 == 0 else sides[::-1]:
+            with tempfile.TemporaryDirectory() as out:
+                argv = ["--output_dir", out, "--repeat_train", str(opts.repeat_train)]
+                argv += ["--repeat_eval", str(opts.repeat_eval), "--num_train_epochs", "1"]
+                argv += ["--per_device_train_batch_size", "16", "--per_device_eval_batch_size", "32"]
+                argv += ["--learning_rate", "5e-5", "--train_sampling_strategy", "group_by_length"]
+                argv += ["--save_strategy", "no", "--logging_strategy", "no", "--report_to", "none"]
+                argv += ["--use_cpu", "--disable_tqdm", "true", "--seed", "42"]
+                result = run_classification.run(argv, trainer_class, args_class)
+                evals = [result["eval_s"]]
+                for _ in range(opts.eval_passes - 1):  # the same evaluation again, on the trained model
+                    start = time.perf_counter()
+                    result["trainer"].evaluate()
+                    evals.append(time.perf_counter() - start)
+                result["eval_s"] = min(evals)
+                result["evals"] = evals
+                del result["trainer"]
+                runs[name].append(result)
+    for name, results in runs.items():
+        trains = ", ".join(f"{r['train_s']:.2f}" for r in results)
+        evals = ", ".join(f"{e:.2f}" for r in results for e in r["evals"])
+        print(f"{name}: train (s) {trains}; eval (s) {evals}")
+    # the fastest of the runs: the one least slowed by other work on the machine
+    hf = {k: min(r[k] for r in runs["HF Trainer"]) for k in ("train_s", "eval_s")}
+    ours = {k: min(r[k] for r in runs["hfbridge"]) for k in ("train_s", "eval_s")}
+    for key in ("train_padding", "eval_padding", "accuracy"):
+        hf[key], ours[key] = runs["HF Trainer"][0][key], runs["hfbridge"][0][key]
+    print(f"\n{'':24}{'HF Trainer':>12}{'hfbridge':>12}{'ratio':>10}   target   (times: fastest run)")
     rows = [
         ("train time (s)", "train_s", "<= 0.90x"),
         ("eval time (s)", "eval_s", "<= 0.70x"),
@@ -148,6 +171,10 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--repeat-train", type=int, default=4, help="copies of the 320 demo training rows")
     p.add_argument("--repeat-eval", type=int, default=8, help="copies of the 80 demo validation rows")
+    p.add_argument(
+        "--repeats", type=int, default=2, help="training runs per side, alternating which goes first"
+    )
+    p.add_argument("--eval-passes", type=int, default=5, help="evaluations per run (the fastest counts)")
     p.add_argument("--rows", type=int, default=1_000_000, help="rows of the resume test")
     p.add_argument("--skip-training", action="store_true", help="only the resume test")
     opts = p.parse_args()

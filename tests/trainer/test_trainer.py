@@ -44,7 +44,7 @@ def tokenized(seqcls_dataset: Any, wordpiece_tokenizer: Any) -> Any:
 def _trainer(tmp_path: Path, tokenized: Any, tok: Any, make_tiny_model: Any, **kw: Any) -> Any:
     from transformers import DataCollatorWithPadding
 
-    extra = {k: kw.pop(k) for k in ("compute_metrics", "callbacks") if k in kw}
+    extra = {k: kw.pop(k) for k in ("compute_metrics", "callbacks", "processing_class") if k in kw}
     return hfbridge.Trainer(
         model=make_tiny_model("bert", "sequence-classification"),
         args=_args(tmp_path, **kw),
@@ -132,6 +132,54 @@ def test_sorted_evaluation_gives_the_unsorted_metrics_and_predictions_in_dataset
     pa, pb = sorted_run.predict(tokenized), plain_run.predict(tokenized)
     np.testing.assert_array_equal(pa.label_ids, labels)
     np.testing.assert_allclose(pa.predictions, pb.predictions, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [
+        {"sort_eval_by_length": False},  # HF's eval sampler would be LengthGroupedSampler: shuffled output
+        {"dataloader_drop_last": True},  # sorting would drop the shortest rows instead of the last ones
+    ],
+)
+def test_unsorted_evaluation_is_in_dataset_order_even_with_group_by_length(
+    tmp_path: Path, tokenized: Any, wordpiece_tokenizer: Any, make_tiny_model: Any, flags: Any
+) -> None:
+    from torch.utils.data import SequentialSampler
+
+    options = {"train_sampling_strategy": "group_by_length", "per_device_eval_batch_size": 7, **flags}
+    trainer = _trainer(tmp_path, tokenized, wordpiece_tokenizer, make_tiny_model, **options)
+    assert isinstance(trainer._get_eval_sampler(tokenized), SequentialSampler)
+    rows = len(tokenized) - len(tokenized) % 7 if flags.get("dataloader_drop_last") else len(tokenized)
+    got = trainer.predict(tokenized)
+    np.testing.assert_array_equal(got.label_ids, np.asarray(tokenized["label"])[:rows])
+
+
+def test_checkpoint_folders_hold_what_hf_tooling_reads(
+    tmp_path: Path, tokenized: Any, wordpiece_tokenizer: Any, make_tiny_model: Any
+) -> None:
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers.trainer_utils import get_last_checkpoint
+
+    options = {"max_steps": 4, "save_strategy": "steps", "save_steps": 2}
+    options["processing_class"] = wordpiece_tokenizer
+    trainer = _trainer(tmp_path, tokenized, wordpiece_tokenizer, make_tiny_model, **options)
+    trainer.train()
+    out = Path(trainer.args.output_dir)
+    assert get_last_checkpoint(str(out)) == str(out / "checkpoint-4")
+    folder = out / "checkpoint-4"
+    hf_files = {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"}
+    hf_files |= {"trainer_state.json", "training_args.bin", "optimizer.pt", "scheduler.pt", "rng_state.pth"}
+    assert hf_files <= {p.name for p in folder.iterdir()}
+    manifest = json.loads((out / "manifest.json").read_text())
+    record = next(c for c in manifest["checkpoints"] if c["name"] == "checkpoint-4")
+    assert hf_files <= set(record["files"])  # checksummed and published with the rest, by the store
+    loaded = AutoModelForSequenceClassification.from_pretrained(folder)
+    weights = trainer.model.state_dict()
+    assert loaded.state_dict().keys() == weights.keys()
+    assert all(torch.equal(v, weights[k]) for k, v in loaded.state_dict().items())
+    text = "a small test sentence"
+    assert AutoTokenizer.from_pretrained(folder)(text)["input_ids"] == wordpiece_tokenizer(text)["input_ids"]
+    assert json.loads((folder / "trainer_state.json").read_text())["global_step"] == 4
 
 
 class _Scores:

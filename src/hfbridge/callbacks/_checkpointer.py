@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import string
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -229,6 +229,7 @@ class Checkpointer:
         callbacks: Mapping[str, Any] | None = None,
         force: bool = False,
         trainer_state: dict[str, Any] | None = None,
+        extra_files: Callable[[Path], None] | None = None,
     ) -> Path | None:
         """Write a checkpoint atomically (rank 0 only; every rank must call it) and apply best-K / last-N.
 
@@ -248,6 +249,8 @@ class Checkpointer:
                 ``{"early_stopping": es}``).
             force: write even when ``every_n_steps`` / ``every_n_epochs`` say not to.
             trainer_state: JSON-able HF ``TrainerState`` dict (used by the Trainer bridge).
+            extra_files: called on the writing rank with the unpublished folder, to add files (e.g. an HF
+                ``config.json`` and tokenizer) that are checksummed and published with the rest.
 
         Returns:
             The checkpoint folder, or ``None`` when nothing was written (not due under the schedule, or a
@@ -304,6 +307,7 @@ class Checkpointer:
                 state=state,
                 rng_states=[r["rng"] for r in rank_states],
                 trainer_state=trainer_state,
+                extra_files=extra_files,
                 reference_frozen=self.frozen == "reference" and not sharded,  # shards hold every weight
                 **parts,
             )

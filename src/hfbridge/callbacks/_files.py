@@ -28,7 +28,7 @@ import json
 import os
 import random
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, cast
@@ -218,6 +218,7 @@ class Payload:
     trainer_state: dict[str, Any] | None = None
     shards: Path | None = None  # a sharded model's staged DCP folder, moved in whole
     reference_frozen: bool = False  # save only what trains, fingerprint the rest
+    extra_files: Callable[[Path], None] | None = None  # writes more files into the folder (checksummed too)
 
 
 def payload_nbytes(payload: Payload) -> int:
@@ -270,6 +271,8 @@ def write_payload(folder: Path, payload: Payload) -> dict[str, dict[str, Any]]:
         records["trainer_state.json"] = write_hashed(folder / "trainer_state.json", lambda w: w.write(text))
     if payload.shards is not None:
         write_config(payload.model, folder)
+    if payload.extra_files is not None:
+        payload.extra_files(folder)
     files = sorted(p for p in (*folder.iterdir(), *(folder / SHARDS_DIR).glob("*")) if p.is_file())
     for p in files:
         name = p.relative_to(folder).as_posix()

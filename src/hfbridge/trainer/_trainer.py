@@ -6,11 +6,14 @@ import dataclasses
 import json
 import logging
 import math
+from functools import partial
 from pathlib import Path
 from typing import Any
 
+import torch
 import transformers
 from torch.utils.data import DataLoader, SequentialSampler
+from transformers.trainer import TRAINING_ARGS_NAME
 
 from hfbridge.callbacks import Checkpointer
 from hfbridge.trainer._arguments import TrainingArguments, option
@@ -92,8 +95,8 @@ class Trainer(transformers.Trainer):
       (and the default ``"random"``) or the ``batching`` flag; lengths from ``.lengths``, the
       ``length_column_name`` column or the Arrow ``input_ids`` offsets. A resume seeks the sampler in O(1)
       instead of replaying batches. ``"sequential"`` and ``"batch_rebalance"`` keep Trainer's own samplers.
-    * **Evaluation and prediction** run in length-sorted batches (``sort_eval_by_length``, one process);
-      ``compute_metrics`` and the returned predictions see rows in dataset order.
+    * **Evaluation and prediction** run in length-sorted batches (``sort_eval_by_length``, also under
+      several processes); ``compute_metrics`` and the returned predictions see rows in dataset order.
     * **Checkpoints** are written atomically by :class:`~hfbridge.Checkpointer` into HF's ``checkpoint-N``
       folders when ``save_strategy``/``save_steps`` say so, kept by :func:`retention`;
       ``resume_from_checkpoint=True`` picks the newest complete one; ``load_best_model_at_end`` and
@@ -176,23 +179,27 @@ class Trainer(transformers.Trainer):
     # ------------------------------------------------------------------------------------- evaluation
 
     def _get_eval_sampler(self, eval_dataset: Any) -> Any:
+        """Rows longest first when ``sort_eval_by_length`` (in every process count: accelerate deals the
+        sorted batches to the ranks and ``gather_for_metrics`` puts them back in sampler order, dropping its
+        padding rows), else dataset order. Never HF's ``LengthGroupedSampler``, which returns predictions in
+        shuffled order."""
         if eval_dataset is None or not hasattr(eval_dataset, "__len__"):
             return None
-        if self.args.world_size > 1:
-            return super()._get_eval_sampler(eval_dataset)
-        if _flag(self.args, "sort_eval_by_length") and self.args.eval_do_concat_batches:
+        args = self.args
+        sort = _flag(args, "sort_eval_by_length") and args.eval_do_concat_batches
+        if sort and not args.dataloader_drop_last:  # drop_last: HF drops the last rows, not the shortest
             names = getattr(self.processing_class, "model_input_names", None)
             try:
                 lengths = train_lengths(
                     eval_dataset,
-                    length_column=self.args.length_column_name,
+                    length_column=args.length_column_name,
                     input_name=names[0] if names else "input_ids",
                 )
             except TypeError:
                 logger.info("evaluation is not length-sorted: the dataset has no lengths")
             else:
                 return SortedOrder(lengths)
-        return SequentialSampler(eval_dataset)
+        return SequentialSampler(eval_dataset) if args.world_size <= 1 else None
 
     def evaluation_loop(self, dataloader: DataLoader, *args: Any, **kwargs: Any) -> Any:
         """Trainer's loop; after a length-sorted pass, metrics and outputs see rows in dataset order."""
@@ -253,10 +260,29 @@ class Trainer(transformers.Trainer):
             callbacks={"early_stopping": self.early_stopping} if self.early_stopping is not None else None,
             force=True,
             trainer_state=json.loads(json.dumps(dataclasses.asdict(self.state))),
+            extra_files=partial(self._write_hf_files, model),
         )
         if store.monitor is not None:
             best = store.best()
             self.state.best_model_checkpoint = None if best is None else str(best)
+
+    def _write_hf_files(self, model: Any, folder: Path) -> None:
+        """What HF's ``checkpoint-N`` holds besides the states: ``config.json`` (and
+        ``generation_config.json``) next to the full weights, so ``from_pretrained(folder)`` loads it, the
+        ``processing_class`` files and ``training_args.bin``. Written into the unpublished folder, so they
+        are checksummed and published with the rest."""
+        unwrapped = self.accelerator.unwrap_model(model)
+        save_config = getattr(getattr(unwrapped, "config", None), "save_pretrained", None)
+        if (folder / "model.safetensors").is_file() and callable(save_config):
+            save_config(str(folder))
+            generation = getattr(unwrapped, "generation_config", None)
+            can_generate = getattr(unwrapped, "can_generate", None)
+            if generation is not None and callable(can_generate) and can_generate():
+                generation.save_pretrained(str(folder))
+        save_processor = getattr(self.processing_class, "save_pretrained", None)
+        if callable(save_processor):
+            save_processor(str(folder))
+        torch.save(self.args, folder / TRAINING_ARGS_NAME)  # as HF; hfbridge never reads it
 
     def _best_after(self, store: Checkpointer, step: int, score: float) -> str | None:
         """The best folder once ``checkpoint-<step>`` with ``score`` is added (ties keep the earlier one)."""
