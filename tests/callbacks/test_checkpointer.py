@@ -114,6 +114,36 @@ def test_keep_last_without_monitor(tmp_path: Path, tiny_net: Any) -> None:
     assert ckpt.best() is None
 
 
+@pytest.mark.parametrize(
+    ("losses", "total", "kept"),
+    [
+        (
+            [5.0, 1.0, 4.0, 3.0, 2.0],
+            3,
+            ["step1", "step3", "step4"],
+        ),  # best outside the newest: best + 2 newest
+        ([5.0, 4.0, 3.0, 1.0, 2.0], 3, ["step2", "step3", "step4"]),  # best among the newest 3: those 3
+        ([5.0, 1.0, 4.0, 3.0, 2.0], 1, ["step1", "step4"]),  # the best and the newest always stay
+        ([5.0, 4.0, 3.0, 2.0, 1.0], 1, ["step4"]),  # the newest is the best
+    ],
+)
+def test_keep_total_caps_the_union_as_hf_save_total_limit(
+    tmp_path: Path, tiny_net: Any, losses: list[float], total: int, kept: list[str]
+) -> None:
+    ckpt = Checkpointer(tmp_path, monitor="loss", keep_best=1, keep_last=total, keep_total=total)
+    model = tiny_net()
+    for step, v in enumerate(losses):
+        _save(ckpt, step, model, v)
+    assert _names(ckpt) == kept
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name != "manifest.json") == kept
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, True])
+def test_bad_keep_total(tmp_path: Path, bad: Any) -> None:
+    with pytest.raises((ValueError, TypeError), match="keep_total"):
+        Checkpointer(tmp_path, keep_total=bad)
+
+
 def test_best_k_with_ties_and_nan_across_resume(tmp_path: Path, tiny_net: Any) -> None:
     model = tiny_net()
     values = [3.0, 2.0, math.nan, 2.0, 5.0]

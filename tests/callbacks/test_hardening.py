@@ -113,8 +113,10 @@ def test_setting_aside_on_resume_deletes_no_other_checkpoint(tmp_path: Path, tra
     victim.write_bytes(victim.read_bytes()[: victim.stat().st_size // 2])
     with pytest.warns(RuntimeWarning, match=r"skipping checkpoint 'step3'"):
         result = Checkpointer(tmp_path).resume(model=model, optimizer=opt)
-    assert result is not None and result.step == 2
-    assert (tmp_path / "step1").is_dir() and (tmp_path / "step2").is_dir()
+    assert result is not None
+    assert result.step == 2
+    assert (tmp_path / "step1").is_dir()
+    assert (tmp_path / "step2").is_dir()
     assert [e["step"] for e in writer.checkpoints()] == [1, 2]
 
 

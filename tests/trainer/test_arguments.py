@@ -58,7 +58,13 @@ def test_all_flags_together_and_hf_flags_keep_their_values(tmp_path: Path) -> No
     assert args.greater_is_better is True  # HF's default for a metric that is not a loss
     assert args.save_total_limit == 2
     assert args.eval_steps == 5
-    assert retention(args) == {"monitor": "eval_accuracy", "mode": "max", "keep_best": 2, "keep_last": 1}
+    assert retention(args) == {
+        "monitor": "eval_accuracy",
+        "mode": "max",
+        "keep_best": 2,
+        "keep_last": 1,
+        "keep_total": None,
+    }
 
 
 def test_the_hf_argument_parser_picks_up_the_new_flags(tmp_path: Path) -> None:
@@ -152,19 +158,19 @@ def test_quiet_when_nothing_conflicts(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("flags", "expected"),
     [
-        ({}, (None, 0, None)),
-        ({"save_total_limit": 3}, (None, 0, 3)),
-        ({"save_total_limit": 0}, (None, 0, None)),  # HF: no deletion when <= 0
-        ({"metric_for_best_model": "loss"}, ("eval_loss", 1, None)),
-        ({"metric_for_best_model": "loss", "save_total_limit": 3}, ("eval_loss", 1, 2)),
-        ({"metric_for_best_model": "loss", "save_total_limit": 1}, ("eval_loss", 1, 1)),
-        ({"metric_for_best_model": "f1", "save_total_limit": 3, "keep_last": 2}, ("eval_f1", 3, 2)),
-        ({"metric_for_best_model": "f1", "save_total_limit": 2, "keep_last": 0}, ("eval_f1", 2, 0)),
+        ({}, (None, 0, None, None)),
+        ({"save_total_limit": 3}, (None, 0, 3, None)),
+        ({"save_total_limit": 0}, (None, 0, None, None)),  # HF: no deletion when <= 0
+        ({"metric_for_best_model": "loss"}, ("eval_loss", 1, None, None)),
+        ({"metric_for_best_model": "loss", "save_total_limit": 3}, ("eval_loss", 1, 3, 3)),
+        ({"metric_for_best_model": "loss", "save_total_limit": 1}, ("eval_loss", 1, 1, 1)),
+        ({"metric_for_best_model": "f1", "save_total_limit": 3, "keep_last": 2}, ("eval_f1", 3, 2, None)),
+        ({"metric_for_best_model": "f1", "save_total_limit": 2, "keep_last": 0}, ("eval_f1", 2, 0, None)),
     ],
 )
 def test_retention_follows_the_documented_mapping(
-    tmp_path: Path, flags: dict[str, Any], expected: tuple[Any, int, int | None]
+    tmp_path: Path, flags: dict[str, Any], expected: tuple[Any, int, int | None, int | None]
 ) -> None:
     flags = {"eval_strategy": "steps", "eval_steps": 1, **flags}
     rule = retention(_args(tmp_path, **flags))
-    assert (rule["monitor"], rule["keep_best"], rule["keep_last"]) == expected
+    assert (rule["monitor"], rule["keep_best"], rule["keep_last"], rule["keep_total"]) == expected

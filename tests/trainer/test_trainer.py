@@ -208,6 +208,8 @@ SCORES = [0.5, 0.9, 0.3, 0.8, 0.2, 0.7, 0.1, 0.6]  # best: step 2, then 4, then 
         ({"save_total_limit": 3, "metric_for_best_model": "score"}, [2, 7, 8]),  # HF: best + newest
         ({"save_total_limit": 2, "keep_last": 1, "metric_for_best_model": "score"}, [2, 4, 8]),  # best-K + N
         ({"save_total_limit": 1, "metric_for_best_model": "score"}, [2, 8]),  # HF allows best and newest
+        # the best (step 7) is among the newest 3: HF keeps the newest 3, not best + newest 2
+        ({"save_total_limit": 3, "metric_for_best_model": "score", "greater_is_better": False}, [6, 7, 8]),
         ({"metric_for_best_model": "score"}, list(range(1, 9))),  # no limit: all
     ],
 )
@@ -232,9 +234,12 @@ def test_the_kept_checkpoints_follow_the_documented_rule(
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert sorted(c["step"] for c in manifest["checkpoints"]) == kept  # the store's record agrees
     if "metric_for_best_model" in flags:
-        assert trainer.state.best_model_checkpoint == str(tmp_path / "out" / "checkpoint-2")
+        best = str(
+            tmp_path / "out" / ("checkpoint-7" if flags.get("greater_is_better") is False else "checkpoint-2")
+        )
+        assert trainer.state.best_model_checkpoint == best
         state = json.loads((tmp_path / "out" / "checkpoint-8" / "trainer_state.json").read_text())
-        assert state["best_model_checkpoint"] == str(tmp_path / "out" / "checkpoint-2")
+        assert state["best_model_checkpoint"] == best
 
 
 def test_load_best_model_at_end_loads_the_best_checkpoints_weights(
@@ -336,6 +341,23 @@ def test_freeze_flag_freezes_before_the_optimizer_is_built(
         assert torch.equal(param, before[name]) == (name in frozen), name
     with pytest.raises(ValueError, match="freeze"):
         _trainer(tmp_path, tokenized, wordpiece_tokenizer, make_tiny_model, freeze="pattern:^nothing_here$")
+
+
+def test_resume_true_sets_a_damaged_newest_checkpoint_aside_and_takes_the_next(
+    tmp_path: Path, tokenized: Any, wordpiece_tokenizer: Any, make_tiny_model: Any
+) -> None:
+    flags = {"save_strategy": "steps", "save_steps": 2, "max_steps": 6}
+    _trainer(tmp_path, tokenized, wordpiece_tokenizer, make_tiny_model, **flags).train()
+    victim = tmp_path / "out" / "checkpoint-6" / "model.safetensors"
+    data = bytearray(victim.read_bytes())
+    data[-10] ^= 0xFF  # bit rot in the newest checkpoint
+    victim.write_bytes(bytes(data))
+    resumed = _trainer(tmp_path, tokenized, wordpiece_tokenizer, make_tiny_model, **{**flags, "max_steps": 8})
+    with pytest.warns(RuntimeWarning, match=r"skipping checkpoint 'checkpoint-6'.*checksum"):
+        resumed.train(resume_from_checkpoint=True)
+    assert resumed.state.global_step == 8
+    assert _kept(tmp_path) == [2, 4, 6, 8]  # checkpoint-6 written anew from step 4; nothing valid deleted
+    assert any(p.name.startswith(".quarantine-hfbridge-checkpoint-6") for p in (tmp_path / "out").iterdir())
 
 
 def test_resume_seeks_the_sampler_without_replaying_batches(

@@ -113,6 +113,9 @@ class Checkpointer:
         keep_best: how many best checkpoints by ``monitor`` to keep (ties keep the earlier one).
         keep_last: how many newest checkpoints to keep; ``None`` keeps all. A checkpoint is kept when it is in
             either set.
+        keep_total: at most this many checkpoints in all (HF's ``save_total_limit`` rule): when the two sets
+            together hold more, the oldest of the newest that are not among the best go first. The best
+            ``keep_best`` and the newest one always stay, so more are kept when those alone exceed it.
         every_n_steps: with ``save(step, ...)`` called every step, write only when
             ``step % every_n_steps == 0``.
         every_n_epochs: write when ``save(..., epoch=e, epoch_end=True)`` and
@@ -145,6 +148,7 @@ class Checkpointer:
         mode: Literal["min", "max"] = "min",
         keep_best: int = 1,
         keep_last: int | None = 1,
+        keep_total: int | None = None,
         every_n_steps: int | None = None,
         every_n_epochs: int | None = None,
         filename: str = "step{step}",
@@ -168,6 +172,7 @@ class Checkpointer:
                 "`keep_last=0` keeps no checkpoint unless `monitor` is set and `keep_best` > 0; got "
                 f"keep_last=0, keep_best={keep_best}, monitor={monitor!r}"
             )
+        check_positive_int("keep_total", keep_total, allow_none=True)
         check_positive_int("every_n_steps", every_n_steps, allow_none=True)
         check_positive_int("every_n_epochs", every_n_epochs, allow_none=True)
         check_type("filename", filename, str)
@@ -183,17 +188,19 @@ class Checkpointer:
         self.frozen = check_choice("frozen", frozen, ("save", "reference"))
         self.dirpath = Path(dirpath)
         self.monitor, self.mode = monitor, mode
-        self.keep_best, self.keep_last = keep_best, keep_last
+        self.keep_best, self.keep_last, self.keep_total = keep_best, keep_last, keep_total
         self.every_n_steps, self.every_n_epochs = every_n_steps, every_n_epochs
         self.filename = filename
         self.check_disk_space = check_disk_space
-        self._store = ManifestStore(self.dirpath, mode=mode, keep_best=keep_best, keep_last=keep_last)
+        self._store = ManifestStore(
+            self.dirpath, mode=mode, keep_best=keep_best, keep_last=keep_last, keep_total=keep_total
+        )
         self._sharded = ShardedSaves(self.dirpath, asynchronous=async_save, timeout=float(sharded_timeout))
 
     def __repr__(self) -> str:
         return (
             f"Checkpointer({str(self.dirpath)!r}, monitor={self.monitor!r}, mode={self.mode!r}, "
-            f"keep_best={self.keep_best}, keep_last={self.keep_last})"
+            f"keep_best={self.keep_best}, keep_last={self.keep_last}, keep_total={self.keep_total})"
         )
 
     # ------------------------------------------------------------------------------------------- schedule

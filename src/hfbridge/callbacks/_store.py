@@ -132,9 +132,17 @@ def _warn(message: str) -> None:
 class ManifestStore:
     """``dirpath/manifest.json`` plus the checkpoint folders it names; writers hold :func:`dir_lock`."""
 
-    def __init__(self, dirpath: Path, *, mode: str, keep_best: int, keep_last: int | None) -> None:
+    def __init__(
+        self,
+        dirpath: Path,
+        *,
+        mode: str,
+        keep_best: int,
+        keep_last: int | None,
+        keep_total: int | None = None,
+    ) -> None:
         self.dirpath = dirpath
-        self.mode, self.keep_best, self.keep_last = mode, keep_best, keep_last
+        self.mode, self.keep_best, self.keep_last, self.keep_total = mode, keep_best, keep_last, keep_total
         self.path = dirpath / "manifest.json"
 
     def read(self) -> dict[str, Any]:
@@ -188,10 +196,20 @@ class ManifestStore:
         return out
 
     def kept(self, entries: list[dict[str, Any]]) -> tuple[list[str], list[str]]:
-        """Names of the best ``keep_best`` (best first) and newest ``keep_last`` (newest first) entries."""
+        """Names of the best ``keep_best`` (best first) and newest ``keep_last`` (newest first) entries; with
+        ``keep_total``, newest ones outside the best go, oldest first, until at most ``keep_total`` are kept
+        in all (the newest one always stays, so that the run can resume)."""
         best = [e["name"] for e in rank_best(entries, self.mode)[: self.keep_best]]
-        newest = sorted(entries, key=lambda e: e["seq"], reverse=True)
-        return best, [e["name"] for e in newest[: self.keep_last]]
+        newest = [e["name"] for e in sorted(entries, key=lambda e: e["seq"], reverse=True)[: self.keep_last]]
+        if self.keep_total is None:
+            return best, newest
+        room = self.keep_total - len(best)  # places left for newest checkpoints that are not among the best
+        last = []
+        for k, name in enumerate(newest):
+            if name in best or k == 0 or room > 0:
+                last.append(name)
+                room -= name not in best
+        return best, last
 
     def write(self, manifest: dict[str, Any], *, evict: bool = True) -> list[dict[str, Any]]:
         """Drop the records best-K / last-N no longer keep (``evict=False``: none), replace the manifest

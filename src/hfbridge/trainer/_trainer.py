@@ -67,14 +67,16 @@ def retention(args: Any) -> dict[str, Any]:
     limit = args.save_total_limit if args.save_total_limit is not None and args.save_total_limit > 0 else None
     metric = args.metric_for_best_model
     if metric is None:
-        return {"monitor": None, "mode": "min", "keep_best": 0, "keep_last": limit}
+        return {"monitor": None, "mode": "min", "keep_best": 0, "keep_last": limit, "keep_total": None}
     ranked = {"monitor": _eval_key(metric), "mode": "max" if args.greater_is_better else "min"}
     keep_last = _flag(args, "keep_last")
     if limit is None:
-        return {**ranked, "keep_best": 1, "keep_last": None}
-    if keep_last is None:
-        return {**ranked, "keep_best": 1, "keep_last": max(limit - 1, 1)}
-    return {**ranked, "keep_best": limit, "keep_last": keep_last}
+        return {**ranked, "keep_best": 1, "keep_last": None, "keep_total": None}
+    if (
+        keep_last is None
+    ):  # HF: the newest `limit`, the best protected among them (it and the newest at least)
+        return {**ranked, "keep_best": 1, "keep_last": limit, "keep_total": limit}
+    return {**ranked, "keep_best": limit, "keep_last": keep_last, "keep_total": None}
 
 
 def _better(score: float, than: float | None, mode: str) -> bool:
@@ -339,16 +341,21 @@ class Trainer(transformers.Trainer):
         store.resume(path=folder, model=self.model if model is None else model, restore_rng=False)
 
     def train(self, resume_from_checkpoint: str | bool | None = None, *args: Any, **kwargs: Any) -> Any:
-        """Trainer's ``train``; ``resume_from_checkpoint=True`` takes the newest *complete* checkpoint, which
-        is verified (checksums) before anything is loaded, and early-stopping patience is restored from it."""
+        """Trainer's ``train``; ``resume_from_checkpoint=True`` takes the newest checkpoint that is complete
+        and passes its checksums (a damaged one is set aside with a warning and the next newest tried), and
+        early-stopping patience is restored from it. An explicit path that is damaged raises."""
         path = resume_from_checkpoint
+        callbacks = {"early_stopping": self.early_stopping} if self.early_stopping else None
         if path is True:
-            latest = self.checkpointer().latest()
-            path = str(latest) if latest is not None else True  # True: Trainer looks for its own folders
+            # the store picks the newest checkpoint that passes its checks; a damaged one is set aside
+            # with a warning and the next one tried (an explicit path that is damaged raises instead)
+            store = self.checkpointer()
+            result = store.resume(callbacks=callbacks, restore_rng=False) if store.checkpoints() else None
+            # None: no checkpoint of ours, Trainer looks for its own folders (and raises if there are none)
+            return super().train(True if result is None else str(result.path), *args, **kwargs)
         if isinstance(path, (str, Path)):
             store = self.checkpointer(str(Path(path).parent))
             if any(r["name"] == Path(path).name for r in store.checkpoints()):
-                callbacks = {"early_stopping": self.early_stopping} if self.early_stopping else None
                 store.resume(path=path, callbacks=callbacks, restore_rng=False)
             path = str(path)
         return super().train(path, *args, **kwargs)
