@@ -349,8 +349,7 @@ class Trainer(transformers.Trainer):
         if path is True:
             # the store picks the newest checkpoint that passes its checks; a damaged one is set aside
             # with a warning and the next one tried (an explicit path that is damaged raises instead)
-            store = self.checkpointer()
-            result = store.resume(callbacks=callbacks, restore_rng=False) if store.checkpoints() else None
+            result = self.checkpointer().resume(callbacks=callbacks, restore_rng=False)
             # None: no checkpoint of ours, Trainer looks for its own folders (and raises if there are none)
             return super().train(True if result is None else str(result.path), *args, **kwargs)
         if isinstance(path, (str, Path)):
