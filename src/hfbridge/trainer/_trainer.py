@@ -72,9 +72,8 @@ def retention(args: Any) -> dict[str, Any]:
     keep_last = _flag(args, "keep_last")
     if limit is None:
         return {**ranked, "keep_best": 1, "keep_last": None, "keep_total": None}
-    if (
-        keep_last is None
-    ):  # HF: the newest `limit`, the best protected among them (it and the newest at least)
+    if keep_last is None:
+        # HF: the newest `limit`, the best protected among them (it and the newest at least)
         return {**ranked, "keep_best": 1, "keep_last": limit, "keep_total": limit}
     return {**ranked, "keep_best": limit, "keep_last": keep_last, "keep_total": None}
 
