@@ -262,6 +262,22 @@ def test_callbacks_given_as_a_list_is_a_type_error(tmp_path: Path, tiny_net: Any
         call()
 
 
+def test_extra_files_must_be_callable(tmp_path: Path, tiny_net: Any) -> None:
+    with pytest.raises(TypeError, match=r"`extra_files` must be a callable .*got list"):
+        Checkpointer(tmp_path).save(1, model=tiny_net(), extra_files=["config.json"])  # type: ignore[arg-type]
+    assert not tmp_path.exists() or not any(tmp_path.iterdir())  # refused before anything was written
+
+
+def test_extra_files_are_checksummed_and_published_with_the_checkpoint(tmp_path: Path, tiny_net: Any) -> None:
+    path = Checkpointer(tmp_path).save(
+        1, model=tiny_net(), extra_files=lambda folder: (folder / "config.json").write_text("{}")
+    )
+    assert path is not None
+    assert (path / "config.json").read_text() == "{}"
+    manifest = _manifest(tmp_path)
+    assert "config.json" in manifest["checkpoints"][0]["files"]
+
+
 def test_dirpath_that_is_a_file_is_refused_at_construction(tmp_path: Path) -> None:
     (tmp_path / "ckpts").write_text("not a folder")
     with pytest.raises(ValueError, match=r"`dirpath` must be a folder .* is a file"):

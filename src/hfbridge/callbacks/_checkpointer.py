@@ -270,6 +270,11 @@ class Checkpointer:
             ValueError, TypeError: on bad arguments or state that cannot be saved safely.
         """
         check_non_negative_int("step", step)
+        if extra_files is not None and not callable(extra_files):
+            raise TypeError(
+                "`extra_files` must be a callable taking the checkpoint folder (a pathlib.Path); got "
+                f"{type(extra_files).__name__}"
+            )
         if not force and not self.should_save(step, epoch=epoch, epoch_end=epoch_end):
             return None
         sharded = is_sharded(model)
