@@ -10,6 +10,8 @@ from typing import Any
 import pytest
 import torch.multiprocessing as mp
 
+from tests.conftest import end_gloo_worker
+
 N_ROWS = 40
 
 
@@ -28,8 +30,9 @@ def _worker(rank: int, init_file: str, out_dir: str, tokenizer: Any) -> None:
         rows = [row["input_ids"] for row in adapter]
         Path(out_dir, f"rank{rank}.json").write_text(json.dumps(rows))
         dist.barrier()
+        end_gloo_worker()
     finally:
-        dist.destroy_process_group()
+        dist.destroy_process_group()  # reached on a failure only
 
 
 @pytest.mark.slow

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import errno
-import gc
 import io
 import json
 import time
@@ -12,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.conftest import end_gloo_worker
 
 pytestmark = [pytest.mark.distributed, pytest.mark.slow]
 
@@ -86,11 +87,8 @@ def _worker(rank: int, init_file: str, dirpath: str, out_dir: str) -> None:
     }
     Path(out_dir, f"rank{rank}.json").write_text(json.dumps(out))
     dist.barrier()
-    # free the DDP reducer (kept alive by reference cycles) while the interpreter is still whole: freed at exit,
-    # gloo's threads can abort the process (SIGABRT, "terminate called without an active exception")
-    del model
-    gc.collect()
-    dist.destroy_process_group()
+    del model  # the DDP reducer: freed with the group, not at exit
+    end_gloo_worker()
 
 
 def test_two_process_gloo_single_writer_and_agreement(tmp_path: Path) -> None:
@@ -159,7 +157,7 @@ def _rank0_metrics_worker(rank: int, init_file: str, dirpath: str, out_dir: str)
         out["load"] = f"{type(exc).__name__}: {exc}"
     Path(out_dir, f"rank{rank}.json").write_text(json.dumps(out))
     dist.barrier()
-    dist.destroy_process_group()
+    end_gloo_worker()
 
 
 def test_rank0_metrics_are_authoritative_and_one_rank_failures_reach_all(tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ import torch
 
 from hfbridge.callbacks import Checkpointer, export_full_weights
 from hfbridge.callbacks._sharded import is_sharded
+from tests.conftest import end_gloo_worker
 
 SLOW = [pytest.mark.distributed, pytest.mark.slow]
 TASK = {"bert": "sequence-classification", "llama": "causal-lm"}
@@ -121,7 +122,7 @@ def _train_worker(rank: int, world: int, init_file: str, ckdir: str, out: str, a
     if rank == 0:
         torch.save(weights, Path(out, f"{arch}-{phase}.pt"))
     dist.barrier()
-    dist.destroy_process_group()
+    end_gloo_worker()
 
 
 def _reshard_worker(rank: int, world: int, init_file: str, ckdir: str, out: str, arch: str) -> None:
@@ -136,7 +137,8 @@ def _reshard_worker(rank: int, world: int, init_file: str, ckdir: str, out: str,
     _step(arch, model, opt, sched, SAVE_AT + 1, rank)  # the optimizer state fits the new sharding
     if rank == 0:
         torch.save(weights, Path(out, f"{arch}-world{world}.pt"))
-    dist.destroy_process_group()
+    dist.barrier()
+    end_gloo_worker()
 
 
 def _faults_worker(rank: int, world: int, init_file: str, ckdir: str, out: str) -> None:
@@ -247,6 +249,33 @@ def _launch(fn: Any, world: int, *args: Any, limit: float = 240) -> list[int | N
 
 
 # ------------------------------------------------------------------------------------------ tests
+
+
+_GROUP_AT_EXIT = """
+import atexit, sys, tempfile
+import torch.distributed as dist
+from hfbridge.callbacks import _sharded
+
+# atexit runs handlers last-registered first: this one, registered before the save group exists, runs after
+# whatever the group's creation registered
+atexit.register(lambda: print("groups at exit:", len(_sharded._GROUPS), flush=True))
+dist.init_process_group("gloo", init_method="file://" + tempfile.mktemp(), rank=0, world_size=1)
+_sharded._group(30.0)
+print("groups before exit:", len(_sharded._GROUPS), flush=True)
+dist.destroy_process_group()
+"""
+
+
+def test_the_cached_save_group_is_freed_before_interpreter_shutdown() -> None:
+    # a gloo group first freed during interpreter shutdown can abort the process at exit
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", _GROUP_AT_EXIT], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["groups before exit: 1", "groups at exit: 0"]
 
 
 def test_is_sharded_sees_fsdp_at_any_wrapper_depth() -> None:

@@ -10,6 +10,8 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import end_gloo_worker
+
 WORLD = 2
 TIMEOUT_S = 120
 
@@ -55,8 +57,9 @@ def _worker(rank: int, init_method: str, out_dir: str) -> None:
         Path(out_dir, f"rank{rank}.json").write_text(json.dumps(result))
         dist.barrier()
         del ddp, optimizer, unfreezer  # free the DDP reducer before its process group goes
+        end_gloo_worker()
     finally:
-        dist.destroy_process_group()
+        dist.destroy_process_group()  # reached on a failure only
 
 
 @pytest.mark.slow

@@ -13,6 +13,8 @@ from typing import Any
 import pytest
 import torch.multiprocessing as mp
 
+from tests.conftest import end_gloo_worker
+
 pytestmark = [pytest.mark.distributed, pytest.mark.slow, pytest.mark.timeout(180)]
 
 ROWS = {0: 300, 1: 170}  # this rank's shard: 19 and 11 batches of 16
@@ -48,8 +50,9 @@ def _worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
             result[uneven] = rows
         Path(out_dir, f"rank{rank}.json").write_text(json.dumps(result))
         dist.barrier()
+        end_gloo_worker()
     finally:
-        dist.destroy_process_group()
+        dist.destroy_process_group()  # reached on a failure only
 
 
 def test_stream_ranks_with_unequal_shards_yield_equal_counts() -> None:
@@ -121,8 +124,9 @@ def _resume_worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
         result["warnings"] = [str(w.message) for w in caught]
         Path(out_dir, f"rank{rank}.json").write_text(json.dumps(result))
         dist.barrier()
+        end_gloo_worker()
     finally:
-        dist.destroy_process_group()
+        dist.destroy_process_group()  # reached on a failure only
 
 
 def test_resume_while_a_rank_repeats_its_last_batch_is_exact() -> None:

@@ -10,6 +10,7 @@ makes the others raise, never hang.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import shutil
@@ -113,6 +114,10 @@ def _group(timeout: float) -> _Group:
         or (current and (group.pg is None or not _alive(group.pg)))
         or (not current and group.pg)
     ):
+        if not _GROUPS:
+            # drop the cached groups while the interpreter is whole: a gloo group first freed during
+            # interpreter shutdown can abort the process ("terminate called without an active exception")
+            atexit.register(_GROUPS.clear)
         group = _GROUPS[timeout] = _Group(timeout)
     return group
 
