@@ -278,11 +278,12 @@ class Checkpointer:
         if not force and not self.should_save(step, epoch=epoch, epoch_end=epoch_end):
             return None
         sharded = is_sharded(model)
+        module: list[Any] = [model]  # check() unwraps it; a sharded model stays (for its config.json)
 
         def check() -> dict[str, Any]:  # every check runs before the gather, so a failure reaches every rank
             _check_callbacks(callbacks, "state_dict")
             if not sharded:
-                checkpoint_model(model)
+                module[0] = checkpoint_model(model)
             state = {
                 "rng": capture_rng_state(),
                 "loader": loader.state_dict() if loader is not None else None,
@@ -315,7 +316,7 @@ class Checkpointer:
             ):
                 check_plain(obj, what if what in ("extra_state", "callbacks") else f"{what}.state_dict()")
             payload = Payload(
-                model=model if sharded else checkpoint_model(model),  # sharded: for its config.json
+                model=module[0],
                 state=state,
                 rng_states=[r["rng"] for r in rank_states],
                 trainer_state=trainer_state,
