@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, cast
 
 from hfbridge._distributed import get_rank, unwrap_model
-from hfbridge.callbacks._atomic import CHECKSUM, checksum
+from hfbridge.callbacks._atomic import CHECKSUM, checksum, write_hashed, write_tensors, write_weights
 from hfbridge.callbacks._frozen import (
     FINGERPRINT,
     FINGERPRINT_KEY,
@@ -43,7 +43,6 @@ from hfbridge.callbacks._frozen import (
     fingerprint,
     split_trainable,
 )
-from hfbridge.callbacks._hashed import write_hashed, write_tensors, write_weights
 from hfbridge.callbacks._sharded import SHARDS_DIR, check_shards, is_sharded, load_sharded, write_config
 
 if TYPE_CHECKING:
@@ -245,7 +244,7 @@ def _json_bytes(data: Any) -> bytes:
 def write_payload(folder: Path, payload: Payload) -> dict[str, dict[str, Any]]:
     """Write ``payload`` into ``folder``; return ``{file name: {"size": bytes, CHECKSUM: hex digest}}``.
 
-    Every file is checksummed while it is written (see _hashed.py); only the files a sharded save moves in
+    Every file is checksummed while it is written (see _atomic.py); only the files a sharded save moves in
     (written by ``torch.distributed.checkpoint``) and ``config.json`` are checksummed by reading them back.
     Nothing is fsynced here: ``publish_dir`` does it for every file at once.
     """
