@@ -16,11 +16,13 @@ from hfbridge.samplers._batch_samplers import (
     TokenBudgetBatchSampler,
 )
 from hfbridge.samplers._bin_packing import BinPackingBatchSampler, best_fit_decreasing
-from hfbridge.samplers._build import build_batch_sampler, dataset_labels, dataset_lengths
 from hfbridge.samplers._loader import (
     EpochSyncedCollator,
     ResumableDataLoader,
+    build_batch_sampler,
     build_dataloader,
+    dataset_labels,
+    dataset_lengths,
     seed_worker,
 )
 from hfbridge.samplers._streaming import BucketedIterable
