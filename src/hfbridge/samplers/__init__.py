@@ -11,11 +11,12 @@ from typing import TYPE_CHECKING, Any
 
 from hfbridge.samplers._balanced import BatchedSampler, ClassBalancedSampler
 from hfbridge.samplers._batch_samplers import (
+    BinPackingBatchSampler,
     LengthGroupedBatchSampler,
     RandomBatchSampler,
     TokenBudgetBatchSampler,
+    best_fit_decreasing,
 )
-from hfbridge.samplers._bin_packing import BinPackingBatchSampler, best_fit_decreasing
 from hfbridge.samplers._loader import (
     EpochSyncedCollator,
     ResumableDataLoader,
