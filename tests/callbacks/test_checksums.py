@@ -11,7 +11,7 @@ import pytest
 import torch
 import xxhash
 
-import hfbridge.callbacks._hashed as hashed
+import hfbridge.callbacks._atomic as hashed
 from hfbridge.callbacks import Checkpointer
 from hfbridge.models import freeze
 from tests.callbacks.test_trainable_only import _bert

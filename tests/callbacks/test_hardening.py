@@ -184,11 +184,11 @@ def test_torch_save_short_write_becomes_enospc(
 def test_safetensors_error_disk_full_becomes_enospc(
     tmp_path: Path, tiny_net: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Weights the streaming writer cannot take (see _hashed.model_tensors) go through safetensors itself."""
+    """Weights the streaming writer cannot take (see _atomic.model_tensors) go through safetensors itself."""
     import safetensors.torch
     from safetensors import SafetensorError
 
-    import hfbridge.callbacks._hashed as hashed
+    import hfbridge.callbacks._atomic as hashed
 
     def full(*a: Any, **k: Any) -> None:
         raise SafetensorError("Error while serializing: IoError(Os { code: 28, kind: StorageFull, ... })")

@@ -173,7 +173,7 @@ def test_enospc_in_safetensors_writer(
 ) -> None:
     import safetensors.torch
 
-    import hfbridge.callbacks._hashed as hashed
+    import hfbridge.callbacks._atomic as hashed
 
     ckpt = Checkpointer(tmp_path, keep_last=1)
     ckpt.save(1, model=tiny_net())

@@ -164,7 +164,7 @@ def test_trainer_runs_on_packed_chat(convs: list[Any], chat_tok: Any, tmp_path: 
 
 
 def test_messages_with_extra_keys_render_through_transformers(chat_tok: Any) -> None:
-    from hfbridge.adapters._chat_template import Renderer
+    from hfbridge.adapters._chat import Renderer
 
     conv = [{"role": "user", "content": "hi", "name": "ann"}, {"role": "assistant", "content": "Hello."}]
     renderer = Renderer(chat_tok, None, kit.CHATML, {})

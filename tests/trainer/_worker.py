@@ -156,7 +156,7 @@ def main(argv: list[str]) -> None:
                 accuracy=got.metrics["test_accuracy"],
                 loss=got.metrics["test_loss"],
             )
-    from hfbridge.trainer._eval_order import find_sorted_order
+    from hfbridge.trainer._batching import find_sorted_order
 
     world = {
         "sorted_eval": find_sorted_order(trainer.get_eval_dataloader()) is not None,

@@ -4,10 +4,10 @@
 ``ColumnRows`` is the list of rows that also carries its columns, which producers such as the adapters return.
 """
 
+from hfbridge.collators._arrays import ColumnRows
 from hfbridge.collators._masked_lm import MaskedLMCollator
 from hfbridge.collators._packing import PACKING_ATTENTION, FlatteningCollator, PackedCollator
 from hfbridge.collators._padding import PaddingCollator
-from hfbridge.collators._rows import ColumnRows
 from hfbridge.collators._task_collators import (
     CausalLMCollator,
     Seq2SeqCollator,

@@ -11,8 +11,8 @@ from numpy.random.bit_generator import ISeedSequence
 
 from hfbridge._checks import check_probability, check_type
 from hfbridge._distributed import get_rank, get_world_size
+from hfbridge.collators._arrays import Batch
 from hfbridge.collators._padding import padding_collator, padding_option, task_options
-from hfbridge.collators._rows import Batch
 
 __all__ = ["BatchSeed", "MaskedLMCollator", "continuation_table"]
 

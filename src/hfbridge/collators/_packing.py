@@ -30,8 +30,7 @@ from typing import Any, Literal
 import numpy as np
 
 from hfbridge._checks import check_choice, check_positive_int, check_type
-from hfbridge.collators._arrays import column_lengths, flatten_column, to_torch
-from hfbridge.collators._rows import gather_columns
+from hfbridge.collators._arrays import column_lengths, flatten_column, gather_columns, to_torch
 
 __all__ = ["PACKING_ATTENTION", "FlatteningCollator", "PackedCollator"]
 

@@ -18,28 +18,26 @@ import numpy as np
 
 from hfbridge._checks import check_choice, check_positive_int, check_type
 from hfbridge.collators._arrays import (
+    ALIGNED_KEYS,
+    Batch,
     Rule,
     Side,
     column_lengths,
     constant_padded,
     constant_value,
     flatten_column,
+    gather_columns,
+    key_kind,
+    output_name,
     pack_rows,
     padding_mask,
     raise_bad_element,
+    raise_misaligned,
     scatter_padded,
     stack_fixed,
     stack_scalars,
     to_torch,
     truncate_flat,
-)
-from hfbridge.collators._rows import (
-    ALIGNED_KEYS,
-    Batch,
-    gather_columns,
-    key_kind,
-    output_name,
-    raise_misaligned,
     unnest,
 )
 

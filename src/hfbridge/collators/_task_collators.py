@@ -12,6 +12,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from hfbridge._checks import check_task, check_type
+from hfbridge.collators._arrays import ALIGNED_KEYS, Batch
 from hfbridge.collators._masked_lm import MaskedLMCollator
 from hfbridge.collators._padding import (
     PADDING_OPTIONS,
@@ -20,7 +21,6 @@ from hfbridge.collators._padding import (
     padding_option,
     task_options,
 )
-from hfbridge.collators._rows import ALIGNED_KEYS, Batch
 
 __all__ = ["CausalLMCollator", "Seq2SeqCollator", "TokenClassificationCollator", "collator_for_task"]
 

@@ -11,16 +11,19 @@ from typing import TYPE_CHECKING, Any
 
 from hfbridge.samplers._balanced import BatchedSampler, ClassBalancedSampler
 from hfbridge.samplers._batch_samplers import (
+    BinPackingBatchSampler,
     LengthGroupedBatchSampler,
     RandomBatchSampler,
     TokenBudgetBatchSampler,
+    best_fit_decreasing,
 )
-from hfbridge.samplers._bin_packing import BinPackingBatchSampler, best_fit_decreasing
-from hfbridge.samplers._build import build_batch_sampler, dataset_labels, dataset_lengths
 from hfbridge.samplers._loader import (
     EpochSyncedCollator,
     ResumableDataLoader,
+    build_batch_sampler,
     build_dataloader,
+    dataset_labels,
+    dataset_lengths,
     seed_worker,
 )
 from hfbridge.samplers._streaming import BucketedIterable

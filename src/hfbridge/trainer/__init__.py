@@ -17,16 +17,19 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from hfbridge.trainer._arguments import TrainingArguments
     from hfbridge.trainer._batching import BatchingTrainerMixin
-    from hfbridge.trainer._callbacks import CheckpointCallback, EarlyStoppingCallback
+    from hfbridge.trainer._callbacks import (
+        CheckpointCallback,
+        EarlyStoppingCallback,
+        GradualUnfreezingCallback,
+    )
     from hfbridge.trainer._trainer import Trainer, retention
-    from hfbridge.trainer._unfreeze import GradualUnfreezingCallback
 
 # public name -> module that defines it (BatchingTrainerMixin does not import transformers; the rest do)
 _LAZY = {
     "BatchingTrainerMixin": "_batching",
     "CheckpointCallback": "_callbacks",
     "EarlyStoppingCallback": "_callbacks",
-    "GradualUnfreezingCallback": "_unfreeze",
+    "GradualUnfreezingCallback": "_callbacks",
     "Trainer": "_trainer",
     "TrainingArguments": "_arguments",
     "retention": "_trainer",

@@ -17,14 +17,15 @@ from transformers.trainer import TRAINING_ARGS_NAME
 
 from hfbridge.callbacks import Checkpointer
 from hfbridge.trainer._arguments import TrainingArguments, option
-from hfbridge.trainer._batching import train_dataloader, train_lengths
-from hfbridge.trainer._callbacks import EarlyStoppingCallback
-from hfbridge.trainer._eval_order import (
+from hfbridge.trainer._batching import (
     MetricsInDatasetOrder,
     SortedOrder,
     find_sorted_order,
     in_dataset_order,
+    train_dataloader,
+    train_lengths,
 )
+from hfbridge.trainer._callbacks import EarlyStoppingCallback
 
 __all__ = ["Trainer", "retention"]
 
