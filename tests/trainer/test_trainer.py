@@ -360,6 +360,53 @@ def test_resume_true_sets_a_damaged_newest_checkpoint_aside_and_takes_the_next(
     assert any(p.name.startswith(".quarantine-hfbridge-checkpoint-6") for p in (tmp_path / "out").iterdir())
 
 
+@pytest.mark.parametrize("how", ["newest", "path", "model_init"])
+def test_a_resume_reads_and_verifies_the_checkpoint_once(
+    tmp_path: Path, tokenized: Any, wordpiece_tokenizer: Any, make_tiny_model: Any, how: str, monkeypatch: Any
+) -> None:
+    import hfbridge.callbacks._store as store
+
+    flags = {"save_strategy": "steps", "save_steps": 2, "max_steps": 4, "early_stopping_patience": 3}
+    flags |= {"eval_strategy": "steps", "eval_steps": 2}
+    done = _trainer(tmp_path, tokenized, wordpiece_tokenizer, make_tiny_model, **flags)
+    done.train()
+    at_4 = {k: v.clone() for k, v in done.model.state_dict().items()}
+    reads: list[tuple[str, bool]] = []
+    real_read, real_problem = store.read_payload, store._files_problem
+
+    def read(folder: Path, **kwargs: Any) -> Any:
+        reads.append((folder.name, kwargs["wanted"]["model"]))
+        return real_read(folder, **kwargs)
+
+    def problem(folder: Path, entry: Any, *, verify: bool) -> Any:
+        if verify:
+            reads.append((f"verify {folder.name}", False))
+        return real_problem(folder, entry, verify=verify)
+
+    monkeypatch.setattr(store, "read_payload", read)
+    monkeypatch.setattr(store, "_files_problem", problem)
+    resumed = _trainer(tmp_path, tokenized, wordpiece_tokenizer, make_tiny_model, **{**flags, "max_steps": 6})
+    if how == "model_init":  # train() builds a new model: Trainer loads the weights into that one, later
+        resumed.model_init = lambda *args: make_tiny_model("bert", "sequence-classification")
+    loaded: dict[str, torch.Tensor] = {}
+    real_train = type(resumed).__mro__[1].train  # transformers.Trainer.train: the weights are in by then
+
+    def train_after_load(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if how != "model_init":
+            loaded.update({k: v.clone() for k, v in self.model.state_dict().items()})
+        return real_train(self, *args, **kwargs)
+
+    monkeypatch.setattr(type(resumed).__mro__[1], "train", train_after_load)
+    resumed.train(resume_from_checkpoint=True if how != "path" else str(tmp_path / "out" / "checkpoint-4"))
+    assert resumed.state.global_step == 6
+    if how == "model_init":  # one read for early stopping's state, one for the new model's weights
+        state_read = [("verify checkpoint-4", False), ("checkpoint-4", False)]
+        assert reads == [*state_read, ("verify checkpoint-4", False), ("checkpoint-4", True)]
+        return
+    assert reads == [("verify checkpoint-4", False), ("checkpoint-4", True)]
+    assert all(torch.equal(loaded[k], at_4[k]) for k in at_4)
+
+
 def test_resume_seeks_the_sampler_without_replaying_batches(
     tmp_path: Path, tokenized: Any, wordpiece_tokenizer: Any, make_tiny_model: Any
 ) -> None:

@@ -118,6 +118,7 @@ class Trainer(transformers.Trainer):
         self._checkpointers: dict[str, Checkpointer] = {}
         self._eval_metrics: tuple[int, dict[str, Any]] | None = None
         self._epoch_now = 0
+        self._weights_loaded_from: Path | None = None  # set by train(), taken by _load_from_checkpoint()
         if self.args.push_to_hub and self.args.hub_strategy in ("checkpoint", "all_checkpoints"):
             logger.warning(
                 "hfbridge.Trainer writes checkpoints through its atomic store and does not push them: "
@@ -335,6 +336,9 @@ class Trainer(transformers.Trainer):
         trainable-only checkpoint (``checkpoint_frozen="reference"``) loaded on top of the base after its
         fingerprint check. Any other folder goes to Trainer's own loader."""
         folder = Path(resume_from_checkpoint)
+        loaded, self._weights_loaded_from = self._weights_loaded_from, None
+        if loaded is not None and loaded == folder and model is None:
+            return  # train() already restored these weights in its one read of the checkpoint
         store = self.checkpointer(str(folder.parent))
         if not any(r["name"] == folder.name for r in store.checkpoints()):
             return super()._load_from_checkpoint(resume_from_checkpoint, model)
@@ -343,18 +347,35 @@ class Trainer(transformers.Trainer):
     def train(self, resume_from_checkpoint: str | bool | None = None, *args: Any, **kwargs: Any) -> Any:
         """Trainer's ``train``; ``resume_from_checkpoint=True`` takes the newest checkpoint that is complete
         and passes its checksums (a damaged one is set aside with a warning and the next newest tried), and
-        early-stopping patience is restored from it. An explicit path that is damaged raises."""
+        early-stopping patience is restored from it. An explicit path that is damaged raises.
+
+        A checkpoint of the store is verified and read once: the weights are restored here, together with
+        early stopping, and Trainer's ``_load_from_checkpoint`` then has nothing left to read. With
+        ``model_init`` (train() builds a new model first), DeepSpeed or FSDP, Trainer loads the weights later
+        as it does, and the checkpoint is read a second time for them.
+        """
         path = resume_from_checkpoint
         callbacks = {"early_stopping": self.early_stopping} if self.early_stopping else None
+        self._weights_loaded_from = None
+        plain = self.model_init is None and not (
+            getattr(self, "is_deepspeed_enabled", False) or getattr(self, "is_fsdp_enabled", False)
+        )
+        weights = self.model if plain else None
         if path is True:
             # the store picks the newest checkpoint that passes its checks; a damaged one is set aside
             # with a warning and the next one tried (an explicit path that is damaged raises instead)
-            result = self.checkpointer().resume(callbacks=callbacks, restore_rng=False)
-            # None: no checkpoint of ours, Trainer looks for its own folders (and raises if there are none)
-            return super().train(True if result is None else str(result.path), *args, **kwargs)
-        if isinstance(path, (str, Path)):
+            result = self.checkpointer().resume(model=weights, callbacks=callbacks, restore_rng=False)
+            if result is None:  # no checkpoint of ours: Trainer looks for its own folders (or raises)
+                return super().train(True, *args, **kwargs)
+            path = str(result.path)
+            self._weights_loaded_from = None if weights is None else Path(path)
+        elif isinstance(path, (str, Path)):
             store = self.checkpointer(str(Path(path).parent))
             if any(r["name"] == Path(path).name for r in store.checkpoints()):
-                store.resume(path=path, callbacks=callbacks, restore_rng=False)
+                store.resume(path=path, model=weights, callbacks=callbacks, restore_rng=False)
+                self._weights_loaded_from = None if weights is None else Path(path)
             path = str(path)
-        return super().train(path, *args, **kwargs)
+        try:
+            return super().train(path, *args, **kwargs)
+        finally:
+            self._weights_loaded_from = None
