@@ -180,6 +180,12 @@ def test_checkpoint_folders_hold_what_hf_tooling_reads(
     text = "a small test sentence"
     assert AutoTokenizer.from_pretrained(folder)(text)["input_ids"] == wordpiece_tokenizer(text)["input_ids"]
     assert json.loads((folder / "trainer_state.json").read_text())["global_step"] == 4
+    # tools that pick the class from config.json see the task model, as in HF's checkpoints (save_pretrained
+    # sets it); the model's own config is left as it was
+    assert json.loads((folder / "config.json").read_text())["architectures"] == [
+        "BertForSequenceClassification"
+    ]
+    assert trainer.model.config.architectures is None
 
 
 class _Scores:
@@ -397,7 +403,8 @@ def test_a_resume_reads_and_verifies_the_checkpoint_once(
         return real_train(self, *args, **kwargs)
 
     monkeypatch.setattr(type(resumed).__mro__[1], "train", train_after_load)
-    resumed.train(resume_from_checkpoint=True if how != "path" else str(tmp_path / "out" / "checkpoint-4"))
+    where = {"newest": True, "path": str(tmp_path / "out" / "checkpoint-4"), "model_init": "true"}[how]
+    resumed.train(resume_from_checkpoint=where)  # "true": what `--resume_from_checkpoint True` gives a script
     assert resumed.state.global_step == 6
     if how == "model_init":  # one read for early stopping's state, one for the new model's weights
         state_read = [("verify checkpoint-4", False), ("checkpoint-4", False)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import logging
@@ -275,9 +276,14 @@ class Trainer(transformers.Trainer):
         ``processing_class`` files and ``training_args.bin``. Written into the unpublished folder, so they
         are checksummed and published with the rest."""
         unwrapped = self.accelerator.unwrap_model(model)
-        save_config = getattr(getattr(unwrapped, "config", None), "save_pretrained", None)
-        if (folder / "model.safetensors").is_file() and callable(save_config):
-            save_config(str(folder))
+        config: Any = getattr(unwrapped, "config", None)
+        if (folder / "model.safetensors").is_file() and callable(getattr(config, "save_pretrained", None)):
+            if isinstance(unwrapped, transformers.PreTrainedModel):
+                # as save_pretrained does, so tools that pick the class from config.json see the task model
+                # (a base model's config names the base class); on a copy, leaving the model's config alone
+                config = copy.deepcopy(config)
+                config.architectures = [type(unwrapped).__name__]
+            config.save_pretrained(str(folder))
             generation = getattr(unwrapped, "generation_config", None)
             can_generate = getattr(unwrapped, "can_generate", None)
             if generation is not None and callable(can_generate) and can_generate():
@@ -347,7 +353,9 @@ class Trainer(transformers.Trainer):
     def train(self, resume_from_checkpoint: str | bool | None = None, *args: Any, **kwargs: Any) -> Any:
         """Trainer's ``train``; ``resume_from_checkpoint=True`` takes the newest checkpoint that is complete
         and passes its checksums (a damaged one is set aside with a warning and the next newest tried), and
-        early-stopping patience is restored from it. An explicit path that is damaged raises.
+        early-stopping patience is restored from it. An explicit path that is damaged raises. The string
+        ``"True"`` (any case; what ``--resume_from_checkpoint True`` gives an HF example script) means
+        ``True`` unless a folder of that name exists.
 
         A checkpoint of the store is verified and read once: the weights are restored here, together with
         early stopping, and Trainer's ``_load_from_checkpoint`` then has nothing left to read. With
@@ -355,6 +363,10 @@ class Trainer(transformers.Trainer):
         as it does, and the checkpoint is read a second time for them.
         """
         path = resume_from_checkpoint
+        if isinstance(path, str) and path.lower() == "true" and not Path(path).exists():
+            # `--resume_from_checkpoint True` reaches an HF example script as the string "True", which
+            # HF's Trainer takes for a folder name and raises on; here it means True
+            path = True
         callbacks = {"early_stopping": self.early_stopping} if self.early_stopping else None
         self._weights_loaded_from = None
         plain = self.model_init is None and not (
