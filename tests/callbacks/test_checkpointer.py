@@ -267,6 +267,25 @@ def test_corrupt_manifest_is_rebuilt_from_markers(tmp_path: Path, tiny_net: Any)
         assert ckpt.latest() == tmp_path / "step1"
 
 
+def test_a_lost_manifest_is_reported_once_per_checkpointer(tmp_path: Path, tiny_net: Any) -> None:
+    import warnings
+
+    ckpt = Checkpointer(tmp_path, keep_last=2)
+    for step in range(2):
+        ckpt.save(step, model=tiny_net())
+    (tmp_path / "manifest.json").unlink()  # e.g. checkpoint folders copied without it
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert ckpt.latest() == tmp_path / "step1"
+        assert [c["name"] for c in ckpt.checkpoints()] == ["step0", "step1"]
+        assert ckpt.resume(model=tiny_net()) is not None
+    said = [str(w.message) for w in caught if "rebuilding it" in str(w.message)]
+    assert len(said) == 1
+    assert "is missing; rebuilding it from checkpoint markers (2 found)" in said[0]
+    ckpt.save(2, model=tiny_net())  # the save writes the rebuilt manifest
+    assert (tmp_path / "manifest.json").is_file()
+
+
 def test_resume_without_checkpoints_returns_none(tmp_path: Path, tiny_net: Any) -> None:
     assert Checkpointer(tmp_path / "empty").resume(model=tiny_net()) is None
     assert Checkpointer(tmp_path / "empty").latest() is None

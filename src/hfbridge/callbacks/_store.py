@@ -144,6 +144,7 @@ class ManifestStore:
         self.dirpath = dirpath
         self.mode, self.keep_best, self.keep_last, self.keep_total = mode, keep_best, keep_last, keep_total
         self.path = dirpath / "manifest.json"
+        self._rebuilt: set[str] = set()  # why the manifest was rebuilt in memory, each said once
 
     def read(self) -> dict[str, Any]:
         """The manifest with untrusted records dropped; rebuilt from the markers when lost or unreadable."""
@@ -175,7 +176,9 @@ class ManifestStore:
         if markers:  # adopt the newest checkpoint's run only: folders copied in from another run stay foreign
             manifest["run"] = max(markers, key=lambda m: m["seq"]).get("run")
             markers = [m for m in markers if m.get("run") == manifest["run"]]
-        if markers or why != "is missing":
+        if (markers or why != "is missing") and why not in self._rebuilt:
+            # read-only calls (latest, resume, ...) rebuild it in memory each time; the next save writes it
+            self._rebuilt.add(why)
             _warn(
                 f"manifest {str(self.path)!r} {why}; rebuilding it from checkpoint markers "
                 f"({len(markers)} found)"
