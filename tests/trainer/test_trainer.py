@@ -154,6 +154,69 @@ def test_unsorted_evaluation_is_in_dataset_order_even_with_group_by_length(
     np.testing.assert_array_equal(got.label_ids, np.asarray(tokenized["label"])[:rows])
 
 
+def test_a_random_masking_collator_keeps_evaluation_in_dataset_order(
+    tmp_path: Path, tokenized: Any, wordpiece_tokenizer: Any, make_tiny_model: Any
+) -> None:
+    from torch.utils.data import SequentialSampler
+    from transformers import DataCollatorForLanguageModeling, DataCollatorWithPadding
+
+    from hfbridge.collators import MaskedLMCollator
+    from hfbridge.trainer._batching import SortedOrder
+
+    def sampler(collator: Any, **flags: Any) -> Any:
+        trainer = hfbridge.Trainer(
+            model=make_tiny_model("bert", "masked-lm"),
+            args=_args(tmp_path, **flags),
+            data_collator=collator,
+        )
+        return trainer._get_eval_sampler(tokenized)
+
+    assert isinstance(sampler(DataCollatorWithPadding(wordpiece_tokenizer)), SortedOrder)
+    assert isinstance(sampler(DataCollatorForLanguageModeling(wordpiece_tokenizer, mlm=False)), SortedOrder)
+    for masking in (
+        DataCollatorForLanguageModeling(wordpiece_tokenizer),
+        MaskedLMCollator(wordpiece_tokenizer),
+    ):
+        assert isinstance(sampler(masking), SequentialSampler), type(masking).__name__
+
+
+def test_masked_lm_with_evaluation_matches_hf_step_for_step(
+    tmp_path: Path, tokenized: Any, wordpiece_tokenizer: Any, make_tiny_model: Any
+) -> None:
+    # HF's masking collator draws from torch's global RNG: sorted evaluation batches would draw other masks
+    # and leave training on another RNG stream, so every loss after the first evaluation would differ
+    import transformers
+    from transformers import DataCollatorForLanguageModeling
+
+    rows = tokenized.remove_columns("label").select(range(48))
+    flags = {"max_steps": 6, "eval_strategy": "steps", "eval_steps": 2, "logging_strategy": "steps"}
+    flags |= {"logging_steps": 1, "train_sampling_strategy": "sequential", "per_device_eval_batch_size": 5}
+    history = []
+    for trainer_class, args_class in (
+        (transformers.Trainer, transformers.TrainingArguments),
+        (hfbridge.Trainer, hfbridge.TrainingArguments),
+    ):
+        options = _args(tmp_path / trainer_class.__module__, **flags).to_dict()
+        options = {k: v for k, v in options.items() if k in args_class.__dataclass_fields__}
+        options = {k: v for k, v in options.items() if args_class.__dataclass_fields__[k].init}
+        trainer = trainer_class(
+            model=make_tiny_model("bert", "masked-lm"),
+            args=args_class(**options),
+            train_dataset=rows,
+            eval_dataset=rows,
+            data_collator=DataCollatorForLanguageModeling(wordpiece_tokenizer),
+        )
+        trainer.train()
+        history.append(
+            [
+                {k: v for k, v in h.items() if "runtime" not in k and "per_second" not in k}
+                for h in trainer.state.log_history
+            ]
+        )
+    assert history[0] == history[1]
+    assert sum("eval_loss" in h for h in history[1]) == 3
+
+
 def test_checkpoint_folders_hold_what_hf_tooling_reads(
     tmp_path: Path, tokenized: Any, wordpiece_tokenizer: Any, make_tiny_model: Any
 ) -> None:

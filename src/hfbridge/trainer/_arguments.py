@@ -50,7 +50,9 @@ class TrainingArguments(transformers.TrainingArguments):
             ``metric_for_best_model`` (``eval_loss`` when unset); survives a resume.
         early_stopping_threshold: the least change that counts as an improvement.
         sort_eval_by_length: evaluate and predict in length-sorted batches, also under several processes
-            (same metrics, predictions in dataset order); off, evaluation runs in dataset order.
+            (same metrics, predictions in dataset order); off, evaluation runs in dataset order. A collator
+            that masks tokens at random (masked or permutation LM) always evaluates in dataset order: its
+            masks depend on the batches, so sorting would change the metrics.
         checkpoint_frozen: ``"save"`` writes every weight into each checkpoint; ``"reference"`` writes only
             what trains (a LoRA adapter, an unfrozen head) plus a fingerprint of the frozen rest, which a
             resume checks against the base model you load (see :class:`~hfbridge.Checkpointer`'s ``frozen``).

@@ -42,6 +42,18 @@ def _flag(args: Any, name: str) -> Any:
     return TrainingArguments.__dataclass_fields__[name].default
 
 
+def masks_at_random(collator: Any) -> bool:
+    """Whether ``collator`` masks tokens at random (HF's masked and permutation LM collators, hfbridge's
+    ``MaskedLMCollator``): its output for a row depends on the rest of the batch."""
+    from hfbridge.collators import MaskedLMCollator
+
+    if isinstance(collator, MaskedLMCollator):
+        return True
+    if isinstance(collator, transformers.DataCollatorForPermutationLanguageModeling):
+        return True
+    return isinstance(collator, transformers.DataCollatorForLanguageModeling) and bool(collator.mlm)
+
+
 def resolved_batching(args: Any) -> str | None:
     """The hfbridge batching in effect for ``args``, or ``None`` when Trainer's own sampler is used."""
     batching = _flag(args, "batching")
@@ -119,6 +131,7 @@ class Trainer(transformers.Trainer):
         self._checkpointers: dict[str, Checkpointer] = {}
         self._eval_metrics: tuple[int, dict[str, Any]] | None = None
         self._epoch_now = 0
+        self._said_unsorted = False  # the note that a random-masking collator keeps evaluation unsorted
         self._weights_loaded_from: Path | None = None  # set by train(), taken by _load_from_checkpoint()
         if self.args.push_to_hub and self.args.hub_strategy in ("checkpoint", "all_checkpoints"):
             logger.warning(
@@ -191,6 +204,18 @@ class Trainer(transformers.Trainer):
             return None
         args = self.args
         sort = _flag(args, "sort_eval_by_length") and args.eval_do_concat_batches
+        if sort and masks_at_random(self.data_collator):
+            # which tokens get masked depends on the batch a row lands in (and, for HF's collators, on how
+            # much of torch's global RNG each padded batch draws, which training then continues from):
+            # sorted batches would change the metrics and every training step after an evaluation
+            if not self._said_unsorted:
+                logger.info(
+                    "evaluation is not length-sorted: %s masks tokens at random, so the metrics (and the "
+                    "RNG stream training continues from) depend on the batches; dataset order keeps HF's",
+                    type(self.data_collator).__name__,
+                )
+                self._said_unsorted = True
+            sort = False
         if sort and not args.dataloader_drop_last:  # drop_last: HF drops the last rows, not the shortest
             names = getattr(self.processing_class, "model_input_names", None)
             try:
