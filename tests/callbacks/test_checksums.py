@@ -74,6 +74,34 @@ def test_streamed_weights_are_byte_for_byte_what_safetensors_writes(tmp_path: Pa
     assert rec == {"size": len(data), "xxh3_64": xxhash.xxh3_64_hexdigest(data)}
 
 
+@pytest.mark.parametrize("arch", ["gpt2", "t5"])
+def test_tied_weights_are_stored_under_the_names_save_pretrained_keeps(tmp_path: Path, arch: str) -> None:
+    # sorted order alone would keep lm_head.weight (GPT-2) or decoder.embed_tokens.weight (T5)
+    import transformers as tf
+    from safetensors import safe_open
+
+    from hfbridge.callbacks import Checkpointer
+
+    if arch == "gpt2":
+        model: Any = tf.GPT2LMHeadModel(tf.GPT2Config(vocab_size=100, n_embd=32, n_layer=1, n_head=2))
+    else:
+        cfg = tf.T5Config(vocab_size=100, d_model=32, num_layers=1, num_heads=2, d_ff=64, d_kv=16)
+        model = tf.T5ForConditionalGeneration(cfg)
+    model.save_pretrained(tmp_path / "hf")
+    folder = Checkpointer(tmp_path / "ck").save(1, model=model)
+    assert folder is not None
+    keys = []
+    for path in (tmp_path / "hf" / "model.safetensors", folder / "model.safetensors"):
+        with safe_open(str(path), framework="pt") as f:
+            keys.append(sorted(f.keys()))
+    assert keys[0] == keys[1]
+    assert ("lm_head.weight" in keys[1]) is False
+    reloaded = type(model)(model.config)
+    assert Checkpointer(tmp_path / "ck").resume(model=reloaded) is not None  # still tied, same weights
+    assert reloaded.get_output_embeddings().weight is reloaded.get_input_embeddings().weight
+    assert torch.equal(reloaded.get_input_embeddings().weight, model.get_input_embeddings().weight)
+
+
 def _split(path: Path) -> tuple[dict[str, Any], bytes]:
     """A safetensors file's parsed header and its data bytes."""
     raw = path.read_bytes()

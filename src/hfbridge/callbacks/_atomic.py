@@ -314,8 +314,18 @@ def _view(t: torch.Tensor) -> tuple[Any, ...]:
 
 def model_tensors(module: torch.nn.Module) -> tuple[dict[str, torch.Tensor], dict[str, str]] | None:
     """The tensors of ``module.state_dict()`` to store, each shared storage once, and the metadata naming the
-    dropped aliases (``{dropped: kept}``, the name kept being the first in sorted order, as
-    ``safetensors.torch.save_model`` does); ``None`` when :func:`write_safetensors` cannot stream them."""
+    dropped aliases (``{dropped: kept}``); ``None`` when :func:`write_safetensors` cannot stream them.
+
+    The name kept is the one ``save_pretrained`` keeps: not a tie target of the model's
+    ``all_tied_weights_keys`` (GPT-2 stores ``transformer.wte.weight``, not ``lm_head.weight``), the first in
+    sorted order among those, as ``safetensors.torch.save_model`` picks.
+    """
+    tied = getattr(module, "all_tied_weights_keys", None)
+    targets = {str(k) for k in tied} if isinstance(tied, Mapping) else set()
+
+    def tie_target(name: str) -> bool:  # also under a wrapper's prefix (a PEFT model's base_model.model.)
+        return name in targets or any(name.endswith(f".{t}") for t in targets)
+
     dtypes = safetensors_dtypes()
     groups: dict[int, list[str]] = {}
     state = module.state_dict()
@@ -333,8 +343,10 @@ def model_tensors(module: torch.nn.Module) -> tuple[dict[str, torch.Tensor], dic
         same = all(_view(state[n]) == _view(first) for n in names)
         if not (whole and same):
             return None  # partly shared memory: safetensors' own rules decide
-        keep, *dropped = sorted(names)
-        for name in dropped:
+        keep = min(names, key=lambda n: (tie_target(n), n))
+        for name in names:
+            if name == keep:
+                continue
             del tensors[name]
             aliases[name] = keep
     return tensors, aliases
