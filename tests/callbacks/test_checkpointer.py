@@ -284,6 +284,9 @@ def test_a_lost_manifest_is_reported_once_per_checkpointer(tmp_path: Path, tiny_
     assert "is missing; rebuilding it from checkpoint markers (2 found)" in said[0]
     ckpt.save(2, model=tiny_net())  # the save writes the rebuilt manifest
     assert (tmp_path / "manifest.json").is_file()
+    (tmp_path / "manifest.json").unlink()  # lost again: said again
+    with pytest.warns(RuntimeWarning, match=r"is missing; rebuilding it from checkpoint markers \(2 found\)"):
+        assert ckpt.latest() == tmp_path / "step2"
 
 
 def test_resume_without_checkpoints_returns_none(tmp_path: Path, tiny_net: Any) -> None:

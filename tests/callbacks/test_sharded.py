@@ -301,6 +301,8 @@ def test_killed_and_resumed_run_is_bitwise_the_uninterrupted_one(tmp_path: Path,
     assert "model.safetensors" not in files
     assert "optimizer.pt" not in files  # optimizer shards live in model_shards/ too
     assert {"rng_state_0.pth", "rng_state_1.pth", "scheduler.pt", "config.json"} <= files
+    task_class = {"bert": "BertForSequenceClassification", "llama": "LlamaForCausalLM"}[arch]
+    assert json.loads((folder / "config.json").read_text())["architectures"] == [task_class]  # not FSDP...
     manifest = json.loads((tmp_path / "ck" / "manifest.json").read_text())
     assert "model_shards/__1_0.distcp" in manifest["checkpoints"][0]["files"]  # checksummed like the rest
     assert not [p for p in (tmp_path / "ck").iterdir() if p.name.startswith(".")]

@@ -422,10 +422,22 @@ def export_full_weights(
 
 
 def write_config(model: Any, folder: Path) -> bool:
-    """An HF model's ``config.json`` into ``folder`` (for export); ``False`` if none."""
+    """An HF model's ``config.json`` into ``folder`` (for export); ``False`` if none.
+
+    As ``save_pretrained`` writes it: ``architectures`` names the model's class (a base model's config names
+    the base class), without the ``FSDP`` prefix that ``fully_shard`` gives it; the model's config is left as
+    it was.
+    """
+    import copy
+    import sys
+
     config = getattr(model, "config", None)
     if config is None or not hasattr(config, "to_json_file"):
         return False
+    hf = sys.modules.get("transformers")  # an HF config came with transformers imported
+    if hf is not None and isinstance(model, hf.PreTrainedModel):
+        config = copy.deepcopy(config)
+        config.architectures = [type(model).__name__.removeprefix("FSDP")]
     config.to_json_file(str(folder / "config.json"))
     return True
 

@@ -223,6 +223,7 @@ class ManifestStore:
         manifest["checkpoints"] = [e for e in manifest["checkpoints"] if e not in evicted]
         manifest["best"], manifest["last"] = best, last
         write_json_atomic(self.path, manifest)
+        self._rebuilt.clear()  # a later loss of this manifest is news again
         return evicted
 
     def remove(self, evicted: list[dict[str, Any]]) -> None:

@@ -385,7 +385,8 @@ class Trainer(transformers.Trainer):
         A checkpoint of the store is verified and read once: the weights are restored here, together with
         early stopping, and Trainer's ``_load_from_checkpoint`` then has nothing left to read. With
         ``model_init`` (train() builds a new model first), DeepSpeed or FSDP, Trainer loads the weights later
-        as it does, and the checkpoint is read a second time for them.
+        as it does, and the checkpoint is read a second time for them. Should Trainer raise before its
+        own loading step, the model already holds the checkpoint's weights.
         """
         path = resume_from_checkpoint
         if isinstance(path, str) and path.lower() == "true" and not Path(path).exists():
