@@ -36,6 +36,7 @@ __all__ = [
     "load_sharded",
     "save_sharded",
     "stage_folder",
+    "task_config",
     "write_config",
 ]
 
@@ -421,23 +422,31 @@ def export_full_weights(
     return out
 
 
-def write_config(model: Any, folder: Path) -> bool:
-    """An HF model's ``config.json`` into ``folder`` (for export); ``False`` if none.
+def task_config(model: Any) -> Any:
+    """``model.config`` as ``save_pretrained`` writes it, ``None`` without an HF config.
 
-    As ``save_pretrained`` writes it: ``architectures`` names the model's class (a base model's config names
-    the base class), without the ``FSDP`` prefix that ``fully_shard`` gives it; the model's config is left as
-    it was.
+    ``architectures`` names the model's class (a base model's config names the base class), without the
+    ``FSDP`` prefix that ``fully_shard`` gives it. A copy when changed; the model's config stays as it was.
     """
     import copy
     import sys
 
     config = getattr(model, "config", None)
     if config is None or not hasattr(config, "to_json_file"):
-        return False
+        return None
     hf = sys.modules.get("transformers")  # an HF config came with transformers imported
     if hf is not None and isinstance(model, hf.PreTrainedModel):
         config = copy.deepcopy(config)
         config.architectures = [type(model).__name__.removeprefix("FSDP")]
+    return config
+
+
+def write_config(model: Any, folder: Path) -> bool:
+    """An HF model's ``config.json`` (see :func:`task_config`) into ``folder`` (for export); ``False`` if
+    none."""
+    config = task_config(model)
+    if config is None:
+        return False
     config.to_json_file(str(folder / "config.json"))
     return True
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import json
 import logging
@@ -17,6 +16,7 @@ from torch.utils.data import DataLoader, SequentialSampler
 from transformers.trainer import TRAINING_ARGS_NAME
 
 from hfbridge.callbacks import Checkpointer
+from hfbridge.callbacks._sharded import task_config
 from hfbridge.trainer._arguments import TrainingArguments, option
 from hfbridge.trainer._batching import (
     MetricsInDatasetOrder,
@@ -301,13 +301,8 @@ class Trainer(transformers.Trainer):
         ``processing_class`` files and ``training_args.bin``. Written into the unpublished folder, so they
         are checksummed and published with the rest."""
         unwrapped = self.accelerator.unwrap_model(model)
-        config: Any = getattr(unwrapped, "config", None)
+        config = task_config(unwrapped)  # names the task model, so tools that pick the class from it see it
         if (folder / "model.safetensors").is_file() and callable(getattr(config, "save_pretrained", None)):
-            if isinstance(unwrapped, transformers.PreTrainedModel):
-                # as save_pretrained does, so tools that pick the class from config.json see the task model
-                # (a base model's config names the base class); on a copy, leaving the model's config alone
-                config = copy.deepcopy(config)
-                config.architectures = [type(unwrapped).__name__]
             config.save_pretrained(str(folder))
             generation = getattr(unwrapped, "generation_config", None)
             can_generate = getattr(unwrapped, "can_generate", None)
@@ -394,7 +389,6 @@ class Trainer(transformers.Trainer):
             # HF's Trainer takes for a folder name and raises on; here it means True
             path = True
         callbacks = {"early_stopping": self.early_stopping} if self.early_stopping else None
-        self._weights_loaded_from = None
         plain = self.model_init is None and not (
             getattr(self, "is_deepspeed_enabled", False) or getattr(self, "is_fsdp_enabled", False)
         )
