@@ -5,36 +5,37 @@ from __future__ import annotations
 import pytest
 
 from hfbridge.samplers import BatchedSampler, ClassBalancedSampler
-from hfbridge.samplers._state import Cursor, shard_len, shard_positions
+from hfbridge.samplers._state import Cursor, check_state, make_state, shard_len, shard_positions
 
 
 def test_cursor_keeps_a_loaded_position_for_its_epoch_only() -> None:
     cursor = Cursor()
-    state = cursor.state("S", "fp", seed=4)
-    assert state == {"sampler": "S", "fingerprint": "fp", "seed": 4, "epoch": 0, "position": 0}
+    assert (cursor.epoch, cursor.position()) == (0, 0)
     cursor.resume(2, 5, limit=10)
     cursor.set_epoch(2)  # same epoch: the loaded position stays
     assert cursor.next_position == 5
-    assert cursor.state("S", "fp", 4)["position"] == 5
+    assert cursor.position() == 5
     assert cursor.start() == 5
     assert cursor.next_position == 0  # consumed
     cursor.yielded = 7
-    assert cursor.state("S", "fp", 4) == {
-        "sampler": "S",
-        "fingerprint": "fp",
-        "seed": 4,
-        "epoch": 2,
-        "position": 7,
-    }
+    assert (cursor.epoch, cursor.position()) == (2, 7)
     assert cursor.position(3) == 3
     cursor.set_epoch(3)
     assert (cursor.epoch, cursor.yielded, cursor.next_position) == (3, 0, 0)
-    assert cursor.load({**state, "epoch": 1, "position": 9, "seed": 8}, "S", "fp", limit=9) == 8
+    cursor.resume(1, 9, limit=9)
     assert (cursor.epoch, cursor.next_position) == (1, 9)
     with pytest.raises(ValueError, match=r"position.*<= 9"):
         cursor.resume(1, 10, limit=9)
     with pytest.raises(ValueError, match="epoch"):
         cursor.set_epoch(-1)
+
+
+def test_make_state_and_check_state_round_trip() -> None:
+    state = make_state("S", "fp", seed=4, epoch=2, position=7)
+    assert state == {"sampler": "S", "fingerprint": "fp", "seed": 4, "epoch": 2, "position": 7}
+    assert check_state(state, "S", "fp") == (4, 2, 7)
+    with pytest.raises(ValueError, match="fingerprint"):
+        check_state(state, "S", "other")
 
 
 @pytest.mark.parametrize("uneven", ["pad", "drop", "exact"])

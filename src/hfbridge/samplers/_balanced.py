@@ -14,8 +14,10 @@ from hfbridge.samplers._state import (
     Schedule,
     Uneven,
     epoch_rng,
+    scheduled_epoch,
     scheduled_len,
     scheduled_load_state_dict,
+    scheduled_next_position,
     scheduled_seek,
     scheduled_set_epoch,
     scheduled_state_dict,
@@ -82,13 +84,7 @@ class ClassBalancedSampler(Sampler[int]):
         # rows grouped by class, for draws with replacement (a class first, then one of its rows)
         self._rows_by_class = np.argsort(self._labels, kind="stable") if replacement else self._labels
         self._schedule = Schedule(
-            type(self).__name__,
-            self._draw,
-            self.num_samples,
-            seed=seed,
-            num_replicas=num_replicas,
-            rank=rank,
-            uneven=uneven,
+            type(self).__name__, self._draw, self.num_samples, seed, num_replicas, rank, uneven
         )
         self.seed, self.uneven = seed, uneven
         self.num_replicas, self.rank = self._schedule.num_replicas, self._schedule.rank
@@ -126,17 +122,9 @@ class ClassBalancedSampler(Sampler[int]):
         for position in self._schedule.steps():
             yield int(indices[position])
 
-    @property
-    def epoch(self) -> int:
-        """The epoch whose draw is used (see :meth:`set_epoch`)."""
-        return self._schedule.cursor.epoch
-
-    @property
-    def next_position(self) -> int:
-        """Index of the index the next ``__iter__`` starts from."""
-        return self._schedule.cursor.next_position
-
     # the sampler protocol, kept by the schedule (see `Scheduled` in samplers/_state.py)
+    epoch = scheduled_epoch
+    next_position = scheduled_next_position
     __len__ = scheduled_len
     set_epoch = scheduled_set_epoch
     seek = scheduled_seek

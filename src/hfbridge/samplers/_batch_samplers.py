@@ -25,8 +25,10 @@ from hfbridge.samplers._state import (
     descending_key,
     epoch_rng,
     iter_scheduled_batches,
+    scheduled_epoch,
     scheduled_len,
     scheduled_load_state_dict,
+    scheduled_next_position,
     scheduled_seek,
     scheduled_set_epoch,
     scheduled_state_dict,
@@ -109,13 +111,7 @@ class LengthGroupedBatchSampler(Sampler[list[int]]):
         self._num_rows = n - n % batch_size if drop_last else n
         num_batches = -(-self._num_rows // batch_size)
         self._schedule = Schedule(
-            type(self).__name__,
-            self._draw,
-            num_batches,
-            seed=seed,
-            num_replicas=num_replicas,
-            rank=rank,
-            uneven=uneven,
+            type(self).__name__, self._draw, num_batches, seed, num_replicas, rank, uneven
         )
         self.seed, self.uneven = seed, uneven
         self.num_replicas, self.rank = self._schedule.num_replicas, self._schedule.rank
@@ -140,17 +136,9 @@ class LengthGroupedBatchSampler(Sampler[list[int]]):
         longest = self._lengths if self.longest_first else None
         return shuffled_batches(rows, bounds, self._schedule, epoch, shuffle=self.shuffle, longest=longest)
 
-    @property
-    def epoch(self) -> int:
-        """The epoch whose order is used (see ``set_epoch``)."""
-        return self._schedule.cursor.epoch
-
-    @property
-    def next_position(self) -> int:
-        """Index (within this rank's epoch) of the batch the next ``__iter__`` starts from."""
-        return self._schedule.cursor.next_position
-
     # the sampler protocol, kept by the schedule (see `Scheduled` in samplers/_state.py)
+    epoch = scheduled_epoch
+    next_position = scheduled_next_position
     __len__ = scheduled_len
     __iter__ = iter_scheduled_batches
     set_epoch = scheduled_set_epoch
@@ -199,13 +187,7 @@ class RandomBatchSampler(Sampler[list[int]]):
         self.shuffle = check_type("shuffle", shuffle, bool)
         num_batches = num_rows // batch_size if drop_last else -(-num_rows // batch_size)
         self._schedule = Schedule(
-            type(self).__name__,
-            self._draw,
-            num_batches,
-            seed=seed,
-            num_replicas=num_replicas,
-            rank=rank,
-            uneven=uneven,
+            type(self).__name__, self._draw, num_batches, seed, num_replicas, rank, uneven
         )
         self.seed, self.uneven = seed, uneven
         self.num_replicas, self.rank = self._schedule.num_replicas, self._schedule.rank
@@ -217,17 +199,9 @@ class RandomBatchSampler(Sampler[list[int]]):
         bounds = np.minimum(np.arange(self._schedule.num_items + 1) * self.batch_size, self.num_rows)
         return shuffled_batches(rows, bounds, self._schedule, epoch, shuffle=False)
 
-    @property
-    def epoch(self) -> int:
-        """The epoch whose order is used (see ``set_epoch``)."""
-        return self._schedule.cursor.epoch
-
-    @property
-    def next_position(self) -> int:
-        """Index (within this rank's epoch) of the batch the next ``__iter__`` starts from."""
-        return self._schedule.cursor.next_position
-
     # the sampler protocol, kept by the schedule (see `Scheduled` in samplers/_state.py)
+    epoch = scheduled_epoch
+    next_position = scheduled_next_position
     __len__ = scheduled_len
     __iter__ = iter_scheduled_batches
     set_epoch = scheduled_set_epoch
@@ -335,13 +309,7 @@ class TokenBudgetBatchSampler(Sampler[list[int]]):
         self._sorted = np.argsort(self._key, kind="stable")  # the cut depends only on the lengths: cut once
         self._bounds = token_budget_bounds(self._padded[self._sorted], max_tokens, max_batch_size)
         self._schedule = Schedule(
-            type(self).__name__,
-            self._draw,
-            len(self._bounds) - 1,
-            seed=seed,
-            num_replicas=num_replicas,
-            rank=rank,
-            uneven=uneven,
+            type(self).__name__, self._draw, len(self._bounds) - 1, seed, num_replicas, rank, uneven
         )
         self.seed, self.uneven = seed, uneven
         self.num_replicas, self.rank = self._schedule.num_replicas, self._schedule.rank
@@ -363,17 +331,9 @@ class TokenBudgetBatchSampler(Sampler[list[int]]):
             rows, self._bounds, self._schedule, epoch, shuffle=self.shuffle, longest=longest
         )
 
-    @property
-    def epoch(self) -> int:
-        """The epoch whose order is used (see ``set_epoch``)."""
-        return self._schedule.cursor.epoch
-
-    @property
-    def next_position(self) -> int:
-        """Index (within this rank's epoch) of the batch the next ``__iter__`` starts from."""
-        return self._schedule.cursor.next_position
-
     # the sampler protocol, kept by the schedule (see `Scheduled` in samplers/_state.py)
+    epoch = scheduled_epoch
+    next_position = scheduled_next_position
     __len__ = scheduled_len
     __iter__ = iter_scheduled_batches
     set_epoch = scheduled_set_epoch
@@ -474,13 +434,7 @@ class BinPackingBatchSampler(Sampler[list[int]]):
         num_batches = n // bins_per_batch if drop_last else -(-n // bins_per_batch)
         # every rank gets the same count: the last batches wrap ("pad")
         self._schedule = Schedule(
-            type(self).__name__,
-            self._draw,
-            num_batches,
-            seed=seed,
-            num_replicas=num_replicas,
-            rank=rank,
-            uneven="pad",
+            type(self).__name__, self._draw, num_batches, seed, num_replicas, rank, "pad"
         )
         self.seed = seed
         self.num_replicas, self.rank = self._schedule.num_replicas, self._schedule.rank
@@ -505,17 +459,9 @@ class BinPackingBatchSampler(Sampler[list[int]]):
         bounds = np.concatenate([[0], ends])[cuts]
         return shuffled_batches(rows, bounds, self._schedule, epoch, shuffle=False)
 
-    @property
-    def epoch(self) -> int:
-        """The epoch whose order is used (see ``set_epoch``)."""
-        return self._schedule.cursor.epoch
-
-    @property
-    def next_position(self) -> int:
-        """Index (within this rank's epoch) of the batch the next ``__iter__`` starts from."""
-        return self._schedule.cursor.next_position
-
     # the sampler protocol, kept by the schedule (see `Scheduled` in samplers/_state.py)
+    epoch = scheduled_epoch
+    next_position = scheduled_next_position
     __len__ = scheduled_len
     __iter__ = iter_scheduled_batches
     set_epoch = scheduled_set_epoch

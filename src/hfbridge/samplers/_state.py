@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any, Generic, Literal, NamedTuple, Protocol, TypeVar
+from typing import Any, Generic, Literal, NamedTuple, Protocol, TypeVar, overload
 
 import numpy as np
 
@@ -25,6 +25,7 @@ from hfbridge._distributed import resolve_replicas
 __all__ = [
     "Batches",
     "Cursor",
+    "FromCursor",
     "Schedule",
     "Scheduled",
     "Uneven",
@@ -34,8 +35,10 @@ __all__ = [
     "fingerprint",
     "iter_scheduled_batches",
     "make_state",
+    "scheduled_epoch",
     "scheduled_len",
     "scheduled_load_state_dict",
+    "scheduled_next_position",
     "scheduled_seek",
     "scheduled_set_epoch",
     "scheduled_state_dict",
@@ -218,19 +221,9 @@ class Cursor:
             raise ValueError(f"`state['position']` must be <= {limit} per epoch; got {position}")
         self.epoch, self.resume_at, self.yielded = epoch, position, position
 
-    def state(self, name: str, fp: str, seed: int, position: int | None = None) -> dict[str, Any]:
-        """The state dict of a sampler ``name`` with fingerprint ``fp`` (see :func:`make_state`)."""
-        return make_state(name, fp, seed, self.epoch, self.position(position))
-
-    def load(self, state: Any, name: str, fp: str, limit: int) -> int:
-        """Validate ``state`` (:func:`check_state`), resume from it and return its seed."""
-        seed, epoch, position = check_state(state, name, fp)
-        self.resume(epoch, position, limit)
-        return seed
-
 
 class Schedule(Generic[T]):
-    """What every map sampler delegates to: seed, rank share, cursor, state and the epoch's draw.
+    """What every map sampler delegates to: seed, rank share, cursor, fingerprint and the epoch's draw.
 
     Args:
         name: the sampler's class name (in its state).
@@ -247,7 +240,6 @@ class Schedule(Generic[T]):
         name: str,
         draw: Callable[[int, int], T],
         num_items: int,
-        *,
         seed: int,
         num_replicas: int | None,
         rank: int | None,
@@ -285,26 +277,6 @@ class Schedule(Generic[T]):
             self.cursor.yielded = position + 1
             yield position
 
-    def state_dict(self, position: int | None = None) -> dict[str, Any]:
-        return self.cursor.state(self.name, self.fingerprint, self.seed, position)
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.seed = self.cursor.load(state, self.name, self.fingerprint, len(self))
-
-    def seek(self, epoch: int, position: int) -> None:
-        """Make the next iteration start at ``position`` of ``epoch`` (its first ``position`` items done).
-
-        Raises:
-            ValueError: when ``epoch`` or ``position`` is negative or ``position`` is past the epoch's end.
-        """
-        check_non_negative_int("epoch", epoch)
-        check_non_negative_int("position", position)
-        if position > len(self):
-            raise ValueError(
-                f"`position` must be <= {len(self)} (this rank's items per epoch); got {position}"
-            )
-        self.cursor.resume(epoch, position, len(self))
-
 
 class Batches(NamedTuple):
     """One epoch's batches as this rank sees them: batch ``b`` is ``rows[bounds[b]:bounds[b + 1]]``, and the
@@ -341,13 +313,33 @@ def shuffled_batches(
 class Scheduled(Protocol):
     """A sampler that keeps its position, rank share and state in a :class:`Schedule`.
 
-    The ``scheduled_*`` functions below are such a sampler's protocol methods, written once: a sampler class
-    names them in its body (``set_epoch = scheduled_set_epoch``), so every sampler over a schedule behaves
-    and documents alike without inheriting from a base class.
+    The ``scheduled_*`` names below are such a sampler's protocol methods and attributes, written once: a
+    sampler class names them in its body (``set_epoch = scheduled_set_epoch``), so every sampler over a
+    schedule behaves and documents alike without inheriting from a base class.
     """
 
     _schedule: Schedule[Any]
     seed: int
+
+
+class FromCursor:
+    """A read-only sampler attribute read from its schedule's cursor (typed, unlike ``property(f)``)."""
+
+    def __init__(self, name: str, doc: str) -> None:
+        self.name, self.__doc__ = name, doc
+
+    @overload
+    def __get__(self, sampler: None, owner: type) -> FromCursor: ...
+    @overload
+    def __get__(self, sampler: Scheduled, owner: type) -> int: ...
+    def __get__(self, sampler: Scheduled | None, owner: type) -> FromCursor | int:
+        return self if sampler is None else int(getattr(sampler._schedule.cursor, self.name))
+
+
+scheduled_epoch = FromCursor("epoch", "The epoch whose order is used (see ``set_epoch``).")
+scheduled_next_position = FromCursor(
+    "next_position", "Index (within this rank's epoch) of the item the next ``__iter__`` starts from."
+)
 
 
 def scheduled_len(self: Scheduled) -> int:
@@ -366,7 +358,12 @@ def scheduled_seek(self: Scheduled, epoch: int, position: int) -> None:
     Raises:
         ValueError: when ``epoch`` or ``position`` is negative or ``position`` is past the epoch's end.
     """
-    self._schedule.seek(epoch, position)
+    check_non_negative_int("epoch", epoch)
+    check_non_negative_int("position", position)
+    limit = len(self._schedule)
+    if position > limit:
+        raise ValueError(f"`position` must be <= {limit} (this rank's items per epoch); got {position}")
+    self._schedule.cursor.resume(epoch, position, limit)
 
 
 def scheduled_state_dict(self: Scheduled, position: int | None = None) -> dict[str, Any]:
@@ -376,7 +373,11 @@ def scheduled_state_dict(self: Scheduled, position: int | None = None) -> dict[s
         position: override the position (a loader passes the batches it handed to the user, fewer than the
             sampler yielded when workers prefetch).
     """
-    return self._schedule.state_dict(position)
+    schedule = self._schedule
+    cursor = schedule.cursor
+    return make_state(
+        schedule.name, schedule.fingerprint, schedule.seed, cursor.epoch, cursor.position(position)
+    )
 
 
 def scheduled_load_state_dict(self: Scheduled, state: dict[str, Any]) -> None:
@@ -387,8 +388,10 @@ def scheduled_load_state_dict(self: Scheduled, state: dict[str, Any]) -> None:
         ValueError: when the state belongs to another sampler class or configuration, or the position is
             past the end of the epoch.
     """
-    self._schedule.load_state_dict(state)
-    self.seed = self._schedule.seed
+    schedule = self._schedule
+    seed, epoch, position = check_state(state, schedule.name, schedule.fingerprint)
+    schedule.cursor.resume(epoch, position, len(schedule))
+    self.seed = schedule.seed = seed
 
 
 def iter_scheduled_batches(self: Scheduled) -> Iterator[list[int]]:
