@@ -92,8 +92,7 @@ class ClassBalancedSampler(Sampler[int]):
         self._schedule.set_fingerprint(config, self._labels)
 
     def _draw(self, seed: int, epoch: int) -> np.ndarray:
-        """This rank's indices of the epoch ``(seed, epoch)``, drawn whole (a vectorised pass over the
-        rows)."""
+        """This rank's indices of the epoch ``(seed, epoch)``, drawn whole in one vectorised pass."""
         rng = epoch_rng(seed, epoch, 1)
         counts = self.class_counts
         if self.replacement:  # pick a class by its total weight, then one of its rows uniformly
@@ -113,8 +112,7 @@ class ClassBalancedSampler(Sampler[int]):
 
     @property
     def weights(self) -> np.ndarray:
-        """Each row's weight, ``count(label) ** -power`` (computed on request: sampling uses class
-        weights)."""
+        """Each row's weight, ``count(label) ** -power`` (computed on request, not used to sample)."""
         return self.class_counts[self._labels].astype(np.float64) ** -self.power
 
     def __iter__(self) -> Iterator[int]:

@@ -1,10 +1,6 @@
 """The batch samplers that cut an ordered list of rows into batches (or pack rows into bins) and shuffle them.
 
-``LengthGroupedBatchSampler`` (fixed-size batches of similar length), ``RandomBatchSampler`` (fixed-size
-random batches), ``TokenBudgetBatchSampler`` (as many rows as fit in ``max_tokens`` padded tokens) and
-``BinPackingBatchSampler`` (best-fit-decreasing bins of at most ``max_tokens`` tokens, shuffled per epoch,
-with exact O(1) resume). Each draws its epoch from ``(seed, epoch)`` and keeps position, rank share and state
-in a ``Schedule``.
+Each draws its epoch from ``(seed, epoch)`` and keeps position, rank share and state in a ``Schedule``.
 """
 
 from __future__ import annotations
@@ -221,9 +217,8 @@ def padded_lengths(lengths: np.ndarray, pad_to_multiple_of: int | None) -> np.nd
 
 
 def token_budget_bounds(sorted_padded: np.ndarray, max_tokens: int, max_batch_size: int | None) -> np.ndarray:
-    """Batch boundaries over lengths sorted longest first: the first row of each batch is its longest, so a
-    batch starting at ``i`` takes ``max_tokens // sorted_padded[i]`` rows (at least 1). One Python step per
-    *batch*."""
+    """Batch boundaries over lengths sorted longest first: a batch starting at ``i`` takes
+    ``max_tokens // sorted_padded[i]`` rows (at least 1). One Python step per *batch*."""
     n = len(sorted_padded)
     cap = max_batch_size or n
     # rows a batch may take when it starts at each row, computed for all rows at once
@@ -366,9 +361,8 @@ def best_fit_decreasing(lengths: np.ndarray, capacity: int) -> list[list[int]]:
         )
     order = np.argsort(-lengths, kind="stable")
     bins: list[list[int]] = []
-    open_bins: list[
-        tuple[int, int]
-    ] = []  # (room left, bin id), sorted: the tightest fit is the first with room >= n
+    # (room left, bin id), sorted: the tightest fit is the first with room >= n
+    open_bins: list[tuple[int, int]] = []
     for i, n in zip(order.tolist(), lengths[order].tolist()):
         k = bisect_left(open_bins, (n, -1))
         if k == len(open_bins):
@@ -389,9 +383,8 @@ class BinPackingBatchSampler(Sampler[list[int]]):
     The bins are computed once (they depend only on the lengths); every epoch shuffles their order from
     ``(seed, epoch)``. Use it with :class:`hfbridge.collators.PackedCollator` (``row_length=max_tokens``) for
     fixed-shape packed rows with the fewest rows, or with a padding collator for batches of near-equal token
-    counts. Like the other samplers it keeps its position, rank share and state in a ``Schedule``: it has
-    ``set_epoch``, ``seek``, ``state_dict`` and ``load_state_dict``, resuming costs O(1) (no replay of the
-    batches already seen), and it plugs into ``ResumableDataLoader``.
+    counts. Like the other samplers it has ``set_epoch``, ``seek``, ``state_dict`` and ``load_state_dict``
+    (O(1) resume, no replay).
 
     Args:
         lengths: token count of every row (e.g. ``adapter.lengths``).
