@@ -17,6 +17,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, Sampler
 
 from hfbridge._checks import check_choice, check_non_negative_int, check_positive_int, check_type
+from hfbridge._distributed import resolve_replicas
 from hfbridge.samplers._balanced import BatchedSampler, ClassBalancedSampler
 from hfbridge.samplers._batch_samplers import (
     LengthGroupedBatchSampler,
@@ -211,29 +212,21 @@ def build_batch_sampler(
             )
         sampler_kwargs["max_batch_size"] = batch_size
     sampler = TokenBudgetBatchSampler(lengths, max_tokens or 0, **common, **sampler_kwargs)
-    _warn_uncapped(sampler, max_tokens or 0)
-    return sampler
-
-
-def _warn_uncapped(sampler: TokenBudgetBatchSampler, max_tokens: int) -> None:
-    if sampler.max_batch_size is not None:
-        return
-    largest = int(sampler.largest_batch())
-    if largest > UNCAPPED_ROWS_WARNING:
+    if sampler.max_batch_size is None and (largest := sampler.largest_batch()) > UNCAPPED_ROWS_WARNING:
         warnings.warn(
             f"`max_tokens`={max_tokens} without a row cap puts up to {largest} rows in one batch; pass "
             "`batch_size` to cap rows per batch",
             UserWarning,
-            stacklevel=3,
+            stacklevel=2,
         )
+    return sampler
 
 
 # --------------------------------------------------------------------------------------------- the DataLoader
 
 
 def set_collator_epoch(collate_fn: Any, epoch: int) -> None:
-    """Call ``collate_fn.set_epoch(epoch)`` when the collator has one (e.g. per-epoch masks of the masked-LM
-    collator); collators without it are left alone."""
+    """Call ``collate_fn.set_epoch(epoch)`` when the collator has one (e.g. per-epoch masked-LM masks)."""
     set_epoch = getattr(collate_fn, "set_epoch", None)
     if callable(set_epoch):
         set_epoch(epoch)
@@ -339,8 +332,7 @@ class ResumableDataLoader(DataLoader):
         return self._counting(batches, start)
 
     def _last_stream_batch(self) -> Any | None:
-        """The stream's last batch this epoch, collated: what ``uneven="pad"`` repeats on a rank resumed past
-        it."""
+        """The stream's last batch this epoch, collated: what ``uneven="pad"`` repeats on a resumed rank."""
         rows = self._stateful.last_batch()
         return None if rows is None else self.collate_fn(rows)
 
@@ -485,8 +477,6 @@ def build_dataloader(
         "timeout": timeout,
         "prefetch_factor": prefetch_factor if num_workers > 0 else None,
     }
-    from hfbridge._distributed import resolve_replicas
-
     num_replicas, rank = resolve_replicas(num_replicas, rank)
     if isinstance(adapter, IterableDataset):
         if batching not in ("length", "tokens"):
