@@ -149,27 +149,23 @@ class BucketedIterable(IterableDataset):
     def _read_buffer(
         self, rows_iter: Iterator[Any], epoch: int, buffer_index: int
     ) -> tuple[list[Any], list[np.ndarray]]:
-        """The next ``buffer_size`` rows of ``rows_iter`` and their batches (row indices)."""
+        """The next ``buffer_size`` rows of ``rows_iter`` and their batches (row indices), as emitted."""
         rows = list(islice(rows_iter, self.buffer_size))
         if not rows:
             return rows, []
         lengths = np.fromiter((_row_length(r, self.length_key) for r in rows), np.int64, len(rows))
-        return rows, self._cut(lengths, epoch, buffer_index)
-
-    def _cut(self, lengths: np.ndarray, epoch: int, buffer_index: int) -> list[np.ndarray]:
-        rng = epoch_rng(self.seed, epoch, stream=buffer_index)
         padded = padded_lengths(lengths, self.pad_to_multiple_of)
-        rows = rng.permutation(len(padded)) if self.shuffle else np.arange(len(padded))
-        order = rows[np.argsort(-padded[rows], kind="stable")]
+        rng = epoch_rng(self.seed, epoch, stream=buffer_index)
+        shuffled = rng.permutation(len(rows)) if self.shuffle else np.arange(len(rows))
+        order = shuffled[np.argsort(-padded[shuffled], kind="stable")]
         if self.batch_size is not None:
-            bounds = np.arange(0, len(order) + self.batch_size, self.batch_size).clip(max=len(order))
-            bounds = np.unique(bounds)
+            bounds = np.minimum(np.arange(0, len(order) + self.batch_size, self.batch_size), len(order))
         else:
             bounds = token_budget_bounds(padded[order], self.max_tokens or 0, self.max_batch_size)
-        batches = [order[bounds[i] : bounds[i + 1]] for i in range(len(bounds) - 1)]
+        batches = np.split(order, bounds[1:-1])
         if self.shuffle:
             batches = [batches[i] for i in rng.permutation(len(batches))]
-        return batches
+        return rows, batches
 
     def set_epoch(self, epoch: int) -> None:
         """Use ``epoch``'s shuffles and pass the epoch on to the source; a loaded position is kept."""
@@ -201,9 +197,7 @@ class BucketedIterable(IterableDataset):
             done = [k for k in kept if k < skip]
             if done:
                 self._last = [rows[i] for i in batches[done[-1]]]
-            for k in kept:
-                if k < skip:
-                    continue
+            for k in kept[len(done) :]:
                 yielded += 1
                 self._progress = _Progress(yielded, buffer_index, start_state, k + 1)
                 self._last = [rows[i] for i in batches[k]]
