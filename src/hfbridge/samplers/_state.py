@@ -135,13 +135,11 @@ def check_state(state: Any, name: str, fp: str) -> tuple[int, int, int]:
             "num_replicas or uneven must match the run that saved it, and so must the order's algorithm (a "
             "state from an hfbridge version that drew another order is refused too)"
         )
-    values = []
     for key in ("seed", "epoch", "position"):
         value = state[key]
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
             raise TypeError(f"`state[{key!r}]` must be a non-negative integer; got {value!r}")
-        values.append(int(value))
-    return values[0], values[1], values[2]
+    return int(state["seed"]), int(state["epoch"]), int(state["position"])
 
 
 def to_index_array(name: str, values: Any) -> np.ndarray:
@@ -212,11 +210,7 @@ class Cursor:
         return self.resume_at if self.resume_at is not None else self.yielded
 
     def resume(self, epoch: int, position: int, limit: int) -> None:
-        """Make the next iterator start at ``position`` of ``epoch``.
-
-        Raises:
-            ValueError: when ``position`` is past ``limit`` (the items per epoch).
-        """
+        """Make the next iterator start at ``position`` of ``epoch``; ``ValueError`` past ``limit``."""
         if position > limit:
             raise ValueError(f"`state['position']` must be <= {limit} per epoch; got {position}")
         self.epoch, self.resume_at, self.yielded = epoch, position, position
@@ -225,14 +219,8 @@ class Cursor:
 class Schedule(Generic[T]):
     """What every map sampler delegates to: seed, rank share, cursor, fingerprint and the epoch's draw.
 
-    Args:
-        name: the sampler's class name (in its state).
-        draw: ``draw(seed, epoch)`` -> this rank's epoch (whatever the sampler indexes); cached per epoch.
-        num_items: items (batches or indices) per epoch over all ranks.
-        seed: base seed.
-        num_replicas: ranks (default from ``torch.distributed``).
-        rank: this rank (default from ``torch.distributed``).
-        uneven: ``"pad"``, ``"drop"`` or ``"exact"`` (see :func:`shard_positions`).
+    ``draw(seed, epoch)`` returns this rank's epoch (whatever the sampler indexes) and is cached per epoch;
+    ``num_items`` counts items (batches or indices) per epoch over all ranks; ``name`` goes into the state.
     """
 
     def __init__(
