@@ -413,13 +413,10 @@ def build_dataloader(
     Args:
         adapter: a map adapter (``.lengths``, ``.label_ids``, ``.collator``) or an iterable adapter (yields
             rows with ``input_ids``; bucketed through a shuffling buffer).
-        batch_size: rows per batch (``"length"``, ``"random"``, ``"balanced"``; or with ``"tokens"`` as a
-            cap).
+        batch_size: rows per batch (with ``"tokens"``, a cap on them).
         max_tokens: padded-token budget per batch (given alone, it means ``batching="tokens"``).
-        batching: ``"length"`` (:class:`LengthGroupedBatchSampler`), ``"tokens"``
-            (:class:`TokenBudgetBatchSampler`), ``"random"`` (:class:`RandomBatchSampler`) or ``"balanced"``
-            (:class:`ClassBalancedSampler` in batches); default ``"tokens"`` with ``max_tokens``, else
-            ``"length"`` (see :func:`build_batch_sampler`).
+        batching: ``"length"``, ``"tokens"``, ``"random"`` or ``"balanced"``, each sampler as in
+            :func:`build_batch_sampler`; default ``"tokens"`` with ``max_tokens``, else ``"length"``.
         shuffle: shuffle (``False`` for evaluation).
         seed: seed for the sampler and the workers.
         num_workers: DataLoader worker processes; each is seeded from ``(seed, epoch, rank, worker_id)``.
@@ -469,7 +466,10 @@ def build_dataloader(
             )
     if persistent_workers and num_workers > 0 and callable(getattr(collate_fn, "set_epoch", None)):
         collate_fn = EpochSyncedCollator(collate_fn)  # persistent workers keep their copy: share its epoch
+    num_replicas, rank = resolve_replicas(num_replicas, rank)
     loader_kwargs: dict[str, Any] = {
+        "seed": seed,
+        "rank": rank,
         "collate_fn": collate_fn,
         "num_workers": num_workers,
         "pin_memory": torch.cuda.is_available() if pin_memory == "auto" else pin_memory,
@@ -477,7 +477,6 @@ def build_dataloader(
         "timeout": timeout,
         "prefetch_factor": prefetch_factor if num_workers > 0 else None,
     }
-    num_replicas, rank = resolve_replicas(num_replicas, rank)
     if isinstance(adapter, IterableDataset):
         if batching not in ("length", "tokens"):
             raise ValueError(
@@ -495,13 +494,7 @@ def build_dataloader(
             **sampler_kwargs,
         )
         return ResumableDataLoader(
-            bucketed,
-            seed=seed,
-            rank=rank,
-            num_replicas=num_replicas,
-            uneven=uneven,
-            batch_size=None,
-            **loader_kwargs,
+            bucketed, num_replicas=num_replicas, uneven=uneven, batch_size=None, **loader_kwargs
         )
     batch_sampler = build_batch_sampler(
         adapter,
@@ -516,4 +509,4 @@ def build_dataloader(
         uneven=uneven,
         **sampler_kwargs,
     )
-    return ResumableDataLoader(adapter, seed=seed, rank=rank, batch_sampler=batch_sampler, **loader_kwargs)
+    return ResumableDataLoader(adapter, batch_sampler=batch_sampler, **loader_kwargs)
