@@ -218,9 +218,7 @@ class BatchedSampler(Sampler[list[int]]):
         """The inner sampler's state, with ``position`` counted in batches."""
         position = self._cursor.position(position)
         state = self.sampler.state_dict(position=min(position * self.batch_size, len(self.sampler)))
-        state["position"] = int(position)
-        state["batch_size"] = self.batch_size
-        return dict(state)
+        return {**state, "position": int(position), "batch_size": self.batch_size}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Resume after ``state['position']`` batches."""
@@ -230,8 +228,7 @@ class BatchedSampler(Sampler[list[int]]):
                 f"`state['batch_size']` must equal batch_size={self.batch_size}; got {batch_size!r}"
             )
         position = int(state["position"])
-        inner = dict(state)
-        inner.pop("batch_size")
-        inner["position"] = min(position * self.batch_size, len(self.sampler))
+        inner = {**state, "position": min(position * self.batch_size, len(self.sampler))}
+        del inner["batch_size"]
         self.sampler.load_state_dict(inner)
         self._cursor.resume(int(self.sampler.epoch), position, len(self))
