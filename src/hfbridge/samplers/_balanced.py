@@ -43,8 +43,7 @@ class ClassBalancedSampler(Sampler[int]):
         replacement: draw with replacement.
         power: 1.0 balances classes fully, 0.5 takes the square root of the imbalance, 0.0 is uniform.
         seed: base seed; epoch ``e`` uses ``(seed, e)``.
-        num_replicas: number of ranks (default from ``torch.distributed``).
-        rank: this rank (default from ``torch.distributed``).
+        num_replicas, rank: as in :class:`LengthGroupedBatchSampler` (default from ``torch.distributed``).
         uneven: ``"pad"``, ``"drop"`` or ``"exact"``: how ``num_samples`` is split when it does not divide
             evenly.
 

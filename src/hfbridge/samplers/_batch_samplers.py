@@ -152,9 +152,7 @@ class RandomBatchSampler(Sampler[list[int]]):
         shuffle: shuffle rows (``False``: rows in order).
         seed: base seed; epoch ``e`` uses ``(seed, e)``.
         drop_last: drop the last incomplete batch.
-        num_replicas: number of ranks (default from ``torch.distributed``).
-        rank: this rank (default from ``torch.distributed``).
-        uneven: ``"pad"``, ``"drop"`` or ``"exact"``, as in :class:`LengthGroupedBatchSampler`.
+        num_replicas, rank, uneven: the ranks and their shares, as in :class:`LengthGroupedBatchSampler`.
 
     Raises:
         TypeError: when an option has the wrong type.
@@ -249,9 +247,7 @@ class TokenBudgetBatchSampler(Sampler[list[int]]):
         oversized: a row longer than ``max_tokens``: ``"warn"`` gives it a batch of its own and warns,
             ``"error"`` raises.
         longest_first: put each rank's batch with the longest row first, so an out-of-memory shows at step 0.
-        num_replicas: number of ranks (default from ``torch.distributed``).
-        rank: this rank (default from ``torch.distributed``).
-        uneven: ``"pad"``, ``"drop"`` or ``"exact"``, as in :class:`LengthGroupedBatchSampler`.
+        num_replicas, rank, uneven: the ranks and their shares, as in :class:`LengthGroupedBatchSampler`.
 
     Raises:
         TypeError: when ``lengths`` is not integer data or an option has the wrong type.

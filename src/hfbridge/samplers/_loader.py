@@ -150,9 +150,7 @@ def build_batch_sampler(
         shuffle: shuffle (``False`` for evaluation; not with ``"balanced"``).
         seed: base seed; epoch ``e`` uses ``(seed, e)``.
         drop_last: drop incomplete batches (not with ``"tokens"``, whose batches have no fixed size).
-        num_replicas: ranks (default from ``torch.distributed``).
-        rank: this rank (default from ``torch.distributed``).
-        uneven: ``"pad"``, ``"drop"`` or ``"exact"`` (see :class:`LengthGroupedBatchSampler`).
+        num_replicas, rank, uneven: the ranks and their shares, as in :class:`LengthGroupedBatchSampler`.
         length_column: the column read for lengths when the dataset has no ``.lengths``.
         input_name: the list column whose Arrow lengths are the row lengths otherwise.
         label_column: the column read for labels when the dataset has no ``.label_ids``.
@@ -427,8 +425,7 @@ def build_dataloader(
         timeout: seconds to wait for a worker's batch.
         prefetch_factor: batches each worker loads ahead.
         collate_fn: overrides ``adapter.collator``.
-        num_replicas: ranks (default from ``torch.distributed``).
-        rank: this rank (default from ``torch.distributed``).
+        num_replicas, rank: the ranks (default from ``torch.distributed``).
         uneven: ``"pad"``, ``"drop"`` or ``"exact"`` (each row once over all ranks, for evaluation). For an
             iterable adapter in a process group of several ranks (whose shards give different batch counts),
             the ranks agree every step: ``"drop"`` stops all when any runs out, ``"pad"`` lets ranks that ran
