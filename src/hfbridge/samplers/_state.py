@@ -161,11 +161,9 @@ def to_index_array(name: str, values: Any) -> np.ndarray:
         raise ValueError(f"`{name}` must be 1-D (one value per row); got shape {array.shape}")
     if array.size == 0:
         raise ValueError(f"`{name}` must not be empty; got 0 values")
-    if array.dtype.kind not in "iu":
-        if array.dtype.kind == "f" and np.all(np.mod(array, 1) == 0):
-            array = array.astype(np.int64)
-        else:
-            raise TypeError(f"`{name}` must hold integers; got dtype {array.dtype}")
+    whole_floats = array.dtype.kind == "f" and np.all(np.mod(array, 1) == 0)
+    if array.dtype.kind not in "iu" and not whole_floats:
+        raise TypeError(f"`{name}` must hold integers; got dtype {array.dtype}")
     array = array.astype(np.int64, copy=False)
     if array.min() < 0:
         raise ValueError(
