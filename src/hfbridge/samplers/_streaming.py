@@ -286,21 +286,13 @@ def _all_min(values: list[int]) -> list[int]:
 def agreed_batches(
     batches: Iterable[Any], uneven: str, previous: Callable[[], Any | None] | None = None
 ) -> Iterator[Any]:
-    """Yield ``batches`` so that every rank of the default process group yields the same number.
+    """Yield this rank's ``batches`` so that every rank of the default process group yields the same number.
 
     Each step the ranks ``all_reduce`` (MIN) whether they still have a batch. ``"drop"``: all stop as soon as
     any rank runs out (its extra batches are not seen this epoch). ``"pad"``: ranks that ran out repeat their
     last batch until every rank is done; a rank that runs out before yielding anything (resumed past its last
-    batch) repeats ``previous()``; if that is ``None`` too, the rank had no batch this epoch and nothing to
-    repeat, so all stop there with a warning.
-
-    Args:
-        batches: this rank's batches.
-        uneven: ``"pad"`` or ``"drop"``.
-        previous: returns the batch this rank yielded last this epoch before ``batches`` began, or ``None``.
-
-    Returns:
-        An iterator of batches, the same length on every rank.
+    batch) repeats ``previous()``, the batch it yielded last this epoch before ``batches`` began; if that is
+    ``None`` too, the rank had no batch this epoch and nothing to repeat, so all stop there with a warning.
     """
     iterator = iter(batches)
     last: Any = _MISSING
