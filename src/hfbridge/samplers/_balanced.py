@@ -70,9 +70,8 @@ class ClassBalancedSampler(Sampler[int]):
     ) -> None:
         self._labels = to_index_array("labels", labels)
         self.replacement = check_type("replacement", replacement, bool)
-        self.num_samples = check_positive_int("num_samples", num_samples, allow_none=True) or len(
-            self._labels
-        )
+        check_positive_int("num_samples", num_samples, allow_none=True)
+        self.num_samples = num_samples or len(self._labels)
         if not replacement and self.num_samples > len(self._labels):
             raise ValueError(
                 f"`num_samples` must be <= len(labels)={len(self._labels)} when replacement=False; "

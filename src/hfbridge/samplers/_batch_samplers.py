@@ -53,11 +53,9 @@ class LengthGroupedBatchSampler(Sampler[list[int]]):
     talking, and a resume draws the epoch again and starts at the saved batch, with no replay.
 
     Args:
-        lengths: one token count per row (list, NumPy array, tensor or Arrow column), e.g.
-            ``adapter.lengths``.
+        lengths: one token count per row (list, NumPy array, tensor, Arrow column), e.g. ``adapter.lengths``.
         batch_size: rows per batch.
-        shuffle: shuffle rows and batches; ``False`` sorts the whole dataset by length (longest first), which
-            is what you want for evaluation.
+        shuffle: shuffle rows and batches; ``False`` sorts the whole dataset longest first (for evaluation).
         seed: base seed; epoch ``e`` uses ``(seed, e)``.
         megabatch_mult: megabatch size in batches. Larger groups pad less but vary less between epochs.
         drop_last: drop ``len(lengths) % batch_size`` random rows so every batch is full.
@@ -337,8 +335,8 @@ class TokenBudgetBatchSampler(Sampler[list[int]]):
 
 
 def best_fit_decreasing(lengths: np.ndarray, capacity: int) -> list[list[int]]:
-    """Pack row indices into bins of total length at most ``capacity``: longest row first, each into the bin
-    it fills most tightly (the fullest bin it fits in), a new bin when none fits.
+    """Pack row indices into bins of total length at most ``capacity``: longest row first, each into the
+    fullest bin it fits in, a new bin when none fits.
 
     Best-fit decreasing needs asymptotically at most 11/9 of the optimal number of bins, and in practice comes
     close to the lower bound ``ceil(sum(lengths) / capacity)``. Ties are broken by row index, so the bins
@@ -388,8 +386,8 @@ class BinPackingBatchSampler(Sampler[list[int]]):
         bins_per_batch: bins per batch (a packed batch of that many rows).
         shuffle: shuffle the bin order every epoch (``False``: fullest bins first).
         seed: the seed of the order.
-        num_replicas, rank: shard the batches over ranks (default: ``torch.distributed``'s world size and
-        rank, else 1 and 0); every rank gets the same count: the last batches wrap.
+        num_replicas, rank: shard the batches over ranks (default: ``torch.distributed``'s, else 1 and 0);
+            every rank gets the same count: the last batches wrap.
         drop_last: drop a last batch with fewer than ``bins_per_batch`` bins.
 
     Raises:
