@@ -431,9 +431,8 @@ def build_dataloader(
             the ranks agree every step: ``"drop"`` stops all when any runs out, ``"pad"`` lets ranks that ran
             out repeat their last batch until all are done, ``"exact"`` leaves each rank its own count (only
             for loops that do not synchronise per step).
-        **sampler_kwargs: further options of the chosen sampler (``megabatch_mult``, ``longest_first``,
-            ``max_batch_size``, ``pad_to_multiple_of``, ``oversized``, ``power``, ``replacement``,
-            ``buffer_size``).
+        **sampler_kwargs: further options of the chosen sampler, as in :func:`build_batch_sampler`, and
+            ``buffer_size`` for an iterable adapter.
 
     Returns:
         A :class:`ResumableDataLoader` with ``set_epoch``, ``state_dict``, ``load_state_dict`` and ``seek``.
