@@ -431,8 +431,8 @@ def build_dataloader(
             the ranks agree every step: ``"drop"`` stops all when any runs out, ``"pad"`` lets ranks that ran
             out repeat their last batch until all are done, ``"exact"`` leaves each rank its own count (only
             for loops that do not synchronise per step).
-        **sampler_kwargs: further options of the chosen sampler, as in :func:`build_batch_sampler`, and
-            ``buffer_size`` for an iterable adapter.
+        **sampler_kwargs: further options of the chosen sampler (see :func:`build_batch_sampler`), or of
+            :class:`BucketedIterable` (e.g. ``buffer_size``) for an iterable adapter.
 
     Returns:
         A :class:`ResumableDataLoader` with ``set_epoch``, ``state_dict``, ``load_state_dict`` and ``seek``.
