@@ -9,7 +9,7 @@ from typing import Literal
 import transformers
 
 from hfbridge._checks import check_choice, check_non_negative_int, check_positive_int, check_real
-from hfbridge.trainer._batching import BATCHINGS
+from hfbridge.samplers._loader import BATCHINGS
 
 __all__ = ["TrainingArguments", "option"]
 
@@ -151,8 +151,7 @@ class TrainingArguments(transformers.TrainingArguments):
             )
         if not saving and (self.save_total_limit is not None or self.keep_last is not None):
             _warn("`save_total_limit`/`keep_last` do nothing with `save_strategy='no'`: nothing is saved")
-        ranks = self.metric_for_best_model is not None
-        if saving and ranks and option(self.eval_strategy) == "no":
+        if saving and self.metric_for_best_model is not None and option(self.eval_strategy) == "no":
             _warn(
                 f"`metric_for_best_model={self.metric_for_best_model!r}` cannot rank checkpoints with "
                 "`eval_strategy='no'`: no checkpoint gets a score, so only the newest are kept"
