@@ -67,10 +67,8 @@ def resolve_replicas(num_replicas: int | None, rank: int | None) -> tuple[int, i
     Raises:
         ValueError: when ``num_replicas`` < 1 or ``rank`` is outside ``[0, num_replicas)``.
     """
-    if num_replicas is None:
-        num_replicas = get_world_size()
-    if rank is None:
-        rank = get_rank()
+    num_replicas = get_world_size() if num_replicas is None else num_replicas
+    rank = get_rank() if rank is None else rank
     if isinstance(num_replicas, bool) or not isinstance(num_replicas, int) or num_replicas < 1:
         raise ValueError(f"`num_replicas` must be a positive integer; got {num_replicas!r}")
     if isinstance(rank, bool) or not isinstance(rank, int) or not 0 <= rank < num_replicas:
