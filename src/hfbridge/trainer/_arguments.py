@@ -29,11 +29,9 @@ def _warn(message: str) -> None:
 class TrainingArguments(transformers.TrainingArguments):
     """``transformers.TrainingArguments`` with hfbridge's additions; every HF flag keeps its meaning.
 
-    ``HfArgumentParser((..., hfbridge.TrainingArguments))`` picks up the new flags as it does HF's. Under
-    :class:`hfbridge.Trainer` the HF flags gain: ``train_sampling_strategy="group_by_length"`` (and the
-    default ``"random"``) batch through hfbridge samplers with O(1) exact resume; ``save_strategy``,
-    ``save_steps``, ``save_total_limit``, ``metric_for_best_model`` and ``greater_is_better`` drive atomic
-    checkpoints (``docs/porting.md`` gives the retention rule); evaluation is length-sorted.
+    ``HfArgumentParser((..., hfbridge.TrainingArguments))`` picks up the new flags as it does HF's. What the
+    HF flags gain under :class:`hfbridge.Trainer` (hfbridge samplers, sorted evaluation, atomic checkpoints)
+    is listed there and in ``docs/porting.md``.
 
     Args:
         batching: ``"length"``, ``"tokens"`` (token budget), ``"random"`` or ``"balanced"`` (class-balanced).
