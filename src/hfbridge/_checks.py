@@ -41,8 +41,14 @@ LM_TASKS: tuple[str, ...] = ("causal-lm", "masked-lm")
 CHAT_TASK = "chat"
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+def _check_int(name: str, value: Any, allow_none: bool, low: int, what: str) -> Any:
+    if value is None and allow_none:
+        return value
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"`{name}` must be a {what}{' or None' if allow_none else ''}; got {value!r}")
+    if value < low:
+        raise ValueError(f"`{name}` must be a {what}; got {value!r}")
+    return value
 
 
 def check_choice(name: str, value: T, options: Iterable[Any]) -> T:
@@ -62,28 +68,12 @@ def check_task(task: object) -> Task:
 
 def check_positive_int(name: str, value: Any, *, allow_none: bool = False) -> Any:
     """Raise unless ``value`` is an ``int`` > 0 (or ``None`` when ``allow_none``); return ``value``."""
-    if value is None and allow_none:
-        return value
-    if not _is_int(value):
-        raise TypeError(
-            f"`{name}` must be a positive integer{' or None' if allow_none else ''}; got {value!r}"
-        )
-    if value <= 0:
-        raise ValueError(f"`{name}` must be a positive integer; got {value!r}")
-    return value
+    return _check_int(name, value, allow_none, 1, "positive integer")
 
 
 def check_non_negative_int(name: str, value: Any, *, allow_none: bool = False) -> Any:
     """Raise unless ``value`` is an ``int`` >= 0 (or ``None`` when ``allow_none``); return ``value``."""
-    if value is None and allow_none:
-        return value
-    if not _is_int(value):
-        raise TypeError(
-            f"`{name}` must be a non-negative integer{' or None' if allow_none else ''}; got {value!r}"
-        )
-    if value < 0:
-        raise ValueError(f"`{name}` must be a non-negative integer; got {value!r}")
-    return value
+    return _check_int(name, value, allow_none, 0, "non-negative integer")
 
 
 def check_probability(name: str, value: Any, *, inclusive: bool = True) -> float:

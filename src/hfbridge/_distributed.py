@@ -25,44 +25,37 @@ __all__ = [
 T = TypeVar("T")
 
 
-def _dist_ready() -> bool:
+def _dist() -> Any:
+    """``torch.distributed`` when a process group is up, else ``None``."""
     # a process group can only exist once torch.distributed is imported: never import torch just to ask
     dist = sys.modules.get("torch.distributed")
-    return dist is not None and dist.is_available() and dist.is_initialized()
+    return dist if dist is not None and dist.is_available() and dist.is_initialized() else None
 
 
 def get_world_size() -> int:
     """Number of processes in the default group, 1 when not distributed."""
-    if _dist_ready():
-        import torch.distributed as dist
-
-        return dist.get_world_size()
-    return 1
+    dist = _dist()
+    return 1 if dist is None else dist.get_world_size()
 
 
 def get_rank() -> int:
     """Rank in the default group, 0 when not distributed."""
-    if _dist_ready():
-        import torch.distributed as dist
-
-        return dist.get_rank()
-    return 0
+    dist = _dist()
+    return 0 if dist is None else dist.get_rank()
 
 
 def barrier() -> None:
     """``torch.distributed.barrier()`` when distributed, else nothing."""
-    if _dist_ready():
-        import torch.distributed as dist
-
+    dist = _dist()
+    if dist is not None:
         dist.barrier()
 
 
 def broadcast_object(obj: object, src: int = 0) -> object:
     """Send ``obj`` from rank ``src`` to every rank; returns it unchanged when not distributed."""
-    if not _dist_ready():
+    dist = _dist()
+    if dist is None:
         return obj
-    import torch.distributed as dist
-
     box = [obj]
     dist.broadcast_object_list(box, src=src)
     return box[0]
@@ -74,10 +67,8 @@ def resolve_replicas(num_replicas: int | None, rank: int | None) -> tuple[int, i
     Raises:
         ValueError: when ``num_replicas`` < 1 or ``rank`` is outside ``[0, num_replicas)``.
     """
-    if num_replicas is None:
-        num_replicas = get_world_size()
-    if rank is None:
-        rank = get_rank()
+    num_replicas = get_world_size() if num_replicas is None else num_replicas
+    rank = get_rank() if rank is None else rank
     if isinstance(num_replicas, bool) or not isinstance(num_replicas, int) or num_replicas < 1:
         raise ValueError(f"`num_replicas` must be a positive integer; got {num_replicas!r}")
     if isinstance(rank, bool) or not isinstance(rank, int) or not 0 <= rank < num_replicas:
@@ -109,12 +100,10 @@ def attempt(fn: Callable[[], T]) -> T | Failure:
 
 def gather_object(obj: object) -> list[object]:
     """``all_gather_object`` when distributed, ``[obj]`` otherwise."""
-    world = get_world_size()
-    if world == 1:
+    dist = _dist()
+    if dist is None:
         return [obj]
-    import torch.distributed as dist
-
-    out: list[object] = [None] * world
+    out: list[object] = [None] * dist.get_world_size()
     dist.all_gather_object(out, obj)
     return out
 
@@ -123,7 +112,7 @@ def raise_first_failure(items: list[object]) -> None:
     """Raise the first :class:`Failure` in ``items`` (one entry per rank), keeping ``errno`` for OS errors."""
     for rank, item in enumerate(items):
         if isinstance(item, Failure):
-            where = f"on rank {rank}" if len(items) > 1 else "on rank 0"
+            where = f"on rank {rank}"
             if item.errno is not None:
                 raise OSError(item.errno, f"{item.message} ({where})")
             exc_type = {"ValueError": ValueError, "TypeError": TypeError}.get(item.kind, RuntimeError)
@@ -152,9 +141,8 @@ def unwrap_model(model: Any, *, refuse: Callable[[Any], str | None] | None = Non
         if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
             model = model.module
         elif type(model).__name__ == "OptimizedModule" and isinstance(model, nn.Module):
-            model = model.get_submodule(
-                "_orig_mod"
-            )  # torch.compile's wrapper holds the module under this name
+            # torch.compile's wrapper holds the module under this name
+            model = model.get_submodule("_orig_mod")
         else:
             break
     if not isinstance(model, nn.Module):

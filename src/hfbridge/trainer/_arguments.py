@@ -9,7 +9,7 @@ from typing import Literal
 import transformers
 
 from hfbridge._checks import check_choice, check_non_negative_int, check_positive_int, check_real
-from hfbridge.trainer._batching import BATCHINGS
+from hfbridge.samplers._loader import BATCHINGS
 
 __all__ = ["TrainingArguments", "option"]
 
@@ -29,11 +29,9 @@ def _warn(message: str) -> None:
 class TrainingArguments(transformers.TrainingArguments):
     """``transformers.TrainingArguments`` with hfbridge's additions; every HF flag keeps its meaning.
 
-    ``HfArgumentParser((..., hfbridge.TrainingArguments))`` picks up the new flags as it does HF's. Under
-    :class:`hfbridge.Trainer` the HF flags gain: ``train_sampling_strategy="group_by_length"`` (and the
-    default ``"random"``) batch through hfbridge samplers with O(1) exact resume; ``save_strategy``,
-    ``save_steps``, ``save_total_limit``, ``metric_for_best_model`` and ``greater_is_better`` drive atomic
-    checkpoints (``docs/porting.md`` gives the retention rule); evaluation is length-sorted.
+    ``HfArgumentParser((..., hfbridge.TrainingArguments))`` picks up the new flags as it does HF's. What the
+    HF flags gain under :class:`hfbridge.Trainer` (hfbridge samplers, sorted evaluation, atomic checkpoints)
+    is listed there and in ``docs/porting.md``.
 
     Args:
         batching: ``"length"``, ``"tokens"`` (token budget), ``"random"`` or ``"balanced"`` (class-balanced).
@@ -151,8 +149,7 @@ class TrainingArguments(transformers.TrainingArguments):
             )
         if not saving and (self.save_total_limit is not None or self.keep_last is not None):
             _warn("`save_total_limit`/`keep_last` do nothing with `save_strategy='no'`: nothing is saved")
-        ranks = self.metric_for_best_model is not None
-        if saving and ranks and option(self.eval_strategy) == "no":
+        if saving and self.metric_for_best_model is not None and option(self.eval_strategy) == "no":
             _warn(
                 f"`metric_for_best_model={self.metric_for_best_model!r}` cannot rank checkpoints with "
                 "`eval_strategy='no'`: no checkpoint gets a score, so only the newest are kept"

@@ -1,7 +1,5 @@
-"""hfbridge batching inside ``transformers.Trainer``: one function builds the training loader.
-
-Length-sorted evaluation: a sampler that visits rows longest first, and the way back to dataset order.
-"""
+"""hfbridge batching inside ``transformers.Trainer`` (one function builds the training loader); length-sorted
+evaluation and the way back to dataset order."""
 
 from __future__ import annotations
 
@@ -23,35 +21,26 @@ from hfbridge.samplers import (
     dataset_lengths,
     seed_worker,
 )
+from hfbridge.samplers._loader import BATCHINGS
 
 __all__ = [
-    "BATCHINGS",
     "BatchingTrainerMixin",
     "MetricsInDatasetOrder",
     "SortedOrder",
-    "common_seed",
     "find_sorted_order",
-    "hfbridge_batch_sampler",
     "in_dataset_order",
+    "model_input_name",
     "train_dataloader",
     "train_lengths",
 ]
 
 logger = logging.getLogger(__name__)
 
-BATCHINGS = ("length", "tokens", "random", "balanced")
-
 
 def train_lengths(dataset: Any, *, length_column: str, input_name: str) -> np.ndarray:
-    """Token counts per row, as :func:`hfbridge.samplers.dataset_lengths` finds them (``.lengths``, then the
-    ``length_column`` column, then the Arrow lengths of ``input_name``), never by reading rows.
-
-    When a ``datasets.Dataset`` has both a length column and ``input_name`` and they disagree, the column wins
-    (HF's ``length_column_name`` meaning) and a warning says in how many rows.
-
-    Raises:
-        TypeError: when none of these is available.
-    """
+    """Token counts per row, as :func:`hfbridge.samplers.dataset_lengths` finds them (it raises ``TypeError``
+    when there are none). A length column that disagrees with the Arrow lengths of ``input_name`` wins (HF's
+    ``length_column_name`` meaning), with a warning that says in how many rows."""
     lengths = dataset_lengths(dataset, length_column=length_column, input_name=input_name)
     columns = getattr(dataset, "column_names", None) or ()
     if getattr(dataset, "lengths", None) is None and length_column in columns and input_name in columns:
@@ -67,76 +56,36 @@ def train_lengths(dataset: Any, *, length_column: str, input_name: str) -> np.nd
     return lengths
 
 
-def common_seed(args: Any) -> int:
-    """The Trainer's data seed: ``args.data_seed`` when set, else ``args.seed``."""
-    return int(args.data_seed if args.data_seed is not None else args.seed)
-
-
-class _EpochToCollator:
-    """A sampler's ``set_epoch`` that also sets the collator's epoch: Trainer calls ``set_epoch`` on the
-    loader and the batch sampler each epoch, never on the collator (the masked-LM one needs it for masks)."""
-
-    def __init__(self, set_epoch: Any, collator: Any) -> None:
-        self.set_epoch, self.collator = set_epoch, collator
-
-    def __call__(self, epoch: int) -> None:
-        self.set_epoch(epoch)
-        self.collator.set_epoch(epoch)
-
-
-def _forward_epoch(stateful: Any, collator: Any) -> None:
-    """Make ``stateful.set_epoch`` (a batch sampler or bucketing stream) also reach ``collator.set_epoch``."""
-    if callable(getattr(collator, "set_epoch", None)):
-        setattr(stateful, "set_epoch", _EpochToCollator(stateful.set_epoch, collator))  # noqa: B010
-
-
-def _input_name(trainer: Any) -> str:
+def model_input_name(trainer: Any) -> str:
+    """The first of ``processing_class.model_input_names`` (``"input_ids"`` without one)."""
     names = getattr(trainer.processing_class, "model_input_names", None)
     return names[0] if names else "input_ids"
 
 
-def hfbridge_batch_sampler(
-    trainer: Any, dataset: Any, batching: str, max_tokens: int | None, sampler_kwargs: dict[str, Any]
-) -> Any:
-    """The batch sampler for ``trainer``'s training set (:func:`~hfbridge.samplers.build_batch_sampler`):
-    sharded by ``args.world_size``/``process_index``, seeded by ``args.data_seed``/``args.seed``, with
-    ``per_device_train_batch_size`` rows (a row cap for ``"tokens"``)."""
-    args = trainer.args
-    input_name = _input_name(trainer)
-    lengths = None
-    if batching in ("length", "tokens"):
-        lengths = train_lengths(dataset, length_column=args.length_column_name, input_name=input_name)
-    return build_batch_sampler(
-        dataset,
-        batching=batching,  # type: ignore[arg-type]
-        batch_size=trainer._train_batch_size,
-        max_tokens=max_tokens,
-        lengths=lengths,
-        seed=common_seed(args),
-        drop_last=args.dataloader_drop_last and batching != "tokens",
-        num_replicas=max(1, args.world_size),
-        rank=args.process_index if args.world_size > 1 else 0,
-        length_column=args.length_column_name,
-        input_name=input_name,
-        **sampler_kwargs,
-    )
+def _set_epochs(set_epoch: Callable[[int], None], collator: Any, epoch: int) -> None:
+    set_epoch(epoch)
+    collator.set_epoch(epoch)
 
 
-def _is_hf_dataset(dataset: Any) -> bool:
-    import datasets
-
-    return isinstance(dataset, datasets.Dataset)
+def _forward_epoch(stateful: Any, collator: Any) -> None:
+    """Make ``stateful.set_epoch`` (a batch sampler or bucketing stream) also reach ``collator.set_epoch``:
+    Trainer calls it on the loader and the batch sampler each epoch, never on the collator (the masked-LM
+    one needs it for its masks). A partial, so a stream still pickles into workers."""
+    if callable(getattr(collator, "set_epoch", None)):
+        setattr(stateful, "set_epoch", partial(_set_epochs, stateful.set_epoch, collator))  # noqa: B010
 
 
 def train_dataloader(
     trainer: Any, batching: str, max_tokens: int | None, sampler_kwargs: dict[str, Any], fallback: Any
 ) -> DataLoader:
-    """``trainer``'s training loader, batched by hfbridge; ``fallback()`` is Trainer's own loader, used for an
-    iterable dataset hfbridge cannot bucket (several processes, or random/balanced batching)."""
+    """``trainer``'s training loader, batched by hfbridge as :class:`BatchingTrainerMixin` describes;
+    ``fallback()`` is Trainer's own loader, for an iterable dataset hfbridge cannot bucket (several
+    processes, or random/balanced batching)."""
     dataset = trainer.train_dataset
     if dataset is None:
         raise ValueError("Trainer: training requires a train_dataset.")
     args = trainer.args
+    seed = int(args.data_seed if args.data_seed is not None else args.seed)
     if isinstance(dataset, IterableDataset):
         if args.world_size > 1 or batching not in ("length", "tokens"):
             logger.warning(
@@ -148,19 +97,38 @@ def train_dataloader(
             dataset,
             batch_size=trainer._train_batch_size if batching == "length" else None,
             max_tokens=max_tokens,
-            seed=common_seed(args),
+            seed=seed,
             **sampler_kwargs,
         )
         _forward_epoch(stream, trainer.data_collator)
         return trainer.accelerator.prepare(DataLoader(stream, batch_size=None, collate_fn=collator))
-    batch_sampler = hfbridge_batch_sampler(trainer, dataset, batching, max_tokens, sampler_kwargs)
+    input_name = model_input_name(trainer)
+    lengths = None
+    if batching in ("length", "tokens"):
+        lengths = train_lengths(dataset, length_column=args.length_column_name, input_name=input_name)
+    batch_sampler = build_batch_sampler(
+        dataset,
+        batching=batching,  # type: ignore[arg-type]
+        batch_size=trainer._train_batch_size,
+        max_tokens=max_tokens,
+        lengths=lengths,
+        seed=seed,
+        drop_last=args.dataloader_drop_last and batching != "tokens",
+        num_replicas=max(1, args.world_size),
+        rank=args.process_index if args.world_size > 1 else 0,
+        length_column=args.length_column_name,
+        input_name=input_name,
+        **sampler_kwargs,
+    )
     num_workers = args.dataloader_num_workers
     persistent = args.dataloader_persistent_workers and num_workers > 0
     collator = trainer.data_collator
     if persistent and callable(getattr(collator, "set_epoch", None)):
         collator = EpochSyncedCollator(collator)  # persistent workers keep their copy: share its epoch
     _forward_epoch(batch_sampler, collator)
-    if _is_hf_dataset(dataset):
+    import datasets
+
+    if isinstance(dataset, datasets.Dataset):
         dataset = trainer._remove_unused_columns(dataset, description="Training")
     else:
         collator = trainer._get_collator_with_removed_columns(collator, description="Training")
@@ -172,9 +140,7 @@ def train_dataloader(
         pin_memory=args.dataloader_pin_memory and torch.cuda.is_available(),
         persistent_workers=persistent,
         prefetch_factor=args.dataloader_prefetch_factor if num_workers > 0 else None,
-        worker_init_fn=partial(
-            seed_worker, seed=common_seed(args), epoch=0, rank=args.process_index, user_fn=None
-        ),
+        worker_init_fn=partial(seed_worker, seed=seed, epoch=0, rank=args.process_index, user_fn=None),
     )
     prepared = trainer.accelerator.prepare(loader)
     # the sampler is rank-aware already: make accelerate's BatchSamplerShard a passthrough
@@ -188,11 +154,11 @@ def train_dataloader(
 class BatchingTrainerMixin:
     """Mix into ``transformers.Trainer`` to train with hfbridge batching (see :func:`train_dataloader`).
 
-    The sampler is sharded by ``args.world_size``/``args.process_index`` and seeded by ``args.data_seed`` /
-    ``args.seed``; Trainer's ``set_epoch`` also reaches ``data_collator.set_epoch`` when the collator has one.
-    Accelerate's extra re-sharding is switched off (the sampler is already rank-aware). An iterable training
-    set is bucketed through :class:`~hfbridge.samplers.BucketedIterable` (single process). This mixin
-    overrides ``train_sampling_strategy``; :class:`hfbridge.Trainer` reads the batching from its arguments.
+    The sampler is sharded by ``args.world_size``/``args.process_index`` (accelerate's re-sharding is
+    switched off), seeded by ``args.data_seed`` (else ``args.seed``) and takes ``per_device_train_batch_size``
+    rows (a row cap for ``"tokens"``); Trainer's ``set_epoch`` also reaches ``data_collator.set_epoch``. An
+    iterable training set is bucketed through :class:`~hfbridge.samplers.BucketedIterable` (single process).
+    This mixin overrides ``train_sampling_strategy``; :class:`hfbridge.Trainer` reads its arguments instead.
 
     Args:
         batching: ``"length"``, ``"tokens"``, ``"random"`` or ``"balanced"``.

@@ -1,7 +1,4 @@
-"""HF ``Trainer`` callbacks for checkpoints, early stopping and gradual unfreezing (imports transformers).
-
-``GradualUnfreezingCallback`` is the ``TrainerCallback`` face of :class:`~hfbridge.models.GradualUnfreezer`.
-"""
+"""HF ``Trainer`` callbacks for checkpoints, early stopping and gradual unfreezing (imports transformers)."""
 
 from __future__ import annotations
 

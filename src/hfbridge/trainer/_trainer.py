@@ -17,12 +17,14 @@ from transformers.trainer import TRAINING_ARGS_NAME
 
 from hfbridge.callbacks import Checkpointer
 from hfbridge.callbacks._sharded import task_config
+from hfbridge.callbacks._store import rank_best
 from hfbridge.trainer._arguments import TrainingArguments, option
 from hfbridge.trainer._batching import (
     MetricsInDatasetOrder,
     SortedOrder,
     find_sorted_order,
     in_dataset_order,
+    model_input_name,
     train_dataloader,
     train_lengths,
 )
@@ -37,9 +39,7 @@ _PREFIX = "checkpoint"  # HF's folder prefix: checkpoint-<global step>
 
 def _flag(args: Any, name: str) -> Any:
     """A flag of :class:`TrainingArguments`, or its default when ``args`` is HF's own class."""
-    if hasattr(args, name):
-        return getattr(args, name)
-    return TrainingArguments.__dataclass_fields__[name].default
+    return getattr(args, name, TrainingArguments.__dataclass_fields__[name].default)
 
 
 def masks_at_random(collator: Any) -> bool:
@@ -47,9 +47,7 @@ def masks_at_random(collator: Any) -> bool:
     ``MaskedLMCollator``): its output for a row depends on the rest of the batch."""
     from hfbridge.collators import MaskedLMCollator
 
-    if isinstance(collator, MaskedLMCollator):
-        return True
-    if isinstance(collator, transformers.DataCollatorForPermutationLanguageModeling):
+    if isinstance(collator, (MaskedLMCollator, transformers.DataCollatorForPermutationLanguageModeling)):
         return True
     return isinstance(collator, transformers.DataCollatorForLanguageModeling) and bool(collator.mlm)
 
@@ -92,14 +90,6 @@ def retention(args: Any) -> dict[str, Any]:
     return {**ranked, "keep_best": limit, "keep_last": keep_last, "keep_total": None}
 
 
-def _better(score: float, than: float | None, mode: str) -> bool:
-    if math.isnan(score):
-        return False
-    if than is None or math.isnan(than):
-        return True
-    return score > than if mode == "max" else score < than
-
-
 class Trainer(transformers.Trainer):
     """``transformers.Trainer`` that batches, evaluates, checkpoints and resumes the hfbridge way.
 
@@ -129,7 +119,7 @@ class Trainer(transformers.Trainer):
             args = TrainingArguments(output_dir="trainer_output")
         super().__init__(model, args, *rest, **kwargs)
         self._checkpointers: dict[str, Checkpointer] = {}
-        self._eval_metrics: tuple[int, dict[str, Any]] | None = None
+        self._eval_metrics: dict[int, dict[str, Any]] = {}  # the last evaluation's, by step
         self._epoch_now = 0
         self._said_unsorted = False  # the note that a random-masking collator keeps evaluation unsorted
         self._weights_loaded_from: Path | None = None  # set by train(), taken by _load_from_checkpoint()
@@ -145,11 +135,10 @@ class Trainer(transformers.Trainer):
         self.early_stopping: EarlyStoppingCallback | None = None
         patience = _flag(self.args, "early_stopping_patience")
         if patience is not None:
-            metric = self.args.metric_for_best_model or "loss"
-            greater = self.args.greater_is_better if self.args.metric_for_best_model else False
+            metric = self.args.metric_for_best_model
             self.early_stopping = EarlyStoppingCallback(
-                metric,
-                mode="max" if greater else "min",
+                metric or "loss",
+                mode="max" if metric and self.args.greater_is_better else "min",
                 patience=patience,
                 min_delta=_flag(self.args, "early_stopping_threshold"),
             )
@@ -177,8 +166,8 @@ class Trainer(transformers.Trainer):
         batching = resolved_batching(self.args)
         if batching is None or self.train_dataset is None:
             return super().get_train_dataloader()
-        max_tokens = _flag(self.args, "max_tokens")
-        return train_dataloader(self, batching, max_tokens, {}, super().get_train_dataloader)
+        fallback = super().get_train_dataloader
+        return train_dataloader(self, batching, _flag(self.args, "max_tokens"), {}, fallback)
 
     def _run_epoch(self, *args: Any, **kwargs: Any) -> Any:
         self._epoch_now = int(kwargs["epoch"] if "epoch" in kwargs else args[1])
@@ -196,10 +185,9 @@ class Trainer(transformers.Trainer):
     # ------------------------------------------------------------------------------------- evaluation
 
     def _get_eval_sampler(self, eval_dataset: Any) -> Any:
-        """Rows longest first when ``sort_eval_by_length`` (in every process count: accelerate deals the
-        sorted batches to the ranks and ``gather_for_metrics`` puts them back in sampler order, dropping its
-        padding rows), else dataset order. Never HF's ``LengthGroupedSampler``, which returns predictions in
-        shuffled order."""
+        """Rows longest first when ``sort_eval_by_length`` (under several processes too:
+        ``gather_for_metrics`` restores sampler order), else dataset order; never HF's
+        ``LengthGroupedSampler``, whose output is shuffled."""
         if eval_dataset is None or not hasattr(eval_dataset, "__len__"):
             return None
         args = self.args
@@ -217,12 +205,9 @@ class Trainer(transformers.Trainer):
                 self._said_unsorted = True
             sort = False
         if sort and not args.dataloader_drop_last:  # drop_last: HF drops the last rows, not the shortest
-            names = getattr(self.processing_class, "model_input_names", None)
             try:
                 lengths = train_lengths(
-                    eval_dataset,
-                    length_column=args.length_column_name,
-                    input_name=names[0] if names else "input_ids",
+                    eval_dataset, length_column=args.length_column_name, input_name=model_input_name(self)
                 )
             except TypeError:
                 logger.info("evaluation is not length-sorted: the dataset has no lengths")
@@ -256,13 +241,13 @@ class Trainer(transformers.Trainer):
             self._checkpointers[folder] = Checkpointer(
                 folder,
                 filename=_PREFIX + "-{step}",
-                frozen=getattr(self.args, "checkpoint_frozen", "save"),
+                frozen=_flag(self.args, "checkpoint_frozen"),
                 **retention(self.args),
             )
         return self._checkpointers[folder]
 
     def _determine_best_metric(self, metrics: dict[str, float], trial: Any) -> bool:
-        self._eval_metrics = (self.state.global_step, dict(metrics))
+        self._eval_metrics = {self.state.global_step: dict(metrics)}
         return super()._determine_best_metric(metrics, trial)
 
     def _save_checkpoint(self, model: Any, trial: Any) -> None:
@@ -271,9 +256,7 @@ class Trainer(transformers.Trainer):
         if self.hp_search_backend is None and trial is None:
             self.store_flos()
         step = self.state.global_step
-        metrics: dict[str, Any] = {}
-        if self._eval_metrics is not None and self._eval_metrics[0] == step:
-            metrics = dict(self._eval_metrics[1])
+        metrics = dict(self._eval_metrics.get(step, {}))
         if store.monitor is not None:
             metrics.setdefault(store.monitor, float("nan"))  # not evaluated at this step: never the best
             self.state.best_model_checkpoint = self._best_after(store, step, float(metrics[store.monitor]))
@@ -314,21 +297,16 @@ class Trainer(transformers.Trainer):
         torch.save(self.args, folder / TRAINING_ARGS_NAME)  # as HF; hfbridge never reads it
 
     def _best_after(self, store: Checkpointer, step: int, score: float) -> str | None:
-        """The best folder once ``checkpoint-<step>`` with ``score`` is added (ties keep the earlier one)."""
-        best: dict[str, Any] | None = None
-        for record in store.checkpoints():
-            score_so_far = None if best is None else best["score"]
-            if record["score"] is not None and _better(record["score"], score_so_far, store.mode):
-                best = record
-        if _better(score, best["score"] if best else None, store.mode):
-            return str(store.dirpath / f"{_PREFIX}-{step}")
-        return None if best is None else str(store.dirpath / best["name"])
+        """The best folder once ``checkpoint-<step>`` with ``score`` is added (ties keep the earlier one; a
+        NaN score is never the best)."""
+        new = {"name": f"{_PREFIX}-{step}", "score": score, "seq": math.inf}
+        ranked = [r for r in rank_best([*store.checkpoints(), new], store.mode) if not math.isnan(r["score"])]
+        return str(store.dirpath / ranked[0]["name"]) if ranked else None
 
     def _export_callback_states(self) -> None:
         """As Trainer does before saving: ``ExportableState`` states into ``trainer_state.json``."""
-        exportable = [cb for cb in [*self.callback_handler.callbacks, self.control] if hasattr(cb, "state")]
         saved: Any = self.state.stateful_callbacks
-        for cb in exportable:
+        for cb in [*self.callback_handler.callbacks, self.control]:
             if not isinstance(cb, transformers.trainer_callback.ExportableState):
                 continue
             name, state = type(cb).__name__, cb.state()
@@ -357,6 +335,11 @@ class Trainer(transformers.Trainer):
 
     # ------------------------------------------------------------------------------------- resuming
 
+    def _store_holding(self, folder: str | Path) -> Checkpointer | None:
+        """The store whose manifest names ``folder`` as one of its complete checkpoints, or ``None``."""
+        store = self.checkpointer(str(Path(folder).parent))
+        return store if any(r["name"] == Path(folder).name for r in store.checkpoints()) else None
+
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model: Any = None) -> None:
         """The weights of one of the store's checkpoints come through the store: checksums verified, and a
         trainable-only checkpoint (``checkpoint_frozen="reference"``) loaded on top of the base after its
@@ -365,45 +348,39 @@ class Trainer(transformers.Trainer):
         loaded, self._weights_loaded_from = self._weights_loaded_from, None
         if loaded is not None and loaded == folder and model is None:
             return  # train() already restored these weights in its one read of the checkpoint
-        store = self.checkpointer(str(folder.parent))
-        if not any(r["name"] == folder.name for r in store.checkpoints()):
+        store = self._store_holding(folder)
+        if store is None:
             return super()._load_from_checkpoint(resume_from_checkpoint, model)
         store.resume(path=folder, model=self.model if model is None else model, restore_rng=False)
 
     def train(self, resume_from_checkpoint: str | bool | None = None, *args: Any, **kwargs: Any) -> Any:
         """Trainer's ``train``; ``resume_from_checkpoint=True`` takes the newest checkpoint that is complete
-        and passes its checksums (a damaged one is set aside with a warning and the next newest tried), and
-        early-stopping patience is restored from it. An explicit path that is damaged raises. The string
-        ``"True"`` (any case; what ``--resume_from_checkpoint True`` gives an HF example script) means
-        ``True`` unless a folder of that name exists.
+        and passes its checksums (a damaged one is set aside with a warning and the next newest tried; an
+        explicit path that is damaged raises), early-stopping patience included. The string ``"True"``
+        (any case; what ``--resume_from_checkpoint True`` gives an HF example script) means ``True`` unless a
+        folder of that name exists.
 
-        A checkpoint of the store is verified and read once: the weights are restored here, together with
-        early stopping, and Trainer's ``_load_from_checkpoint`` then has nothing left to read. With
-        ``model_init`` (train() builds a new model first), DeepSpeed or FSDP, Trainer loads the weights later
-        as it does, and the checkpoint is read a second time for them. Should Trainer raise before its
-        own loading step, the model already holds the checkpoint's weights.
+        A checkpoint of the store is verified and read once, here, weights included; with ``model_init``,
+        DeepSpeed or FSDP, Trainer loads the weights later as it does, reading the folder a second time.
+        Should Trainer raise before its own loading step, the model already holds the checkpoint's weights.
         """
         path = resume_from_checkpoint
         if isinstance(path, str) and path.lower() == "true" and not Path(path).exists():
-            # `--resume_from_checkpoint True` reaches an HF example script as the string "True", which
-            # HF's Trainer takes for a folder name and raises on; here it means True
-            path = True
+            path = True  # what `--resume_from_checkpoint True` gives; HF's Trainer raises on the string
         callbacks = {"early_stopping": self.early_stopping} if self.early_stopping else None
         plain = self.model_init is None and not (
             getattr(self, "is_deepspeed_enabled", False) or getattr(self, "is_fsdp_enabled", False)
         )
         weights = self.model if plain else None
         if path is True:
-            # the store picks the newest checkpoint that passes its checks; a damaged one is set aside
-            # with a warning and the next one tried (an explicit path that is damaged raises instead)
             result = self.checkpointer().resume(model=weights, callbacks=callbacks, restore_rng=False)
             if result is None:  # no checkpoint of ours: Trainer looks for its own folders (or raises)
                 return super().train(True, *args, **kwargs)
             path = str(result.path)
             self._weights_loaded_from = None if weights is None else Path(path)
         elif isinstance(path, (str, Path)):
-            store = self.checkpointer(str(Path(path).parent))
-            if any(r["name"] == Path(path).name for r in store.checkpoints()):
+            store = self._store_holding(path)
+            if store is not None:
                 store.resume(path=path, model=weights, callbacks=callbacks, restore_rng=False)
                 self._weights_loaded_from = None if weights is None else Path(path)
             path = str(path)
