@@ -48,6 +48,7 @@ __all__ = [
     "peft_view",
     "require",
     "resolve_layout",
+    "select_stacks",
 ]
 
 #: the attribute path from a LoRA-style ``PeftModel`` to the task model it wraps
@@ -235,10 +236,7 @@ def _find_stacks(base: nn.Module, base_path: str) -> tuple[list[BlockStack], lis
 
     enc = next((c for c in top if role_of(c[1]) == "encoder"), None)
     dec = next((c for c in top if role_of(c[1]) == "decoder"), None)
-    if enc is not None and dec is not None:
-        chosen = [(enc, "encoder"), (dec, "decoder")]
-    else:
-        chosen = [(top[0], "main")]
+    chosen = [(enc, "encoder"), (dec, "decoder")] if enc and dec else [(top[0], "main")]
     stacks = [
         BlockStack(path=c[1], role=role, blocks=tuple(f"{c[1]}.{i}" for i in range(len(c[2]))))  # type: ignore[arg-type]
         for c, role in chosen
@@ -316,18 +314,15 @@ def resolve_layout(model: nn.Module) -> ModelLayout:
                 embeddings.append(path)
     embeddings = sorted(set(embeddings), key=list(modules).index)
 
-    head: list[str] = []
-    if base_path:
-        head = [n for n, c in model.named_children() if n != base_path and any(True for _ in c.parameters())]
-    else:
-        for n, c in model.named_children():
-            if (
-                holds_stack(n)
-                or any(is_under(e, n) for e in embeddings)
-                or not any(True for _ in c.parameters())
-            ):
-                continue
-            head.append(n)
+    # children with parameters outside the base model; a model that is its own base: those that hold
+    # neither embeddings nor a stack
+    head = [
+        n
+        for n, c in model.named_children()
+        if n != base_path
+        and any(True for _ in c.parameters())
+        and (base_path or not (holds_stack(n) or any(is_under(e, n) for e in embeddings)))
+    ]
 
     aliases = param_aliases(model)
     params = dict(model.named_parameters())
@@ -420,3 +415,23 @@ def require(model: nn.Module, layout: ModelLayout, what: str) -> None:
         "FreezeSpec(patterns=['encoder.layers.0.*']) "
         "or the string 'pattern:encoder.layers.0.*'."
     )
+
+
+def select_stacks(model: nn.Module, layout: ModelLayout, stack: str) -> list[int]:
+    """The indices of the stacks ``stack`` (``"both"``, ``"encoder"`` or ``"decoder"``) names.
+
+    Raises:
+        ResolutionError: the model has no block stack.
+        ValueError: no stack has the role ``stack``.
+    """
+    require(model, layout, "blocks")
+    if stack == "both":
+        return list(range(len(layout.stacks)))
+    picked = [i for i, s in enumerate(layout.stacks) if s.role == stack]
+    if not picked:
+        have = ", ".join(f"{s.path!r} ({s.role})" for s in layout.stacks)
+        raise ValueError(
+            f"`stack` {stack!r} names no block stack of {layout.model_type}, which has {have}; "
+            "use stack='both' for a model with a single stack"
+        )
+    return picked

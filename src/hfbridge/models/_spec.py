@@ -158,24 +158,18 @@ class FreezeSpec:
                 continue
             key, sep, value = item.partition(":")
             key, value = key.strip().lower(), value.strip()
-            if not sep:
-                if key == "all":
-                    put("base_model", True, item)
-                    put("head", True, item)
-                elif key in _FLAGS:
-                    put(_FLAGS[key], True, item)
-                else:
-                    raise ValueError(
-                        f"unknown freeze spec item {item!r} in {text!r}; valid items: {', '.join(_ITEMS)}"
-                    )
-                continue
-            if key not in _KEYED:
+            if not sep and key == "all":
+                put("base_model", True, item)
+                put("head", True, item)
+            elif not sep and key in _FLAGS:
+                put(_FLAGS[key], True, item)
+            elif key not in _KEYED or not sep:
                 raise ValueError(
                     f"unknown freeze spec item {item!r} in {text!r}; valid items: {', '.join(_ITEMS)}"
                 )
-            if not value:
+            elif not value:
                 raise ValueError(f"freeze spec item {item!r} needs a value after ':' in {text!r}")
-            if key in ("layers", "trainable-layers"):
+            elif key in ("layers", "trainable-layers"):
                 if not value.isdigit():
                     raise ValueError(f"freeze spec item {item!r} needs a non-negative integer; got {value!r}")
                 put(key.replace("-", "_"), int(value), item)

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from hfbridge._checks import check_choice, check_non_negative_int, check_positive_int, check_type
 from hfbridge.models._freeze import FreezeReport, freeze
-from hfbridge.models._layout import require, resolve_layout
+from hfbridge.models._layout import resolve_layout, select_stacks
 from hfbridge.models._spec import FreezeSpec
 
 if TYPE_CHECKING:
@@ -78,8 +78,7 @@ class GradualUnfreezer:
         self.unit = check_choice("unit", unit, ("epoch", "step"))
         self.every = check_positive_int("every", every)
         self.layers_per_stage = check_positive_int("layers_per_stage", layers_per_stage)
-        check_type("unfreeze_embeddings", unfreeze_embeddings, bool)
-        self.unfreeze_embeddings = unfreeze_embeddings
+        self.unfreeze_embeddings = check_type("unfreeze_embeddings", unfreeze_embeddings, bool)
         base = FreezeSpec.coerce(spec)
         scheduled = [f for f in _SCHEDULE_FIELDS if getattr(base, f) not in (False, None)]
         if scheduled:
@@ -87,20 +86,10 @@ class GradualUnfreezer:
                 f"`spec` must not set {', '.join(scheduled)}: the unfreezing schedule owns "
                 f"{', '.join(_SCHEDULE_FIELDS)}; got {base}"
             )
-        self.base_spec = replace(base, stack=check_choice("stack", stack, ("both", "encoder", "decoder")))
+        self.base_spec = replace(base, stack=stack)  # FreezeSpec checks `stack`
         self.model = model
         layout = resolve_layout(model)
-        require(model, layout, "blocks")
-        if self.base_spec.stack == "both":
-            lengths = [len(s) for s in layout.stacks]
-        else:
-            lengths = [len(s) for s in layout.stacks if s.role == self.base_spec.stack]
-            if not lengths:
-                roles = ", ".join(s.role for s in layout.stacks)
-                raise ValueError(
-                    f"`stack` {stack!r} names no block stack of {layout.model_type} (has: {roles})"
-                )
-        self.num_blocks = max(lengths)
+        self.num_blocks = max(len(layout.stacks[i]) for i in select_stacks(model, layout, stack))
         self._applied: int | None = None
 
     @property
@@ -181,9 +170,7 @@ def check_distributed(model: nn.Module) -> None:
     if isinstance(model, nn.parallel.DistributedDataParallel) and not model.find_unused_parameters:
         raise ValueError(
             "gradual unfreezing under DistributedDataParallel needs `find_unused_parameters=True` (frozen "
-            "parameters get no gradient, and DDP otherwise waits for them); got "
-            "find_unused_parameters=False. "
-            "Build DDP(model, find_unused_parameters=True) -- or "
-            "TrainingArguments(ddp_find_unused_parameters=True)"
-            " -- while every parameter still requires grad."
+            "parameters get no gradient, and DDP otherwise waits for them); got find_unused_parameters=False."
+            " Build DDP(model, find_unused_parameters=True) -- or TrainingArguments("
+            "ddp_find_unused_parameters=True) -- while every parameter still requires grad."
         )
