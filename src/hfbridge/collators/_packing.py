@@ -47,15 +47,13 @@ _FLASH = ("flash_attention_2", "flash_attention_3", "flash_attention_4")
 
 @dataclass
 class PackedCollator:
-    """Concatenate causal-LM examples into rows with per-example ``position_ids``, for attention kept per
-    example.
+    """Concatenate causal-LM examples into rows, ``position_ids`` per example: none attends to another.
 
     With ``row_length=None`` the whole batch becomes one ``[1, total_tokens]`` row: no padding at all. With
     ``row_length`` the examples fill rows of exactly that many tokens in order (a row is closed when the next
     example does not fit), and each row's tail is padding (``pad_token_id``, labels ``label_pad_token_id``)
     numbered as a sequence of its own, so it attends only to itself. Pair it with
-    :class:`BinPackingBatchSampler`
-    (``max_tokens = row_length``): each of its batches then fills one row.
+    :class:`BinPackingBatchSampler` (``max_tokens = row_length``): each of its batches then fills one row.
 
     Args:
         attn_implementation: the model's attention implementation (``model.config._attn_implementation``); one
@@ -74,8 +72,7 @@ class PackedCollator:
     Raises:
         ValueError: an attention implementation that cannot keep packed examples apart (the message names
             those that can), an empty batch or example, an example longer than ``row_length``, ``labels`` of
-            another
-            length than ``input_ids``.
+            another length than ``input_ids``.
 
     Example:
         >>> collate = PackedCollator("sdpa")
@@ -137,15 +134,8 @@ class PackedCollator:
         starts = np.zeros(len(lengths), dtype=np.int64)
         np.cumsum(lengths[:-1], out=starts[1:])
         labels[starts] = self.label_pad_token_id
-        # (row, offset) of every example, and how long each row's used part is
-        if self.row_length is None:
-            width = int(lengths.sum())
-            row_of = np.zeros(len(lengths), dtype=np.int64)
-            offset = starts
-            n_rows = 1
-        else:
-            width = self.row_length
-            row_of, offset, n_rows = _next_fit(lengths, width)
+        width = self.row_length or int(lengths.sum())  # None: one row that holds every example
+        row_of, offset, n_rows = _next_fit(lengths, width)
         total = n_rows * width
         out_ids = np.full(total, self.pad_token_id, dtype=np.int64)
         out_labels = np.full(total, self.label_pad_token_id, dtype=np.int64)
@@ -177,9 +167,7 @@ class PackedCollator:
             batch["max_length_q"] = batch["max_length_k"] = int(seq_lengths.max())
         if self.return_use_cache:
             batch["use_cache"] = False
-        if self.return_tensors == "np":
-            return batch
-        return to_torch(batch)
+        return batch if self.return_tensors == "np" else to_torch(batch)
 
 
 def _gather(features: Sequence[Mapping[str, Any]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -293,9 +281,7 @@ class FlatteningCollator:
             cu = np.array(bounds, dtype=np.int32)
             batch["cu_seq_lens_q"], batch["cu_seq_lens_k"] = cu, cu.copy()
             batch["max_length_q"] = batch["max_length_k"] = max(lens)
-        if self.return_tensors == "np":
-            return batch
-        return to_torch(batch)
+        return batch if self.return_tensors == "np" else to_torch(batch)
 
     def _pack(self, features: Sequence[Mapping[str, Any]]) -> tuple[np.ndarray, np.ndarray | None, list[int]]:
         """Check the rows, drop empty ones, flatten ``input_ids`` and ``labels``."""

@@ -108,12 +108,11 @@ class CausalLMCollator:
     """Pad a causal-LM batch; ``labels`` are ``input_ids`` where the attention mask is 1 and -100 elsewhere.
 
     Like ``DataCollatorForLanguageModeling(mlm=False)``, except that the labels are masked by the *attention
-    mask*
-    rather than by comparing ids with the pad id: when the pad token is the EOS token (the usual GPT-2/Llama
-    set-up), HF also turns every real EOS into -100 and the model never learns to stop (transformers #23530);
-    here the EOS stays a label. Rows that already carry ``labels`` (e.g. prompt tokens set to -100 for
-    instruction tuning) keep them, padded with ``label_pad_token_id``. ``special_tokens_mask`` is dropped, as
-    HF does, since models do not take it.
+    mask* rather than by comparing ids with the pad id: when the pad token is the EOS token (the usual
+    GPT-2/Llama set-up), HF also turns every real EOS into -100 and the model never learns to stop
+    (transformers #23530); here the EOS stays a label. Rows that already carry ``labels`` (e.g. prompt tokens
+    set to -100 for instruction tuning) keep them, padded with ``label_pad_token_id``. ``special_tokens_mask``
+    is dropped, as HF does, since models do not take it.
 
     Args:
         tokenizer: the pad id and padding side come from it.

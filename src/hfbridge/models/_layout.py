@@ -302,9 +302,9 @@ def resolve_layout(model: nn.Module) -> ModelLayout:
     embeddings: list[str] = []
     emb_path = _input_embeddings_path(model)
     if emb_path is not None:
-        parent = emb_path.rpartition(".")[0] if "." in emb_path else ""
+        parent = emb_path.rpartition(".")[0]
         embeddings.append(parent if parent != base_path and not holds_stack(parent) else emb_path)
-    trunks = {base_path} | {sp.rpartition(".")[0] for sp in stack_paths if "." in sp}
+    trunks = {base_path} | {sp.rpartition(".")[0] for sp in stack_paths}
     for trunk in sorted(trunks):
         for child_name, child in modules[trunk].named_children():
             path = _join(trunk, child_name)
@@ -418,12 +418,7 @@ def require(model: nn.Module, layout: ModelLayout, what: str) -> None:
 
 
 def select_stacks(model: nn.Module, layout: ModelLayout, stack: str) -> list[int]:
-    """The indices of the stacks ``stack`` (``"both"``, ``"encoder"`` or ``"decoder"``) names.
-
-    Raises:
-        ResolutionError: the model has no block stack.
-        ValueError: no stack has the role ``stack``.
-    """
+    """The indices of the stacks that ``stack`` (``"both"``, ``"encoder"``, ``"decoder"``) names, or raise."""
     require(model, layout, "blocks")
     if stack == "both":
         return list(range(len(layout.stacks)))
