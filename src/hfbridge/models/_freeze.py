@@ -42,8 +42,8 @@ logger = logging.getLogger("hfbridge.models")
 class FreezeReport:
     """What :func:`freeze` froze (or, with ``dry_run=True``, would freeze).
 
-    Parameter names are canonical: a tied parameter appears once, under its first name; ``ties`` lists its
-        others.
+    Parameter names are canonical: a tied parameter appears once, under its first name; ``ties`` lists the
+    others.
 
     Attributes:
         spec: the spec that was applied.

@@ -391,29 +391,25 @@ def require(model: nn.Module, layout: ModelLayout, what: str) -> None:
         return
     model = unwrap_model(model)
     prefix = getattr(model, "base_model_prefix", None)
-    base = model.get_submodule(layout.base_model)
-    _, lists = _find_stacks(base, layout.base_model)
+    _, lists = _find_stacks(model.get_submodule(layout.base_model), layout.base_model)
     emb = _input_embeddings_path(model)
+    base = (
+        f"base model {layout.base_model!r}"
+        if layout.base_model
+        else "no such attribute, using the whole model"
+    )
+    children = ", ".join(f"{n} ({type(c).__name__})" for n, c in model.named_children())
     found = [
-        f"input embeddings: {emb!r}"
-        if emb is not None
-        else "input embeddings: none (no get_input_embeddings())",
-        f"base_model_prefix: {prefix!r} -> "
-        + (
-            f"base model {layout.base_model!r}"
-            if layout.base_model
-            else "no such attribute, using the whole model"
-        ),
-        f"ModuleLists: {', '.join(lists) if lists else 'none'}",
-        "top-level children: "
-        f"{', '.join(f'{n} ({type(c).__name__})' for n, c in model.named_children()) or 'none'}",
+        "input embeddings: " + (repr(emb) if emb is not None else "none (no get_input_embeddings())"),
+        f"base_model_prefix: {prefix!r} -> {base}",
+        f"ModuleLists: {', '.join(lists) or 'none'}",
+        f"top-level children: {children or 'none'}",
     ]
     kind = "the input embeddings" if what == "embeddings" else "a ModuleList of repeated transformer blocks"
     raise ResolutionError(
-        f"cannot find {kind} in {type(model).__name__}; found " + "; ".join(found) + ". "
-        "Name the parameters to freeze with patterns instead, e.g. "
-        "FreezeSpec(patterns=['encoder.layers.0.*']) "
-        "or the string 'pattern:encoder.layers.0.*'."
+        f"cannot find {kind} in {type(model).__name__}; found " + "; ".join(found) + ". Name the parameters "
+        "to freeze with patterns instead, e.g. FreezeSpec(patterns=['encoder.layers.0.*']) or the string "
+        "'pattern:encoder.layers.0.*'."
     )
 
 

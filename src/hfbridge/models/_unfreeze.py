@@ -1,19 +1,4 @@
-"""``GradualUnfreezer``: ULMFiT-style gradual unfreezing as a pure function of the epoch (or step).
-
-Stage ``s = t // every`` (``t`` the epoch or the optimizer step) keeps the head, whatever sits above the
-blocks (final norm, pooler) and the top ``s * layers_per_stage`` blocks trainable; one stage after every block
-is trainable, the embeddings follow. Because the state depends on ``t`` alone, a resumed run calls
-``apply(t)`` and gets exactly the state an uninterrupted run had -- nothing to checkpoint.
-
-Build the optimizer once over *all* parameters (frozen ones simply get no gradient, and torch optimizers skip
-parameters whose ``grad`` is ``None``), so learning-rate schedulers and optimizer state stay valid as blocks
-thaw.
-
-DDP: wrap the model while every parameter still requires grad (DDP only synchronises parameters that require
-grad when it is built), and pass ``find_unused_parameters=True``
-(``TrainingArguments(ddp_find_unused_parameters=True)``) because frozen parameters take no part in backward.
-:meth:`GradualUnfreezer.apply` checks a DDP-wrapped model.
-"""
+"""``GradualUnfreezer``: ULMFiT-style gradual unfreezing as a pure function of the epoch (or step)."""
 
 from __future__ import annotations
 
@@ -35,6 +20,15 @@ _SCHEDULE_FIELDS = ("embeddings", "layers", "trainable_layers", "base_model")
 
 class GradualUnfreezer:
     """Thaw a model block by block, from the top, as a pure function of the epoch or step.
+
+    Stage ``s = t // every`` (``t`` the epoch or the optimizer step) keeps the head, whatever sits above the
+    blocks (final norm, pooler) and the top ``s * layers_per_stage`` blocks trainable; one stage after every
+    block is trainable, the embeddings follow. The state depends on ``t`` alone, so a resumed run calls
+    ``apply(t)`` and gets exactly the state an uninterrupted run had -- nothing to checkpoint. Build the
+    optimizer once over *all* parameters (torch optimizers skip parameters whose ``grad`` is ``None``), so
+    schedulers and optimizer state stay valid as blocks thaw. Under DDP, wrap the model while every parameter
+    still requires grad (DDP only synchronises those) and pass ``find_unused_parameters=True``, since frozen
+    parameters take no part in backward; :meth:`apply` checks a DDP-wrapped model.
 
     Args:
         model: the model to unfreeze (may be DDP-wrapped).
