@@ -2,21 +2,13 @@
 ``DataCollatorWithFlattening``); ``PackedCollator`` packs causal-LM examples into rows and never lets one
 example attend to another.
 
-How transformers (5.x) keeps packed examples apart, which ``PackedCollator`` relies on:
-
-* ``sdpa``, ``eager`` and ``flex_attention``: when a batch has ``position_ids`` and *no* ``attention_mask``,
-  the mask builder (``masking_utils.find_packed_sequence_indices``) starts a new sequence wherever a position
-  does not follow the previous one by 1, and masks attention across those starts. So the rows carry
-  ``position_ids`` that restart at 0 for every example, and no ``attention_mask`` (one would switch the
-  detection off). The detection is also off when the model builds a KV cache (a model in eval mode does by
-  default, from ``config.use_cache``), so the batch carries ``use_cache=False``.
-* ``flash_attention_2/3/4``: the varlen kernel takes ``cu_seq_lens_q/k`` and ``max_length_q/k`` (cumulative
-  lengths over the flattened batch), which this collator returns for those implementations.
-* Any other implementation (a custom or hub kernel registered under another name) is not known to do either,
-  so the collator refuses it and names the ones that can.
-
-Labels never predict across a boundary: the model shifts labels left by one, so the label at each example's
-first token, which would be predicted from the previous example's last token, is set to
+``PackedCollator`` relies on how transformers (5.x) keeps packed examples apart (see docs/chat.md): for
+``sdpa``, ``eager`` and ``flex_attention``, ``masking_utils.find_packed_sequence_indices`` starts a new
+sequence wherever a position does not follow the previous one by 1, but only when the batch has
+``position_ids``, no ``attention_mask`` and the model builds no KV cache (hence ``use_cache=False`` in the
+batch: a model in eval mode builds one by default); the ``flash_attention_2/3/4`` varlen kernels take
+``cu_seq_lens_q/k`` and ``max_length_q/k``. Any other implementation is not known to do either, so it is
+refused. Labels never predict across a boundary: the label at each example's first token is
 ``label_pad_token_id``.
 """
 

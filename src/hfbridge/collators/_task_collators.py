@@ -89,19 +89,13 @@ class Seq2SeqCollator:
 
     def __call__(self, features: Sequence[Mapping[str, Any]]) -> Batch:
         """Collate ``features`` into a dict of tensors (or arrays)."""
-        batch = self.padder.to_output(self.padder.collate_arrays(features))
-        labels = batch.get("labels")
+        batch = self.padder.collate_arrays(features)
         prepare = getattr(self.model, "prepare_decoder_input_ids_from_labels", None)
-        if labels is not None and prepare is not None and "decoder_input_ids" not in batch:
+        if "labels" in batch and prepare is not None and "decoder_input_ids" not in batch:
             import torch
 
-            decoder_input_ids = prepare(labels=torch.as_tensor(labels))
-            batch["decoder_input_ids"] = (
-                np.asarray(decoder_input_ids.cpu())
-                if self.padder.return_tensors == "np"
-                else decoder_input_ids
-            )
-        return batch
+            batch["decoder_input_ids"] = np.asarray(prepare(labels=torch.from_numpy(batch["labels"])).cpu())
+        return self.padder.to_output(batch)
 
 
 class CausalLMCollator:

@@ -230,9 +230,8 @@ def freeze(
         named = {n for n in frozen if view.is_adapter_param(n)}
         frozen = frozen | {n for n in aliases if not view.is_adapter_param(n)}
     params = dict(inner.named_parameters())
-    order = list(aliases)
-    frozen_names = tuple(n for n in order if n in frozen)
-    trainable_names = tuple(n for n in order if n not in frozen)
+    frozen_names = tuple(n for n in aliases if n in frozen)
+    trainable_names = tuple(n for n in aliases if n not in frozen)
     collapsed = _collapse(inner, frozen, aliases)
     modules = dict(inner.named_modules())
     eval_modules = tuple(c for c in collapsed if c in modules) if spec.eval_frozen else ()

@@ -118,7 +118,7 @@ def peft_view(model: nn.Module) -> PeftView | None:
 
 
 Group = Literal["embeddings", "block", "other", "head"]
-_GROUP_ORDER: dict[str, int] = {"embeddings": 0, "block": 1, "other": 2, "head": 3}
+_GROUPS: tuple[Group, ...] = ("embeddings", "block", "other", "head")  # lowest first
 
 
 class ResolutionError(ValueError):
@@ -328,28 +328,24 @@ def resolve_layout(model: nn.Module) -> ModelLayout:
     params = dict(model.named_parameters())
     numel = {canon: params[canon].numel() for canon in aliases}
 
+    def group_of(name: str) -> Group:
+        if any(is_under(name, e) for e in embeddings):
+            return "embeddings"
+        if any(is_under(name, sp) for sp in stack_paths):
+            return "block"
+        if is_under(name, base_path) and not any(is_under(name, h) for h in head):
+            return "other"
+        return "head"
+
     group: dict[str, Group] = {}
     block_index: dict[str, tuple[int, int]] = {}
     for canon, names in aliases.items():
-        best: Group = "head"
-        for name in names:
-            g: Group
-            if any(is_under(name, e) for e in embeddings):
-                g = "embeddings"
-            elif any(is_under(name, sp) for sp in stack_paths):
-                g = "block"
-                si = next(i for i, sp in enumerate(stack_paths) if is_under(name, sp))
-                bi = int(name[len(stack_paths[si]) + 1 :].split(".")[0])
-                block_index.setdefault(canon, (si, bi))
-            elif is_under(name, base_path) and not any(is_under(name, h) for h in head):
-                g = "other"
-            else:
-                g = "head"
-            if _GROUP_ORDER[g] < _GROUP_ORDER[best]:
-                best = g
-        group[canon] = best
-        if best != "block":
-            block_index.pop(canon, None)
+        groups = [group_of(name) for name in names]
+        group[canon] = min(groups, key=_GROUPS.index)  # the lowest group any of its names falls in
+        if group[canon] == "block":
+            name = names[groups.index("block")]
+            si = next(i for i, sp in enumerate(stack_paths) if is_under(name, sp))
+            block_index[canon] = (si, int(name[len(stack_paths[si]) + 1 :].split(".")[0]))
     return ModelLayout(
         model_type=type(model).__name__,
         base_model=base_path,
