@@ -453,7 +453,7 @@ def stack_scalars(name: str, column: Sequence[Any], hint: str = "") -> np.ndarra
             raise ValueError(
                 f"`{name}` must be one scalar per row, as row 0 is; row {i} holds {value!r:.60}{hint}"
             )
-    arr = np.array(values) if values else np.zeros(0, dtype=np.int64)
+    arr = np.array(values)
     kind = arr.dtype.kind
     if kind in "iu":
         return arr.astype(np.int64)

@@ -127,20 +127,17 @@ class PackedCollator:
         np.cumsum(lengths[:-1], out=starts[1:])
         labels[starts] = self.label_pad_token_id
         width = self.row_length or int(lengths.sum())  # None: one row that holds every example
-        row_of, offset, n_rows = _next_fit(lengths, width)
+        dest_start, used = _next_fit(lengths, width)
+        n_rows = len(used)
         total = n_rows * width
         out_ids = np.full(total, self.pad_token_id, dtype=np.int64)
         out_labels = np.full(total, self.label_pad_token_id, dtype=np.int64)
-        dest_start = row_of * width + offset
         token_dest = np.repeat(dest_start - starts, lengths) + np.arange(len(ids))
         out_ids[token_dest] = ids
         out_labels[token_dest] = labels
         # every sequence (examples and row tails) with its flat start; positions count from each start
-        used = np.bincount(row_of, weights=lengths, minlength=n_rows).astype(np.int64)
         tail_rows = np.flatnonzero(used < width)
-        seq_starts = np.concatenate([dest_start, tail_rows * width + used[tail_rows]])
-        order = np.argsort(seq_starts, kind="stable")
-        seq_starts = seq_starts[order]
+        seq_starts = np.sort(np.concatenate([dest_start, tail_rows * width + used[tail_rows]]))
         seq_lengths = np.diff(np.append(seq_starts, total))
         positions = np.arange(total, dtype=np.int64) - np.repeat(seq_starts, seq_lengths)
         batch: dict[str, Any] = {
@@ -189,8 +186,8 @@ def _gather(features: Sequence[Mapping[str, Any]]) -> tuple[np.ndarray, np.ndarr
     return np.concatenate(id_rows).astype(np.int64, copy=False), flat_labels, lengths
 
 
-def _next_fit(lengths: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray, int]:
-    """Place examples in order into rows of ``width`` tokens: ``(row of each, offset in its row, rows)``."""
+def _next_fit(lengths: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """Place examples in order into rows of ``width`` tokens: each one's flat start, each row's fill."""
     too_long = np.flatnonzero(lengths > width)
     if too_long.size:
         i = int(too_long[0])
@@ -198,15 +195,13 @@ def _next_fit(lengths: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray, 
             f"PackedCollator: example {i} has {int(lengths[i])} tokens, more than `row_length`={width}; "
             "truncate the data (adapt_chat(max_length=...)) or raise row_length"
         )
-    row_of = np.empty(len(lengths), dtype=np.int64)
-    offset = np.empty(len(lengths), dtype=np.int64)
-    row, used = 0, 0
-    for i, n in enumerate(lengths.tolist()):
-        if used + n > width:
-            row, used = row + 1, 0
-        row_of[i], offset[i] = row, used
-        used += n
-    return row_of, offset, row + 1
+    starts, used = [], [0]
+    for n in lengths.tolist():
+        if used[-1] + n > width:
+            used.append(0)
+        starts.append((len(used) - 1) * width + used[-1])
+        used[-1] += n
+    return np.array(starts, dtype=np.int64), np.array(used, dtype=np.int64)
 
 
 @dataclass

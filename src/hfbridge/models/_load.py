@@ -169,16 +169,6 @@ PEFT_TASK_TYPES: dict[str, str] = {
 }
 
 
-def _import_peft() -> Any:
-    try:
-        import peft
-    except ImportError as e:
-        raise ImportError(
-            "`lora` needs the optional dependency peft: pip install 'hfbridge[peft]' (or pip install peft)"
-        ) from e
-    return peft
-
-
 def _coerce(peft: Any, lora: Any) -> Any:
     if isinstance(lora, peft.LoraConfig):
         return copy.deepcopy(lora)  # the caller's config is left as it was
@@ -213,7 +203,12 @@ def add_lora(model: nn.Module, lora: LoraConfig | Mapping[str, Any], *, task: st
     Raises as :func:`load_pretrained` does for ``lora``; the error for ``target_modules`` the model lacks
     lists its ``Linear`` layer names.
     """
-    peft = _import_peft()
+    try:
+        import peft
+    except ImportError as e:
+        raise ImportError(
+            "`lora` needs the optional dependency peft: pip install 'hfbridge[peft]' (or pip install peft)"
+        ) from e
     task = check_task(task)
     config = _coerce(peft, lora)
     wanted = PEFT_TASK_TYPES.get(task)
