@@ -29,7 +29,7 @@ A LoRA-style ``peft.PeftModel`` holds the task model at ``base_model.model``; it
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 from hfbridge._distributed import unwrap_model
 
@@ -41,7 +41,6 @@ __all__ = [
     "ModelLayout",
     "PeftView",
     "ResolutionError",
-    "is_peft_model",
     "is_under",
     "norm_param_names",
     "param_aliases",
@@ -50,14 +49,6 @@ __all__ = [
     "resolve_layout",
     "select_stacks",
 ]
-
-#: the attribute path from a LoRA-style ``PeftModel`` to the task model it wraps
-INNER_PATH = "base_model.model"
-
-
-def is_peft_model(model: Any) -> bool:
-    """Whether ``model`` is a ``peft.PeftModel`` (any task subclass), without importing ``peft``."""
-    return any(c.__name__ == "PeftModel" and c.__module__.startswith("peft") for c in type(model).__mro__)
 
 
 @dataclass(frozen=True)
@@ -97,8 +88,8 @@ def peft_view(model: nn.Module) -> PeftView | None:
     """
     from torch import nn
 
-    if not is_peft_model(model):
-        return None
+    if not any(c.__name__ == "PeftModel" and c.__module__.startswith("peft") for c in type(model).__mro__):
+        return None  # not a PeftModel of any task
     tuner = getattr(model, "base_model", None)
     inner = getattr(tuner, "model", None)
     is_tuner = any(c.__name__ == "BaseTuner" for c in type(tuner).__mro__)
@@ -111,7 +102,7 @@ def peft_view(model: nn.Module) -> PeftView | None:
     config = getattr(model, "peft_config", {}) or {}
     return PeftView(
         inner=inner,
-        prefix=INNER_PATH + ".",
+        prefix="base_model.model.",  # the attribute path to the task model, as a name prefix
         adapters=tuple(config) or ("default",),
         tuner_prefix=str(getattr(tuner, "prefix", "") or ""),
     )
