@@ -89,17 +89,11 @@ class FreezeReport:
         return "\n".join(lines)
 
 
-def _matcher(pattern: str, syntax: str) -> Any:
-    if syntax == "regex":
-        rx = re.compile(pattern)
-        return lambda name: rx.search(name) is not None
-    return lambda name: fnmatch.fnmatchcase(name, pattern)
-
-
 def _match(patterns: tuple[str, ...], syntax: str, aliases: dict[str, tuple[str, ...]], arg: str) -> set[str]:
     hits: set[str] = set()
     for pattern in patterns:
-        test = _matcher(pattern, syntax)
+        # a regex matches anywhere in a name; a glob the whole name (fnmatchcase's own regex, anchored)
+        test = re.compile(pattern if syntax == "regex" else r"\A" + fnmatch.translate(pattern)).search
         found = {canon for canon, names in aliases.items() if any(test(n) for n in names)}
         if not found:
             sample = ", ".join(list(aliases)[:6])

@@ -132,9 +132,7 @@ class FreezeSpec:
             TypeError: when ``text`` is not a string.
         """
         check_type("spec", text, str)
-        kwargs: dict[str, Any] = {}
-        patterns: list[str] = []
-        excepts: list[str] = []
+        kwargs: dict[str, Any] = {"patterns": [], "except_patterns": []}  # lists: FreezeSpec makes tuples
 
         def put(key: str, value: Any, item: str) -> None:
             if key in kwargs:
@@ -166,11 +164,9 @@ class FreezeSpec:
                 put("stack", check_choice("stack", value, _STACKS), item)
             elif key == "syntax":
                 put("pattern_syntax", check_choice("syntax", value, _SYNTAXES), item)
-            elif key == "pattern":
-                patterns.append(value)
             else:
-                excepts.append(value)
-        return cls(**kwargs, patterns=tuple(patterns), except_patterns=tuple(excepts))
+                kwargs["patterns" if key == "pattern" else "except_patterns"].append(value)
+        return cls(**kwargs)
 
     @classmethod
     def coerce(cls, spec: FreezeSpec | str | dict[str, Any] | None) -> FreezeSpec:
