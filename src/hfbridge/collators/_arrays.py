@@ -103,12 +103,7 @@ def _fresh_columns(features: Any) -> dict[str, Sequence[Any]] | None:
 
 
 def gather_columns(features: Any) -> tuple[list[Any], dict[str, Sequence[Any]]]:
-    """Check that ``features`` is a non-empty list of mappings with one set of keys; return keys and columns.
-
-    Raises:
-        TypeError: ``features`` is not a list/tuple of mappings.
-        ValueError: an empty batch, or rows with different sets of keys.
-    """
+    """The keys and columns of ``features``: a non-empty list of mappings with one set of keys, or raise."""
     columns = _fresh_columns(features)
     if columns is not None:
         return list(columns), columns
@@ -124,21 +119,19 @@ def gather_columns(features: Any) -> tuple[list[Any], dict[str, Sequence[Any]]]:
     n, width = len(features), len(keys)
     # plain dicts with as many keys as row 0 (a defaultdict would invent a missing key): a KeyError while
     # gathering is then the only way rows can differ
-    if [*map(type, features)].count(dict) != n or [*map(len, features)].count(width) != n:
-        for i, row in enumerate(features):
-            if not isinstance(row, Mapping):
-                raise TypeError(
-                    f"every feature row must be a mapping such as a dict; row {i} is {type(row).__name__}"
-                )
-            if row.keys() != first.keys():
-                _raise_key_mismatch(keys, i, row)
-    try:
-        return keys, {key: [row[key] for row in features] for key in keys}
-    except KeyError:
-        for i, row in enumerate(features):
-            if row.keys() != first.keys():
-                _raise_key_mismatch(keys, i, row)
-        raise
+    if [*map(type, features)].count(dict) == n and [*map(len, features)].count(width) == n:
+        try:
+            return keys, {key: [row[key] for row in features] for key in keys}
+        except KeyError:
+            pass  # find the row below
+    for i, row in enumerate(features):
+        if not isinstance(row, Mapping):
+            raise TypeError(
+                f"every feature row must be a mapping such as a dict; row {i} is {type(row).__name__}"
+            )
+        if row.keys() != first.keys():
+            _raise_key_mismatch(keys, i, row)
+    return keys, {key: [row[key] for row in features] for key in keys}
 
 
 def _raise_key_mismatch(keys: list[Any], i: int, row: Mapping[str, Any]) -> None:
@@ -158,16 +151,9 @@ def output_name(key: str) -> str:
 
 
 def key_kind(name: str, value: Any) -> KeyKind:
-    """Classify a key from its value in row 0: dropped, one scalar, one sequence, or a sequence of sequences.
-
-    Raises:
-        TypeError: a value that is neither a number, a sequence, a string nor ``None``.
-    """
+    """Classify a key by its value in row 0: dropped, one scalar, one sequence, or a sequence of sequences."""
     kind = type(value)
-    if kind is list:  # the common case first: a list of ints
-        if value and type(value[0]) is int:
-            return "seq"
-    elif kind is int or kind is float:
+    if kind is int or kind is float:  # the common case first (a list of ints is caught by the caller)
         return "scalar"
     if value is None or isinstance(value, (str, bytes)):
         return "skip"
@@ -222,9 +208,8 @@ Side = Literal["left", "right"]
 Rule = Literal["ids", "ints", "numbers"]
 _INT64_MAX = 2**63 - 1
 _ROW_PACKERS: dict[int, Any] = {}  # row length -> a compiled ``pack_into`` of that many int64s
-_MASK_TABLES: dict[
-    int, np.ndarray
-] = {}  # width -> [width + 1, width] table whose row n is n trues, then falses
+# width -> [width + 1, width] table whose row n is n trues, then falses
+_MASK_TABLES: dict[int, np.ndarray] = {}
 
 
 def is_tensor(value: Any) -> bool:
@@ -245,11 +230,7 @@ def to_torch(batch: dict[str, Any]) -> dict[str, Any]:
 
 
 def column_lengths(name: str, column: Sequence[Any]) -> list[int]:
-    """The per-row lengths of a sequence column.
-
-    Raises:
-        TypeError: a row holds a scalar, a string or ``None`` where row 0 holds a sequence.
-    """
+    """The per-row lengths of a sequence column (a row that holds no sequence is a ``TypeError``)."""
     try:
         first = column[0]
         return list(map(type(first).numel, column)) if is_tensor(first) else list(map(len, column))
@@ -292,14 +273,8 @@ def raise_bad_element(name: str, column: Sequence[Any], rule: Rule) -> None:
 
 
 def flatten_column(name: str, column: Sequence[Any], lengths: Sequence[int], rule: Rule) -> np.ndarray:
-    """Concatenate the rows of a 1-D sequence column into one new flat array.
-
-    Integers come back as int64; floats (allowed only by ``rule="numbers"``) as float32.
-
-    Raises:
-        TypeError: an element ``rule`` does not allow.
-        ValueError: rows of different nesting depth, or an integer outside int64.
-    """
+    """Concatenate the rows of a 1-D sequence column into one new flat array: ints as int64, floats (allowed
+    only by ``rule="numbers"``) as float32."""
     first = column[0]
     if isinstance(first, (list, tuple)):
         flat: list[Any] = []
@@ -353,13 +328,8 @@ def flatten_column(name: str, column: Sequence[Any], lengths: Sequence[int], rul
 
 
 def pack_rows(column: Sequence[Any], lengths: list[int], width: int, pad: int, side: Side) -> np.ndarray:
-    """Write rows of ints into a new ``[B, width]`` int64 buffer filled with ``pad``.
-
-    One compiled ``pack_into`` per row, at the row's offset.
-
-    Raises:
-        struct.error: an element that is not an int in int64's range (the caller names it).
-    """
+    """Write rows of ints into a new ``[B, width]`` int64 buffer filled with ``pad``, one compiled
+    ``pack_into`` per row; a ``struct.error`` (an element not an int64) is left to the caller to name."""
     out = filled((len(column), width), pad)
     if not width:
         return out
@@ -468,14 +438,8 @@ def constant_padded(mask: np.ndarray, value: int, pad_value: float) -> np.ndarra
 
 
 def stack_scalars(name: str, column: Sequence[Any], hint: str = "") -> np.ndarray:
-    """Stack one scalar per row: ints as int64, floats as float32, bools as bool.
-
-    Rows may mix Python, NumPy and tensor scalars.
-
-    Raises:
-        ValueError: a row holds a sequence where row 0 holds a scalar (``hint`` is appended to the message).
-        TypeError: a row holds something that is not a number.
-    """
+    """Stack one scalar per row (Python, NumPy or tensor scalars): ints as int64, floats as float32, bools as
+    bool; ``hint`` ends the error for a row that holds a sequence."""
     if type(column[0]) is int:  # the usual class ids: one C loop, which also rejects floats and lists
         out = np.empty(len(column), dtype=np.int64)
         try:
@@ -489,7 +453,7 @@ def stack_scalars(name: str, column: Sequence[Any], hint: str = "") -> np.ndarra
             raise ValueError(
                 f"`{name}` must be one scalar per row, as row 0 is; row {i} holds {value!r:.60}{hint}"
             )
-    arr = np.array(values) if values else np.zeros(0, dtype=np.int64)
+    arr = np.array(values)
     kind = arr.dtype.kind
     if kind in "iu":
         return arr.astype(np.int64)
@@ -504,11 +468,7 @@ def stack_scalars(name: str, column: Sequence[Any], hint: str = "") -> np.ndarra
 
 
 def stack_fixed(name: str, column: Sequence[Any], lengths: list[int]) -> np.ndarray:
-    """Stack fixed-length rows (multi-hot labels, say) into ``[B, n]``.
-
-    Raises:
-        ValueError: the rows have different lengths.
-    """
+    """Stack fixed-length rows (multi-hot labels, say) into ``[B, n]``."""
     if min(lengths) != max(lengths):
         i = next(i for i, n in enumerate(lengths) if n != lengths[0])
         raise ValueError(

@@ -79,7 +79,7 @@ class MaskedLMCollator:
         **padding: Any,
     ) -> None:
         tok = tokenizer
-        if tok is None or getattr(tok, "mask_token_id", None) is None:
+        if getattr(tok, "mask_token_id", None) is None:
             raise ValueError(
                 "MaskedLMCollator needs a `tokenizer` with a mask token; got "
                 f"{type(tok).__name__ if tok is not None else None} without one"

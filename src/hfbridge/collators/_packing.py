@@ -2,21 +2,13 @@
 ``DataCollatorWithFlattening``); ``PackedCollator`` packs causal-LM examples into rows and never lets one
 example attend to another.
 
-How transformers (5.x) keeps packed examples apart, which ``PackedCollator`` relies on:
-
-* ``sdpa``, ``eager`` and ``flex_attention``: when a batch has ``position_ids`` and *no* ``attention_mask``,
-  the mask builder (``masking_utils.find_packed_sequence_indices``) starts a new sequence wherever a position
-  does not follow the previous one by 1, and masks attention across those starts. So the rows carry
-  ``position_ids`` that restart at 0 for every example, and no ``attention_mask`` (one would switch the
-  detection off). The detection is also off when the model builds a KV cache (a model in eval mode does by
-  default, from ``config.use_cache``), so the batch carries ``use_cache=False``.
-* ``flash_attention_2/3/4``: the varlen kernel takes ``cu_seq_lens_q/k`` and ``max_length_q/k`` (cumulative
-  lengths over the flattened batch), which this collator returns for those implementations.
-* Any other implementation (a custom or hub kernel registered under another name) is not known to do either,
-  so the collator refuses it and names the ones that can.
-
-Labels never predict across a boundary: the model shifts labels left by one, so the label at each example's
-first token, which would be predicted from the previous example's last token, is set to
+``PackedCollator`` relies on how transformers (5.x) keeps packed examples apart (see docs/chat.md): for
+``sdpa``, ``eager`` and ``flex_attention``, ``masking_utils.find_packed_sequence_indices`` starts a new
+sequence wherever a position does not follow the previous one by 1, but only when the batch has
+``position_ids``, no ``attention_mask`` and the model builds no KV cache (hence ``use_cache=False`` in the
+batch: a model in eval mode builds one by default); the ``flash_attention_2/3/4`` varlen kernels take
+``cu_seq_lens_q/k`` and ``max_length_q/k``. Any other implementation is not known to do either, so it is
+refused. Labels never predict across a boundary: the label at each example's first token is
 ``label_pad_token_id``.
 """
 
@@ -47,15 +39,13 @@ _FLASH = ("flash_attention_2", "flash_attention_3", "flash_attention_4")
 
 @dataclass
 class PackedCollator:
-    """Concatenate causal-LM examples into rows with per-example ``position_ids``, for attention kept per
-    example.
+    """Concatenate causal-LM examples into rows, ``position_ids`` per example: none attends to another.
 
     With ``row_length=None`` the whole batch becomes one ``[1, total_tokens]`` row: no padding at all. With
     ``row_length`` the examples fill rows of exactly that many tokens in order (a row is closed when the next
     example does not fit), and each row's tail is padding (``pad_token_id``, labels ``label_pad_token_id``)
     numbered as a sequence of its own, so it attends only to itself. Pair it with
-    :class:`BinPackingBatchSampler`
-    (``max_tokens = row_length``): each of its batches then fills one row.
+    :class:`BinPackingBatchSampler` (``max_tokens = row_length``): each of its batches then fills one row.
 
     Args:
         attn_implementation: the model's attention implementation (``model.config._attn_implementation``); one
@@ -74,8 +64,7 @@ class PackedCollator:
     Raises:
         ValueError: an attention implementation that cannot keep packed examples apart (the message names
             those that can), an empty batch or example, an example longer than ``row_length``, ``labels`` of
-            another
-            length than ``input_ids``.
+            another length than ``input_ids``.
 
     Example:
         >>> collate = PackedCollator("sdpa")
@@ -137,28 +126,18 @@ class PackedCollator:
         starts = np.zeros(len(lengths), dtype=np.int64)
         np.cumsum(lengths[:-1], out=starts[1:])
         labels[starts] = self.label_pad_token_id
-        # (row, offset) of every example, and how long each row's used part is
-        if self.row_length is None:
-            width = int(lengths.sum())
-            row_of = np.zeros(len(lengths), dtype=np.int64)
-            offset = starts
-            n_rows = 1
-        else:
-            width = self.row_length
-            row_of, offset, n_rows = _next_fit(lengths, width)
+        width = self.row_length or int(lengths.sum())  # None: one row that holds every example
+        dest_start, used = _next_fit(lengths, width)
+        n_rows = len(used)
         total = n_rows * width
         out_ids = np.full(total, self.pad_token_id, dtype=np.int64)
         out_labels = np.full(total, self.label_pad_token_id, dtype=np.int64)
-        dest_start = row_of * width + offset
         token_dest = np.repeat(dest_start - starts, lengths) + np.arange(len(ids))
         out_ids[token_dest] = ids
         out_labels[token_dest] = labels
         # every sequence (examples and row tails) with its flat start; positions count from each start
-        used = np.bincount(row_of, weights=lengths, minlength=n_rows).astype(np.int64)
         tail_rows = np.flatnonzero(used < width)
-        seq_starts = np.concatenate([dest_start, tail_rows * width + used[tail_rows]])
-        order = np.argsort(seq_starts, kind="stable")
-        seq_starts = seq_starts[order]
+        seq_starts = np.sort(np.concatenate([dest_start, tail_rows * width + used[tail_rows]]))
         seq_lengths = np.diff(np.append(seq_starts, total))
         positions = np.arange(total, dtype=np.int64) - np.repeat(seq_starts, seq_lengths)
         batch: dict[str, Any] = {
@@ -177,9 +156,7 @@ class PackedCollator:
             batch["max_length_q"] = batch["max_length_k"] = int(seq_lengths.max())
         if self.return_use_cache:
             batch["use_cache"] = False
-        if self.return_tensors == "np":
-            return batch
-        return to_torch(batch)
+        return batch if self.return_tensors == "np" else to_torch(batch)
 
 
 def _gather(features: Sequence[Mapping[str, Any]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -209,8 +186,8 @@ def _gather(features: Sequence[Mapping[str, Any]]) -> tuple[np.ndarray, np.ndarr
     return np.concatenate(id_rows).astype(np.int64, copy=False), flat_labels, lengths
 
 
-def _next_fit(lengths: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray, int]:
-    """Place examples in order into rows of ``width`` tokens: ``(row of each, offset in its row, rows)``."""
+def _next_fit(lengths: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """Place examples in order into rows of ``width`` tokens: each one's flat start, each row's fill."""
     too_long = np.flatnonzero(lengths > width)
     if too_long.size:
         i = int(too_long[0])
@@ -218,15 +195,13 @@ def _next_fit(lengths: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray, 
             f"PackedCollator: example {i} has {int(lengths[i])} tokens, more than `row_length`={width}; "
             "truncate the data (adapt_chat(max_length=...)) or raise row_length"
         )
-    row_of = np.empty(len(lengths), dtype=np.int64)
-    offset = np.empty(len(lengths), dtype=np.int64)
-    row, used = 0, 0
-    for i, n in enumerate(lengths.tolist()):
-        if used + n > width:
-            row, used = row + 1, 0
-        row_of[i], offset[i] = row, used
-        used += n
-    return row_of, offset, row + 1
+    starts, used = [], [0]
+    for n in lengths.tolist():
+        if used[-1] + n > width:
+            used.append(0)
+        starts.append((len(used) - 1) * width + used[-1])
+        used[-1] += n
+    return np.array(starts, dtype=np.int64), np.array(used, dtype=np.int64)
 
 
 @dataclass
@@ -293,9 +268,7 @@ class FlatteningCollator:
             cu = np.array(bounds, dtype=np.int32)
             batch["cu_seq_lens_q"], batch["cu_seq_lens_k"] = cu, cu.copy()
             batch["max_length_q"] = batch["max_length_k"] = max(lens)
-        if self.return_tensors == "np":
-            return batch
-        return to_torch(batch)
+        return batch if self.return_tensors == "np" else to_torch(batch)
 
     def _pack(self, features: Sequence[Mapping[str, Any]]) -> tuple[np.ndarray, np.ndarray | None, list[int]]:
         """Check the rows, drop empty ones, flatten ``input_ids`` and ``labels``."""

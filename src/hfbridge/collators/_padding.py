@@ -410,13 +410,8 @@ PADDING_OPTIONS = tuple(f.name for f in fields(PaddingCollator) if f.init and f.
 
 
 def padding_collator(owner: str, tokenizer: Any, options: Mapping[str, Any], **fixed: Any) -> PaddingCollator:
-    """The ``PaddingCollator`` a task collator composes.
-
-    It takes every padding option in ``options``, plus the ones the task sets itself (``fixed``).
-
-    Raises:
-        TypeError: an option that is not a padding option, or one that the task sets itself.
-    """
+    """The ``PaddingCollator`` a task collator composes: the caller's ``options`` plus the ones the task sets
+    itself (``fixed``), which the caller may not pass."""
     for name in options:
         if name in fixed:
             raise TypeError(f"{owner} sets `{name}` itself (to {fixed[name]!r}); leave it out")

@@ -89,31 +89,24 @@ class Seq2SeqCollator:
 
     def __call__(self, features: Sequence[Mapping[str, Any]]) -> Batch:
         """Collate ``features`` into a dict of tensors (or arrays)."""
-        batch = self.padder.to_output(self.padder.collate_arrays(features))
-        labels = batch.get("labels")
+        batch = self.padder.collate_arrays(features)
         prepare = getattr(self.model, "prepare_decoder_input_ids_from_labels", None)
-        if labels is not None and prepare is not None and "decoder_input_ids" not in batch:
+        if "labels" in batch and prepare is not None and "decoder_input_ids" not in batch:
             import torch
 
-            decoder_input_ids = prepare(labels=torch.as_tensor(labels))
-            batch["decoder_input_ids"] = (
-                np.asarray(decoder_input_ids.cpu())
-                if self.padder.return_tensors == "np"
-                else decoder_input_ids
-            )
-        return batch
+            batch["decoder_input_ids"] = np.asarray(prepare(labels=torch.from_numpy(batch["labels"])).cpu())
+        return self.padder.to_output(batch)
 
 
 class CausalLMCollator:
     """Pad a causal-LM batch; ``labels`` are ``input_ids`` where the attention mask is 1 and -100 elsewhere.
 
     Like ``DataCollatorForLanguageModeling(mlm=False)``, except that the labels are masked by the *attention
-    mask*
-    rather than by comparing ids with the pad id: when the pad token is the EOS token (the usual GPT-2/Llama
-    set-up), HF also turns every real EOS into -100 and the model never learns to stop (transformers #23530);
-    here the EOS stays a label. Rows that already carry ``labels`` (e.g. prompt tokens set to -100 for
-    instruction tuning) keep them, padded with ``label_pad_token_id``. ``special_tokens_mask`` is dropped, as
-    HF does, since models do not take it.
+    mask* rather than by comparing ids with the pad id: when the pad token is the EOS token (the usual
+    GPT-2/Llama set-up), HF also turns every real EOS into -100 and the model never learns to stop
+    (transformers #23530); here the EOS stays a label. Rows that already carry ``labels`` (e.g. prompt tokens
+    set to -100 for instruction tuning) keep them, padded with ``label_pad_token_id``. ``special_tokens_mask``
+    is dropped, as HF does, since models do not take it.
 
     Args:
         tokenizer: the pad id and padding side come from it.

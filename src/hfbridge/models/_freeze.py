@@ -26,13 +26,14 @@ from hfbridge.models._layout import (
     peft_view,
     require,
     resolve_layout,
+    select_stacks,
 )
 from hfbridge.models._spec import FreezeSpec
 
 if TYPE_CHECKING:
     from torch import nn
 
-__all__ = ["FreezeReport", "KeepEval", "freeze", "plan_frozen", "set_eval_frozen"]
+__all__ = ["FreezeReport", "KeepEval", "freeze", "set_eval_frozen"]
 
 logger = logging.getLogger("hfbridge.models")
 
@@ -41,8 +42,8 @@ logger = logging.getLogger("hfbridge.models")
 class FreezeReport:
     """What :func:`freeze` froze (or, with ``dry_run=True``, would freeze).
 
-    Parameter names are canonical: a tied parameter appears once, under its first name; ``ties`` lists its
-        others.
+    Parameter names are canonical: a tied parameter appears once, under its first name; ``ties`` lists the
+    others.
 
     Attributes:
         spec: the spec that was applied.
@@ -88,17 +89,11 @@ class FreezeReport:
         return "\n".join(lines)
 
 
-def _matcher(pattern: str, syntax: str) -> Any:
-    if syntax == "regex":
-        rx = re.compile(pattern)
-        return lambda name: rx.search(name) is not None
-    return lambda name: fnmatch.fnmatchcase(name, pattern)
-
-
 def _match(patterns: tuple[str, ...], syntax: str, aliases: dict[str, tuple[str, ...]], arg: str) -> set[str]:
     hits: set[str] = set()
     for pattern in patterns:
-        test = _matcher(pattern, syntax)
+        # a regex matches anywhere in a name; a glob the whole name (fnmatchcase's own regex, anchored)
+        test = re.compile(pattern if syntax == "regex" else r"\A" + fnmatch.translate(pattern)).search
         found = {canon for canon, names in aliases.items() if any(test(n) for n in names)}
         if not found:
             sample = ", ".join(list(aliases)[:6])
@@ -110,27 +105,10 @@ def _match(patterns: tuple[str, ...], syntax: str, aliases: dict[str, tuple[str,
     return hits
 
 
-def _select_stacks(layout: ModelLayout, spec: FreezeSpec, model: nn.Module) -> list[int]:
-    require(model, layout, "blocks")
-    if spec.stack == "both":
-        return list(range(len(layout.stacks)))
-    picked = [i for i, s in enumerate(layout.stacks) if s.role == spec.stack]
-    if not picked:
-        have = ", ".join(f"{s.path!r} ({s.role})" for s in layout.stacks)
-        raise ValueError(
-            f"`stack` {spec.stack!r} names no block stack of {layout.model_type}, which has {have}; "
-            "use stack='both' for a model with a single stack"
-        )
-    return picked
-
-
-def plan_frozen(
-    model: nn.Module, spec: FreezeSpec
+def _plan(
+    model: nn.Module, spec: FreezeSpec, view: PeftView | None
 ) -> tuple[set[str], ModelLayout | None, dict[str, tuple[str, ...]]]:
-    """Return ``(frozen canonical names, layout or None, aliases)`` for ``spec`` on ``model``; changes
-    nothing."""
-    model = unwrap_model(model)
-    view = peft_view(model)
+    """``(frozen canonical names, layout or None, aliases)`` for ``spec`` on the unwrapped ``model``."""
     if view is not None and (spec.train_biases or spec.train_norms):
         flag = "train_biases" if spec.train_biases else "train_norms"
         raise ValueError(
@@ -152,7 +130,7 @@ def plan_frozen(
             frozen |= set(layout.names_in("head"))
         count = spec.layers if spec.layers is not None else spec.trainable_layers
         if count is not None:
-            picked = _select_stacks(layout, spec, model)
+            picked = select_stacks(model, layout, spec.stack)
             longest = max(len(layout.stacks[i]) for i in picked)
             if count > longest:
                 which = ", ".join(f"{layout.stacks[i].path!r} has {len(layout.stacks[i])}" for i in picked)
@@ -179,9 +157,10 @@ def _inner_names(names: tuple[str, ...], view: PeftView) -> tuple[str, ...]:
     return tuple(n[len(view.prefix) :] for n in names if n.startswith(view.prefix))
 
 
-def _collapse(model: nn.Module, frozen: set[str], canonical: dict[str, str]) -> list[str]:
+def _collapse(model: nn.Module, frozen: set[str], aliases: dict[str, tuple[str, ...]]) -> list[str]:
     """Top-most module paths all of whose parameters are frozen (``""`` is the whole model), then loose
     names."""
+    canonical = {a: c for c, names in aliases.items() for a in names}
     out: list[str] = []
     for mname, module in model.named_modules():
         if any(is_under(mname, c) for c in out):
@@ -189,14 +168,8 @@ def _collapse(model: nn.Module, frozen: set[str], canonical: dict[str, str]) -> 
         names = [canonical[f"{mname}.{p}" if mname else p] for p, _ in module.named_parameters()]
         if names and all(n in frozen for n in names):
             out.append(mname)
-    loose = sorted(
-        n for n in frozen if not any(is_under(a, c) for c in out for a in _aliases_of(n, canonical))
-    )
+    loose = sorted(n for n in frozen if not any(is_under(a, c) for c in out for a in aliases[n]))
     return out + loose
-
-
-def _aliases_of(name: str, canonical: dict[str, str]) -> list[str]:
-    return [a for a, c in canonical.items() if c == name]
 
 
 def freeze(
@@ -244,18 +217,16 @@ def freeze(
     check_type("dry_run", dry_run, bool)
     spec = FreezeSpec.coerce(spec)
     inner = unwrap_model(model)
-    frozen, layout, aliases = plan_frozen(inner, spec)
-    named = frozen
     view = peft_view(inner)
+    frozen, layout, aliases = _plan(inner, spec, view)
+    named = frozen
     if view is not None:  # the base of a PEFT model stays frozen: the spec freezes more of the adapter
         named = {n for n in frozen if view.is_adapter_param(n)}
         frozen = frozen | {n for n in aliases if not view.is_adapter_param(n)}
     params = dict(inner.named_parameters())
-    order = list(aliases)
-    frozen_names = tuple(n for n in order if n in frozen)
-    trainable_names = tuple(n for n in order if n not in frozen)
-    canonical = {a: c for c, names in aliases.items() for a in names}
-    collapsed = _collapse(inner, frozen, canonical)
+    frozen_names = tuple(n for n in aliases if n in frozen)
+    trainable_names = tuple(n for n in aliases if n not in frozen)
+    collapsed = _collapse(inner, frozen, aliases)
     modules = dict(inner.named_modules())
     eval_modules = tuple(c for c in collapsed if c in modules) if spec.eval_frozen else ()
     report = FreezeReport(
@@ -309,9 +280,4 @@ def set_eval_frozen(model: nn.Module, paths: tuple[str, ...]) -> None:
             module.train()  # -> eval
         elif pinned:
             del module.__dict__["train"]
-            module.train(_parent_mode(model, name))
-
-
-def _parent_mode(model: nn.Module, name: str) -> bool:
-    parent = name.rpartition(".")[0] if "." in name else ""
-    return model.get_submodule(parent).training if name else model.training
+            module.train(model.get_submodule(name.rpartition(".")[0]).training)  # the parent's mode

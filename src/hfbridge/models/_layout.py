@@ -29,7 +29,7 @@ A LoRA-style ``peft.PeftModel`` holds the task model at ``base_model.model``; it
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 from hfbridge._distributed import unwrap_model
 
@@ -41,22 +41,14 @@ __all__ = [
     "ModelLayout",
     "PeftView",
     "ResolutionError",
-    "is_peft_model",
     "is_under",
     "norm_param_names",
     "param_aliases",
     "peft_view",
     "require",
     "resolve_layout",
+    "select_stacks",
 ]
-
-#: the attribute path from a LoRA-style ``PeftModel`` to the task model it wraps
-INNER_PATH = "base_model.model"
-
-
-def is_peft_model(model: Any) -> bool:
-    """Whether ``model`` is a ``peft.PeftModel`` (any task subclass), without importing ``peft``."""
-    return any(c.__name__ == "PeftModel" and c.__module__.startswith("peft") for c in type(model).__mro__)
 
 
 @dataclass(frozen=True)
@@ -96,8 +88,8 @@ def peft_view(model: nn.Module) -> PeftView | None:
     """
     from torch import nn
 
-    if not is_peft_model(model):
-        return None
+    if not any(c.__name__ == "PeftModel" and c.__module__.startswith("peft") for c in type(model).__mro__):
+        return None  # not a PeftModel of any task
     tuner = getattr(model, "base_model", None)
     inner = getattr(tuner, "model", None)
     is_tuner = any(c.__name__ == "BaseTuner" for c in type(tuner).__mro__)
@@ -110,14 +102,14 @@ def peft_view(model: nn.Module) -> PeftView | None:
     config = getattr(model, "peft_config", {}) or {}
     return PeftView(
         inner=inner,
-        prefix=INNER_PATH + ".",
+        prefix="base_model.model.",  # the attribute path to the task model, as a name prefix
         adapters=tuple(config) or ("default",),
         tuner_prefix=str(getattr(tuner, "prefix", "") or ""),
     )
 
 
 Group = Literal["embeddings", "block", "other", "head"]
-_GROUP_ORDER: dict[str, int] = {"embeddings": 0, "block": 1, "other": 2, "head": 3}
+_GROUPS: tuple[Group, ...] = ("embeddings", "block", "other", "head")  # lowest first
 
 
 class ResolutionError(ValueError):
@@ -235,10 +227,7 @@ def _find_stacks(base: nn.Module, base_path: str) -> tuple[list[BlockStack], lis
 
     enc = next((c for c in top if role_of(c[1]) == "encoder"), None)
     dec = next((c for c in top if role_of(c[1]) == "decoder"), None)
-    if enc is not None and dec is not None:
-        chosen = [(enc, "encoder"), (dec, "decoder")]
-    else:
-        chosen = [(top[0], "main")]
+    chosen = [(enc, "encoder"), (dec, "decoder")] if enc and dec else [(top[0], "main")]
     stacks = [
         BlockStack(path=c[1], role=role, blocks=tuple(f"{c[1]}.{i}" for i in range(len(c[2]))))  # type: ignore[arg-type]
         for c, role in chosen
@@ -304,9 +293,9 @@ def resolve_layout(model: nn.Module) -> ModelLayout:
     embeddings: list[str] = []
     emb_path = _input_embeddings_path(model)
     if emb_path is not None:
-        parent = emb_path.rpartition(".")[0] if "." in emb_path else ""
+        parent = emb_path.rpartition(".")[0]
         embeddings.append(parent if parent != base_path and not holds_stack(parent) else emb_path)
-    trunks = {base_path} | {sp.rpartition(".")[0] for sp in stack_paths if "." in sp}
+    trunks = {base_path} | {sp.rpartition(".")[0] for sp in stack_paths}
     for trunk in sorted(trunks):
         for child_name, child in modules[trunk].named_children():
             path = _join(trunk, child_name)
@@ -316,45 +305,38 @@ def resolve_layout(model: nn.Module) -> ModelLayout:
                 embeddings.append(path)
     embeddings = sorted(set(embeddings), key=list(modules).index)
 
-    head: list[str] = []
-    if base_path:
-        head = [n for n, c in model.named_children() if n != base_path and any(True for _ in c.parameters())]
-    else:
-        for n, c in model.named_children():
-            if (
-                holds_stack(n)
-                or any(is_under(e, n) for e in embeddings)
-                or not any(True for _ in c.parameters())
-            ):
-                continue
-            head.append(n)
+    # children with parameters outside the base model; a model that is its own base: those that hold
+    # neither embeddings nor a stack
+    head = [
+        n
+        for n, c in model.named_children()
+        if n != base_path
+        and any(True for _ in c.parameters())
+        and (base_path or not (holds_stack(n) or any(is_under(e, n) for e in embeddings)))
+    ]
 
     aliases = param_aliases(model)
     params = dict(model.named_parameters())
     numel = {canon: params[canon].numel() for canon in aliases}
 
+    def group_of(name: str) -> Group:
+        if any(is_under(name, e) for e in embeddings):
+            return "embeddings"
+        if any(is_under(name, sp) for sp in stack_paths):
+            return "block"
+        if is_under(name, base_path) and not any(is_under(name, h) for h in head):
+            return "other"
+        return "head"
+
     group: dict[str, Group] = {}
     block_index: dict[str, tuple[int, int]] = {}
     for canon, names in aliases.items():
-        best: Group = "head"
-        for name in names:
-            g: Group
-            if any(is_under(name, e) for e in embeddings):
-                g = "embeddings"
-            elif any(is_under(name, sp) for sp in stack_paths):
-                g = "block"
-                si = next(i for i, sp in enumerate(stack_paths) if is_under(name, sp))
-                bi = int(name[len(stack_paths[si]) + 1 :].split(".")[0])
-                block_index.setdefault(canon, (si, bi))
-            elif is_under(name, base_path) and not any(is_under(name, h) for h in head):
-                g = "other"
-            else:
-                g = "head"
-            if _GROUP_ORDER[g] < _GROUP_ORDER[best]:
-                best = g
-        group[canon] = best
-        if best != "block":
-            block_index.pop(canon, None)
+        groups = [group_of(name) for name in names]
+        group[canon] = min(groups, key=_GROUPS.index)  # the lowest group any of its names falls in
+        if group[canon] == "block":
+            name = names[groups.index("block")]
+            si = next(i for i, sp in enumerate(stack_paths) if is_under(name, sp))
+            block_index[canon] = (si, int(name[len(stack_paths[si]) + 1 :].split(".")[0]))
     return ModelLayout(
         model_type=type(model).__name__,
         base_model=base_path,
@@ -396,27 +378,38 @@ def require(model: nn.Module, layout: ModelLayout, what: str) -> None:
         return
     model = unwrap_model(model)
     prefix = getattr(model, "base_model_prefix", None)
-    base = model.get_submodule(layout.base_model)
-    _, lists = _find_stacks(base, layout.base_model)
+    _, lists = _find_stacks(model.get_submodule(layout.base_model), layout.base_model)
     emb = _input_embeddings_path(model)
+    base = (
+        f"base model {layout.base_model!r}"
+        if layout.base_model
+        else "no such attribute, using the whole model"
+    )
+    children = ", ".join(f"{n} ({type(c).__name__})" for n, c in model.named_children())
     found = [
-        f"input embeddings: {emb!r}"
-        if emb is not None
-        else "input embeddings: none (no get_input_embeddings())",
-        f"base_model_prefix: {prefix!r} -> "
-        + (
-            f"base model {layout.base_model!r}"
-            if layout.base_model
-            else "no such attribute, using the whole model"
-        ),
-        f"ModuleLists: {', '.join(lists) if lists else 'none'}",
-        "top-level children: "
-        f"{', '.join(f'{n} ({type(c).__name__})' for n, c in model.named_children()) or 'none'}",
+        "input embeddings: " + (repr(emb) if emb is not None else "none (no get_input_embeddings())"),
+        f"base_model_prefix: {prefix!r} -> {base}",
+        f"ModuleLists: {', '.join(lists) or 'none'}",
+        f"top-level children: {children or 'none'}",
     ]
     kind = "the input embeddings" if what == "embeddings" else "a ModuleList of repeated transformer blocks"
     raise ResolutionError(
-        f"cannot find {kind} in {type(model).__name__}; found " + "; ".join(found) + ". "
-        "Name the parameters to freeze with patterns instead, e.g. "
-        "FreezeSpec(patterns=['encoder.layers.0.*']) "
-        "or the string 'pattern:encoder.layers.0.*'."
+        f"cannot find {kind} in {type(model).__name__}; found " + "; ".join(found) + ". Name the parameters "
+        "to freeze with patterns instead, e.g. FreezeSpec(patterns=['encoder.layers.0.*']) or the string "
+        "'pattern:encoder.layers.0.*'."
     )
+
+
+def select_stacks(model: nn.Module, layout: ModelLayout, stack: str) -> list[int]:
+    """The indices of the stacks that ``stack`` (``"both"``, ``"encoder"``, ``"decoder"``) names, or raise."""
+    require(model, layout, "blocks")
+    if stack == "both":
+        return list(range(len(layout.stacks)))
+    picked = [i for i, s in enumerate(layout.stacks) if s.role == stack]
+    if not picked:
+        have = ", ".join(f"{s.path!r} ({s.role})" for s in layout.stacks)
+        raise ValueError(
+            f"`stack` {stack!r} names no block stack of {layout.model_type}, which has {have}; "
+            "use stack='both' for a model with a single stack"
+        )
+    return picked

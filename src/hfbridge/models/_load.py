@@ -132,7 +132,8 @@ def load_pretrained(
     Raises:
         ValueError: for an unknown task, label arguments on a task without labels, inconsistent label maps, a
             bad freeze spec, a local folder that does not exist, a file instead of a folder, or a ``lora``
-            config the model cannot take (unknown keys, a ``target_modules`` it lacks).
+            config the model cannot take (unknown keys, a ``task_type`` other than the task's, a
+            ``target_modules`` it lacks).
         TypeError: for label maps of the wrong types, or a ``lora`` that is not a config or dict.
         ImportError: for ``lora`` without ``peft`` installed.
 
@@ -168,16 +169,6 @@ PEFT_TASK_TYPES: dict[str, str] = {
 }
 
 
-def _import_peft() -> Any:
-    try:
-        import peft
-    except ImportError as e:
-        raise ImportError(
-            "`lora` needs the optional dependency peft: pip install 'hfbridge[peft]' (or pip install peft)"
-        ) from e
-    return peft
-
-
 def _coerce(peft: Any, lora: Any) -> Any:
     if isinstance(lora, peft.LoraConfig):
         return copy.deepcopy(lora)  # the caller's config is left as it was
@@ -204,27 +195,20 @@ def _linear_names(model: nn.Module) -> list[str]:
 
 
 def add_lora(model: nn.Module, lora: LoraConfig | Mapping[str, Any], *, task: str) -> nn.Module:
-    """Wrap the transformers task ``model`` in a LoRA ``PeftModel``.
+    """Wrap the transformers task ``model`` in a LoRA ``PeftModel`` (as ``load_pretrained(lora=...)`` does).
 
-    Args:
-        model: a transformers model loaded for ``task``.
-        lora: a ``peft.LoraConfig`` (copied, never changed) or a dict of its fields.
-        task: the hfbridge task; sets ``task_type`` when the config has none, and for classification tasks
-            puts the task head (found by :func:`resolve_layout`: ``classifier``, ``score``, ...) in
-            ``modules_to_save`` when the config names none -- a new head starts random, so it must train
-            and be saved with the adapter.
-
-    Returns:
-        The ``PeftModel``: the base frozen, the LoRA weights and the head copies trainable.
-
-    Raises:
-        ImportError: when ``peft`` is not installed (the ``peft`` extra).
-        TypeError: when ``lora`` is neither a ``LoraConfig`` nor a dict.
-        ValueError: for unknown dict keys, a ``task_type`` that contradicts ``task``, or a config whose
-            ``target_modules`` the model does not have (peft has no default for its type, or a named module
-            is missing); the message lists the model's ``Linear`` layer names.
+    ``lora`` (a ``LoraConfig``, copied, or a dict of its fields) gets its ``task_type`` from ``task`` when it
+    has none; for classification tasks the head that :func:`resolve_layout` finds goes in ``modules_to_save``
+    when the config names none (a new head starts random, so it must train and be saved with the adapter).
+    Raises as :func:`load_pretrained` does for ``lora``; the error for ``target_modules`` the model lacks
+    lists its ``Linear`` layer names.
     """
-    peft = _import_peft()
+    try:
+        import peft
+    except ImportError as e:
+        raise ImportError(
+            "`lora` needs the optional dependency peft: pip install 'hfbridge[peft]' (or pip install peft)"
+        ) from e
     task = check_task(task)
     config = _coerce(peft, lora)
     wanted = PEFT_TASK_TYPES.get(task)

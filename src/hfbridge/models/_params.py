@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from itertools import accumulate
 from typing import TYPE_CHECKING, Any
 
 from hfbridge._checks import check_positive_int, check_real, check_type
@@ -217,10 +218,8 @@ def layerwise_param_groups(
     inner = unwrap_model(model)
     layout = resolve_layout(inner)
     require(inner, layout, "blocks")
-    offsets, total = [], 0
-    for stack in layout.stacks:
-        offsets.append(total)
-        total += len(stack)
+    offsets = [0, *accumulate(map(len, layout.stacks))]  # blocks below each stack, then all blocks
+    total = offsets[-1]
     norms = norm_param_names(inner)
     lowered = [s.lower() for s in no_decay]
     params = dict(inner.named_parameters())

@@ -1,23 +1,4 @@
-"""``FreezeSpec``: what to freeze, as a dataclass or a short string for a command line.
-
-String grammar -- comma-separated items, whitespace ignored, order free::
-
-    embeddings            freeze the embeddings
-    layers:N              freeze the first N blocks (of each selected stack)
-    trainable-layers:N    keep only the last N blocks trainable (embeddings and lower blocks frozen)
-    stack:S               encoder-decoder models: which stack a count means -- encoder, decoder or both
-    all-but-head          freeze the whole base model (everything but the task head)
-    head                  freeze the task head too
-    all                   all-but-head + head
-    pattern:GLOB          freeze parameters whose name matches (repeatable)
-    except:GLOB           keep matching parameters trainable, whatever else says (repeatable)
-    syntax:regex          read pattern/except values as regular expressions (re.search) instead of globs
-    train-biases          keep every bias trainable (BitFit)
-    train-norms           keep every normalization layer trainable
-    eval-frozen           keep fully frozen modules in eval mode (dropout off) across model.train()
-
-Example: ``"embeddings,layers:4"``, ``"all-but-head,train-norms"``, ``"trainable-layers:2,stack:decoder"``.
-"""
+"""``FreezeSpec``: what to freeze, as a dataclass or a short string for a command line."""
 
 from __future__ import annotations
 
@@ -49,24 +30,32 @@ _ITEMS = (*_FLAGS, "all", *(f"{k}:..." for k in _KEYED))
 class FreezeSpec:
     """What :func:`freeze` freezes. Every field defaults to "leave trainable".
 
+    Each field has a string item (in brackets below) for :meth:`parse`: items are comma-separated, whitespace
+    ignored, order free, e.g. ``"embeddings,layers:4"``, ``"all-but-head,train-norms"``,
+    ``"trainable-layers:2,stack:decoder"``; ``"all"`` is ``"all-but-head,head"``.
+
     Args:
-        embeddings: freeze the embeddings (word, position and type embeddings, embedding norm).
-        layers: freeze the first ``layers`` blocks of each selected stack.
-        trainable_layers: keep only the last ``trainable_layers`` blocks of each selected stack trainable;
-            freezes the embeddings and the blocks below. What sits above the blocks (final norm, pooler, head)
-            stays trainable. Excludes ``layers``.
-        stack: for encoder-decoder models (T5, BART), which stack ``layers``/``trainable_layers`` count in.
-            ``"both"`` (the default) applies the count to each stack. Other models have one stack and need
-            ``"both"``.
-        base_model: freeze the whole base model -- everything but the task head.
-        head: freeze the task head too (it stays trainable unless asked).
-        patterns: names (globs, or regexes with ``pattern_syntax="regex"``) of parameters to freeze. Each must
-            match at least one parameter name; a tied parameter matches through any of its names.
-        except_patterns: parameters to keep trainable whatever the other fields say; each must match.
-        pattern_syntax: ``"glob"`` (``fnmatch``, whole name) or ``"regex"`` (``re.search``).
-        train_biases: keep every parameter named ``bias`` trainable (BitFit).
-        train_norms: keep the parameters of every normalization layer trainable.
-        eval_frozen: keep fully frozen modules in eval mode (dropout off) even across ``model.train()``.
+        embeddings: [``embeddings``] freeze the embeddings (word, position, type embeddings; their norm).
+        layers: [``layers:N``] freeze the first ``layers`` blocks of each selected stack.
+        trainable_layers: [``trainable-layers:N``] keep only the last ``trainable_layers`` blocks of each
+            selected stack trainable; freezes the embeddings and the blocks below. What sits above the blocks
+            (final norm, pooler, head) stays trainable. Excludes ``layers``.
+        stack: [``stack:S``] for encoder-decoder models (T5, BART), the stack a count applies to:
+            ``"encoder"``, ``"decoder"`` or ``"both"`` (the default: each stack). Other models have one stack
+            and need ``"both"``.
+        base_model: [``all-but-head``] freeze the whole base model -- everything but the task head.
+        head: [``head``] freeze the task head too (it stays trainable unless asked).
+        patterns: [``pattern:GLOB``, repeatable] names (globs, or regexes with ``pattern_syntax="regex"``) of
+            parameters to freeze. Each must match at least one parameter name; a tied parameter matches
+            through any of its names.
+        except_patterns: [``except:GLOB``, repeatable] parameters to keep trainable whatever the other fields
+            say; each must match.
+        pattern_syntax: [``syntax:regex``] ``"glob"`` (``fnmatch``, whole name) or ``"regex"``
+            (``re.search``).
+        train_biases: [``train-biases``] keep every parameter named ``bias`` trainable (BitFit).
+        train_norms: [``train-norms``] keep the parameters of every normalization layer trainable.
+        eval_frozen: [``eval-frozen``] keep fully frozen modules in eval mode (dropout off) even across
+            ``model.train()``.
 
     Raises:
         ValueError: for a negative count, both ``layers`` and ``trainable_layers``, an unknown ``stack`` or
@@ -133,7 +122,7 @@ class FreezeSpec:
 
     @classmethod
     def parse(cls, text: str) -> FreezeSpec:
-        """Build a spec from its string form (see the module docstring for the grammar).
+        """Build a spec from its string form (see the class docstring for the items).
 
         Args:
             text: e.g. ``"embeddings,layers:4"``; ``""`` or ``"none"`` freezes nothing.
@@ -143,9 +132,7 @@ class FreezeSpec:
             TypeError: when ``text`` is not a string.
         """
         check_type("spec", text, str)
-        kwargs: dict[str, Any] = {}
-        patterns: list[str] = []
-        excepts: list[str] = []
+        kwargs: dict[str, Any] = {"patterns": [], "except_patterns": []}  # lists: FreezeSpec makes tuples
 
         def put(key: str, value: Any, item: str) -> None:
             if key in kwargs:
@@ -158,24 +145,18 @@ class FreezeSpec:
                 continue
             key, sep, value = item.partition(":")
             key, value = key.strip().lower(), value.strip()
-            if not sep:
-                if key == "all":
-                    put("base_model", True, item)
-                    put("head", True, item)
-                elif key in _FLAGS:
-                    put(_FLAGS[key], True, item)
-                else:
-                    raise ValueError(
-                        f"unknown freeze spec item {item!r} in {text!r}; valid items: {', '.join(_ITEMS)}"
-                    )
-                continue
-            if key not in _KEYED:
+            if not sep and key == "all":
+                put("base_model", True, item)
+                put("head", True, item)
+            elif not sep and key in _FLAGS:
+                put(_FLAGS[key], True, item)
+            elif key not in _KEYED or not sep:
                 raise ValueError(
                     f"unknown freeze spec item {item!r} in {text!r}; valid items: {', '.join(_ITEMS)}"
                 )
-            if not value:
+            elif not value:
                 raise ValueError(f"freeze spec item {item!r} needs a value after ':' in {text!r}")
-            if key in ("layers", "trainable-layers"):
+            elif key in ("layers", "trainable-layers"):
                 if not value.isdigit():
                     raise ValueError(f"freeze spec item {item!r} needs a non-negative integer; got {value!r}")
                 put(key.replace("-", "_"), int(value), item)
@@ -183,11 +164,9 @@ class FreezeSpec:
                 put("stack", check_choice("stack", value, _STACKS), item)
             elif key == "syntax":
                 put("pattern_syntax", check_choice("syntax", value, _SYNTAXES), item)
-            elif key == "pattern":
-                patterns.append(value)
             else:
-                excepts.append(value)
-        return cls(**kwargs, patterns=tuple(patterns), except_patterns=tuple(excepts))
+                kwargs["patterns" if key == "pattern" else "except_patterns"].append(value)
+        return cls(**kwargs)
 
     @classmethod
     def coerce(cls, spec: FreezeSpec | str | dict[str, Any] | None) -> FreezeSpec:

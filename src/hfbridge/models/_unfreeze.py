@@ -1,19 +1,4 @@
-"""``GradualUnfreezer``: ULMFiT-style gradual unfreezing as a pure function of the epoch (or step).
-
-Stage ``s = t // every`` (``t`` the epoch or the optimizer step) keeps the head, whatever sits above the
-blocks (final norm, pooler) and the top ``s * layers_per_stage`` blocks trainable; one stage after every block
-is trainable, the embeddings follow. Because the state depends on ``t`` alone, a resumed run calls
-``apply(t)`` and gets exactly the state an uninterrupted run had -- nothing to checkpoint.
-
-Build the optimizer once over *all* parameters (frozen ones simply get no gradient, and torch optimizers skip
-parameters whose ``grad`` is ``None``), so learning-rate schedulers and optimizer state stay valid as blocks
-thaw.
-
-DDP: wrap the model while every parameter still requires grad (DDP only synchronises parameters that require
-grad when it is built), and pass ``find_unused_parameters=True``
-(``TrainingArguments(ddp_find_unused_parameters=True)``) because frozen parameters take no part in backward.
-:meth:`GradualUnfreezer.apply` checks a DDP-wrapped model.
-"""
+"""``GradualUnfreezer``: ULMFiT-style gradual unfreezing as a pure function of the epoch (or step)."""
 
 from __future__ import annotations
 
@@ -22,7 +7,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from hfbridge._checks import check_choice, check_non_negative_int, check_positive_int, check_type
 from hfbridge.models._freeze import FreezeReport, freeze
-from hfbridge.models._layout import require, resolve_layout
+from hfbridge.models._layout import resolve_layout, select_stacks
 from hfbridge.models._spec import FreezeSpec
 
 if TYPE_CHECKING:
@@ -35,6 +20,15 @@ _SCHEDULE_FIELDS = ("embeddings", "layers", "trainable_layers", "base_model")
 
 class GradualUnfreezer:
     """Thaw a model block by block, from the top, as a pure function of the epoch or step.
+
+    Stage ``s = t // every`` (``t`` the epoch or the optimizer step) keeps the head, whatever sits above the
+    blocks (final norm, pooler) and the top ``s * layers_per_stage`` blocks trainable; one stage after every
+    block is trainable, the embeddings follow. The state depends on ``t`` alone, so a resumed run calls
+    ``apply(t)`` and gets exactly the state an uninterrupted run had -- nothing to checkpoint. Build the
+    optimizer once over *all* parameters (torch optimizers skip parameters whose ``grad`` is ``None``), so
+    schedulers and optimizer state stay valid as blocks thaw. Under DDP, wrap the model while every parameter
+    still requires grad (DDP only synchronises those) and pass ``find_unused_parameters=True``, since frozen
+    parameters take no part in backward; :meth:`apply` checks a DDP-wrapped model.
 
     Args:
         model: the model to unfreeze (may be DDP-wrapped).
@@ -78,8 +72,7 @@ class GradualUnfreezer:
         self.unit = check_choice("unit", unit, ("epoch", "step"))
         self.every = check_positive_int("every", every)
         self.layers_per_stage = check_positive_int("layers_per_stage", layers_per_stage)
-        check_type("unfreeze_embeddings", unfreeze_embeddings, bool)
-        self.unfreeze_embeddings = unfreeze_embeddings
+        self.unfreeze_embeddings = check_type("unfreeze_embeddings", unfreeze_embeddings, bool)
         base = FreezeSpec.coerce(spec)
         scheduled = [f for f in _SCHEDULE_FIELDS if getattr(base, f) not in (False, None)]
         if scheduled:
@@ -87,20 +80,10 @@ class GradualUnfreezer:
                 f"`spec` must not set {', '.join(scheduled)}: the unfreezing schedule owns "
                 f"{', '.join(_SCHEDULE_FIELDS)}; got {base}"
             )
-        self.base_spec = replace(base, stack=check_choice("stack", stack, ("both", "encoder", "decoder")))
+        self.base_spec = replace(base, stack=stack)  # FreezeSpec checks `stack`
         self.model = model
         layout = resolve_layout(model)
-        require(model, layout, "blocks")
-        if self.base_spec.stack == "both":
-            lengths = [len(s) for s in layout.stacks]
-        else:
-            lengths = [len(s) for s in layout.stacks if s.role == self.base_spec.stack]
-            if not lengths:
-                roles = ", ".join(s.role for s in layout.stacks)
-                raise ValueError(
-                    f"`stack` {stack!r} names no block stack of {layout.model_type} (has: {roles})"
-                )
-        self.num_blocks = max(lengths)
+        self.num_blocks = max(len(layout.stacks[i]) for i in select_stacks(model, layout, stack))
         self._applied: int | None = None
 
     @property
@@ -181,9 +164,7 @@ def check_distributed(model: nn.Module) -> None:
     if isinstance(model, nn.parallel.DistributedDataParallel) and not model.find_unused_parameters:
         raise ValueError(
             "gradual unfreezing under DistributedDataParallel needs `find_unused_parameters=True` (frozen "
-            "parameters get no gradient, and DDP otherwise waits for them); got "
-            "find_unused_parameters=False. "
-            "Build DDP(model, find_unused_parameters=True) -- or "
-            "TrainingArguments(ddp_find_unused_parameters=True)"
-            " -- while every parameter still requires grad."
+            "parameters get no gradient, and DDP otherwise waits for them); got find_unused_parameters=False."
+            " Build DDP(model, find_unused_parameters=True) -- or TrainingArguments("
+            "ddp_find_unused_parameters=True) -- while every parameter still requires grad."
         )
