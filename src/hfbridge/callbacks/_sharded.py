@@ -40,9 +40,8 @@ __all__ = [
     "write_config",
 ]
 
-SHARDS_DIR = (
-    "model_shards"  # the DCP folder inside a checkpoint: .metadata plus one __{rank}_0.distcp per rank
-)
+# the DCP folder inside a checkpoint: .metadata plus one __{rank}_0.distcp per rank
+SHARDS_DIR = "model_shards"
 STAGE_PREFIX = ".shards-hfbridge-"  # hidden staging folders of a sharded save in progress
 _METADATA = ".metadata"
 
@@ -69,12 +68,18 @@ class _Group:
     def __init__(self, timeout: float) -> None:
         import torch.distributed as dist
 
+        on = dist.is_available() and dist.is_initialized()
         self.timeout = timeout
-        self.world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
-        self.rank = dist.get_rank() if self.world > 1 or dist.is_initialized() else 0
-        self.pg: ProcessGroup | None = None
-        if dist.is_available() and dist.is_initialized():
-            self.pg = dist.new_group(backend="gloo", timeout=timedelta(seconds=timeout))
+        self.world, self.rank = (dist.get_world_size(), dist.get_rank()) if on else (1, 0)
+        self.pg: ProcessGroup | None = (
+            dist.new_group(backend="gloo", timeout=timedelta(seconds=timeout)) if on else None
+        )
+
+    def _run(self, collective: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        try:
+            collective(*args, group=self.pg, **kwargs)
+        except Exception as exc:
+            raise _lost_rank(self.timeout, exc) from exc
 
     def all_gather(self, obj: Any) -> list[Any]:
         if self.pg is None:
@@ -82,10 +87,7 @@ class _Group:
         import torch.distributed as dist
 
         out: list[Any] = [None] * self.world
-        try:
-            dist.all_gather_object(out, obj, group=self.pg)
-        except Exception as exc:
-            raise _lost_rank(self.timeout, exc) from exc
+        self._run(dist.all_gather_object, out, obj)
         return out
 
     def broadcast(self, obj: Any) -> Any:
@@ -94,10 +96,7 @@ class _Group:
         import torch.distributed as dist
 
         box = [obj]
-        try:
-            dist.broadcast_object_list(box, src=0, group=self.pg)
-        except Exception as exc:
-            raise _lost_rank(self.timeout, exc) from exc
+        self._run(dist.broadcast_object_list, box, src=0)
         return box[0]
 
 
@@ -110,11 +109,7 @@ def _group(timeout: float) -> _Group:
 
     current = dist.is_available() and dist.is_initialized()
     group = _GROUPS.get(timeout)
-    if (
-        group is None
-        or (current and (group.pg is None or not _alive(group.pg)))
-        or (not current and group.pg)
-    ):
+    if group is None or (group.pg is not None) != current or (current and not _alive(group.pg)):
         if not _GROUPS:
             # drop the cached groups while the interpreter is whole: a gloo group first freed during
             # interpreter shutdown can abort the process ("terminate called without an active exception")
@@ -174,11 +169,9 @@ def _agree(group: _Group, error: BaseException | None) -> None:
 # ---------------------------------------------------------------------------------------------- saving
 
 
-def stage_folder(parent: Path, name: str, *, timeout: float = 600.0) -> Path:
+def stage_folder(parent: Path, name: str, *, timeout: float) -> Path:
     """A fresh hidden staging folder under ``parent``, made by rank 0 and known to every rank (collective).
-
-    Rank 0 first removes staging folders left by a crashed save (call this only when no save is in flight).
-    """
+    Rank 0 first removes staging folders left by a crashed save (call it only when no save is in flight)."""
     group = _group(timeout)
     made: Any = None
     if group.rank == 0:
@@ -207,10 +200,6 @@ class PendingSave:
     def __init__(self, folder: Path, group: _Group, future: Any = None, error: BaseException | None = None):
         self.folder, self._group, self._future, self._error = folder, group, future, error
         self._result: dict[str, int] | None = None
-
-    def done(self) -> bool:
-        """Whether this rank's part is written (a finished :meth:`wait` is not needed to ask)."""
-        return self._future is None or self._future.done()
 
     def wait(self) -> dict[str, int]:
         """Block until every rank's shards are written and fsynced; ``{relative path: bytes}`` on rank 0.
@@ -253,26 +242,11 @@ def _state_dicts(model: torch.nn.Module, optimizer: Any) -> dict[str, Any]:
 
 
 def save_sharded(
-    folder: Path,
-    model: torch.nn.Module,
-    optimizer: Any = None,
-    *,
-    asynchronous: bool = False,
-    timeout: float = 600.0,
+    folder: Path, model: torch.nn.Module, optimizer: Any, *, asynchronous: bool, timeout: float
 ) -> PendingSave:
-    """Every rank writes its shards of ``model`` (and ``optimizer``) into ``folder`` with DCP (collective).
-
-    Args:
-        folder: the staging folder (from :func:`stage_folder`), the same path on every rank.
-        model: the FSDP (or any) model; ``get_state_dict`` sees through DDP / compile / FSDP wrappers.
-        optimizer: its optimizer, or ``None``.
-        asynchronous: ``dcp.async_save``: the state is copied to CPU memory now and written by a background
-            thread; training goes on. Call :meth:`PendingSave.wait` before the next save and at the end.
-        timeout: seconds any collective of the save may wait for a rank.
-
-    Returns:
-        A :class:`PendingSave`; its :meth:`~PendingSave.wait` must be called on every rank.
-    """
+    """Every rank writes its shards of ``model`` (and ``optimizer``) into the staging ``folder`` with DCP
+    (collective); ``asynchronous``: ``dcp.async_save`` copies the state to CPU memory and a background thread
+    writes it. Every rank must call the returned :meth:`PendingSave.wait` before the next save."""
     import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.api import CheckpointException
 
@@ -348,15 +322,10 @@ def load_sharded(
             dcp.load(state, checkpoint_id=str(folder), process_group=group.pg, no_dist=group.pg is None)
     except (Exception, CheckpointException) as exc:  # CheckpointException is a BaseException
         error = exc
-        if isinstance(exc, (RuntimeError, CheckpointException)) and "optim" in str(exc) and optimizer:
-            error = ValueError(
-                f"sharded checkpoint {str(folder)!r} cannot fill the optimizer (saved without it?): "
-                f"{_last_line(exc)}"
-            )
-        elif isinstance(exc, (RuntimeError, CheckpointException)):
-            error = ValueError(
-                f"sharded checkpoint {str(folder)!r} does not match the model: {_last_line(exc)}"
-            )
+        if isinstance(exc, (RuntimeError, CheckpointException)):
+            optim = optimizer and "optim" in str(exc)
+            what = "cannot fill the optimizer (saved without it?)" if optim else "does not match the model"
+            error = ValueError(f"sharded checkpoint {str(folder)!r} {what}: {_last_line(exc)}")
     _agree(group, error)  # nothing is set until every rank has read its part
     set_state_dict(
         model,
@@ -441,14 +410,11 @@ def task_config(model: Any) -> Any:
     return config
 
 
-def write_config(model: Any, folder: Path) -> bool:
-    """An HF model's ``config.json`` (see :func:`task_config`) into ``folder`` (for export); ``False`` if
-    none."""
+def write_config(model: Any, folder: Path) -> None:
+    """An HF model's ``config.json`` (see :func:`task_config`) into ``folder``, for export."""
     config = task_config(model)
-    if config is None:
-        return False
-    config.to_json_file(str(folder / "config.json"))
-    return True
+    if config is not None:
+        config.to_json_file(str(folder / "config.json"))
 
 
 # -------------------------------------------------------------------------------- Checkpointer's part
