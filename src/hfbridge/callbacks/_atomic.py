@@ -2,22 +2,18 @@
 files written and checksummed in one pass.
 
 A checkpoint is written into a hidden temporary folder next to its final place (same file system, so the
-rename is atomic), every file and the folder are fsynced (concurrently, all before the rename), the folder is
-renamed into place, and the parent is fsynced (once, together with the manifest's replacement: see
-``ManifestStore.add``). After a ``kill -9`` at any moment, the final name either does not exist or names a
-complete folder.
+rename is atomic); every file and the folder are fsynced (concurrently, all before the rename), the folder is
+renamed into place, and the parent is fsynced once, together with the manifest's replacement
+(``ManifestStore.add``). After a ``kill -9`` at any moment the final name is absent or a complete folder.
 
-The hash is taken over exactly the bytes handed to the file. Every file of a checkpoint is written through
-:class:`HashingWriter`, which feeds each buffer to xxh3-64 and then to the file, in order, so no second read
-of the file is needed for the manifest's checksum. :func:`write_hashed` then flushes the file and checks that
-it holds exactly as many bytes as were hashed: a writer that seeks, truncates or writes around the hasher
-fails the save instead of recording a checksum of other bytes. Files are fsynced later, all at once, by
-``publish_dir``. Verification on resume reads the files back from disk and is independent of all this.
+Every file is written through :class:`HashingWriter`, which hashes each buffer (xxh3-64) before handing it
+to the file, so the manifest's checksum needs no second read; :func:`write_hashed` then checks that the file
+holds exactly the bytes hashed, so a writer that seeks or writes around the hasher fails the save. Resume
+verifies by reading the files back, independently of this.
 
-Model weights are streamed as safetensors straight from each tensor's memory (:func:`write_safetensors`,
-written from the format's public specification: an 8-byte little-endian header length, a JSON header, then
-the raw little-endian tensor bytes). Anything it does not cover (another dtype, tensors that share memory
-partially, a big-endian host) is left to ``safetensors`` itself, with the checksum read back from the file.
+Weights are streamed as safetensors straight from tensor memory (:func:`write_safetensors`, after the
+format's specification: 8-byte little-endian header length, JSON header, raw little-endian bytes); other
+dtypes, partly shared memory or a big-endian host go to ``safetensors`` itself, checksummed by reading back.
 """
 
 from __future__ import annotations
@@ -48,8 +44,8 @@ __all__ = [
     "dir_lock",
     "disk_full_cause",
     "fsync_dir",
+    "hidden_path",
     "model_tensors",
-    "new_tmp_dir",
     "publish_dir",
     "remove_dir",
     "safetensors_dtypes",
@@ -96,9 +92,14 @@ def fsync_dir(path: str | os.PathLike[str]) -> None:
         os.close(fd)
 
 
+def hidden_path(path: Path, prefix: str) -> Path:
+    """A fresh hidden sibling of ``path``: ``{prefix}{path.name}-{uuid}``."""
+    return path.with_name(f"{prefix}{path.name}-{uuid.uuid4().hex}")
+
+
 def write_json_atomic(path: Path, data: Any) -> None:
     """Write ``data`` as JSON to ``path`` so that readers see either the old or the new file, never a mix."""
-    tmp = path.with_name(f"{TMP_PREFIX}{path.name}-{uuid.uuid4().hex}")
+    tmp = hidden_path(path, TMP_PREFIX)
     try:
         with open(tmp, "w", encoding="utf-8") as fh:
             json.dump(data, fh, indent=2, sort_keys=True, allow_nan=True)
@@ -139,13 +140,6 @@ def dir_lock(path: Path) -> Iterator[None]:
         os.close(fd)  # releases the lock
 
 
-def new_tmp_dir(parent: Path, name: str) -> Path:
-    """Create and return a fresh hidden temporary folder for checkpoint ``name`` under ``parent``."""
-    tmp = parent / f"{TMP_PREFIX}{name}-{uuid.uuid4().hex}"
-    tmp.mkdir()
-    return tmp
-
-
 def publish_dir(tmp: Path, final: Path) -> None:
     """Fsync every file in ``tmp`` and ``tmp`` itself, then rename it to ``final``.
 
@@ -182,7 +176,7 @@ def remove_dir(path: Path) -> None:
         return
     if not path.exists():
         return
-    trash = path.with_name(f"{TRASH_PREFIX}{path.name}-{uuid.uuid4().hex}")
+    trash = hidden_path(path, TRASH_PREFIX)
     os.replace(path, trash)
     fsync_dir(path.parent)
     shutil.rmtree(trash, ignore_errors=True)

@@ -14,12 +14,13 @@ import atexit
 import contextlib
 import os
 import shutil
-import uuid
 import warnings
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from hfbridge.callbacks._atomic import hidden_path
 
 if TYPE_CHECKING:
     import torch
@@ -179,7 +180,7 @@ def stage_folder(parent: Path, name: str, *, timeout: float) -> Path:
             parent.mkdir(parents=True, exist_ok=True)
             for old in parent.glob(f"{STAGE_PREFIX}*"):
                 shutil.rmtree(old, ignore_errors=True)
-            folder = parent / f"{STAGE_PREFIX}{name}-{uuid.uuid4().hex}"
+            folder = hidden_path(parent / name, STAGE_PREFIX)
             folder.mkdir()
             made = str(folder)
         except OSError as exc:

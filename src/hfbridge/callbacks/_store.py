@@ -32,7 +32,7 @@ from hfbridge.callbacks._atomic import (
     dir_lock,
     disk_full_cause,
     fsync_dir,
-    new_tmp_dir,
+    hidden_path,
     publish_dir,
     remove_dir,
     write_json_atomic,
@@ -242,10 +242,8 @@ class ManifestStore:
         published but unrecorded folders. Returns the (possibly updated) manifest."""
         manifest = self.read()
         self._restore_replaced(manifest)
-        for entry in self.dirpath.iterdir():
-            if not entry.name.startswith(
-                (TMP_PREFIX, TRASH_PREFIX)
-            ):  # ours; a crashed writer's, not a live one's
+        for entry in self.dirpath.iterdir():  # a crashed writer's leftovers (a live one holds the lock)
+            if not entry.name.startswith((TMP_PREFIX, TRASH_PREFIX)):
                 continue
             if entry.is_dir() and not entry.is_symlink():
                 shutil.rmtree(entry, ignore_errors=True)
@@ -291,11 +289,14 @@ class ManifestStore:
         reason = _files_problem(folder, entry, verify=verify)
         if reason is None:
             return entry, folder, None
-        aside = None if folder.exists() else self._moved_aside(entry)
+        aside = self._moved_aside(entry)
         return (entry, aside, None) if aside is not None else (None, folder, reason)
 
     def _moved_aside(self, entry: dict[str, Any]) -> Path | None:
-        """The complete hidden copy of ``entry`` moved aside by an interrupted same-name replacement."""
+        """The complete hidden copy of ``entry`` moved aside by an interrupted same-name replacement (only
+        while nothing is under its name)."""
+        if (self.dirpath / entry["name"]).exists():
+            return None
         for folder in sorted(self.dirpath.glob(f"{TRASH_PREFIX}*")):
             marker = _read_marker(folder)
             if (
@@ -309,16 +310,23 @@ class ManifestStore:
     def _restore_replaced(self, manifest: dict[str, Any]) -> None:
         """Rename a recorded checkpoint moved aside by a replacement that crashed before publishing back."""
         for e in manifest["checkpoints"]:
-            final = self.dirpath / e["name"]
-            aside = None if final.exists() else self._moved_aside(e)
+            aside = self._moved_aside(e)
             if aside is not None:
-                os.replace(aside, final)
-                fsync_dir(self.dirpath)
+                self._move(aside, self.dirpath / e["name"])
+
+    def _move(self, src: Path, dst: Path) -> None:
+        os.replace(src, dst)
+        fsync_dir(self.dirpath)
+
+    def _put_back(self, final: Path, aside: Path | None) -> None:
+        """Undo a save: remove the new ``final`` and rename our moved-aside earlier checkpoint back."""
+        remove_dir(final)
+        if aside is not None:
+            self._move(aside, final)
 
     def _quarantine(self, folder: Path, name: str, reason: str | None) -> None:
         aside = self.dirpath / f"{QUARANTINE_PREFIX}{name}-{uuid.uuid4().hex[:8]}"
-        os.replace(folder, aside)
-        fsync_dir(self.dirpath)
+        self._move(folder, aside)
         _warn(
             f"skipping checkpoint {name!r}: {reason}; set it aside as {aside.name!r}, kept for inspection "
             "and never deleted by hfbridge"
@@ -364,15 +372,14 @@ class ManifestStore:
         if check_disk_space:
             needed = payload_nbytes(payload) if payload.shards is None else 0  # shards: already written
             check_free_space(self.dirpath, int(needed * 1.05) + (1 << 20))
-        tmp = new_tmp_dir(self.dirpath, name)
-        aside: Path | None = (
-            None  # our earlier checkpoint of the same name, moved aside until the new one is in
-        )
+        tmp = hidden_path(final, TMP_PREFIX)
+        tmp.mkdir()
+        aside: Path | None = None  # our earlier checkpoint of this name, moved aside until the new one is in
         try:
             entry["files"] = write_payload(tmp, payload)
             (tmp / MARKER_NAME).write_text(json.dumps(entry, indent=2, sort_keys=True), encoding="utf-8")
             if final.exists():
-                target = self.dirpath / f"{TRASH_PREFIX}{name}-{uuid.uuid4().hex}"
+                target = hidden_path(final, TRASH_PREFIX)
                 os.replace(final, target)  # still recorded: a crash now leaves it to recover() to rename back
                 aside = target  # only once it really moved: the error path below must not delete `final`
                 fsync_dir(self.dirpath)
@@ -386,9 +393,7 @@ class ManifestStore:
         except BaseException as exc:
             shutil.rmtree(tmp, ignore_errors=True)
             if aside is not None:
-                remove_dir(final)  # the new one, if the rename got that far
-                os.replace(aside, final)
-                fsync_dir(self.dirpath)
+                self._put_back(final, aside)  # the new one goes, if the rename got that far
             if isinstance(exc, Exception) and disk_full_cause(exc):
                 raise OSError(
                     errno.ENOSPC,
@@ -403,10 +408,7 @@ class ManifestStore:
         try:
             evicted = self.write(manifest)
         except BaseException:
-            remove_dir(final)  # not recorded: undo, so the manifest stays the truth
-            if aside is not None:
-                os.replace(aside, final)
-                fsync_dir(self.dirpath)
+            self._put_back(final, aside)  # not recorded: undo, so the manifest stays the truth
             manifest["checkpoints"] = recorded
             manifest["next_seq"] -= 1
             raise
