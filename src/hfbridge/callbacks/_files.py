@@ -20,14 +20,10 @@ and optimizer shards, written by every rank) and ``config.json`` instead of ``mo
 Weights go to safetensors; every other state is a tree of tensors and plain values saved with ``torch.save``
 and loaded with ``torch.load(weights_only=True)``, so loading a checkpoint never runs pickled code.
 
-Trainable-only checkpoints: save what trains, fingerprint the frozen rest, verify it on resume. With
-``Checkpointer(..., frozen="reference")`` a checkpoint holds the parameters with ``requires_grad=True``,
-every persistent buffer (batch-norm statistics and the like change without gradients; they are small), and for
-each frozen tensor its name, shape, dtype and an xxh3-64 hash of its bytes, plus where the base came from. The
-fingerprint is stored in the header metadata of ``trainable.safetensors`` (one file fewer to write, fsync and
-delete per checkpoint); a ``frozen.json`` beside it, from checkpoints written before, is still read.
-Resume loads the base as the user does, checks every frozen tensor against the fingerprint, then loads the
-saved part on top.
+Trainable-only checkpoints (``frozen="reference"``) hold the parameters with ``requires_grad=True`` and every
+persistent buffer; the fingerprint of each frozen tensor (name, shape, dtype, xxh3-64 of its bytes) and the
+base's origin go in the header metadata of ``trainable.safetensors`` (older checkpoints: ``frozen.json``).
+Resume checks the user's base against the fingerprint, then loads the saved part on top.
 """
 
 from __future__ import annotations
@@ -89,17 +85,12 @@ def checkpoint_model(model: Any, what: str = "save") -> torch.nn.Module:
         ValueError: for a model with tensors on the meta device (nothing to save, or a load that does
             nothing).
     """
-    import torch.distributed as dist
-
     module = unwrap_model(model)
-    if dist.is_available():
-        from torch.distributed.fsdp import FSDPModule, FullyShardedDataParallel
-
-        if any(isinstance(m, (FSDPModule, FullyShardedDataParallel)) for m in module.modules()):
-            raise TypeError(
-                "`model` is FSDP-sharded: gather a full state dict first (e.g. accelerate's save_state); "
-                "Checkpointer saves unsharded models"
-            )
+    if is_sharded(module):
+        raise TypeError(
+            "`model` is FSDP-sharded: gather a full state dict first (e.g. accelerate's save_state); "
+            "Checkpointer saves unsharded models"
+        )
     tensors = itertools.chain(module.named_parameters(), module.named_buffers())
     meta = next((n for n, t in tensors if t.is_meta), None)
     if meta is not None:
@@ -189,9 +180,7 @@ def _restore_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def load_model_weights(
-    model: torch.nn.Module, weights: dict[str, torch.Tensor], frozen: set[str] | None = None
-) -> None:
+def load_model_weights(model: torch.nn.Module, weights: dict[str, torch.Tensor], frozen: set[str]) -> None:
     """Copy ``weights`` into ``model``; keys dropped at save time because they were tied must stay tied, and
     ``frozen`` keys (verified by a trainable-only checkpoint's fingerprint) may be absent.
 
@@ -202,7 +191,7 @@ def load_model_weights(
     if missing:
         own = model.state_dict()
         loaded_ptrs = {own[k].data_ptr() for k in weights if k in own}
-        untied = [k for k in missing if own[k].data_ptr() not in loaded_ptrs and k not in (frozen or ())]
+        untied = [k for k in missing if own[k].data_ptr() not in loaded_ptrs and k not in frozen]
         if untied:
             raise ValueError(f"checkpoint weights lack {len(untied)} key(s) of the model, e.g. {untied[:5]}")
     if unexpected:
@@ -231,7 +220,7 @@ def payload_nbytes(payload: Payload) -> int:
     """Approximate size of ``payload`` on disk (a trainable-only one counts only what it writes)."""
     tensors = payload.model.state_dict(keep_vars=True)
     if payload.reference_frozen:
-        frozen = {n for n, p in payload.model.named_parameters(remove_duplicate=False) if not p.requires_grad}
+        frozen = _frozen_names(payload.model)
         tensors = {k: t for k, t in tensors.items() if k not in frozen}
     weights = sum(t.numel() * t.element_size() for t in tensors.values())
     return weights + sum(state_nbytes(x) for x in (payload.optimizer, payload.scheduler, payload.state))
@@ -242,10 +231,6 @@ def _torch_save(obj: Any, path: Path) -> dict[str, Any]:
 
     # torch.save only calls write() and flush() on a file object (tests/callbacks/test_checksums.py)
     return write_hashed(path, lambda writer: torch.save(obj, cast("IO[bytes]", writer)))
-
-
-def _json_bytes(data: Any) -> bytes:
-    return (json.dumps(data, indent=2, sort_keys=True) + "\n").encode("utf-8")
 
 
 def write_payload(folder: Path, payload: Payload) -> dict[str, dict[str, Any]]:
@@ -273,7 +258,7 @@ def write_payload(folder: Path, payload: Payload) -> dict[str, dict[str, Any]]:
         records[name] = _torch_save(rng, folder / name)
     records[STATE] = _torch_save(payload.state, folder / STATE)
     if payload.trainer_state is not None:
-        text = _json_bytes(payload.trainer_state)
+        text = (json.dumps(payload.trainer_state, indent=2, sort_keys=True) + "\n").encode("utf-8")
         records["trainer_state.json"] = write_hashed(folder / "trainer_state.json", lambda w: w.write(text))
     if payload.shards is not None:
         write_config(payload.model, folder)
@@ -363,22 +348,21 @@ def apply_payload(
     loaded: Loaded, objects: Mapping[str, Any], callbacks: Mapping[str, Any], restore_rng: bool
 ) -> None:
     """Restore each object in ``objects`` (``model``, ``optimizer``, ..., ``loader``) from ``loaded``."""
-    if loaded.shards is not None and objects.get("model") is not None:
-        load_sharded(loaded.shards, objects["model"], objects.get("optimizer"))  # collective, resharding
-    if objects.get("model") is not None and loaded.weights is not None and is_sharded(objects["model"]):
-        raise TypeError(
-            "the checkpoint holds full (unsharded) weights but `model` is FSDP-sharded: resume into the "
-            "model before `fully_shard` (with `optimizer=None`: unsharded optimizer state does not fit "
-            "sharded parameters), or save it sharded in the first place"
-        )
-    if objects.get("model") is not None and loaded.weights is not None:
-        module = checkpoint_model(objects["model"], "load into")
+    model = objects.get("model")
+    if loaded.shards is not None and model is not None:
+        load_sharded(loaded.shards, model, objects.get("optimizer"))  # collective, resharding
+    if model is not None and loaded.weights is not None:
+        if is_sharded(model):
+            raise TypeError(
+                "the checkpoint holds full (unsharded) weights but `model` is FSDP-sharded: resume into the "
+                "model before `fully_shard` (with `optimizer=None`: unsharded optimizer state does not fit "
+                "sharded parameters), or save it sharded in the first place"
+            )
+        module = checkpoint_model(model, "load into")
         if loaded.fingerprint is not None:
             check_fingerprint(module, loaded.fingerprint, set(loaded.weights))
         load_model_weights(module, loaded.weights, frozen=set((loaded.fingerprint or {}).get("tensors", ())))
-    for part in _PARTS:
-        if part == "optimizer" and loaded.shards is not None:
-            continue  # restored with the shards
+    for part in _PARTS:  # a sharded checkpoint's optimizer came with its shards (read_payload left it None)
         sd = getattr(loaded, part)
         if objects.get(part) is not None and sd is not None:
             objects[part].load_state_dict(sd)
@@ -411,6 +395,14 @@ def _digest(tensor: torch.Tensor) -> str:
     return xxhash.xxh3_64(flat.view(torch.uint8).numpy().data).hexdigest()
 
 
+def _dtype_name(t: torch.Tensor) -> str:
+    return str(t.dtype).removeprefix("torch.")
+
+
+def _frozen_names(module: torch.nn.Module) -> set[str]:
+    return {n for n, p in module.named_parameters(remove_duplicate=False) if not p.requires_grad}
+
+
 def _origin(module: torch.nn.Module) -> str | None:
     config = getattr(module, "config", None)
     origin = getattr(config, "name_or_path", None)
@@ -420,7 +412,7 @@ def _origin(module: torch.nn.Module) -> str | None:
 def split_trainable(module: torch.nn.Module) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """``(tensors to save, frozen tensors)``: trainable parameters and buffers (each storage once), and the
     frozen parameters, which :func:`fingerprint` describes instead."""
-    frozen_names = {n for n, p in module.named_parameters(remove_duplicate=False) if not p.requires_grad}
+    frozen_names = _frozen_names(module)
     saved: dict[str, torch.Tensor] = {}
     frozen: dict[str, torch.Tensor] = {}
     seen: dict[tuple[int, int], str] = {}  # (data_ptr, numel) -> the name a tied tensor is stored under
@@ -440,9 +432,7 @@ def fingerprint(module: torch.nn.Module, frozen: dict[str, torch.Tensor]) -> dic
     writes that bypass them (``param.data.add_()``, NumPy views, peft's merge/unmerge), and a frozen tensor
     changed in place must be caught on resume.
     """
-    tensors = {
-        name: [list(t.shape), str(t.dtype).removeprefix("torch."), _digest(t)] for name, t in frozen.items()
-    }
+    tensors = {name: [list(t.shape), _dtype_name(t), _digest(t)] for name, t in frozen.items()}
     return {"format": "hfbridge-frozen", "checksum": "xxh3_64", "origin": _origin(module), "tensors": tensors}
 
 
@@ -471,8 +461,8 @@ def check_fingerprint(module: torch.nn.Module, fingerprint: dict[str, Any], save
         if name not in fingerprint["tensors"]:
             continue
         shape, dtype, digest = fingerprint["tensors"][name]
-        if list(t.shape) != shape or str(t.dtype).removeprefix("torch.") != dtype:
-            got = f"{list(t.shape)} {str(t.dtype).removeprefix('torch.')}"
+        if list(t.shape) != shape or _dtype_name(t) != dtype:
+            got = f"{list(t.shape)} {_dtype_name(t)}"
             raise ValueError(f"frozen tensor {name!r} is {got} in `model`, {shape} {dtype} in the checkpoint")
         if _digest(t) != digest:
             raise ValueError(
