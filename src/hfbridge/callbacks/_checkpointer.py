@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from hfbridge._checks import check_choice, check_non_negative_int, check_positive_int, check_type
+from hfbridge._checks import check_choice, check_non_negative_int, check_positive_int, check_real, check_type
 from hfbridge._distributed import (
     Failure,
     attempt,
@@ -179,12 +179,7 @@ class Checkpointer:
         _check_template(filename)
         check_type("check_disk_space", check_disk_space, bool)
         check_type("async_save", async_save, bool)
-        if isinstance(sharded_timeout, bool) or not isinstance(sharded_timeout, (int, float)):
-            raise TypeError(
-                f"`sharded_timeout` must be a number of seconds; got {type(sharded_timeout).__name__}"
-            )
-        if not sharded_timeout > 0:
-            raise ValueError(f"`sharded_timeout` must be positive; got {sharded_timeout!r}")
+        timeout = check_real("sharded_timeout", sharded_timeout, low=0, low_open=True)  # seconds
         self.frozen = check_choice("frozen", frozen, ("save", "reference"))
         self.dirpath = Path(dirpath)
         self.monitor, self.mode = monitor, mode
@@ -195,7 +190,7 @@ class Checkpointer:
         self._store = ManifestStore(
             self.dirpath, mode=mode, keep_best=keep_best, keep_last=keep_last, keep_total=keep_total
         )
-        self._sharded = ShardedSaves(self.dirpath, asynchronous=async_save, timeout=float(sharded_timeout))
+        self._sharded = ShardedSaves(self.dirpath, asynchronous=async_save, timeout=timeout)
 
     def __repr__(self) -> str:
         return (
@@ -309,12 +304,10 @@ class Checkpointer:
             }
             own = {"optimizer": None if sharded else optimizer, "scheduler": scheduler, "scaler": scaler}
             parts = {k: v.state_dict() if v is not None else None for k, v in own.items()}
-            for what, obj in (
-                *parts.items(),
-                ("extra_state", extra_state),
-                ("callbacks", state["callbacks"]),
-            ):
-                check_plain(obj, what if what in ("extra_state", "callbacks") else f"{what}.state_dict()")
+            for what, obj in parts.items():
+                check_plain(obj, f"{what}.state_dict()")
+            check_plain(extra_state, "extra_state")
+            check_plain(state["callbacks"], "callbacks")
             payload = Payload(
                 model=module[0],
                 state=state,
