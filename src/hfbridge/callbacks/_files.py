@@ -46,24 +46,15 @@ if TYPE_CHECKING:
     import torch
 
 __all__ = [
-    "FINGERPRINT",
-    "FINGERPRINT_KEY",
-    "TRAINABLE",
-    "WEIGHTS",
     "Loaded",
     "MissingPartError",
     "Payload",
     "apply_payload",
-    "check_fingerprint",
+    "capture_rng_state",
     "check_plain",
     "checkpoint_model",
-    "fingerprint",
-    "load_model_weights",
     "payload_nbytes",
     "read_payload",
-    "safe_torch_load",
-    "split_trainable",
-    "state_nbytes",
     "write_payload",
 ]
 

@@ -28,15 +28,11 @@ if TYPE_CHECKING:
 
 __all__ = [
     "SHARDS_DIR",
-    "STAGE_PREFIX",
-    "PendingSave",
     "ShardedSaves",
     "check_shards",
     "export_full_weights",
     "is_sharded",
     "load_sharded",
-    "save_sharded",
-    "stage_folder",
     "task_config",
     "write_config",
 ]
@@ -192,44 +188,30 @@ def stage_folder(parent: Path, name: str, *, timeout: float) -> Path:
 
 
 class PendingSave:
-    """A sharded save under way: :meth:`wait` (collective) returns once every rank's shards are durable.
-
-    A failure on any rank (or in the background writer of an async save) is raised by :meth:`wait` on every
-    rank, never lost.
-    """
+    """A sharded save under way; a failure on any rank (or in an async save's background writer) is raised
+    by :meth:`wait` on every rank, never lost."""
 
     def __init__(self, folder: Path, group: _Group, future: Any = None, error: BaseException | None = None):
         self.folder, self._group, self._future, self._error = folder, group, future, error
-        self._result: dict[str, int] | None = None
 
-    def wait(self) -> dict[str, int]:
-        """Block until every rank's shards are written and fsynced; ``{relative path: bytes}`` on rank 0.
+    def wait(self) -> None:
+        """Block until every rank's shards are written and fsynced (collective; call it once).
 
         Raises:
             RuntimeError: when any rank failed, or a rank did not answer within the timeout.
         """
-        if self._result is not None:
-            return self._result
         error = self._error
         if error is None and self._future is not None:
             try:
                 self._future.result(timeout=self._group.timeout)
             except BaseException as exc:  # the background writer's error reaches the caller here
                 error = exc if not isinstance(exc, TimeoutError) else _lost_rank(self._group.timeout, exc)
-        self._future = None
         _agree(self._group, error)  # all ranks agree every shard is durable (dcp fsyncs data and metadata)
-        if self._group.rank != 0:  # rank 0 may be publishing (moving) the folder already
-            self._result = {}
-            return self._result
         meta = self.folder / _METADATA
-        if not meta.is_file():
+        if self._group.rank == 0 and not meta.is_file():  # not the others: rank 0 may be moving the folder
             raise RuntimeError(
                 f"sharded checkpoint: {str(meta)!r} is missing after a save that reported success"
             )
-        self._result = {
-            f"{SHARDS_DIR}/{p.name}": p.stat().st_size for p in sorted(self.folder.iterdir()) if p.is_file()
-        }
-        return self._result
 
 
 def _state_dicts(model: torch.nn.Module, optimizer: Any) -> dict[str, Any]:
