@@ -115,21 +115,15 @@ def write_json_atomic(path: Path, data: Any) -> None:
 
 @contextlib.contextmanager
 def dir_lock(path: Path) -> Iterator[None]:
-    """Hold an exclusive advisory lock (``flock``) on the folder ``path`` itself while writing into it.
-
-    Two writers on one folder then take turns, so neither clears the other's temporary folder as a crash
-    leftover. No lock file is left behind, and the lock is released when the process dies. A no-op where
-    ``flock`` is unavailable (Windows) or refused (some network file systems): one writer per folder is then
-    up to you.
-    """
+    """Hold an exclusive advisory ``flock`` on the folder ``path`` while writing into it, so two writers take
+    turns and neither clears the other's temporary folder as a crash leftover. No lock file; released when
+    the process dies. A no-op where ``flock`` is unavailable (Windows) or refused (some network file
+    systems)."""
     try:
         import fcntl
-    except ImportError:  # pragma: no cover - Windows
-        yield
-        return
-    try:
+
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    except OSError:  # pragma: no cover - folders cannot be opened here
+    except (ImportError, OSError):  # pragma: no cover - Windows: no fcntl, folders cannot be opened
         yield
         return
     try:
@@ -141,13 +135,9 @@ def dir_lock(path: Path) -> Iterator[None]:
 
 
 def publish_dir(tmp: Path, final: Path) -> None:
-    """Fsync every file in ``tmp`` and ``tmp`` itself, then rename it to ``final``.
-
-    The fsyncs run concurrently and all complete before the rename: each still returns only once its file is
-    on disk, but the file system can commit them together instead of one journal commit after another. The
-    caller must fsync ``final.parent`` before relying on the rename being durable: ``ManifestStore.add`` does
-    it once, when it replaces the manifest in the same folder right after.
-    """
+    """Fsync every file in ``tmp`` and ``tmp`` itself, concurrently (the file system can commit them
+    together), all before renaming it to ``final``. The caller fsyncs ``final.parent`` before relying on the
+    rename: ``ManifestStore.add`` does it once, with the manifest's replacement right after."""
     from concurrent.futures import ThreadPoolExecutor
 
     files = [entry for entry in tmp.iterdir() if entry.is_file() and not entry.is_symlink()]
@@ -166,11 +156,9 @@ def _fsync_file(path: Path) -> None:
 
 
 def remove_dir(path: Path) -> None:
-    """Delete a folder we created: first rename it to a hidden trash name (atomic), then remove it.
-
-    A crash mid-removal leaves only a hidden ``.trash-hfbridge-*`` folder, never a half-deleted checkpoint
-    under its real name; the next writer clears such leftovers. A symbolic link is removed, never followed.
-    """
+    """Delete a folder we created: rename it to a hidden trash name (atomic), then remove it, so a crash
+    leaves a ``.trash-hfbridge-*`` leftover, never a half-deleted checkpoint. A symlink is unlinked, not
+    followed."""
     if path.is_symlink():
         path.unlink()
         return
@@ -183,11 +171,8 @@ def remove_dir(path: Path) -> None:
 
 
 def disk_full_cause(exc: BaseException) -> bool:
-    """Whether ``exc`` (or an exception it chains) is a full disk, under any of the types writers raise it as.
-
-    ``OSError(ENOSPC)`` from Python, ``SafetensorError`` naming OS error 28 / ``StorageFull``, and
-    torch.save's ``RuntimeError: [enforce fail at inline_container.cc] ... unexpected pos`` (a short write).
-    """
+    """Whether ``exc`` or an exception it chains is a full disk: ``OSError(ENOSPC)``, a ``SafetensorError``
+    naming OS error 28 / ``StorageFull``, or torch.save's ``inline_container.cc ... unexpected pos``."""
     seen: BaseException | None = exc
     while seen is not None:
         if isinstance(seen, OSError) and seen.errno == errno.ENOSPC:
@@ -257,14 +242,9 @@ class HashingWriter:
 
 
 def write_hashed(path: Path, fill: Callable[[HashingWriter], Any]) -> dict[str, Any]:
-    """Create ``path`` (it must not exist) and let ``fill`` write it through a :class:`HashingWriter`.
-
-    Returns:
-        The file's manifest record, ``{"size": bytes, CHECKSUM: xxh3-64 hex digest}``.
-
-    Raises:
-        OSError: when the file on disk does not hold exactly the bytes that were hashed, or on a write error.
-    """
+    """Create ``path`` (it must not exist), let ``fill`` write it through a :class:`HashingWriter`, and return
+    its manifest record ``{"size": bytes, CHECKSUM: hex digest}``; ``OSError`` when the file does not hold
+    exactly the bytes hashed."""
     with open(path, "xb") as fh:
         writer = HashingWriter(fh)
         fill(writer)
@@ -310,9 +290,8 @@ def model_tensors(module: torch.nn.Module) -> tuple[dict[str, torch.Tensor], dic
     """The tensors of ``module.state_dict()`` to store, each shared storage once, and the metadata naming the
     dropped aliases (``{dropped: kept}``); ``None`` when :func:`write_safetensors` cannot stream them.
 
-    The name kept is the one ``save_pretrained`` keeps: not a tie target of the model's
-    ``all_tied_weights_keys`` (GPT-2 stores ``transformer.wte.weight``, not ``lm_head.weight``), the first in
-    sorted order among those, as ``safetensors.torch.save_model`` picks.
+    The name kept is ``save_pretrained``'s: not a tie target of ``all_tied_weights_keys`` (GPT-2 keeps
+    ``transformer.wte.weight``), then the first in sorted order, as ``safetensors.torch.save_model`` does.
     """
     tied = getattr(module, "all_tied_weights_keys", None)
     targets = {str(k) for k in tied} if isinstance(tied, Mapping) else set()
@@ -349,14 +328,9 @@ def model_tensors(module: torch.nn.Module) -> tuple[dict[str, torch.Tensor], dic
 def write_safetensors(
     writer: HashingWriter, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str]
 ) -> None:
-    """Stream ``tensors`` as one safetensors file into ``writer``, each tensor's bytes straight from memory.
-
-    Tensors are laid out by decreasing element size, then name, and the header is padded with spaces to a
-    multiple of 8 bytes, so every tensor starts aligned to its element size.
-
-    Raises:
-        TypeError: for a dtype outside :func:`safetensors_dtypes` (check with :func:`model_tensors` first).
-    """
+    """Stream ``tensors`` as one safetensors file into ``writer``, each tensor's bytes straight from memory;
+    ``TypeError`` for a dtype outside :func:`safetensors_dtypes`. Tensors are laid out by decreasing element
+    size, then name, after a header padded to 8 bytes, so each starts aligned to its element size."""
     import torch
 
     if sys.byteorder != "little":  # pragma: no cover - torch runs little-endian in practice

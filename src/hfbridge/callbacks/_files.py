@@ -1,7 +1,6 @@
 """The files of one checkpoint folder: what goes in, written into a temporary folder, and read back safely.
 
-Layout (HF Trainer names where HF has one, so ``Trainer.train(resume_from_checkpoint=path)`` can read it
-too)::
+Layout (HF Trainer's names where it has one, so ``Trainer.train(resume_from_checkpoint=path)`` reads it)::
 
     model.safetensors        weights, tied tensors stored once
     trainable.safetensors    instead, with frozen="reference": what trains, plus buffers, and in its header
@@ -13,9 +12,8 @@ too)::
     trainer_state.json       only from the HF Trainer bridge
     checkpoint.json          marker: the record of this checkpoint, written last
 
-An FSDP-sharded model has ``model_shards/`` (a ``torch.distributed.checkpoint`` folder holding the model
-and optimizer shards, written by every rank) and ``config.json`` instead of ``model.safetensors`` and
-``optimizer.pt``.
+An FSDP-sharded model has ``model_shards/`` (a ``torch.distributed.checkpoint`` folder of model and
+optimizer shards, written by every rank) and ``config.json`` instead of the weights and ``optimizer.pt``.
 
 Weights go to safetensors; every other state is a tree of tensors and plain values saved with ``torch.save``
 and loaded with ``torch.load(weights_only=True)``, so loading a checkpoint never runs pickled code.
@@ -96,28 +94,27 @@ def checkpoint_model(model: Any, what: str = "save") -> torch.nn.Module:
     return module
 
 
-def check_plain(obj: Any, name: str, _path: str = "") -> None:
-    """Raise ``TypeError`` unless ``obj`` is tensors and plain containers ``weights_only`` loading accepts."""
+def check_plain(obj: Any, where: str) -> None:
+    """Raise ``TypeError`` unless ``obj`` (named ``where``) is tensors and plain containers ``weights_only``
+    loading accepts."""
     import torch
 
-    where = f"{name}{_path}"
     if isinstance(obj, (*_SCALARS, torch.Tensor, torch.dtype, torch.device, torch.Size)):
         return
     if isinstance(obj, (list, tuple)):
         for i, item in enumerate(obj):
-            check_plain(item, name, f"{_path}[{i}]")
+            check_plain(item, f"{where}[{i}]")
         return
     if isinstance(obj, dict):
         for key, value in obj.items():
             if not isinstance(key, (str, int, float, bool, type(None))):
                 raise TypeError(f"`{where}` has a key of type {type(key).__name__}; keys must be str or int")
-            check_plain(value, name, f"{_path}[{key!r}]")
+            check_plain(value, f"{where}[{key!r}]")
         return
     raise TypeError(
         f"`{where}` is a {type(obj).__module__}.{type(obj).__qualname__}, which "
         "`torch.load(weights_only=True)` cannot load; store tensors, numbers, strings, None and "
-        "lists/tuples/dicts of them "
-        "(convert NumPy arrays with `.tolist()` or `torch.from_numpy`)"
+        "lists/tuples/dicts of them (convert NumPy arrays with `.tolist()` or `torch.from_numpy`)"
     )
 
 
@@ -227,9 +224,8 @@ def _torch_save(obj: Any, path: Path) -> dict[str, Any]:
 def write_payload(folder: Path, payload: Payload) -> dict[str, dict[str, Any]]:
     """Write ``payload`` into ``folder``; return ``{file name: {"size": bytes, CHECKSUM: hex digest}}``.
 
-    Every file is checksummed while it is written (see _atomic.py); only the files a sharded save moves in
-    (written by ``torch.distributed.checkpoint``) and ``config.json`` are checksummed by reading them back.
-    Nothing is fsynced here: ``publish_dir`` does it for every file at once.
+    Files are checksummed while written, except those other writers made (the shards, ``config.json``,
+    ``extra_files``), which are read back. Nothing is fsynced here: ``publish_dir`` does it for all at once.
     """
     records: dict[str, dict[str, Any]] = {}
     if payload.shards is not None:
@@ -255,8 +251,7 @@ def write_payload(folder: Path, payload: Payload) -> dict[str, dict[str, Any]]:
         write_config(payload.model, folder)
     if payload.extra_files is not None:
         payload.extra_files(folder)
-    files = sorted(p for p in (*folder.iterdir(), *(folder / SHARDS_DIR).glob("*")) if p.is_file())
-    for p in files:
+    for p in sorted(p for p in (*folder.iterdir(), *(folder / SHARDS_DIR).glob("*")) if p.is_file()):
         name = p.relative_to(folder).as_posix()
         if name not in records:  # written by another writer: read it back to checksum it
             records[name] = {"size": p.stat().st_size, CHECKSUM: checksum(p)}
@@ -394,24 +389,18 @@ def _frozen_names(module: torch.nn.Module) -> set[str]:
     return {n for n, p in module.named_parameters(remove_duplicate=False) if not p.requires_grad}
 
 
-def _origin(module: torch.nn.Module) -> str | None:
-    config = getattr(module, "config", None)
-    origin = getattr(config, "name_or_path", None)
-    return origin if isinstance(origin, str) and origin else None
-
-
 def split_trainable(module: torch.nn.Module) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """``(tensors to save, frozen tensors)``: trainable parameters and buffers (each storage once), and the
     frozen parameters, which :func:`fingerprint` describes instead."""
     frozen_names = _frozen_names(module)
     saved: dict[str, torch.Tensor] = {}
     frozen: dict[str, torch.Tensor] = {}
-    seen: dict[tuple[int, int], str] = {}  # (data_ptr, numel) -> the name a tied tensor is stored under
+    seen: set[tuple[int, int]] = set()  # (data_ptr, numel) of stored tensors: a tied one is stored once
     for name, t in module.state_dict().items():
         if name in frozen_names:
             frozen[name] = t
         elif (t.data_ptr(), t.numel()) not in seen or t.numel() == 0:
-            seen[(t.data_ptr(), t.numel())] = name
+            seen.add((t.data_ptr(), t.numel()))
             saved[name] = t.detach().contiguous()
     return saved, frozen
 
@@ -420,11 +409,12 @@ def fingerprint(module: torch.nn.Module, frozen: dict[str, torch.Tensor]) -> dic
     """Name, shape, dtype and xxh3-64 content hash of each frozen tensor, and where the base came from.
 
     Every frozen byte is hashed on every save, on purpose: a cache keyed on tensor version counters would miss
-    writes that bypass them (``param.data.add_()``, NumPy views, peft's merge/unmerge), and a frozen tensor
-    changed in place must be caught on resume.
+    writes that bypass them (``param.data.add_()``, NumPy views, peft's merge/unmerge).
     """
+    origin = getattr(getattr(module, "config", None), "name_or_path", None)
+    origin = origin if isinstance(origin, str) and origin else None
     tensors = {name: [list(t.shape), _dtype_name(t), _digest(t)] for name, t in frozen.items()}
-    return {"format": "hfbridge-frozen", "checksum": "xxh3_64", "origin": _origin(module), "tensors": tensors}
+    return {"format": "hfbridge-frozen", "checksum": "xxh3_64", "origin": origin, "tensors": tensors}
 
 
 def check_fingerprint(module: torch.nn.Module, fingerprint: dict[str, Any], saved: set[str]) -> None:
