@@ -67,13 +67,8 @@ def _rng_file(rank: int, world_size: int) -> str:
 
 
 def checkpoint_model(model: Any, what: str = "save") -> torch.nn.Module:
-    """The bare module to save or load into; refuses FSDP-sharded and meta-device models.
-
-    Raises:
-        TypeError: for a non-module or an FSDP-sharded model (gather its full state first).
-        ValueError: for a model with tensors on the meta device (nothing to save, or a load that does
-            nothing).
-    """
+    """The bare module to save or load into: ``TypeError`` for a non-module or an FSDP-sharded one (gather
+    its full state first), ``ValueError`` for tensors on the meta device (nothing to save or load into)."""
     module = unwrap_model(model)
     if is_sharded(module):
         raise TypeError(
@@ -169,12 +164,8 @@ def _restore_rng_state(state: dict[str, Any]) -> None:
 
 
 def load_model_weights(model: torch.nn.Module, weights: dict[str, torch.Tensor], frozen: set[str]) -> None:
-    """Copy ``weights`` into ``model``; keys dropped at save time because they were tied must stay tied, and
-    ``frozen`` keys (verified by a trainable-only checkpoint's fingerprint) may be absent.
-
-    Raises:
-        ValueError: on unexpected keys or missing keys that are not tied to a loaded tensor.
-    """
+    """Copy ``weights`` into ``model``; ``ValueError`` on unexpected keys, or missing ones that are neither
+    tied to a loaded tensor (saved once) nor ``frozen`` (checked by a fingerprint)."""
     missing, unexpected = model.load_state_dict(weights, strict=False)
     if missing:
         own = model.state_dict()
@@ -278,12 +269,8 @@ class MissingPartError(ValueError):
 
 def read_payload(folder: Path, *, rank: int, world_size: int, wanted: Mapping[str, bool]) -> Loaded:
     """Read the parts of ``folder`` in ``wanted`` (``model``, ``optimizer``, ...) through safe loaders only.
-
-    Raises:
-        MissingPartError: when a requested part was never saved.
-        pickle.UnpicklingError: when a file carries pickled code (it is refused, never run).
-        OSError, RuntimeError: on unreadable or truncated files.
-    """
+    Raises ``MissingPartError`` for a part never saved, ``pickle.UnpicklingError`` for pickled code (refused,
+    never run), ``OSError`` or ``RuntimeError`` for unreadable or truncated files."""
     out = Loaded(state=safe_torch_load(folder / STATE))
     if not isinstance(out.state, dict) or "step" not in out.state:
         raise ValueError(f"{STATE} in {str(folder)!r} is not an hfbridge checkpoint state")
@@ -418,12 +405,8 @@ def fingerprint(module: torch.nn.Module, frozen: dict[str, torch.Tensor]) -> dic
 
 
 def check_fingerprint(module: torch.nn.Module, fingerprint: dict[str, Any], saved: set[str]) -> None:
-    """Refuse a base whose frozen tensors are not the checkpoint's, naming the first that differs.
-
-    Raises:
-        ValueError: for a missing or extra tensor (another architecture), or a frozen tensor whose shape,
-            dtype or content differs (another base, or a frozen parameter that was trained after all).
-    """
+    """``ValueError`` naming the first tensor of ``module`` that is missing or extra (another architecture),
+    or frozen with another shape, dtype or content (another base, or a frozen parameter trained after all)."""
     origin = fingerprint.get("origin")
     base = f"the base the run started from ({origin!r})" if origin else "the base the run started from"
     own = module.state_dict()

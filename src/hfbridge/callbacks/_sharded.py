@@ -147,12 +147,8 @@ def _last_line(exc: BaseException) -> str:
 
 
 def _agree(group: _Group, error: BaseException | None) -> None:
-    """Every rank raises when any rank failed (``error`` is this rank's failure, or ``None``).
-
-    Raises:
-        ValueError, TypeError: this rank's own error of that type (bad input).
-        RuntimeError: naming the first rank that failed and its error.
-    """
+    """Every rank raises when any rank failed (``error``: this rank's failure or ``None``): this rank's own
+    ``ValueError``/``TypeError`` (bad input) as is, else a ``RuntimeError`` naming the first failed rank."""
     results = group.all_gather(None if error is None else _RankError(error))
     for rank, item in enumerate(results):
         if isinstance(item, _RankError):
@@ -284,14 +280,9 @@ def check_shards(folder: Path) -> str | None:
 def load_sharded(
     folder: Path, model: torch.nn.Module, optimizer: Any = None, *, timeout: float = 600.0
 ) -> None:
-    """Load a DCP checkpoint into ``model`` (and ``optimizer``) on every rank, resharding (collective).
-
-    The model may be sharded on any number of ranks, or not sharded at all: DCP reads each rank's part.
-
-    Raises:
-        ValueError: when the checkpoint lacks optimizer state and ``optimizer`` is given, or the model's keys
-            or shapes do not match.
-    """
+    """Load a DCP checkpoint into ``model`` (and ``optimizer``) on every rank (collective), the model sharded
+    on any number of ranks or not at all; ``ValueError`` when it lacks the optimizer state ``optimizer``
+    needs, or the model's keys or shapes do not match."""
     import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.api import CheckpointException
     from torch.distributed.checkpoint.state_dict import set_state_dict
@@ -404,12 +395,9 @@ def write_config(model: Any, folder: Path) -> None:
 
 
 class ShardedSaves:
-    """The sharded path of :class:`~hfbridge.Checkpointer`: shards first (every rank), then rank 0 publishes.
-
-    ``build()`` (rank 0) takes every non-sharded state at save time, even when the shards are written in the
-    background; ``write(built, stage)`` (rank 0) writes the other files, moves the staged shards in and
-    publishes the checkpoint as an unsharded one is published (manifest, checksums, retention).
-    """
+    """The sharded path of :class:`~hfbridge.Checkpointer`: every rank writes its shards, rank 0 publishes.
+    ``build()`` (rank 0) takes the other states at save time, even for a background write; ``write(built,
+    stage)`` (rank 0) writes them, moves the shards in and publishes the checkpoint like an unsharded one."""
 
     def __init__(self, dirpath: Path, *, asynchronous: bool, timeout: float) -> None:
         self.dirpath, self.asynchronous, self.timeout = dirpath, asynchronous, timeout

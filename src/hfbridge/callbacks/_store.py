@@ -87,9 +87,8 @@ def _entry_problem(entry: Any) -> str | None:
         return f"a record must be an object, got {type(entry).__name__}"
     if not is_checkpoint_name(entry.get("name")):
         return f"{entry.get('name')!r} is not a checkpoint name this store writes (one path component)"
-    if any(type(entry.get(k)) is not int for k in ("seq", "step")) or not isinstance(
-        entry.get("files"), dict
-    ):
+    ints = all(type(entry.get(k)) is int for k in ("seq", "step"))
+    if not ints or not isinstance(entry.get("files"), dict):
         return "the record lacks an int `seq`/`step` or a `files` table"
     bad = [f for f in entry["files"] if _FILE.fullmatch(f) is None or ".." in f]
     return f"file {bad[0]!r} is not a checkpoint name this store writes" if bad else None
@@ -133,13 +132,7 @@ class ManifestStore:
     """``dirpath/manifest.json`` plus the checkpoint folders it names; writers hold :func:`dir_lock`."""
 
     def __init__(
-        self,
-        dirpath: Path,
-        *,
-        mode: str,
-        keep_best: int,
-        keep_last: int | None,
-        keep_total: int | None = None,
+        self, dirpath: Path, *, mode: str, keep_best: int, keep_last: int | None, keep_total: int | None
     ) -> None:
         self.dirpath = dirpath
         self.mode, self.keep_best, self.keep_last, self.keep_total = mode, keep_best, keep_last, keep_total
@@ -272,10 +265,9 @@ class ManifestStore:
     ) -> tuple[dict[str, Any] | None, Path, str | None]:
         """What a manifest entry names on disk now: ``(record, folder, None)``, or ``(None, folder, reason)``.
 
-        Two crash windows of a same-name replacement (a ``filename`` without ``{step}``) are read through: the
-        new folder already renamed into place but not yet recorded (its own marker, a later ``seq`` of this
-        run, is the record), and the old folder moved aside to a hidden trash name before the new one was
-        published.
+        Reads through the two crash windows of a same-name replacement: the new folder renamed into place but
+        not yet recorded (its marker, a later ``seq`` of this run, is the record), and the old one moved aside
+        to a trash name before the new one was published.
         """
         folder = self.dirpath / entry["name"]
         marker = _read_marker(folder)
@@ -350,14 +342,10 @@ class ManifestStore:
     def add(
         self, manifest: dict[str, Any], entry: dict[str, Any], payload: Payload, *, check_disk_space: bool
     ) -> Path | None:
-        """Write ``payload`` as checkpoint ``entry["name"]``, record it, then evict what retention drops.
-
-        Returns ``None`` without writing when retention would drop the new checkpoint at once.
-
-        Raises:
-            OSError: ``ENOSPC`` before writing (estimate) or while writing (partial folder removed).
-            FileExistsError: when the target name exists but was not written by us.
-        """
+        """Write ``payload`` as checkpoint ``entry["name"]``, record it, then evict what retention drops;
+        ``None`` without writing when retention would drop it at once. Raises ``OSError(ENOSPC)`` before
+        writing (estimate) or while writing (partial folder removed), ``FileExistsError`` when the name is
+        taken by a folder we did not write."""
         name = entry["name"]
         others = [e for e in manifest["checkpoints"] if e["name"] != name]
         best, last = self.kept([*others, entry])
@@ -420,15 +408,10 @@ class ManifestStore:
     def choose(
         self, path: Path | None, wanted: dict[str, bool], world_size: int
     ) -> tuple[Path, Loaded] | None:
-        """The newest checkpoint that verifies and reads in full (or ``path``), rank 0's part read.
-
-        A recorded checkpoint that fails is set aside (see :meth:`set_aside`) with a warning, and the next
-        older one is tried; a transient read error (``OSError``) only skips it.
-
-        Raises:
-            MissingPartError: when a part in ``wanted`` was never saved (a usage error, not corruption).
-            ValueError: when ``path`` is a recorded checkpoint that fails its checks.
-        """
+        """The newest checkpoint that verifies and reads in full (or ``path``), with rank 0's part read. One
+        that fails is set aside (:meth:`set_aside`) with a warning and the next older tried; a transient
+        ``OSError`` only skips it. Raises ``MissingPartError`` for a part in ``wanted`` never saved (a usage
+        error, not corruption), ``ValueError`` when ``path`` is recorded and fails its checks."""
         entries = sorted(self.read()["checkpoints"], key=lambda e: e["seq"], reverse=True)
         if path is not None:
             for e in (e for e in entries if self.dirpath / e["name"] == path):
