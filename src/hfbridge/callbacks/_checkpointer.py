@@ -279,26 +279,22 @@ class Checkpointer:
             _check_callbacks(callbacks, "state_dict")
             if not sharded:
                 module[0] = checkpoint_model(model)
-            state = {
-                "rng": capture_rng_state(),
-                "loader": loader.state_dict() if loader is not None else None,
-            }
-            check_plain(state["loader"], "loader.state_dict()")
-            return state
+            loader_state = loader.state_dict() if loader is not None else None
+            check_plain(loader_state, "loader.state_dict()")
+            return {"rng": capture_rng_state(), "loader": loader_state}
 
         rank_states: list[Any] = gather_object(attempt(check))  # every rank learns whether any rank failed
         raise_first_failure(rank_states)
 
         def build() -> tuple[dict[str, float], Payload]:
             clean = clean_metrics(metrics, self.monitor)  # rank 0's metrics are authoritative
-            named = dict(callbacks or {})
             world = len(rank_states)
             state = {
                 "step": step,
                 "epoch": epoch,
                 "metrics": clean,
                 "loader": [r["loader"] for r in rank_states] if world > 1 else rank_states[0]["loader"],
-                "callbacks": {k: cb.state_dict() for k, cb in named.items()},
+                "callbacks": {k: cb.state_dict() for k, cb in (callbacks or {}).items()},
                 "extra_state": extra_state,
                 "world_size": world,
             }
