@@ -38,7 +38,7 @@ from typing import IO, TYPE_CHECKING, Any, cast
 
 from hfbridge._distributed import get_rank, unwrap_model
 from hfbridge.callbacks._atomic import CHECKSUM, checksum, write_hashed, write_tensors, write_weights
-from hfbridge.callbacks._sharded import SHARDS_DIR, check_shards, is_sharded, load_sharded, write_config
+from hfbridge.callbacks._sharded import SHARDS_DIR, check_shards, is_sharded, load_sharded, task_config
 
 if TYPE_CHECKING:
     import torch
@@ -238,8 +238,9 @@ def write_payload(folder: Path, payload: Payload) -> dict[str, dict[str, Any]]:
     if payload.trainer_state is not None:
         text = (json.dumps(payload.trainer_state, indent=2, sort_keys=True) + "\n").encode("utf-8")
         records["trainer_state.json"] = write_hashed(folder / "trainer_state.json", lambda w: w.write(text))
-    if payload.shards is not None:
-        write_config(payload.model, folder)
+    config = task_config(payload.model) if payload.shards is not None else None
+    if config is not None:  # for export_full_weights
+        config.to_json_file(str(folder / "config.json"))
     if payload.extra_files is not None:
         payload.extra_files(folder)
     for p in sorted(p for p in (*folder.iterdir(), *(folder / SHARDS_DIR).glob("*")) if p.is_file()):

@@ -20,6 +20,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from hfbridge._distributed import Failure, attempt, broadcast_object, get_rank, raise_first_failure
 from hfbridge.callbacks._atomic import hidden_path
 
 if TYPE_CHECKING:
@@ -34,7 +35,6 @@ __all__ = [
     "is_sharded",
     "load_sharded",
     "task_config",
-    "write_config",
 ]
 
 # the DCP folder inside a checkpoint: .metadata plus one __{rank}_0.distcp per rank
@@ -384,13 +384,6 @@ def task_config(model: Any) -> Any:
     return config
 
 
-def write_config(model: Any, folder: Path) -> None:
-    """An HF model's ``config.json`` (see :func:`task_config`) into ``folder``, for export."""
-    config = task_config(model)
-    if config is not None:
-        config.to_json_file(str(folder / "config.json"))
-
-
 # -------------------------------------------------------------------------------- Checkpointer's part
 
 
@@ -412,8 +405,6 @@ class ShardedSaves:
         write: Callable[[Any, Path], str | None],
     ) -> Path | None:
         """Write the shards (collective) and publish them now, or, when asynchronous, at the next ``wait``."""
-        from hfbridge._distributed import Failure, attempt, broadcast_object, get_rank, raise_first_failure
-
         self.wait()
         stage = stage_folder(self.dirpath, f"step{step}", timeout=self.timeout)
         pending = save_sharded(stage, model, optimizer, asynchronous=self.asynchronous, timeout=self.timeout)
