@@ -138,15 +138,8 @@ class EarlyStopping:
 
     def state_dict(self) -> dict[str, Any]:
         """Plain-value state (loads with ``torch.load(weights_only=True)`` and JSON)."""
-        return {
-            "monitor": self.monitor,
-            "mode": self.mode,
-            "best": self.best,
-            "wait": self.wait,
-            "num_updates": self.num_updates,
-            "should_stop": self.should_stop,
-            "reason": self.reason,
-        }
+        keys = ("monitor", "mode", "best", "wait", "num_updates", "should_stop", "reason")
+        return {k: getattr(self, k) for k in keys}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore :meth:`state_dict` output (e.g. on resume, so patience carries over).
