@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from hfbridge._checks import check_choice, check_non_negative_int, check_positive_int, check_real, check_type
+from hfbridge._checks import check_choice, check_non_negative_int, check_positive_int, check_type
 from hfbridge._distributed import (
     Failure,
     attempt,
@@ -179,7 +179,12 @@ class Checkpointer:
         _check_template(filename)
         check_type("check_disk_space", check_disk_space, bool)
         check_type("async_save", async_save, bool)
-        timeout = check_real("sharded_timeout", sharded_timeout, low=0, low_open=True)  # seconds
+        if isinstance(sharded_timeout, bool) or not isinstance(sharded_timeout, (int, float)):
+            raise TypeError(
+                f"`sharded_timeout` must be a number of seconds; got {type(sharded_timeout).__name__}"
+            )
+        if not sharded_timeout > 0:
+            raise ValueError(f"`sharded_timeout` must be positive; got {sharded_timeout!r}")
         self.frozen = check_choice("frozen", frozen, ("save", "reference"))
         self.dirpath = Path(dirpath)
         self.monitor, self.mode = monitor, mode
@@ -190,7 +195,7 @@ class Checkpointer:
         self._store = ManifestStore(
             self.dirpath, mode=mode, keep_best=keep_best, keep_last=keep_last, keep_total=keep_total
         )
-        self._sharded = ShardedSaves(self.dirpath, asynchronous=async_save, timeout=timeout)
+        self._sharded = ShardedSaves(self.dirpath, asynchronous=async_save, timeout=float(sharded_timeout))
 
     def __repr__(self) -> str:
         return (
@@ -279,9 +284,12 @@ class Checkpointer:
             _check_callbacks(callbacks, "state_dict")
             if not sharded:
                 module[0] = checkpoint_model(model)
-            loader_state = loader.state_dict() if loader is not None else None
-            check_plain(loader_state, "loader.state_dict()")
-            return {"rng": capture_rng_state(), "loader": loader_state}
+            state = {
+                "rng": capture_rng_state(),
+                "loader": loader.state_dict() if loader is not None else None,
+            }
+            check_plain(state["loader"], "loader.state_dict()")
+            return state
 
         rank_states: list[Any] = gather_object(attempt(check))  # every rank learns whether any rank failed
         raise_first_failure(rank_states)
