@@ -162,10 +162,9 @@ def _agree(group: _Group, error: BaseException | None) -> None:
 # ---------------------------------------------------------------------------------------------- saving
 
 
-def stage_folder(parent: Path, name: str, *, timeout: float) -> Path:
+def stage_folder(parent: Path, name: str, group: _Group) -> Path:
     """A fresh hidden staging folder under ``parent``, made by rank 0 and known to every rank (collective).
     Rank 0 first removes staging folders left by a crashed save (call it only when no save is in flight)."""
-    group = _group(timeout)
     made: Any = None
     if group.rank == 0:
         try:
@@ -183,64 +182,46 @@ def stage_folder(parent: Path, name: str, *, timeout: float) -> Path:
     return Path(made)
 
 
-class PendingSave:
-    """A sharded save under way; a failure on any rank (or in an async save's background writer) is raised
-    by :meth:`wait` on every rank, never lost."""
-
-    def __init__(self, folder: Path, group: _Group, future: Any = None, error: BaseException | None = None):
-        self.folder, self._group, self._future, self._error = folder, group, future, error
-
-    def wait(self) -> None:
-        """Block until every rank's shards are written and fsynced (collective; call it once).
-
-        Raises:
-            RuntimeError: when any rank failed, or a rank did not answer within the timeout.
-        """
-        error = self._error
-        if error is None and self._future is not None:
-            try:
-                self._future.result(timeout=self._group.timeout)
-            except BaseException as exc:  # the background writer's error reaches the caller here
-                error = exc if not isinstance(exc, TimeoutError) else _lost_rank(self._group.timeout, exc)
-        _agree(self._group, error)  # all ranks agree every shard is durable (dcp fsyncs data and metadata)
-        meta = self.folder / _METADATA
-        if self._group.rank == 0 and not meta.is_file():  # not the others: rank 0 may be moving the folder
-            raise RuntimeError(
-                f"sharded checkpoint: {str(meta)!r} is missing after a save that reported success"
-            )
-
-
 def _state_dicts(model: torch.nn.Module, optimizer: Any) -> dict[str, Any]:
     from torch.distributed.checkpoint.state_dict import get_state_dict
 
     model_sd, optim_sd = get_state_dict(model, [] if optimizer is None else [optimizer])
-    out: dict[str, Any] = {"model": model_sd}
-    if optimizer is not None:
-        out["optim"] = optim_sd
-    return out
+    return {"model": model_sd} if optimizer is None else {"model": model_sd, "optim": optim_sd}
 
 
 def save_sharded(
-    folder: Path, model: torch.nn.Module, optimizer: Any, *, asynchronous: bool, timeout: float
-) -> PendingSave:
+    folder: Path, model: torch.nn.Module, optimizer: Any, group: _Group, *, asynchronous: bool
+) -> tuple[Any, BaseException | None]:
     """Every rank writes its shards of ``model`` (and ``optimizer``) into the staging ``folder`` with DCP
-    (collective); ``asynchronous``: ``dcp.async_save`` copies the state to CPU memory and a background thread
-    writes it. Every rank must call the returned :meth:`PendingSave.wait` before the next save."""
+    (collective; ``asynchronous``: ``dcp.async_save`` copies the state to CPU memory and a background thread
+    writes it). Returns ``(future or None, this rank's error or None)`` for :func:`wait_for_shards`."""
     import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.api import CheckpointException
 
-    group = _group(timeout)
     try:
         state = _state_dicts(model, optimizer)
         if asynchronous:
-            future = dcp.async_save(state, checkpoint_id=str(folder), process_group=group.pg)
-            return PendingSave(folder, group, future=future)
+            return dcp.async_save(state, checkpoint_id=str(folder), process_group=group.pg), None
         dcp.save(state, checkpoint_id=str(folder), process_group=group.pg)
     except (Exception, CheckpointException) as exc:  # CheckpointException is a BaseException
-        if group.pg is not None and "gloo" in str(exc).lower():
-            exc = _lost_rank(timeout, exc)
-        return PendingSave(folder, group, error=exc)
-    return PendingSave(folder, group)
+        lost = group.pg is not None and "gloo" in str(exc).lower()
+        return None, _lost_rank(group.timeout, exc) if lost else exc
+    return None, None
+
+
+def wait_for_shards(folder: Path, group: _Group, future: Any, error: BaseException | None) -> None:
+    """Block until every rank's shards are written and fsynced (collective); a failure on any rank, or in
+    the background writer, raises ``RuntimeError`` on every rank (also when a rank does not answer in time).
+    """
+    if error is None and future is not None:
+        try:
+            future.result(timeout=group.timeout)
+        except BaseException as exc:  # the background writer's error reaches the caller here
+            error = exc if not isinstance(exc, TimeoutError) else _lost_rank(group.timeout, exc)
+    _agree(group, error)  # all ranks agree every shard is durable (dcp fsyncs data and metadata)
+    meta = folder / _METADATA
+    if group.rank == 0 and not meta.is_file():  # not the others: rank 0 may be moving the folder
+        raise RuntimeError(f"sharded checkpoint: {str(meta)!r} is missing after a save that reported success")
 
 
 # --------------------------------------------------------------------------------------------- loading
@@ -406,12 +387,13 @@ class ShardedSaves:
     ) -> Path | None:
         """Write the shards (collective) and publish them now, or, when asynchronous, at the next ``wait``."""
         self.wait()
-        stage = stage_folder(self.dirpath, f"step{step}", timeout=self.timeout)
-        pending = save_sharded(stage, model, optimizer, asynchronous=self.asynchronous, timeout=self.timeout)
+        group = _group(self.timeout)
+        stage = stage_folder(self.dirpath, f"step{step}", group)
+        future, error = save_sharded(stage, model, optimizer, group, asynchronous=self.asynchronous)
         built: Any = attempt(build) if get_rank() == 0 else None
 
         def publish() -> Path | None:
-            pending.wait()  # every rank: every shard durable, or every rank raises
+            wait_for_shards(stage, group, future, error)  # every shard durable, or every rank raises
             outcome: Any = built
             if get_rank() == 0 and not isinstance(built, Failure):
                 outcome = attempt(lambda: write(built, stage))

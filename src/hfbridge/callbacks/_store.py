@@ -61,9 +61,7 @@ def is_checkpoint_name(name: Any) -> bool:
 
 def encode_float(x: float | None) -> float | str | None:
     """JSON-safe float: non-finite values become the strings ``"nan"``, ``"inf"``, ``"-inf"``."""
-    if x is None or math.isfinite(x):
-        return x
-    return "nan" if math.isnan(x) else ("inf" if x > 0 else "-inf")
+    return x if x is None or math.isfinite(x) else str(x)  # str() spells them exactly so
 
 
 def decode_float(x: Any) -> float | None:
