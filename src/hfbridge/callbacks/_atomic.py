@@ -2,22 +2,18 @@
 files written and checksummed in one pass.
 
 A checkpoint is written into a hidden temporary folder next to its final place (same file system, so the
-rename is atomic), every file and the folder are fsynced (concurrently, all before the rename), the folder is
-renamed into place, and the parent is fsynced (once, together with the manifest's replacement: see
-``ManifestStore.add``). After a ``kill -9`` at any moment, the final name either does not exist or names a
-complete folder.
+rename is atomic); every file and the folder are fsynced (concurrently, all before the rename), the folder is
+renamed into place, and the parent is fsynced once, together with the manifest's replacement
+(``ManifestStore.add``). After a ``kill -9`` at any moment the final name is absent or a complete folder.
 
-The hash is taken over exactly the bytes handed to the file. Every file of a checkpoint is written through
-:class:`HashingWriter`, which feeds each buffer to xxh3-64 and then to the file, in order, so no second read
-of the file is needed for the manifest's checksum. :func:`write_hashed` then flushes the file and checks that
-it holds exactly as many bytes as were hashed: a writer that seeks, truncates or writes around the hasher
-fails the save instead of recording a checksum of other bytes. Files are fsynced later, all at once, by
-``publish_dir``. Verification on resume reads the files back from disk and is independent of all this.
+Every file is written through :class:`HashingWriter`, which hashes each buffer (xxh3-64) before handing it
+to the file, so the manifest's checksum needs no second read; :func:`write_hashed` then checks that the file
+holds exactly the bytes hashed, so a writer that seeks or writes around the hasher fails the save. Resume
+verifies by reading the files back, independently of this.
 
-Model weights are streamed as safetensors straight from each tensor's memory (:func:`write_safetensors`,
-written from the format's public specification: an 8-byte little-endian header length, a JSON header, then
-the raw little-endian tensor bytes). Anything it does not cover (another dtype, tensors that share memory
-partially, a big-endian host) is left to ``safetensors`` itself, with the checksum read back from the file.
+Weights are streamed as safetensors straight from tensor memory (:func:`write_safetensors`, after the
+format's specification: 8-byte little-endian header length, JSON header, raw little-endian bytes); other
+dtypes, partly shared memory or a big-endian host go to ``safetensors`` itself, checksummed by reading back.
 """
 
 from __future__ import annotations
@@ -48,8 +44,8 @@ __all__ = [
     "dir_lock",
     "disk_full_cause",
     "fsync_dir",
+    "hidden_path",
     "model_tensors",
-    "new_tmp_dir",
     "publish_dir",
     "remove_dir",
     "safetensors_dtypes",
@@ -96,9 +92,14 @@ def fsync_dir(path: str | os.PathLike[str]) -> None:
         os.close(fd)
 
 
+def hidden_path(path: Path, prefix: str) -> Path:
+    """A fresh hidden sibling of ``path``: ``{prefix}{path.name}-{uuid}``."""
+    return path.with_name(f"{prefix}{path.name}-{uuid.uuid4().hex}")
+
+
 def write_json_atomic(path: Path, data: Any) -> None:
     """Write ``data`` as JSON to ``path`` so that readers see either the old or the new file, never a mix."""
-    tmp = path.with_name(f"{TMP_PREFIX}{path.name}-{uuid.uuid4().hex}")
+    tmp = hidden_path(path, TMP_PREFIX)
     try:
         with open(tmp, "w", encoding="utf-8") as fh:
             json.dump(data, fh, indent=2, sort_keys=True, allow_nan=True)
@@ -114,21 +115,15 @@ def write_json_atomic(path: Path, data: Any) -> None:
 
 @contextlib.contextmanager
 def dir_lock(path: Path) -> Iterator[None]:
-    """Hold an exclusive advisory lock (``flock``) on the folder ``path`` itself while writing into it.
-
-    Two writers on one folder then take turns, so neither clears the other's temporary folder as a crash
-    leftover. No lock file is left behind, and the lock is released when the process dies. A no-op where
-    ``flock`` is unavailable (Windows) or refused (some network file systems): one writer per folder is then
-    up to you.
-    """
+    """Hold an exclusive advisory ``flock`` on the folder ``path`` while writing into it, so two writers take
+    turns and neither clears the other's temporary folder as a crash leftover. No lock file; released when
+    the process dies. A no-op where ``flock`` is unavailable (Windows) or refused (some network file
+    systems)."""
     try:
         import fcntl
-    except ImportError:  # pragma: no cover - Windows
-        yield
-        return
-    try:
+
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    except OSError:  # pragma: no cover - folders cannot be opened here
+    except (ImportError, OSError):  # pragma: no cover - Windows: no fcntl, folders cannot be opened
         yield
         return
     try:
@@ -139,21 +134,10 @@ def dir_lock(path: Path) -> Iterator[None]:
         os.close(fd)  # releases the lock
 
 
-def new_tmp_dir(parent: Path, name: str) -> Path:
-    """Create and return a fresh hidden temporary folder for checkpoint ``name`` under ``parent``."""
-    tmp = parent / f"{TMP_PREFIX}{name}-{uuid.uuid4().hex}"
-    tmp.mkdir()
-    return tmp
-
-
 def publish_dir(tmp: Path, final: Path) -> None:
-    """Fsync every file in ``tmp`` and ``tmp`` itself, then rename it to ``final``.
-
-    The fsyncs run concurrently and all complete before the rename: each still returns only once its file is
-    on disk, but the file system can commit them together instead of one journal commit after another. The
-    caller must fsync ``final.parent`` before relying on the rename being durable: ``ManifestStore.add`` does
-    it once, when it replaces the manifest in the same folder right after.
-    """
+    """Fsync every file in ``tmp`` and ``tmp`` itself, concurrently (the file system can commit them
+    together), all before renaming it to ``final``. The caller fsyncs ``final.parent`` before relying on the
+    rename: ``ManifestStore.add`` does it once, with the manifest's replacement right after."""
     from concurrent.futures import ThreadPoolExecutor
 
     files = [entry for entry in tmp.iterdir() if entry.is_file() and not entry.is_symlink()]
@@ -172,28 +156,23 @@ def _fsync_file(path: Path) -> None:
 
 
 def remove_dir(path: Path) -> None:
-    """Delete a folder we created: first rename it to a hidden trash name (atomic), then remove it.
-
-    A crash mid-removal leaves only a hidden ``.trash-hfbridge-*`` folder, never a half-deleted checkpoint
-    under its real name; the next writer clears such leftovers. A symbolic link is removed, never followed.
-    """
+    """Delete a folder we created: rename it to a hidden trash name (atomic), then remove it, so a crash
+    leaves a ``.trash-hfbridge-*`` leftover, never a half-deleted checkpoint. A symlink is unlinked, not
+    followed."""
     if path.is_symlink():
         path.unlink()
         return
     if not path.exists():
         return
-    trash = path.with_name(f"{TRASH_PREFIX}{path.name}-{uuid.uuid4().hex}")
+    trash = hidden_path(path, TRASH_PREFIX)
     os.replace(path, trash)
     fsync_dir(path.parent)
     shutil.rmtree(trash, ignore_errors=True)
 
 
 def disk_full_cause(exc: BaseException) -> bool:
-    """Whether ``exc`` (or an exception it chains) is a full disk, under any of the types writers raise it as.
-
-    ``OSError(ENOSPC)`` from Python, ``SafetensorError`` naming OS error 28 / ``StorageFull``, and
-    torch.save's ``RuntimeError: [enforce fail at inline_container.cc] ... unexpected pos`` (a short write).
-    """
+    """Whether ``exc`` or an exception it chains is a full disk: ``OSError(ENOSPC)``, a ``SafetensorError``
+    naming OS error 28 / ``StorageFull``, or torch.save's ``inline_container.cc ... unexpected pos``."""
     seen: BaseException | None = exc
     while seen is not None:
         if isinstance(seen, OSError) and seen.errno == errno.ENOSPC:
@@ -263,14 +242,9 @@ class HashingWriter:
 
 
 def write_hashed(path: Path, fill: Callable[[HashingWriter], Any]) -> dict[str, Any]:
-    """Create ``path`` (it must not exist) and let ``fill`` write it through a :class:`HashingWriter`.
-
-    Returns:
-        The file's manifest record, ``{"size": bytes, CHECKSUM: xxh3-64 hex digest}``.
-
-    Raises:
-        OSError: when the file on disk does not hold exactly the bytes that were hashed, or on a write error.
-    """
+    """Create ``path`` (it must not exist), let ``fill`` write it through a :class:`HashingWriter`, and return
+    its manifest record ``{"size": bytes, CHECKSUM: hex digest}``; ``OSError`` when the file does not hold
+    exactly the bytes hashed."""
     with open(path, "xb") as fh:
         writer = HashingWriter(fh)
         fill(writer)
@@ -316,9 +290,8 @@ def model_tensors(module: torch.nn.Module) -> tuple[dict[str, torch.Tensor], dic
     """The tensors of ``module.state_dict()`` to store, each shared storage once, and the metadata naming the
     dropped aliases (``{dropped: kept}``); ``None`` when :func:`write_safetensors` cannot stream them.
 
-    The name kept is the one ``save_pretrained`` keeps: not a tie target of the model's
-    ``all_tied_weights_keys`` (GPT-2 stores ``transformer.wte.weight``, not ``lm_head.weight``), the first in
-    sorted order among those, as ``safetensors.torch.save_model`` picks.
+    The name kept is ``save_pretrained``'s: not a tie target of ``all_tied_weights_keys`` (GPT-2 keeps
+    ``transformer.wte.weight``), then the first in sorted order, as ``safetensors.torch.save_model`` does.
     """
     tied = getattr(module, "all_tied_weights_keys", None)
     targets = {str(k) for k in tied} if isinstance(tied, Mapping) else set()
@@ -355,14 +328,9 @@ def model_tensors(module: torch.nn.Module) -> tuple[dict[str, torch.Tensor], dic
 def write_safetensors(
     writer: HashingWriter, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str]
 ) -> None:
-    """Stream ``tensors`` as one safetensors file into ``writer``, each tensor's bytes straight from memory.
-
-    Tensors are laid out by decreasing element size, then name, and the header is padded with spaces to a
-    multiple of 8 bytes, so every tensor starts aligned to its element size.
-
-    Raises:
-        TypeError: for a dtype outside :func:`safetensors_dtypes` (check with :func:`model_tensors` first).
-    """
+    """Stream ``tensors`` as one safetensors file into ``writer``, each tensor's bytes straight from memory;
+    ``TypeError`` for a dtype outside :func:`safetensors_dtypes`. Tensors are laid out by decreasing element
+    size, then name, after a header padded to 8 bytes, so each starts aligned to its element size."""
     import torch
 
     if sys.byteorder != "little":  # pragma: no cover - torch runs little-endian in practice

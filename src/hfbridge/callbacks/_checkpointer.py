@@ -116,10 +116,9 @@ class Checkpointer:
         keep_total: at most this many checkpoints in all (HF's ``save_total_limit`` rule): when the two sets
             together hold more, the oldest of the newest that are not among the best go first. The best
             ``keep_best`` and the newest one always stay, so more are kept when those alone exceed it.
-        every_n_steps: with ``save(step, ...)`` called every step, write only when
-            ``step % every_n_steps == 0``.
-        every_n_epochs: write when ``save(..., epoch=e, epoch_end=True)`` and
-            ``(e + 1) % every_n_epochs == 0``. With neither set, every ``save`` call writes.
+        every_n_steps: write only when ``step % every_n_steps == 0`` (for ``save`` called every step).
+        every_n_epochs: write when ``save(..., epoch=e, epoch_end=True)`` and ``(e+1) % every_n_epochs == 0``.
+            With neither set, every ``save`` call writes.
         filename: folder-name template; fields ``{step}``, ``{epoch}`` and any metric key, e.g.
             ``"step{step}-loss{eval_loss:.3f}"``. Values are sanitized (no path separators, no ``..``).
         check_disk_space: estimate the size before writing and fail early when it cannot fit.
@@ -252,8 +251,7 @@ class Checkpointer:
                 rank raise.
             epoch: the current epoch index, handed back by ``resume``.
             epoch_end: ``True`` when called at the end of epoch ``epoch`` (for ``every_n_epochs``).
-            callbacks: named objects with ``state_dict``/``load_state_dict`` (e.g.
-                ``{"early_stopping": es}``).
+            callbacks: named objects with ``state_dict``/``load_state_dict``, e.g. ``{"early_stopping": es}``.
             force: write even when ``every_n_steps`` / ``every_n_epochs`` say not to.
             trainer_state: JSON-able HF ``TrainerState`` dict (used by the Trainer bridge).
             extra_files: called on the writing rank with the unpublished folder, to add files (e.g. an HF
@@ -296,25 +294,22 @@ class Checkpointer:
 
         def build() -> tuple[dict[str, float], Payload]:
             clean = clean_metrics(metrics, self.monitor)  # rank 0's metrics are authoritative
-            named = dict(callbacks or {})
             world = len(rank_states)
             state = {
                 "step": step,
                 "epoch": epoch,
                 "metrics": clean,
                 "loader": [r["loader"] for r in rank_states] if world > 1 else rank_states[0]["loader"],
-                "callbacks": {k: cb.state_dict() for k, cb in named.items()},
+                "callbacks": {k: cb.state_dict() for k, cb in (callbacks or {}).items()},
                 "extra_state": extra_state,
                 "world_size": world,
             }
             own = {"optimizer": None if sharded else optimizer, "scheduler": scheduler, "scaler": scaler}
             parts = {k: v.state_dict() if v is not None else None for k, v in own.items()}
-            for what, obj in (
-                *parts.items(),
-                ("extra_state", extra_state),
-                ("callbacks", state["callbacks"]),
-            ):
-                check_plain(obj, what if what in ("extra_state", "callbacks") else f"{what}.state_dict()")
+            for what, obj in parts.items():
+                check_plain(obj, f"{what}.state_dict()")
+            check_plain(extra_state, "extra_state")
+            check_plain(state["callbacks"], "callbacks")
             payload = Payload(
                 model=module[0],
                 state=state,
@@ -485,10 +480,9 @@ class Checkpointer:
     def export(self, path: str | Path, *, model: Any, checkpoint: str | Path | None = None) -> Path:
         """Write a self-contained ``save_pretrained`` model from a checkpoint (no hfbridge needed to load it).
 
-        ``model`` is the base as you load it for training (``load_pretrained`` / ``from_pretrained``, with the
-        same adapters); the checkpoint's weights are loaded into it (a trainable-only checkpoint is verified
-        against it first), and a PEFT model is merged (on a copy) into plain weights. The tokenizer is not
-        written.
+        ``model`` is the base as you load it for training (``load_pretrained`` / ``from_pretrained``, same
+        adapters); the checkpoint's weights are loaded into it (a trainable-only one is verified against it
+        first) and a PEFT model is merged, on a copy, into plain weights. The tokenizer is not written.
 
         Args:
             path: a new or empty folder.

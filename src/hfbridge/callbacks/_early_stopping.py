@@ -95,12 +95,6 @@ class EarlyStopping:
         self.should_stop = False
         self.reason: str | None = None
 
-    def _improved(self, value: float) -> bool:
-        if self.best is None or math.isnan(self.best):
-            return not math.isnan(value)
-        delta = self.min_delta * abs(self.best) if self.relative else self.min_delta
-        return value < self.best - delta if self.mode == "min" else value > self.best + delta
-
     def update(self, metrics: Mapping[str, Any]) -> bool:
         """Take one evaluation's metrics; return ``True`` when training should stop (``reason`` says why).
 
@@ -110,46 +104,42 @@ class EarlyStopping:
         value = clean_metrics(metrics, self.monitor)[self.monitor]
         self.num_updates += 1
         worse_than = (lambda a, b: a > b) if self.mode == "min" else (lambda a, b: a < b)
+        reason = None
         if self.check_finite and not math.isfinite(value):
-            self._stop(f"{self.monitor} is {value}, not finite (check_finite=True)")
+            reason = f"{self.monitor} is {value}, not finite (check_finite=True)"
         elif self.stopping_threshold is not None and not worse_than(value, self.stopping_threshold):
             self._improve(value)
-            self._stop(f"{self.monitor}={value:g} reached stopping_threshold={self.stopping_threshold:g}")
+            reason = f"{self.monitor}={value:g} reached stopping_threshold={self.stopping_threshold:g}"
         elif self.divergence_threshold is not None and worse_than(value, self.divergence_threshold):
-            self._stop(
+            reason = (
                 f"{self.monitor}={value:g} is worse than divergence_threshold={self.divergence_threshold:g}"
             )
-        elif self._improve(value):
-            pass
-        else:
+        elif not self._improve(value):
             self.wait += 1
             if self.wait >= self.patience:
-                self._stop(
+                reason = (
                     f"{self.monitor} did not improve over {self.best:g} for {self.wait} evaluations "
                     f"(patience={self.patience})"
                 )
+        if reason is not None:
+            self.should_stop, self.reason = True, reason
         return self.should_stop
 
     def _improve(self, value: float) -> bool:
-        if self._improved(value):
+        """Make ``value`` the best (resetting ``wait``) when it improves on it; return whether it did."""
+        if self.best is None or math.isnan(self.best):
+            better = not math.isnan(value)
+        else:
+            delta = self.min_delta * abs(self.best) if self.relative else self.min_delta
+            better = value < self.best - delta if self.mode == "min" else value > self.best + delta
+        if better:
             self.best, self.wait = value, 0
-            return True
-        return False
-
-    def _stop(self, reason: str) -> None:
-        self.should_stop, self.reason = True, reason
+        return better
 
     def state_dict(self) -> dict[str, Any]:
         """Plain-value state (loads with ``torch.load(weights_only=True)`` and JSON)."""
-        return {
-            "monitor": self.monitor,
-            "mode": self.mode,
-            "best": self.best,
-            "wait": self.wait,
-            "num_updates": self.num_updates,
-            "should_stop": self.should_stop,
-            "reason": self.reason,
-        }
+        keys = ("monitor", "mode", "best", "wait", "num_updates", "should_stop", "reason")
+        return {k: getattr(self, k) for k in keys}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore :meth:`state_dict` output (e.g. on resume, so patience carries over).

@@ -1,7 +1,6 @@
 """The files of one checkpoint folder: what goes in, written into a temporary folder, and read back safely.
 
-Layout (HF Trainer names where HF has one, so ``Trainer.train(resume_from_checkpoint=path)`` can read it
-too)::
+Layout (HF Trainer's names where it has one, so ``Trainer.train(resume_from_checkpoint=path)`` reads it)::
 
     model.safetensors        weights, tied tensors stored once
     trainable.safetensors    instead, with frozen="reference": what trains, plus buffers, and in its header
@@ -13,21 +12,16 @@ too)::
     trainer_state.json       only from the HF Trainer bridge
     checkpoint.json          marker: the record of this checkpoint, written last
 
-An FSDP-sharded model has ``model_shards/`` (a ``torch.distributed.checkpoint`` folder holding the model
-and optimizer shards, written by every rank) and ``config.json`` instead of ``model.safetensors`` and
-``optimizer.pt``.
+An FSDP-sharded model has ``model_shards/`` (a ``torch.distributed.checkpoint`` folder of model and
+optimizer shards, written by every rank) and ``config.json`` instead of the weights and ``optimizer.pt``.
 
 Weights go to safetensors; every other state is a tree of tensors and plain values saved with ``torch.save``
 and loaded with ``torch.load(weights_only=True)``, so loading a checkpoint never runs pickled code.
 
-Trainable-only checkpoints: save what trains, fingerprint the frozen rest, verify it on resume. With
-``Checkpointer(..., frozen="reference")`` a checkpoint holds the parameters with ``requires_grad=True``,
-every persistent buffer (batch-norm statistics and the like change without gradients; they are small), and for
-each frozen tensor its name, shape, dtype and an xxh3-64 hash of its bytes, plus where the base came from. The
-fingerprint is stored in the header metadata of ``trainable.safetensors`` (one file fewer to write, fsync and
-delete per checkpoint); a ``frozen.json`` beside it, from checkpoints written before, is still read.
-Resume loads the base as the user does, checks every frozen tensor against the fingerprint, then loads the
-saved part on top.
+Trainable-only checkpoints (``frozen="reference"``) hold the parameters with ``requires_grad=True`` and every
+persistent buffer; the fingerprint of each frozen tensor (name, shape, dtype, xxh3-64 of its bytes) and the
+base's origin go in the header metadata of ``trainable.safetensors`` (older checkpoints: ``frozen.json``).
+Resume checks the user's base against the fingerprint, then loads the saved part on top.
 """
 
 from __future__ import annotations
@@ -44,30 +38,21 @@ from typing import IO, TYPE_CHECKING, Any, cast
 
 from hfbridge._distributed import get_rank, unwrap_model
 from hfbridge.callbacks._atomic import CHECKSUM, checksum, write_hashed, write_tensors, write_weights
-from hfbridge.callbacks._sharded import SHARDS_DIR, check_shards, is_sharded, load_sharded, write_config
+from hfbridge.callbacks._sharded import SHARDS_DIR, check_shards, is_sharded, load_sharded, task_config
 
 if TYPE_CHECKING:
     import torch
 
 __all__ = [
-    "FINGERPRINT",
-    "FINGERPRINT_KEY",
-    "TRAINABLE",
-    "WEIGHTS",
     "Loaded",
     "MissingPartError",
     "Payload",
     "apply_payload",
-    "check_fingerprint",
+    "capture_rng_state",
     "check_plain",
     "checkpoint_model",
-    "fingerprint",
-    "load_model_weights",
     "payload_nbytes",
     "read_payload",
-    "safe_torch_load",
-    "split_trainable",
-    "state_nbytes",
     "write_payload",
 ]
 
@@ -82,24 +67,14 @@ def _rng_file(rank: int, world_size: int) -> str:
 
 
 def checkpoint_model(model: Any, what: str = "save") -> torch.nn.Module:
-    """The bare module to save or load into; refuses FSDP-sharded and meta-device models.
-
-    Raises:
-        TypeError: for a non-module or an FSDP-sharded model (gather its full state first).
-        ValueError: for a model with tensors on the meta device (nothing to save, or a load that does
-            nothing).
-    """
-    import torch.distributed as dist
-
+    """The bare module to save or load into: ``TypeError`` for a non-module or an FSDP-sharded one (gather
+    its full state first), ``ValueError`` for tensors on the meta device (nothing to save or load into)."""
     module = unwrap_model(model)
-    if dist.is_available():
-        from torch.distributed.fsdp import FSDPModule, FullyShardedDataParallel
-
-        if any(isinstance(m, (FSDPModule, FullyShardedDataParallel)) for m in module.modules()):
-            raise TypeError(
-                "`model` is FSDP-sharded: gather a full state dict first (e.g. accelerate's save_state); "
-                "Checkpointer saves unsharded models"
-            )
+    if is_sharded(module):
+        raise TypeError(
+            "`model` is FSDP-sharded: gather a full state dict first (e.g. accelerate's save_state); "
+            "Checkpointer saves unsharded models"
+        )
     tensors = itertools.chain(module.named_parameters(), module.named_buffers())
     meta = next((n for n, t in tensors if t.is_meta), None)
     if meta is not None:
@@ -114,28 +89,27 @@ def checkpoint_model(model: Any, what: str = "save") -> torch.nn.Module:
     return module
 
 
-def check_plain(obj: Any, name: str, _path: str = "") -> None:
-    """Raise ``TypeError`` unless ``obj`` is tensors and plain containers ``weights_only`` loading accepts."""
+def check_plain(obj: Any, where: str) -> None:
+    """Raise ``TypeError`` unless ``obj`` (named ``where``) is tensors and plain containers ``weights_only``
+    loading accepts."""
     import torch
 
-    where = f"{name}{_path}"
     if isinstance(obj, (*_SCALARS, torch.Tensor, torch.dtype, torch.device, torch.Size)):
         return
     if isinstance(obj, (list, tuple)):
         for i, item in enumerate(obj):
-            check_plain(item, name, f"{_path}[{i}]")
+            check_plain(item, f"{where}[{i}]")
         return
     if isinstance(obj, dict):
         for key, value in obj.items():
             if not isinstance(key, (str, int, float, bool, type(None))):
                 raise TypeError(f"`{where}` has a key of type {type(key).__name__}; keys must be str or int")
-            check_plain(value, name, f"{_path}[{key!r}]")
+            check_plain(value, f"{where}[{key!r}]")
         return
     raise TypeError(
         f"`{where}` is a {type(obj).__module__}.{type(obj).__qualname__}, which "
         "`torch.load(weights_only=True)` cannot load; store tensors, numbers, strings, None and "
-        "lists/tuples/dicts of them "
-        "(convert NumPy arrays with `.tolist()` or `torch.from_numpy`)"
+        "lists/tuples/dicts of them (convert NumPy arrays with `.tolist()` or `torch.from_numpy`)"
     )
 
 
@@ -189,20 +163,14 @@ def _restore_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def load_model_weights(
-    model: torch.nn.Module, weights: dict[str, torch.Tensor], frozen: set[str] | None = None
-) -> None:
-    """Copy ``weights`` into ``model``; keys dropped at save time because they were tied must stay tied, and
-    ``frozen`` keys (verified by a trainable-only checkpoint's fingerprint) may be absent.
-
-    Raises:
-        ValueError: on unexpected keys or missing keys that are not tied to a loaded tensor.
-    """
+def load_model_weights(model: torch.nn.Module, weights: dict[str, torch.Tensor], frozen: set[str]) -> None:
+    """Copy ``weights`` into ``model``; ``ValueError`` on unexpected keys, or missing ones that are neither
+    tied to a loaded tensor (saved once) nor ``frozen`` (checked by a fingerprint)."""
     missing, unexpected = model.load_state_dict(weights, strict=False)
     if missing:
         own = model.state_dict()
         loaded_ptrs = {own[k].data_ptr() for k in weights if k in own}
-        untied = [k for k in missing if own[k].data_ptr() not in loaded_ptrs and k not in (frozen or ())]
+        untied = [k for k in missing if own[k].data_ptr() not in loaded_ptrs and k not in frozen]
         if untied:
             raise ValueError(f"checkpoint weights lack {len(untied)} key(s) of the model, e.g. {untied[:5]}")
     if unexpected:
@@ -231,7 +199,7 @@ def payload_nbytes(payload: Payload) -> int:
     """Approximate size of ``payload`` on disk (a trainable-only one counts only what it writes)."""
     tensors = payload.model.state_dict(keep_vars=True)
     if payload.reference_frozen:
-        frozen = {n for n, p in payload.model.named_parameters(remove_duplicate=False) if not p.requires_grad}
+        frozen = _frozen_names(payload.model)
         tensors = {k: t for k, t in tensors.items() if k not in frozen}
     weights = sum(t.numel() * t.element_size() for t in tensors.values())
     return weights + sum(state_nbytes(x) for x in (payload.optimizer, payload.scheduler, payload.state))
@@ -244,16 +212,11 @@ def _torch_save(obj: Any, path: Path) -> dict[str, Any]:
     return write_hashed(path, lambda writer: torch.save(obj, cast("IO[bytes]", writer)))
 
 
-def _json_bytes(data: Any) -> bytes:
-    return (json.dumps(data, indent=2, sort_keys=True) + "\n").encode("utf-8")
-
-
 def write_payload(folder: Path, payload: Payload) -> dict[str, dict[str, Any]]:
     """Write ``payload`` into ``folder``; return ``{file name: {"size": bytes, CHECKSUM: hex digest}}``.
 
-    Every file is checksummed while it is written (see _atomic.py); only the files a sharded save moves in
-    (written by ``torch.distributed.checkpoint``) and ``config.json`` are checksummed by reading them back.
-    Nothing is fsynced here: ``publish_dir`` does it for every file at once.
+    Files are checksummed while written, except those other writers made (the shards, ``config.json``,
+    ``extra_files``), which are read back. Nothing is fsynced here: ``publish_dir`` does it for all at once.
     """
     records: dict[str, dict[str, Any]] = {}
     if payload.shards is not None:
@@ -273,14 +236,14 @@ def write_payload(folder: Path, payload: Payload) -> dict[str, dict[str, Any]]:
         records[name] = _torch_save(rng, folder / name)
     records[STATE] = _torch_save(payload.state, folder / STATE)
     if payload.trainer_state is not None:
-        text = _json_bytes(payload.trainer_state)
+        text = (json.dumps(payload.trainer_state, indent=2, sort_keys=True) + "\n").encode("utf-8")
         records["trainer_state.json"] = write_hashed(folder / "trainer_state.json", lambda w: w.write(text))
-    if payload.shards is not None:
-        write_config(payload.model, folder)
+    config = task_config(payload.model) if payload.shards is not None else None
+    if config is not None:  # for export_full_weights
+        config.to_json_file(str(folder / "config.json"))
     if payload.extra_files is not None:
         payload.extra_files(folder)
-    files = sorted(p for p in (*folder.iterdir(), *(folder / SHARDS_DIR).glob("*")) if p.is_file())
-    for p in files:
+    for p in sorted(p for p in (*folder.iterdir(), *(folder / SHARDS_DIR).glob("*")) if p.is_file()):
         name = p.relative_to(folder).as_posix()
         if name not in records:  # written by another writer: read it back to checksum it
             records[name] = {"size": p.stat().st_size, CHECKSUM: checksum(p)}
@@ -307,12 +270,8 @@ class MissingPartError(ValueError):
 
 def read_payload(folder: Path, *, rank: int, world_size: int, wanted: Mapping[str, bool]) -> Loaded:
     """Read the parts of ``folder`` in ``wanted`` (``model``, ``optimizer``, ...) through safe loaders only.
-
-    Raises:
-        MissingPartError: when a requested part was never saved.
-        pickle.UnpicklingError: when a file carries pickled code (it is refused, never run).
-        OSError, RuntimeError: on unreadable or truncated files.
-    """
+    Raises ``MissingPartError`` for a part never saved, ``pickle.UnpicklingError`` for pickled code (refused,
+    never run), ``OSError`` or ``RuntimeError`` for unreadable or truncated files."""
     out = Loaded(state=safe_torch_load(folder / STATE))
     if not isinstance(out.state, dict) or "step" not in out.state:
         raise ValueError(f"{STATE} in {str(folder)!r} is not an hfbridge checkpoint state")
@@ -363,22 +322,21 @@ def apply_payload(
     loaded: Loaded, objects: Mapping[str, Any], callbacks: Mapping[str, Any], restore_rng: bool
 ) -> None:
     """Restore each object in ``objects`` (``model``, ``optimizer``, ..., ``loader``) from ``loaded``."""
-    if loaded.shards is not None and objects.get("model") is not None:
-        load_sharded(loaded.shards, objects["model"], objects.get("optimizer"))  # collective, resharding
-    if objects.get("model") is not None and loaded.weights is not None and is_sharded(objects["model"]):
-        raise TypeError(
-            "the checkpoint holds full (unsharded) weights but `model` is FSDP-sharded: resume into the "
-            "model before `fully_shard` (with `optimizer=None`: unsharded optimizer state does not fit "
-            "sharded parameters), or save it sharded in the first place"
-        )
-    if objects.get("model") is not None and loaded.weights is not None:
-        module = checkpoint_model(objects["model"], "load into")
+    model = objects.get("model")
+    if loaded.shards is not None and model is not None:
+        load_sharded(loaded.shards, model, objects.get("optimizer"))  # collective, resharding
+    if model is not None and loaded.weights is not None:
+        if is_sharded(model):
+            raise TypeError(
+                "the checkpoint holds full (unsharded) weights but `model` is FSDP-sharded: resume into the "
+                "model before `fully_shard` (with `optimizer=None`: unsharded optimizer state does not fit "
+                "sharded parameters), or save it sharded in the first place"
+            )
+        module = checkpoint_model(model, "load into")
         if loaded.fingerprint is not None:
             check_fingerprint(module, loaded.fingerprint, set(loaded.weights))
         load_model_weights(module, loaded.weights, frozen=set((loaded.fingerprint or {}).get("tensors", ())))
-    for part in _PARTS:
-        if part == "optimizer" and loaded.shards is not None:
-            continue  # restored with the shards
+    for part in _PARTS:  # a sharded checkpoint's optimizer came with its shards (read_payload left it None)
         sd = getattr(loaded, part)
         if objects.get(part) is not None and sd is not None:
             objects[part].load_state_dict(sd)
@@ -411,24 +369,26 @@ def _digest(tensor: torch.Tensor) -> str:
     return xxhash.xxh3_64(flat.view(torch.uint8).numpy().data).hexdigest()
 
 
-def _origin(module: torch.nn.Module) -> str | None:
-    config = getattr(module, "config", None)
-    origin = getattr(config, "name_or_path", None)
-    return origin if isinstance(origin, str) and origin else None
+def _dtype_name(t: torch.Tensor) -> str:
+    return str(t.dtype).removeprefix("torch.")
+
+
+def _frozen_names(module: torch.nn.Module) -> set[str]:
+    return {n for n, p in module.named_parameters(remove_duplicate=False) if not p.requires_grad}
 
 
 def split_trainable(module: torch.nn.Module) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """``(tensors to save, frozen tensors)``: trainable parameters and buffers (each storage once), and the
     frozen parameters, which :func:`fingerprint` describes instead."""
-    frozen_names = {n for n, p in module.named_parameters(remove_duplicate=False) if not p.requires_grad}
+    frozen_names = _frozen_names(module)
     saved: dict[str, torch.Tensor] = {}
     frozen: dict[str, torch.Tensor] = {}
-    seen: dict[tuple[int, int], str] = {}  # (data_ptr, numel) -> the name a tied tensor is stored under
+    seen: set[tuple[int, int]] = set()  # (data_ptr, numel) of stored tensors: a tied one is stored once
     for name, t in module.state_dict().items():
         if name in frozen_names:
             frozen[name] = t
         elif (t.data_ptr(), t.numel()) not in seen or t.numel() == 0:
-            seen[(t.data_ptr(), t.numel())] = name
+            seen.add((t.data_ptr(), t.numel()))
             saved[name] = t.detach().contiguous()
     return saved, frozen
 
@@ -437,22 +397,17 @@ def fingerprint(module: torch.nn.Module, frozen: dict[str, torch.Tensor]) -> dic
     """Name, shape, dtype and xxh3-64 content hash of each frozen tensor, and where the base came from.
 
     Every frozen byte is hashed on every save, on purpose: a cache keyed on tensor version counters would miss
-    writes that bypass them (``param.data.add_()``, NumPy views, peft's merge/unmerge), and a frozen tensor
-    changed in place must be caught on resume.
+    writes that bypass them (``param.data.add_()``, NumPy views, peft's merge/unmerge).
     """
-    tensors = {
-        name: [list(t.shape), str(t.dtype).removeprefix("torch."), _digest(t)] for name, t in frozen.items()
-    }
-    return {"format": "hfbridge-frozen", "checksum": "xxh3_64", "origin": _origin(module), "tensors": tensors}
+    origin = getattr(getattr(module, "config", None), "name_or_path", None)
+    origin = origin if isinstance(origin, str) and origin else None
+    tensors = {name: [list(t.shape), _dtype_name(t), _digest(t)] for name, t in frozen.items()}
+    return {"format": "hfbridge-frozen", "checksum": "xxh3_64", "origin": origin, "tensors": tensors}
 
 
 def check_fingerprint(module: torch.nn.Module, fingerprint: dict[str, Any], saved: set[str]) -> None:
-    """Refuse a base whose frozen tensors are not the checkpoint's, naming the first that differs.
-
-    Raises:
-        ValueError: for a missing or extra tensor (another architecture), or a frozen tensor whose shape,
-            dtype or content differs (another base, or a frozen parameter that was trained after all).
-    """
+    """``ValueError`` naming the first tensor of ``module`` that is missing or extra (another architecture),
+    or frozen with another shape, dtype or content (another base, or a frozen parameter trained after all)."""
     origin = fingerprint.get("origin")
     base = f"the base the run started from ({origin!r})" if origin else "the base the run started from"
     own = module.state_dict()
@@ -471,8 +426,8 @@ def check_fingerprint(module: torch.nn.Module, fingerprint: dict[str, Any], save
         if name not in fingerprint["tensors"]:
             continue
         shape, dtype, digest = fingerprint["tensors"][name]
-        if list(t.shape) != shape or str(t.dtype).removeprefix("torch.") != dtype:
-            got = f"{list(t.shape)} {str(t.dtype).removeprefix('torch.')}"
+        if list(t.shape) != shape or _dtype_name(t) != dtype:
+            got = f"{list(t.shape)} {_dtype_name(t)}"
             raise ValueError(f"frozen tensor {name!r} is {got} in `model`, {shape} {dtype} in the checkpoint")
         if _digest(t) != digest:
             raise ValueError(

@@ -14,12 +14,14 @@ import atexit
 import contextlib
 import os
 import shutil
-import uuid
 import warnings
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from hfbridge._distributed import Failure, attempt, broadcast_object, get_rank, raise_first_failure
+from hfbridge.callbacks._atomic import hidden_path
 
 if TYPE_CHECKING:
     import torch
@@ -27,22 +29,16 @@ if TYPE_CHECKING:
 
 __all__ = [
     "SHARDS_DIR",
-    "STAGE_PREFIX",
-    "PendingSave",
     "ShardedSaves",
     "check_shards",
     "export_full_weights",
     "is_sharded",
     "load_sharded",
-    "save_sharded",
-    "stage_folder",
     "task_config",
-    "write_config",
 ]
 
-SHARDS_DIR = (
-    "model_shards"  # the DCP folder inside a checkpoint: .metadata plus one __{rank}_0.distcp per rank
-)
+# the DCP folder inside a checkpoint: .metadata plus one __{rank}_0.distcp per rank
+SHARDS_DIR = "model_shards"
 STAGE_PREFIX = ".shards-hfbridge-"  # hidden staging folders of a sharded save in progress
 _METADATA = ".metadata"
 
@@ -69,12 +65,18 @@ class _Group:
     def __init__(self, timeout: float) -> None:
         import torch.distributed as dist
 
+        on = dist.is_available() and dist.is_initialized()
         self.timeout = timeout
-        self.world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
-        self.rank = dist.get_rank() if self.world > 1 or dist.is_initialized() else 0
-        self.pg: ProcessGroup | None = None
-        if dist.is_available() and dist.is_initialized():
-            self.pg = dist.new_group(backend="gloo", timeout=timedelta(seconds=timeout))
+        self.world, self.rank = (dist.get_world_size(), dist.get_rank()) if on else (1, 0)
+        self.pg: ProcessGroup | None = (
+            dist.new_group(backend="gloo", timeout=timedelta(seconds=timeout)) if on else None
+        )
+
+    def _run(self, collective: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        try:
+            collective(*args, group=self.pg, **kwargs)
+        except Exception as exc:
+            raise _lost_rank(self.timeout, exc) from exc
 
     def all_gather(self, obj: Any) -> list[Any]:
         if self.pg is None:
@@ -82,10 +84,7 @@ class _Group:
         import torch.distributed as dist
 
         out: list[Any] = [None] * self.world
-        try:
-            dist.all_gather_object(out, obj, group=self.pg)
-        except Exception as exc:
-            raise _lost_rank(self.timeout, exc) from exc
+        self._run(dist.all_gather_object, out, obj)
         return out
 
     def broadcast(self, obj: Any) -> Any:
@@ -94,10 +93,7 @@ class _Group:
         import torch.distributed as dist
 
         box = [obj]
-        try:
-            dist.broadcast_object_list(box, src=0, group=self.pg)
-        except Exception as exc:
-            raise _lost_rank(self.timeout, exc) from exc
+        self._run(dist.broadcast_object_list, box, src=0)
         return box[0]
 
 
@@ -110,11 +106,7 @@ def _group(timeout: float) -> _Group:
 
     current = dist.is_available() and dist.is_initialized()
     group = _GROUPS.get(timeout)
-    if (
-        group is None
-        or (current and (group.pg is None or not _alive(group.pg)))
-        or (not current and group.pg)
-    ):
+    if group is None or (group.pg is not None) != current or (current and not _alive(group.pg)):
         if not _GROUPS:
             # drop the cached groups while the interpreter is whole: a gloo group first freed during
             # interpreter shutdown can abort the process ("terminate called without an active exception")
@@ -155,12 +147,8 @@ def _last_line(exc: BaseException) -> str:
 
 
 def _agree(group: _Group, error: BaseException | None) -> None:
-    """Every rank raises when any rank failed (``error`` is this rank's failure, or ``None``).
-
-    Raises:
-        ValueError, TypeError: this rank's own error of that type (bad input).
-        RuntimeError: naming the first rank that failed and its error.
-    """
+    """Every rank raises when any rank failed (``error``: this rank's failure or ``None``): this rank's own
+    ``ValueError``/``TypeError`` (bad input) as is, else a ``RuntimeError`` naming the first failed rank."""
     results = group.all_gather(None if error is None else _RankError(error))
     for rank, item in enumerate(results):
         if isinstance(item, _RankError):
@@ -174,19 +162,16 @@ def _agree(group: _Group, error: BaseException | None) -> None:
 # ---------------------------------------------------------------------------------------------- saving
 
 
-def stage_folder(parent: Path, name: str, *, timeout: float = 600.0) -> Path:
+def stage_folder(parent: Path, name: str, group: _Group) -> Path:
     """A fresh hidden staging folder under ``parent``, made by rank 0 and known to every rank (collective).
-
-    Rank 0 first removes staging folders left by a crashed save (call this only when no save is in flight).
-    """
-    group = _group(timeout)
+    Rank 0 first removes staging folders left by a crashed save (call it only when no save is in flight)."""
     made: Any = None
     if group.rank == 0:
         try:
             parent.mkdir(parents=True, exist_ok=True)
             for old in parent.glob(f"{STAGE_PREFIX}*"):
                 shutil.rmtree(old, ignore_errors=True)
-            folder = parent / f"{STAGE_PREFIX}{name}-{uuid.uuid4().hex}"
+            folder = hidden_path(parent / name, STAGE_PREFIX)
             folder.mkdir()
             made = str(folder)
         except OSError as exc:
@@ -197,97 +182,46 @@ def stage_folder(parent: Path, name: str, *, timeout: float = 600.0) -> Path:
     return Path(made)
 
 
-class PendingSave:
-    """A sharded save under way: :meth:`wait` (collective) returns once every rank's shards are durable.
-
-    A failure on any rank (or in the background writer of an async save) is raised by :meth:`wait` on every
-    rank, never lost.
-    """
-
-    def __init__(self, folder: Path, group: _Group, future: Any = None, error: BaseException | None = None):
-        self.folder, self._group, self._future, self._error = folder, group, future, error
-        self._result: dict[str, int] | None = None
-
-    def done(self) -> bool:
-        """Whether this rank's part is written (a finished :meth:`wait` is not needed to ask)."""
-        return self._future is None or self._future.done()
-
-    def wait(self) -> dict[str, int]:
-        """Block until every rank's shards are written and fsynced; ``{relative path: bytes}`` on rank 0.
-
-        Raises:
-            RuntimeError: when any rank failed, or a rank did not answer within the timeout.
-        """
-        if self._result is not None:
-            return self._result
-        error = self._error
-        if error is None and self._future is not None:
-            try:
-                self._future.result(timeout=self._group.timeout)
-            except BaseException as exc:  # the background writer's error reaches the caller here
-                error = exc if not isinstance(exc, TimeoutError) else _lost_rank(self._group.timeout, exc)
-        self._future = None
-        _agree(self._group, error)  # all ranks agree every shard is durable (dcp fsyncs data and metadata)
-        if self._group.rank != 0:  # rank 0 may be publishing (moving) the folder already
-            self._result = {}
-            return self._result
-        meta = self.folder / _METADATA
-        if not meta.is_file():
-            raise RuntimeError(
-                f"sharded checkpoint: {str(meta)!r} is missing after a save that reported success"
-            )
-        self._result = {
-            f"{SHARDS_DIR}/{p.name}": p.stat().st_size for p in sorted(self.folder.iterdir()) if p.is_file()
-        }
-        return self._result
-
-
 def _state_dicts(model: torch.nn.Module, optimizer: Any) -> dict[str, Any]:
     from torch.distributed.checkpoint.state_dict import get_state_dict
 
     model_sd, optim_sd = get_state_dict(model, [] if optimizer is None else [optimizer])
-    out: dict[str, Any] = {"model": model_sd}
-    if optimizer is not None:
-        out["optim"] = optim_sd
-    return out
+    return {"model": model_sd} if optimizer is None else {"model": model_sd, "optim": optim_sd}
 
 
 def save_sharded(
-    folder: Path,
-    model: torch.nn.Module,
-    optimizer: Any = None,
-    *,
-    asynchronous: bool = False,
-    timeout: float = 600.0,
-) -> PendingSave:
-    """Every rank writes its shards of ``model`` (and ``optimizer``) into ``folder`` with DCP (collective).
-
-    Args:
-        folder: the staging folder (from :func:`stage_folder`), the same path on every rank.
-        model: the FSDP (or any) model; ``get_state_dict`` sees through DDP / compile / FSDP wrappers.
-        optimizer: its optimizer, or ``None``.
-        asynchronous: ``dcp.async_save``: the state is copied to CPU memory now and written by a background
-            thread; training goes on. Call :meth:`PendingSave.wait` before the next save and at the end.
-        timeout: seconds any collective of the save may wait for a rank.
-
-    Returns:
-        A :class:`PendingSave`; its :meth:`~PendingSave.wait` must be called on every rank.
-    """
+    folder: Path, model: torch.nn.Module, optimizer: Any, group: _Group, *, asynchronous: bool
+) -> tuple[Any, BaseException | None]:
+    """Every rank writes its shards of ``model`` (and ``optimizer``) into the staging ``folder`` with DCP
+    (collective; ``asynchronous``: ``dcp.async_save`` copies the state to CPU memory and a background thread
+    writes it). Returns ``(future or None, this rank's error or None)`` for :func:`wait_for_shards`."""
     import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.api import CheckpointException
 
-    group = _group(timeout)
     try:
         state = _state_dicts(model, optimizer)
         if asynchronous:
-            future = dcp.async_save(state, checkpoint_id=str(folder), process_group=group.pg)
-            return PendingSave(folder, group, future=future)
+            return dcp.async_save(state, checkpoint_id=str(folder), process_group=group.pg), None
         dcp.save(state, checkpoint_id=str(folder), process_group=group.pg)
     except (Exception, CheckpointException) as exc:  # CheckpointException is a BaseException
-        if group.pg is not None and "gloo" in str(exc).lower():
-            exc = _lost_rank(timeout, exc)
-        return PendingSave(folder, group, error=exc)
-    return PendingSave(folder, group)
+        lost = group.pg is not None and "gloo" in str(exc).lower()
+        return None, _lost_rank(group.timeout, exc) if lost else exc
+    return None, None
+
+
+def wait_for_shards(folder: Path, group: _Group, future: Any, error: BaseException | None) -> None:
+    """Block until every rank's shards are written and fsynced (collective); a failure on any rank, or in
+    the background writer, raises ``RuntimeError`` on every rank (also when a rank does not answer in time).
+    """
+    if error is None and future is not None:
+        try:
+            future.result(timeout=group.timeout)
+        except BaseException as exc:  # the background writer's error reaches the caller here
+            error = exc if not isinstance(exc, TimeoutError) else _lost_rank(group.timeout, exc)
+    _agree(group, error)  # all ranks agree every shard is durable (dcp fsyncs data and metadata)
+    meta = folder / _METADATA
+    if group.rank == 0 and not meta.is_file():  # not the others: rank 0 may be moving the folder
+        raise RuntimeError(f"sharded checkpoint: {str(meta)!r} is missing after a save that reported success")
 
 
 # --------------------------------------------------------------------------------------------- loading
@@ -327,14 +261,9 @@ def check_shards(folder: Path) -> str | None:
 def load_sharded(
     folder: Path, model: torch.nn.Module, optimizer: Any = None, *, timeout: float = 600.0
 ) -> None:
-    """Load a DCP checkpoint into ``model`` (and ``optimizer``) on every rank, resharding (collective).
-
-    The model may be sharded on any number of ranks, or not sharded at all: DCP reads each rank's part.
-
-    Raises:
-        ValueError: when the checkpoint lacks optimizer state and ``optimizer`` is given, or the model's keys
-            or shapes do not match.
-    """
+    """Load a DCP checkpoint into ``model`` (and ``optimizer``) on every rank (collective), the model sharded
+    on any number of ranks or not at all; ``ValueError`` when it lacks the optimizer state ``optimizer``
+    needs, or the model's keys or shapes do not match."""
     import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.api import CheckpointException
     from torch.distributed.checkpoint.state_dict import set_state_dict
@@ -348,15 +277,10 @@ def load_sharded(
             dcp.load(state, checkpoint_id=str(folder), process_group=group.pg, no_dist=group.pg is None)
     except (Exception, CheckpointException) as exc:  # CheckpointException is a BaseException
         error = exc
-        if isinstance(exc, (RuntimeError, CheckpointException)) and "optim" in str(exc) and optimizer:
-            error = ValueError(
-                f"sharded checkpoint {str(folder)!r} cannot fill the optimizer (saved without it?): "
-                f"{_last_line(exc)}"
-            )
-        elif isinstance(exc, (RuntimeError, CheckpointException)):
-            error = ValueError(
-                f"sharded checkpoint {str(folder)!r} does not match the model: {_last_line(exc)}"
-            )
+        if isinstance(exc, (RuntimeError, CheckpointException)):
+            optim = optimizer and "optim" in str(exc)
+            what = "cannot fill the optimizer (saved without it?)" if optim else "does not match the model"
+            error = ValueError(f"sharded checkpoint {str(folder)!r} {what}: {_last_line(exc)}")
     _agree(group, error)  # nothing is set until every rank has read its part
     set_state_dict(
         model,
@@ -441,26 +365,13 @@ def task_config(model: Any) -> Any:
     return config
 
 
-def write_config(model: Any, folder: Path) -> bool:
-    """An HF model's ``config.json`` (see :func:`task_config`) into ``folder`` (for export); ``False`` if
-    none."""
-    config = task_config(model)
-    if config is None:
-        return False
-    config.to_json_file(str(folder / "config.json"))
-    return True
-
-
 # -------------------------------------------------------------------------------- Checkpointer's part
 
 
 class ShardedSaves:
-    """The sharded path of :class:`~hfbridge.Checkpointer`: shards first (every rank), then rank 0 publishes.
-
-    ``build()`` (rank 0) takes every non-sharded state at save time, even when the shards are written in the
-    background; ``write(built, stage)`` (rank 0) writes the other files, moves the staged shards in and
-    publishes the checkpoint as an unsharded one is published (manifest, checksums, retention).
-    """
+    """The sharded path of :class:`~hfbridge.Checkpointer`: every rank writes its shards, rank 0 publishes.
+    ``build()`` (rank 0) takes the other states at save time, even for a background write; ``write(built,
+    stage)`` (rank 0) writes them, moves the shards in and publishes the checkpoint like an unsharded one."""
 
     def __init__(self, dirpath: Path, *, asynchronous: bool, timeout: float) -> None:
         self.dirpath, self.asynchronous, self.timeout = dirpath, asynchronous, timeout
@@ -475,15 +386,14 @@ class ShardedSaves:
         write: Callable[[Any, Path], str | None],
     ) -> Path | None:
         """Write the shards (collective) and publish them now, or, when asynchronous, at the next ``wait``."""
-        from hfbridge._distributed import Failure, attempt, broadcast_object, get_rank, raise_first_failure
-
         self.wait()
-        stage = stage_folder(self.dirpath, f"step{step}", timeout=self.timeout)
-        pending = save_sharded(stage, model, optimizer, asynchronous=self.asynchronous, timeout=self.timeout)
+        group = _group(self.timeout)
+        stage = stage_folder(self.dirpath, f"step{step}", group)
+        future, error = save_sharded(stage, model, optimizer, group, asynchronous=self.asynchronous)
         built: Any = attempt(build) if get_rank() == 0 else None
 
         def publish() -> Path | None:
-            pending.wait()  # every rank: every shard durable, or every rank raises
+            wait_for_shards(stage, group, future, error)  # every shard durable, or every rank raises
             outcome: Any = built
             if get_rank() == 0 and not isinstance(built, Failure):
                 outcome = attempt(lambda: write(built, stage))

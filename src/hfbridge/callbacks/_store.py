@@ -32,7 +32,7 @@ from hfbridge.callbacks._atomic import (
     dir_lock,
     disk_full_cause,
     fsync_dir,
-    new_tmp_dir,
+    hidden_path,
     publish_dir,
     remove_dir,
     write_json_atomic,
@@ -61,9 +61,7 @@ def is_checkpoint_name(name: Any) -> bool:
 
 def encode_float(x: float | None) -> float | str | None:
     """JSON-safe float: non-finite values become the strings ``"nan"``, ``"inf"``, ``"-inf"``."""
-    if x is None or math.isfinite(x):
-        return x
-    return "nan" if math.isnan(x) else ("inf" if x > 0 else "-inf")
+    return x if x is None or math.isfinite(x) else str(x)  # str() spells them exactly so
 
 
 def decode_float(x: Any) -> float | None:
@@ -87,9 +85,8 @@ def _entry_problem(entry: Any) -> str | None:
         return f"a record must be an object, got {type(entry).__name__}"
     if not is_checkpoint_name(entry.get("name")):
         return f"{entry.get('name')!r} is not a checkpoint name this store writes (one path component)"
-    if any(type(entry.get(k)) is not int for k in ("seq", "step")) or not isinstance(
-        entry.get("files"), dict
-    ):
+    ints = all(type(entry.get(k)) is int for k in ("seq", "step"))
+    if not ints or not isinstance(entry.get("files"), dict):
         return "the record lacks an int `seq`/`step` or a `files` table"
     bad = [f for f in entry["files"] if _FILE.fullmatch(f) is None or ".." in f]
     return f"file {bad[0]!r} is not a checkpoint name this store writes" if bad else None
@@ -133,13 +130,7 @@ class ManifestStore:
     """``dirpath/manifest.json`` plus the checkpoint folders it names; writers hold :func:`dir_lock`."""
 
     def __init__(
-        self,
-        dirpath: Path,
-        *,
-        mode: str,
-        keep_best: int,
-        keep_last: int | None,
-        keep_total: int | None = None,
+        self, dirpath: Path, *, mode: str, keep_best: int, keep_last: int | None, keep_total: int | None
     ) -> None:
         self.dirpath = dirpath
         self.mode, self.keep_best, self.keep_last, self.keep_total = mode, keep_best, keep_last, keep_total
@@ -242,10 +233,8 @@ class ManifestStore:
         published but unrecorded folders. Returns the (possibly updated) manifest."""
         manifest = self.read()
         self._restore_replaced(manifest)
-        for entry in self.dirpath.iterdir():
-            if not entry.name.startswith(
-                (TMP_PREFIX, TRASH_PREFIX)
-            ):  # ours; a crashed writer's, not a live one's
+        for entry in self.dirpath.iterdir():  # a crashed writer's leftovers (a live one holds the lock)
+            if not entry.name.startswith((TMP_PREFIX, TRASH_PREFIX)):
                 continue
             if entry.is_dir() and not entry.is_symlink():
                 shutil.rmtree(entry, ignore_errors=True)
@@ -274,10 +263,9 @@ class ManifestStore:
     ) -> tuple[dict[str, Any] | None, Path, str | None]:
         """What a manifest entry names on disk now: ``(record, folder, None)``, or ``(None, folder, reason)``.
 
-        Two crash windows of a same-name replacement (a ``filename`` without ``{step}``) are read through: the
-        new folder already renamed into place but not yet recorded (its own marker, a later ``seq`` of this
-        run, is the record), and the old folder moved aside to a hidden trash name before the new one was
-        published.
+        Reads through the two crash windows of a same-name replacement: the new folder renamed into place but
+        not yet recorded (its marker, a later ``seq`` of this run, is the record), and the old one moved aside
+        to a trash name before the new one was published.
         """
         folder = self.dirpath / entry["name"]
         marker = _read_marker(folder)
@@ -291,11 +279,14 @@ class ManifestStore:
         reason = _files_problem(folder, entry, verify=verify)
         if reason is None:
             return entry, folder, None
-        aside = None if folder.exists() else self._moved_aside(entry)
+        aside = self._moved_aside(entry)
         return (entry, aside, None) if aside is not None else (None, folder, reason)
 
     def _moved_aside(self, entry: dict[str, Any]) -> Path | None:
-        """The complete hidden copy of ``entry`` moved aside by an interrupted same-name replacement."""
+        """The complete hidden copy of ``entry`` moved aside by an interrupted same-name replacement (only
+        while nothing is under its name)."""
+        if (self.dirpath / entry["name"]).exists():
+            return None
         for folder in sorted(self.dirpath.glob(f"{TRASH_PREFIX}*")):
             marker = _read_marker(folder)
             if (
@@ -309,16 +300,23 @@ class ManifestStore:
     def _restore_replaced(self, manifest: dict[str, Any]) -> None:
         """Rename a recorded checkpoint moved aside by a replacement that crashed before publishing back."""
         for e in manifest["checkpoints"]:
-            final = self.dirpath / e["name"]
-            aside = None if final.exists() else self._moved_aside(e)
+            aside = self._moved_aside(e)
             if aside is not None:
-                os.replace(aside, final)
-                fsync_dir(self.dirpath)
+                self._move(aside, self.dirpath / e["name"])
+
+    def _move(self, src: Path, dst: Path) -> None:
+        os.replace(src, dst)
+        fsync_dir(self.dirpath)
+
+    def _put_back(self, final: Path, aside: Path | None) -> None:
+        """Undo a save: remove the new ``final`` and rename our moved-aside earlier checkpoint back."""
+        remove_dir(final)
+        if aside is not None:
+            self._move(aside, final)
 
     def _quarantine(self, folder: Path, name: str, reason: str | None) -> None:
         aside = self.dirpath / f"{QUARANTINE_PREFIX}{name}-{uuid.uuid4().hex[:8]}"
-        os.replace(folder, aside)
-        fsync_dir(self.dirpath)
+        self._move(folder, aside)
         _warn(
             f"skipping checkpoint {name!r}: {reason}; set it aside as {aside.name!r}, kept for inspection "
             "and never deleted by hfbridge"
@@ -342,14 +340,10 @@ class ManifestStore:
     def add(
         self, manifest: dict[str, Any], entry: dict[str, Any], payload: Payload, *, check_disk_space: bool
     ) -> Path | None:
-        """Write ``payload`` as checkpoint ``entry["name"]``, record it, then evict what retention drops.
-
-        Returns ``None`` without writing when retention would drop the new checkpoint at once.
-
-        Raises:
-            OSError: ``ENOSPC`` before writing (estimate) or while writing (partial folder removed).
-            FileExistsError: when the target name exists but was not written by us.
-        """
+        """Write ``payload`` as checkpoint ``entry["name"]``, record it, then evict what retention drops;
+        ``None`` without writing when retention would drop it at once. Raises ``OSError(ENOSPC)`` before
+        writing (estimate) or while writing (partial folder removed), ``FileExistsError`` when the name is
+        taken by a folder we did not write."""
         name = entry["name"]
         others = [e for e in manifest["checkpoints"] if e["name"] != name]
         best, last = self.kept([*others, entry])
@@ -364,15 +358,14 @@ class ManifestStore:
         if check_disk_space:
             needed = payload_nbytes(payload) if payload.shards is None else 0  # shards: already written
             check_free_space(self.dirpath, int(needed * 1.05) + (1 << 20))
-        tmp = new_tmp_dir(self.dirpath, name)
-        aside: Path | None = (
-            None  # our earlier checkpoint of the same name, moved aside until the new one is in
-        )
+        tmp = hidden_path(final, TMP_PREFIX)
+        tmp.mkdir()
+        aside: Path | None = None  # our earlier checkpoint of this name, moved aside until the new one is in
         try:
             entry["files"] = write_payload(tmp, payload)
             (tmp / MARKER_NAME).write_text(json.dumps(entry, indent=2, sort_keys=True), encoding="utf-8")
             if final.exists():
-                target = self.dirpath / f"{TRASH_PREFIX}{name}-{uuid.uuid4().hex}"
+                target = hidden_path(final, TRASH_PREFIX)
                 os.replace(final, target)  # still recorded: a crash now leaves it to recover() to rename back
                 aside = target  # only once it really moved: the error path below must not delete `final`
                 fsync_dir(self.dirpath)
@@ -386,9 +379,7 @@ class ManifestStore:
         except BaseException as exc:
             shutil.rmtree(tmp, ignore_errors=True)
             if aside is not None:
-                remove_dir(final)  # the new one, if the rename got that far
-                os.replace(aside, final)
-                fsync_dir(self.dirpath)
+                self._put_back(final, aside)  # the new one goes, if the rename got that far
             if isinstance(exc, Exception) and disk_full_cause(exc):
                 raise OSError(
                     errno.ENOSPC,
@@ -403,10 +394,7 @@ class ManifestStore:
         try:
             evicted = self.write(manifest)
         except BaseException:
-            remove_dir(final)  # not recorded: undo, so the manifest stays the truth
-            if aside is not None:
-                os.replace(aside, final)
-                fsync_dir(self.dirpath)
+            self._put_back(final, aside)  # not recorded: undo, so the manifest stays the truth
             manifest["checkpoints"] = recorded
             manifest["next_seq"] -= 1
             raise
@@ -418,15 +406,10 @@ class ManifestStore:
     def choose(
         self, path: Path | None, wanted: dict[str, bool], world_size: int
     ) -> tuple[Path, Loaded] | None:
-        """The newest checkpoint that verifies and reads in full (or ``path``), rank 0's part read.
-
-        A recorded checkpoint that fails is set aside (see :meth:`set_aside`) with a warning, and the next
-        older one is tried; a transient read error (``OSError``) only skips it.
-
-        Raises:
-            MissingPartError: when a part in ``wanted`` was never saved (a usage error, not corruption).
-            ValueError: when ``path`` is a recorded checkpoint that fails its checks.
-        """
+        """The newest checkpoint that verifies and reads in full (or ``path``), with rank 0's part read. One
+        that fails is set aside (:meth:`set_aside`) with a warning and the next older tried; a transient
+        ``OSError`` only skips it. Raises ``MissingPartError`` for a part in ``wanted`` never saved (a usage
+        error, not corruption), ``ValueError`` when ``path`` is recorded and fails its checks."""
         entries = sorted(self.read()["checkpoints"], key=lambda e: e["seq"], reverse=True)
         if path is not None:
             for e in (e for e in entries if self.dirpath / e["name"] == path):
