@@ -369,9 +369,12 @@ def test_async_saves_failures_killed_rank_and_wrong_kind_of_checkpoint(tmp_path:
     assert sorted(p.name for p in sync.iterdir() if not p.name.startswith(".")) == ["manifest.json", "step1"]
     # the previous checkpoint loads: here in one plain process, into an unsharded model (DCP reshards)
     plain = _model("llama", shard=False)
-    result = Checkpointer(sync).resume(model=plain)
+    from hfbridge.callbacks import _sharded
+
+    result = Checkpointer(sync, sharded_timeout=7).resume(model=plain)
     assert result is not None
     assert result.step == 1
+    assert 7.0 in _sharded._GROUPS  # the load ran its collectives on a group with the Checkpointer's timeout
     want = torch.load(tmp_path / "sync-step1.pt")
     got = plain.state_dict()
     assert all(torch.equal(want[k], got[k]) for k in want)

@@ -436,7 +436,11 @@ class Checkpointer:
         raise_first_failure(gather_object(loaded if isinstance(loaded, Failure) else None))
         objects["loader"] = loader
         # e.g. a model of another shape on one rank: every rank raises instead of one hanging later
-        restore = attempt(lambda: apply_payload(loaded, objects, callbacks or {}, restore_rng))
+        restore = attempt(
+            lambda: apply_payload(
+                loaded, objects, callbacks or {}, restore_rng, sharded_timeout=self._sharded.timeout
+            )
+        )
         raise_first_failure(gather_object(restore))
         state = loaded.state
         return ResumeResult(

@@ -319,12 +319,19 @@ def _read_fingerprint(folder: Path) -> dict[str, Any]:
 
 
 def apply_payload(
-    loaded: Loaded, objects: Mapping[str, Any], callbacks: Mapping[str, Any], restore_rng: bool
+    loaded: Loaded,
+    objects: Mapping[str, Any],
+    callbacks: Mapping[str, Any],
+    restore_rng: bool,
+    *,
+    sharded_timeout: float,
 ) -> None:
-    """Restore each object in ``objects`` (``model``, ``optimizer``, ..., ``loader``) from ``loaded``."""
+    """Restore each object in ``objects`` (``model``, ``optimizer``, ..., ``loader``) from ``loaded``; a
+    sharded load waits ``sharded_timeout`` seconds for the other ranks."""
     model = objects.get("model")
     if loaded.shards is not None and model is not None:
-        load_sharded(loaded.shards, model, objects.get("optimizer"))  # collective, resharding
+        # collective, resharding
+        load_sharded(loaded.shards, model, objects.get("optimizer"), timeout=sharded_timeout)
     if model is not None and loaded.weights is not None:
         if is_sharded(model):
             raise TypeError(
