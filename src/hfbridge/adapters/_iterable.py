@@ -14,6 +14,7 @@ from hfbridge._distributed import resolve_replicas
 from hfbridge.adapters._config import AdapterConfig
 from hfbridge.adapters._encode import Batch, Encoder, pack_blocks, to_rows
 from hfbridge.adapters._labels import LabelInfo
+from hfbridge.adapters._map import encoder_property
 from hfbridge.adapters._sources import check_batch_texts
 
 if TYPE_CHECKING:
@@ -182,46 +183,14 @@ class IterableAdapter(torch.utils.data.IterableDataset):
         if self._resume is not None:
             self._resume["partition"] = list(state["partition"])
 
-    @property
-    def task(self) -> str:
-        """The task name the rows are encoded for."""
-        return self._encoder.config.task
-
-    @property
-    def tokenizer(self) -> Any:
-        """The tokenizer that encodes the rows."""
-        return self._encoder.tokenizer
-
-    @property
-    def config(self) -> AdapterConfig:
-        """The validated options."""
-        return self._encoder.config
-
-    @property
-    def label_info(self) -> LabelInfo | None:
-        """The resolved label scheme (``None`` without labels); ``adapt`` shares it between splits."""
-        return self._encoder.labels
-
-    @property
-    def problem_type(self) -> str | None:
-        """``single_label_classification``, ``multi_label_classification``, ``regression``,
-        ``token_classification`` or ``None`` (no labels), as ``PretrainedConfig.problem_type`` names them."""
-        return self._encoder.problem_type
-
-    @property
-    def label2id(self) -> dict[str, int] | None:
-        """Label name -> id (``None`` without labels, for regression, or for unnamed streaming ids)."""
-        return self._encoder.label2id
-
-    @property
-    def id2label(self) -> dict[int, str] | None:
-        """Id -> label name, ready for ``from_pretrained(..., id2label=adapter.id2label)``."""
-        return self._encoder.id2label
-
-    @property
-    def num_labels(self) -> int | None:
-        """Number of classes (1 for regression), ``None`` without labels."""
-        return self._encoder.num_labels
+    task: str = encoder_property("task")
+    tokenizer: Any = encoder_property("tokenizer")
+    config: AdapterConfig = encoder_property("config")
+    label_info: LabelInfo | None = encoder_property("label_info")
+    problem_type: str | None = encoder_property("problem_type")
+    label2id: dict[str, int] | None = encoder_property("label2id")
+    id2label: dict[int, str] | None = encoder_property("id2label")
+    num_labels: int | None = encoder_property("num_labels")
 
     @property
     def collator(self) -> Any:

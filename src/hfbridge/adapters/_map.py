@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterable, Iterator, Mapping
+from operator import attrgetter
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -28,7 +29,29 @@ from hfbridge.adapters._sources import (
 if TYPE_CHECKING:
     from datasets import Dataset
 
-__all__ = ["MapAdapter"]
+__all__ = ["MapAdapter", "encoder_property"]
+
+#: the metadata both adapters read from the ``Encoder`` they hold, with its docstring
+_FROM_ENCODER = {
+    "task": "The task name the rows are encoded for.",
+    "tokenizer": "The tokenizer that encodes the rows.",
+    "config": "The validated options.",
+    "label_info": "The resolved label scheme (``None`` without labels); ``adapt`` shares it between splits.",
+    "problem_type": (
+        "``single_label_classification``, ``multi_label_classification``, ``regression``, "
+        "``token_classification`` or ``None`` (no labels), as ``PretrainedConfig.problem_type`` names them."
+    ),
+    "label2id": "Label name -> id (``None`` without labels, for regression, or for unnamed streaming ids).",
+    "id2label": "Id -> label name, ready for ``from_pretrained(..., id2label=adapter.id2label)``.",
+    "num_labels": "Number of classes (1 for regression), ``None`` without labels.",
+}
+
+
+def encoder_property(name: str) -> Any:
+    """The read-only adapter property ``name`` (a key of ``_FROM_ENCODER``): the attribute of that name of the
+    ``Encoder`` the adapter holds as ``_encoder``; ``MapAdapter`` and ``IterableAdapter`` both do."""
+    read = attrgetter({"task": "config.task", "label_info": "labels"}.get(name, name))
+    return property(lambda adapter: read(adapter._encoder), doc=_FROM_ENCODER[name])
 
 
 class MapAdapter(torch.utils.data.Dataset):
@@ -299,46 +322,14 @@ class MapAdapter(torch.utils.data.Dataset):
             self._label_ids = ids
         return self._label_ids
 
-    @property
-    def task(self) -> str:
-        """The task name the rows are encoded for."""
-        return self._encoder.config.task
-
-    @property
-    def tokenizer(self) -> Any:
-        """The tokenizer that encodes the rows."""
-        return self._encoder.tokenizer
-
-    @property
-    def config(self) -> AdapterConfig:
-        """The validated options."""
-        return self._encoder.config
-
-    @property
-    def label_info(self) -> LabelInfo | None:
-        """The resolved label scheme (``None`` without labels); ``adapt`` shares it between splits."""
-        return self._encoder.labels
-
-    @property
-    def problem_type(self) -> str | None:
-        """``single_label_classification``, ``multi_label_classification``, ``regression``,
-        ``token_classification`` or ``None`` (no labels), as ``PretrainedConfig.problem_type`` names them."""
-        return self._encoder.problem_type
-
-    @property
-    def label2id(self) -> dict[str, int] | None:
-        """Label name -> id (``None`` without labels, for regression, or for unnamed streaming ids)."""
-        return self._encoder.label2id
-
-    @property
-    def id2label(self) -> dict[int, str] | None:
-        """Id -> label name, ready for ``from_pretrained(..., id2label=adapter.id2label)``."""
-        return self._encoder.id2label
-
-    @property
-    def num_labels(self) -> int | None:
-        """Number of classes (1 for regression), ``None`` without labels."""
-        return self._encoder.num_labels
+    task: str = encoder_property("task")
+    tokenizer: Any = encoder_property("tokenizer")
+    config: AdapterConfig = encoder_property("config")
+    label_info: LabelInfo | None = encoder_property("label_info")
+    problem_type: str | None = encoder_property("problem_type")
+    label2id: dict[str, int] | None = encoder_property("label2id")
+    id2label: dict[int, str] | None = encoder_property("id2label")
+    num_labels: int | None = encoder_property("num_labels")
 
     @property
     def collator(self) -> Any:
