@@ -80,21 +80,9 @@ class Encoded:
 class ChatEncoder:
     """Encode batches of conversations (``messages``) or prompt/completion pairs for supervised fine-tuning.
 
-    Args:
-        tokenizer: a fast transformers tokenizer (offsets are needed) with a chat template for conversational
-        data.
-        fmt: ``"messages"``, ``"prompt_completion"`` (conversational) or ``"text_completion"`` (plain text).
-        train_on: which tokens get labels: ``"assistant"`` (every assistant turn), ``"last_assistant"``, or
-            ``"completion"`` (prompt/completion data only).
-        max_length: the longest ``input_ids`` kept; ``None`` keeps every length.
-        truncation: what happens to a longer example: ``"truncate"`` (cut on the right), ``"drop"``, or
-            ``"keep_last_turns"`` (drop the oldest exchanges, keeping a leading system message, until it fits;
-            cut on the right if the last exchange alone is too long).
-        on_empty: an example left without a labelled token after truncation is dropped (``"drop"``) or raises.
-        columns: the ``messages`` column, or the prompt and completion columns.
-        chat_template: a template to use instead of the tokenizer's.
-        chat_template_kwargs: extra variables for the template (e.g. ``{"enable_thinking": False}``).
-        use_generation_markers: ``None`` uses ``{% generation %}`` markers when the template has them.
+    The options are ``adapt_chat``'s, which documents them, and: ``fmt``, ``"messages"``,
+    ``"prompt_completion"`` (conversational) or ``"text_completion"`` (plain text); ``columns``, the
+    ``messages`` column, or the prompt and completion columns.
     """
 
     tokenizer: Any
@@ -158,32 +146,24 @@ class ChatEncoder:
     def __call__(self, batch: Mapping[str, Sequence[Any]], first_row: int = 0) -> Encoded:
         """Encode one column-major batch whose first row is source row ``first_row`` (for error messages)."""
         out = Encoded()
+        rows = list(range(first_row, first_row + len(batch[self.columns[0]])))
         if self.fmt == "text_completion":
             prompts, completions = (list(batch[c]) for c in self.columns)
-            for i, (p, c) in enumerate(zip(prompts, completions)):
-                check_text(p, self.columns[0], first_row + i)
-                check_text(c, self.columns[1], first_row + i, nonempty=True)
-            self._encode_text(prompts, completions, list(range(first_row, first_row + len(prompts))), out)
+            for p, c, row in zip(prompts, completions, rows):
+                check_text(p, self.columns[0], row)
+                check_text(c, self.columns[1], row, nonempty=True)
+            eos = self.tokenizer.eos_token or ""
+            texts = [p + c + eos for p, c in zip(prompts, completions)]
+            spans = [[(len(p), len(t))] for p, t in zip(prompts, texts)]
+            self._fit(*self._tokenize_spans(texts, spans, rows, strict=False), rows, out)
             return out
-        if self.fmt == "messages":
-            convs = [
-                check_messages(m, self.columns[0], first_row + i)
-                for i, m in enumerate(batch[self.columns[0]])
-            ]
-            prompt_lens = None
-        else:
-            prompts = [
-                check_messages(m, self.columns[0], first_row + i)
-                for i, m in enumerate(batch[self.columns[0]])
-            ]
-            completions = [
-                check_messages(m, self.columns[1], first_row + i, completion=True)
-                for i, m in enumerate(batch[self.columns[1]])
-            ]
-            convs = [p + c for p, c in zip(prompts, completions)]
-            prompt_lens = [len(p) for p in prompts]
-        rows = list(range(first_row, first_row + len(convs)))
-        self._encode_convs(convs, rows, prompt_lens, out, allow_retry=True)
+        parts = [  # the messages, or the prompts then the completions
+            [check_messages(m, column, row, completion=k == 1) for m, row in zip(batch[column], rows)]
+            for k, column in enumerate(self.columns)
+        ]
+        convs = parts[0] if self.fmt == "messages" else [p + c for p, c in zip(*parts)]
+        prompt_lens = None if self.fmt == "messages" else [len(p) for p in parts[0]]
+        self._fit(*self._encode(convs, rows, prompt_lens), rows, out, convs=convs)
         return out
 
     # ------------------------------------------------------------------------------------------ conversations
@@ -209,31 +189,28 @@ class ChatEncoder:
             cuts.append((n, False))
         return cuts, pairs
 
-    def _encode_convs(
+    def _fit(
         self,
-        convs: list[list[dict[str, Any]]],
+        ids_list: list[list[int]],
+        labels_list: list[list[int]],
         rows: list[int],
-        prompt_lens: list[int] | None,
         out: Encoded,
-        *,
-        allow_retry: bool,
+        convs: list[list[dict[str, Any]]] | None = None,
     ) -> None:
-        if self._markers:
-            ids_list, labels_list = self._encode_marked(convs, rows)
-        else:
-            ids_list, labels_list = self._encode_rendered(convs, rows, prompt_lens)
+        """Keep the encoded rows; one longer than ``max_length`` is dropped, cut on the right, or
+        (conversations under ``keep_last_turns``) encoded again without its oldest exchanges."""
         retry: list[int] = []
         for k, (ids, labels, row) in enumerate(zip(ids_list, labels_list, rows)):
             if self.max_length is not None and len(ids) > self.max_length:
                 if self.truncation == "drop":
                     out.drop("too_long", row)
                     continue
-                if self.truncation == "keep_last_turns" and allow_retry and _exchanges(convs[k]) > 1:
+                if self.truncation == "keep_last_turns" and convs is not None and _exchanges(convs[k]) > 1:
                     retry.append(k)
                     continue
                 ids, labels = ids[: self.max_length], labels[: self.max_length]
             self._keep(ids, labels, row, out)
-        if retry:
+        if retry and convs is not None:
             self._keep_last_turns([convs[k] for k in retry], [rows[k] for k in retry], out)
 
     def _keep(self, ids: list[int], labels: list[int], row: int, out: Encoded) -> None:
@@ -253,26 +230,22 @@ class ChatEncoder:
         """Drop the oldest exchange of each over-long conversation, re-encode, repeat until it fits."""
         while convs:
             shorter = [_without_first_exchange(c) for c in convs]
-            trial = Encoded()
-            last = [_exchanges(c) <= 1 for c in shorter]
-            ids_list, labels_list = (
-                self._encode_marked(shorter, rows)
-                if self._markers
-                else self._encode_rendered(shorter, rows, None)
-            )
+            ids_list, labels_list = self._encode(shorter, rows, None)
             next_convs, next_rows = [], []
-            for conv, ids, labels, row, final in zip(shorter, ids_list, labels_list, rows, last):
-                if len(ids) <= (self.max_length or len(ids)) or final:
-                    self._keep(ids[: self.max_length], labels[: self.max_length], row, trial)
+            for conv, ids, labels, row in zip(shorter, ids_list, labels_list, rows):
+                if len(ids) <= (self.max_length or len(ids)) or _exchanges(conv) <= 1:
+                    self._keep(ids[: self.max_length], labels[: self.max_length], row, out)
                 else:
                     next_convs.append(conv)
                     next_rows.append(row)
-            for ids, labels, row in zip(trial.input_ids, trial.labels, trial.rows):
-                out.add(ids, labels, row)
-            for reason, dropped in trial.dropped.items():
-                for row in dropped:
-                    out.drop(reason, row)
             convs, rows = next_convs, next_rows
+
+    def _encode(
+        self, convs: list[list[dict[str, Any]]], rows: list[int], prompt_lens: list[int] | None
+    ) -> tuple[list, list]:
+        if self._markers:  # only for `messages`, which have no prompt lengths
+            return self._encode_marked(convs, rows)
+        return self._encode_rendered(convs, rows, prompt_lens)
 
     def _encode_marked(self, convs: list[list[dict[str, Any]]], rows: list[int]) -> tuple[list, list]:
         """Spans from the template's {% generation %} markers (``return_assistant_tokens_mask``)."""
@@ -324,21 +297,6 @@ class ChatEncoder:
             texts.append(chain[-1])
             spans.append([(len(chain[a]), len(chain[b])) for a, b in pairs])
         return self._tokenize_spans(texts, spans, rows, strict=True)
-
-    # ------------------------------------------------------------------------------------------ plain text
-
-    def _encode_text(self, prompts: list[str], completions: list[str], rows: list[int], out: Encoded) -> None:
-        eos = self.tokenizer.eos_token or ""
-        texts = [p + c + eos for p, c in zip(prompts, completions)]
-        spans = [[(len(p), len(t))] for p, t in zip(prompts, texts)]
-        ids_list, labels_list = self._tokenize_spans(texts, spans, rows, strict=False)
-        for ids, labels, row in zip(ids_list, labels_list, rows):
-            if self.max_length is not None and len(ids) > self.max_length:
-                if self.truncation == "drop":
-                    out.drop("too_long", row)
-                    continue
-                ids, labels = ids[: self.max_length], labels[: self.max_length]
-            self._keep(ids, labels, row, out)
 
     def _tokenize_spans(
         self, texts: list[str], spans: list[list[tuple[int, int]]], rows: list[int], *, strict: bool
