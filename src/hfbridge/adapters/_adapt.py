@@ -10,7 +10,7 @@ from typing import Any
 from hfbridge._checks import CHAT_TASK
 from hfbridge.adapters._config import AdapterConfig
 from hfbridge.adapters._iterable import IterableAdapter
-from hfbridge.adapters._labels import LabelInfo, rebind_labels, resolve_labels
+from hfbridge.adapters._labels import LabelInfo, resolve_labels
 from hfbridge.adapters._map import MapAdapter
 from hfbridge.adapters._sources import arrow_column, check_columns, empty_source_error, from_python
 
@@ -191,9 +191,5 @@ def _stream_labels(
         except StopIteration:
             raise empty_source_error(source, split) from None
     check_columns(list(features) if features is not None else list(sample or {}), cfg, split)
-    if not cfg.has_labels:
-        return labels
-    label_sample = None if sample is None else sample[cfg.label_column]
-    if labels is None:
-        return resolve_labels(cfg, features, sample=label_sample, split=split)
-    return rebind_labels(labels, cfg, features, sample=label_sample, split=split)
+    label_sample = None if sample is None or not cfg.has_labels else sample[cfg.label_column]
+    return resolve_labels(cfg, features, shared=labels, sample=label_sample, split=split)

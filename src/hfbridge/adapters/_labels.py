@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 
     from hfbridge.adapters._config import AdapterConfig
 
-__all__ = ["LabelInfo", "LabelKind", "label_kind", "rebind_labels", "resolve_labels"]
+__all__ = ["LabelInfo", "LabelKind", "label_kind", "resolve_labels"]
 
 Raw = Literal["id", "name", "float"]
 _FITS = {
@@ -328,19 +328,39 @@ def resolve_labels(
     cfg: AdapterConfig,
     features: Mapping[str, Any] | None,
     *,
+    shared: LabelInfo | None = None,
     sample: Any = None,
     data: pa.ChunkedArray | None = None,
     split: str | None = None,
 ) -> LabelInfo | None:
-    """The label scheme of a source (``None`` for tasks without labels): its problem type and label map;
-    ``data`` (the whole label column, if sized) fills in what is missing and is validated.
+    """The label scheme of a source: ``shared`` (e.g. the train split's) fitted to its label column, else its
+    own; without a label column, ``shared`` as is (``None`` for tasks without labels). ``data`` (the whole
+    label column, if sized) fills in what is missing and is validated.
 
-    ClassLabel ids are remapped by name when ``label2id`` orders the names differently.
+    Raises:
+        TypeError: the column's kind does not fit the task or the problem type.
+        ValueError: a ClassLabel name is not in ``label2id``; plain ints against a shared map learnt from
+            string labels; a label ``data`` holds that the map lacks; strings or multi-label lists of a stream
+            without ``label2id``.
     """
     if not cfg.has_labels:
-        return None
-    column: str = cfg.label_column  # type: ignore[assignment]  # has_labels guarantees a column
+        return shared
+    column: str = cfg.label_column if shared is None else shared.column  # type: ignore[assignment]
     kind = label_kind(features, sample, column=column, task=cfg.task)
+    if shared is None:
+        info = _new_scheme(kind, cfg, column, data, split)
+    else:
+        info = _rebind(shared, kind, cfg, split)
+    if data is not None:
+        info.check_column(data, split)
+    return info
+
+
+def _new_scheme(
+    kind: LabelKind, cfg: AdapterConfig, column: str, data: pa.ChunkedArray | None, split: str | None
+) -> LabelInfo:
+    """The problem type and label map of a column of ``kind``; ClassLabel ids are remapped by name when
+    ``label2id`` orders the names differently."""
     if cfg.task == "token-classification":
         problem_type = "token_classification"
     elif cfg.problem_type is not None:
@@ -351,54 +371,34 @@ def resolve_labels(
         problem_type = "regression" if kind.raw == "float" else "single_label_classification"
     _check_problem_type(problem_type, kind, column)
     if problem_type == "regression":
-        info = LabelInfo(problem_type, kind, None, column)
-    else:
-        mapping, lookup = _label_map(kind, cfg.label2id, data)
-        if mapping is None and (kind.raw == "name" or problem_type == "multi_label_classification"):
-            raise ValueError(
-                f"`label2id` is needed: `label_column` {column!r} holds "
-                f"{'strings' if kind.raw == 'name' else 'multi-label lists'} "
-                "and a streaming source cannot be scanned "
-                "for its label set; pass `label2id={...}` or cast the column to a `datasets.ClassLabel`"
-            )
-        info = _bind(LabelInfo(problem_type, kind, mapping, column, lookup), split)
-    if data is not None:
-        info.check_column(data, split)
-    return info
+        return LabelInfo(problem_type, kind, None, column)
+    mapping, lookup = _label_map(kind, cfg.label2id, data)
+    if mapping is None and (kind.raw == "name" or problem_type == "multi_label_classification"):
+        raise ValueError(
+            f"`label2id` is needed: `label_column` {column!r} holds "
+            f"{'strings' if kind.raw == 'name' else 'multi-label lists'} "
+            "and a streaming source cannot be scanned "
+            "for its label set; pass `label2id={...}` or cast the column to a `datasets.ClassLabel`"
+        )
+    return _bind(LabelInfo(problem_type, kind, mapping, column, lookup), split)
 
 
-def rebind_labels(
-    labels: LabelInfo,
-    cfg: AdapterConfig,
-    features: Mapping[str, Any] | None,
-    *,
-    sample: Any = None,
-    split: str | None = None,
-) -> LabelInfo:
-    """A shared label scheme (e.g. the train split's) fitted to this source's label column: its own ClassLabel
-    name order is remapped through the shared ``label2id``.
-
-    Plain int labels are read as ids of ``label2id`` when the user gave it; a map learnt from another split's
-    string labels has no id order the ints could follow, so they are an error.
-
-    Raises:
-        TypeError: the column's kind does not fit the problem type.
-        ValueError: a ClassLabel name is not in ``label2id``; or plain ints against a map learnt from string
-            labels.
-    """
-    kind = label_kind(features, sample, column=labels.column, task=cfg.task)
-    _check_problem_type(labels.problem_type, kind, labels.column)
-    if labels.kind.raw == "name" and kind.raw == "id" and kind.names is None and cfg.label2id is None:
-        learnt = list(labels.label2id or {})
+def _rebind(shared: LabelInfo, kind: LabelKind, cfg: AdapterConfig, split: str | None) -> LabelInfo:
+    """``shared`` fitted to a column of ``kind``: its own ClassLabel name order is remapped through the shared
+    ``label2id``. Plain int labels are read as ids of ``label2id`` when the user gave it; a map learnt from
+    another split's string labels has no id order the ints could follow, so they are an error."""
+    _check_problem_type(shared.problem_type, kind, shared.column)
+    if shared.kind.raw == "name" and kind.raw == "id" and kind.names is None and cfg.label2id is None:
+        learnt = list(shared.label2id or {})
         names = ", ".join(map(repr, learnt[:5])) + (", ..." if len(learnt) > 5 else "")
         raise ValueError(
-            f"`label_column` {labels.column!r}{_in(split)} holds int labels, but the label map was learnt "
+            f"`label_column` {shared.column!r}{_in(split)} holds int labels, but the label map was learnt "
             f"from string labels ({names}): which int is which name is unknown. Give that split the same "
             "string labels, cast its column to a ClassLabel with the names in its id order "
-            f"(`split.cast_column({labels.column!r}, ClassLabel(names=[...]))`), or pass `label2id` to say "
+            f"(`split.cast_column({shared.column!r}, ClassLabel(names=[...]))`), or pass `label2id` to say "
             "what the ints mean; if they are -1 placeholders of an unlabelled split, adapt that split "
             "with `label_column=None`"
         )
-    plain = kind.names is None and labels.kind.names is None  # plain ints keep the value -> id lookup
-    lookup = labels.lookup if plain and kind.raw == labels.kind.raw == "id" else None
-    return _bind(replace(labels, kind=kind, lookup=lookup), split)
+    plain = kind.names is None and shared.kind.names is None  # plain ints keep the value -> id lookup
+    lookup = shared.lookup if plain and kind.raw == shared.kind.raw == "id" else None
+    return _bind(replace(shared, kind=kind, lookup=lookup), split)

@@ -14,7 +14,7 @@ import torch.utils.data
 from hfbridge._checks import check_non_negative_int
 from hfbridge.adapters._config import AdapterConfig
 from hfbridge.adapters._encode import Encoder, to_rows
-from hfbridge.adapters._labels import LabelInfo, rebind_labels, resolve_labels
+from hfbridge.adapters._labels import LabelInfo, resolve_labels
 from hfbridge.adapters._sources import (
     arrow_column,
     check_columns,
@@ -96,11 +96,7 @@ class MapAdapter(torch.utils.data.Dataset):
         check_dataset_texts(dataset, cfg, split)
         if cfg.has_labels:
             data = arrow_column(dataset, cfg.label_column)  # type: ignore[arg-type]
-            if labels is None:
-                labels = resolve_labels(cfg, dataset.features, data=data, split=split)
-            else:
-                labels = rebind_labels(labels, cfg, dataset.features, split=split)
-                labels.check_column(data, split)
+            labels = resolve_labels(cfg, dataset.features, shared=labels, data=data, split=split)
             check_dataset_word_labels(dataset, cfg, split)
         self._encoder = Encoder(tokenizer, cfg, labels)  # checks the tokenizer and the length limits
         self._collator_kwargs = dict(collator_kwargs or {})
@@ -110,14 +106,13 @@ class MapAdapter(torch.utils.data.Dataset):
         self._label_ids: np.ndarray | None = None
         self._blocks: dict[str, np.ndarray] | None = None
         self._encoded: Dataset | None = None
+        self._reader: Dataset | None = None
         if cfg.block_size is not None:
             self._blocks = self._pack(dataset)
-            self._reader = None
-        elif cfg.lazy:
-            self._reader = dataset.with_format("arrow", columns=cfg.source_columns())
-        else:
+            return
+        if not cfg.lazy:
             self._encoded = self._tokenize_all(dataset)
-            self._reader = self._encoded.with_format("arrow")
+        self._new_reader()
 
     # ------------------------------------------------------------------------------------------ construction
 
@@ -174,11 +169,7 @@ class MapAdapter(torch.utils.data.Dataset):
         collators read directly.
         """
         positions = self._positions(indices)
-        if not positions:
-            return []
-        if self._encoded is not None:  # eager: token columns straight from Arrow, kept as columns
-            return to_rows(self._reader[positions].to_pydict())  # type: ignore[index]
-        return self._read(positions)
+        return self._read(positions) if positions else []
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         """Every row in order, read and tokenized ``tokenize_batch_size`` rows at a time."""
@@ -206,8 +197,8 @@ class MapAdapter(torch.utils.data.Dataset):
                 rows["labels"] = [list(ids) for ids in rows["input_ids"]]
             return to_rows(rows)
         table = self._reader[key]  # type: ignore[index]
-        if self._encoded is not None:
-            return table.to_pylist()
+        if self._encoded is not None:  # eager: token columns straight from Arrow, kept as columns
+            return to_rows(table.to_pydict())
         return to_rows(self._encoder(table_to_batch(table)))
 
     # ------------------------------------------------------------------------------------------ views
@@ -248,7 +239,7 @@ class MapAdapter(torch.utils.data.Dataset):
             view._dataset = self._dataset.select(positions)
             if self._encoded is not None:
                 view._encoded = self._encoded.select(positions)
-            view._reader = self._reader_of(view._dataset, view._encoded)
+            view._new_reader()
         for name in ("_lengths", "_label_ids"):
             known = getattr(self, name)
             if known is not None:
@@ -257,10 +248,12 @@ class MapAdapter(torch.utils.data.Dataset):
             setattr(view, name, known)
         return view
 
-    def _reader_of(self, dataset: Dataset, encoded: Dataset | None) -> Any:
-        if encoded is not None:
-            return encoded.with_format("arrow")
-        return dataset.with_format("arrow", columns=self._encoder.config.source_columns())
+    def _new_reader(self) -> None:
+        """Read the token columns when there are some, else the source columns, as Arrow."""
+        if self._encoded is not None:
+            self._reader = self._encoded.with_format("arrow")
+        else:
+            self._reader = self._dataset.with_format("arrow", columns=self.config.source_columns())
 
     # ------------------------------------------------------------------------------------------ metadata
 
@@ -288,7 +281,7 @@ class MapAdapter(torch.utils.data.Dataset):
             else:
                 if self._encoded is None:
                     self._encoded = self._tokenize_all(self._dataset)
-                    self._reader = self._reader_of(self._dataset, self._encoded)
+                    self._new_reader()
                 lengths = token_lengths(self._encoded, "input_ids")
             lengths.setflags(write=False)
             self._lengths = lengths
