@@ -33,18 +33,7 @@ from typing import Any, Literal
 
 from hfbridge._checks import check_choice, check_positive_int, check_type
 
-__all__ = [
-    "ROLES",
-    "ChatEncoder",
-    "Encoded",
-    "OnEmpty",
-    "Renderer",
-    "TrainOn",
-    "Truncation",
-    "check_chain",
-    "token_index",
-    "tokenize_with_offsets",
-]
+__all__ = ["ChatEncoder", "Encoded", "OnEmpty", "Renderer", "TrainOn", "Truncation"]
 
 IGNORE_INDEX = -100
 ROLES = ("system", "user", "assistant", "tool")

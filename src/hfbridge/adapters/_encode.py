@@ -14,7 +14,7 @@ from hfbridge.adapters._config import AdapterConfig
 from hfbridge.adapters._labels import LabelInfo
 from hfbridge.adapters._sources import word_label_error
 
-__all__ = ["ENCODERS", "IGNORE_INDEX", "Encoder", "check_tokenizer", "pack_blocks", "to_rows"]
+__all__ = ["ENCODERS", "IGNORE_INDEX", "Encoder", "pack_blocks", "to_rows"]
 
 IGNORE_INDEX = -100
 Batch = dict[str, list[Any]]

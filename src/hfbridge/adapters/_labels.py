@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 
     from hfbridge.adapters._config import AdapterConfig
 
-__all__ = ["LabelInfo", "LabelKind", "label_kind", "resolve_labels"]
+__all__ = ["LabelInfo", "resolve_labels"]
 
 Raw = Literal["id", "name", "float"]
 _FITS = {
