@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import fields, replace
+from functools import partial
 from typing import Any
 
 from hfbridge._checks import CHAT_TASK
@@ -77,24 +78,27 @@ def adapt(
     cfg = AdapterConfig(task=task, **options)  # type: ignore[arg-type]
     import datasets
 
-    kwargs: dict[str, Any] = {"num_replicas": num_replicas, "rank": rank, "collator_kwargs": collator_kwargs}
+    one = partial(
+        _adapt_one, tokenizer=tokenizer, num_replicas=num_replicas, rank=rank, collator_kwargs=collator_kwargs
+    )
     if not isinstance(source, (datasets.DatasetDict, datasets.IterableDatasetDict)):
-        return _adapt_one(source, tokenizer, cfg, labels=None, split=None, **kwargs)
+        return one(source, cfg)
     if not source:
         raise ValueError("`source` must have at least one split; got an empty DatasetDict")
     first = "train" if "train" in source else next(iter(source))
-    adapters = {first: _adapt_one(source[first], tokenizer, cfg, labels=None, split=first, **kwargs)}
+    adapters = {first: one(source[first], cfg, split=first)}
     shared = adapters[first].label_info
+    later = {name: split for name, split in source.items() if name != first}
+    unlabelled = {name for name, split in later.items() if _unlabelled(split, cfg)}
     if cfg.extend_labels and shared is not None:
-        extended = _extended_label2id(source, first, cfg, shared)
+        extended = _extended_label2id(later, unlabelled, first, shared)
         if extended is not None:
             cfg = replace(cfg, label2id=extended)
-            adapters[first] = _adapt_one(source[first], tokenizer, cfg, labels=None, split=first, **kwargs)
+            adapters[first] = one(source[first], cfg, split=first)
             shared = adapters[first].label_info
-    for name, split in source.items():
-        if name != first:
-            split_cfg = replace(cfg, label_column=None) if _unlabelled(split, cfg) else cfg
-            adapters[name] = _adapt_one(split, tokenizer, split_cfg, labels=shared, split=name, **kwargs)
+    for name, split in later.items():
+        split_cfg = replace(cfg, label_column=None) if name in unlabelled else cfg
+        adapters[name] = one(split, split_cfg, labels=shared, split=name)
     return {name: adapters[name] for name in source}  # the source's split order
 
 
@@ -120,9 +124,10 @@ def _unlabelled(split: Any, cfg: AdapterConfig) -> bool:
 
 
 def _extended_label2id(
-    splits: Mapping[str, Any], first: str, cfg: AdapterConfig, shared: LabelInfo
+    later: Mapping[str, Any], unlabelled: set[str], first: str, shared: LabelInfo
 ) -> dict[str, int] | None:
-    """``extend_labels``: the shared map with the string labels only later (sized) splits hold appended."""
+    """``extend_labels``: the shared map with the string labels only later (sized, labelled) splits hold
+    appended."""
     import datasets
     import pyarrow.compute as pc
 
@@ -133,8 +138,8 @@ def _extended_label2id(
         )
     known = dict(shared.label2id)
     new: set[str] = set()
-    for name, split in splits.items():
-        if name == first or not isinstance(split, datasets.Dataset) or _unlabelled(split, cfg):
+    for name, split in later.items():
+        if name in unlabelled or not isinstance(split, datasets.Dataset):
             continue
         data = arrow_column(split, shared.column)
         values = pc.list_flatten(data) if shared.kind.is_list else data
@@ -147,11 +152,11 @@ def _extended_label2id(
 
 def _adapt_one(
     source: Any,
-    tokenizer: Any,
     cfg: AdapterConfig,
     *,
-    labels: LabelInfo | None,
-    split: str | None,
+    labels: LabelInfo | None = None,
+    split: str | None = None,
+    tokenizer: Any,
     num_replicas: int | None,
     rank: int | None,
     collator_kwargs: Mapping[str, Any] | None,

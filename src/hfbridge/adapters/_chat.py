@@ -3,14 +3,12 @@ says.
 
 The spans the model must produce come from the chat template itself. A template with ``{% generation %}``
 markers gives them through ``return_assistant_tokens_mask``. Any other template is rendered prefix by prefix:
-the render
-up to an assistant turn with the generation prompt, then the render that includes the turn; each render must
-extend the previous one character for character, and the whole conversation's tokenization must have a token
-boundary at the end of every render (no token straddles it), so the tokens of each prefix are the leading
-tokens of the whole. The trained span of a turn is what the second render adds: the reply and its end-of-turn
-token (and
-whatever the template writes after it before the next turn, e.g. a newline). Tokens are mapped to spans
-through the fast tokenizer's offsets, as transformers does for generation markers.
+the render up to an assistant turn with the generation prompt, then the render that includes the turn; each
+render must extend the previous one character for character, and the whole conversation's tokenization must
+have a token boundary at the end of every render (no token straddles it), so the tokens of each prefix are the
+leading tokens of the whole. The trained span of a turn is what the second render adds: the reply and its
+end-of-turn token (and whatever the template writes after it before the next turn, e.g. a newline). Tokens are
+mapped to spans through the fast tokenizer's offsets, as transformers does for generation markers.
 
 The chat template for ``ChatEncoder`` (the last section): fast rendering, offset tokenization and
 prefix-stability checks. ``apply_chat_template`` spends most of its time per conversation converting messages
@@ -49,7 +47,7 @@ _SET_TEMPLATE = (
 
 @dataclass
 class Encoded:
-    """One encoded batch: the kept rows' ``input_ids`` and ``labels``, their source rows, the dropped rows."""
+    """Encoded rows: the kept rows' ``input_ids`` and ``labels``, their source rows, the dropped rows."""
 
     input_ids: list[list[int]] = field(default_factory=list)
     labels: list[list[int]] = field(default_factory=list)
@@ -132,9 +130,9 @@ class ChatEncoder:
 
     # ------------------------------------------------------------------------------------------ entry point
 
-    def __call__(self, batch: Mapping[str, Sequence[Any]], first_row: int = 0) -> Encoded:
-        """Encode one column-major batch whose first row is source row ``first_row`` (for error messages)."""
-        out = Encoded()
+    def __call__(self, batch: Mapping[str, Sequence[Any]], out: Encoded, first_row: int = 0) -> None:
+        """Encode one column-major batch whose first row is source row ``first_row`` (for error messages) into
+        ``out``."""
         rows = list(range(first_row, first_row + len(batch[self.columns[0]])))
         if self.fmt == "text_completion":
             prompts, completions = (list(batch[c]) for c in self.columns)
@@ -145,7 +143,7 @@ class ChatEncoder:
             texts = [p + c + eos for p, c in zip(prompts, completions)]
             spans = [[(len(p), len(t))] for p, t in zip(prompts, texts)]
             self._fit(*self._tokenize_spans(texts, spans, rows, strict=False), rows, out)
-            return out
+            return
         parts = [  # the messages, or the prompts then the completions
             [check_messages(m, column, row, completion=k == 1) for m, row in zip(batch[column], rows)]
             for k, column in enumerate(self.columns)
@@ -153,7 +151,6 @@ class ChatEncoder:
         convs = parts[0] if self.fmt == "messages" else [p + c for p, c in zip(*parts)]
         prompt_lens = None if self.fmt == "messages" else [len(p) for p in parts[0]]
         self._fit(*self._encode(convs, rows, prompt_lens), rows, out, convs=convs)
-        return out
 
     # ------------------------------------------------------------------------------------------ conversations
 

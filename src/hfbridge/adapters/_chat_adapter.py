@@ -198,13 +198,9 @@ def adapt_chat(
     )
     total = Encoded()
     for start in range(0, n, tokenize_batch_size):
-        batch = _read(source, columns, used, start, min(start + tokenize_batch_size, n))
-        part = encoder(batch, first_row=start)
-        total.input_ids += part.input_ids
-        total.labels += part.labels
-        total.rows += part.rows
-        for reason, rows in part.dropped.items():
-            total.dropped.setdefault(reason, []).extend(rows)
+        encoder(
+            _read(source, columns, used, start, min(start + tokenize_batch_size, n)), total, first_row=start
+        )
     adapter = ChatAdapter(total, tokenizer, source_rows=n, collator_kwargs=collator_kwargs or {})
     if adapter.num_dropped:
         detail = ", ".join(

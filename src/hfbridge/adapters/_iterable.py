@@ -103,22 +103,18 @@ class IterableAdapter(torch.utils.data.IterableDataset):
         workers, worker = (info.num_workers, info.id) if info is not None else (1, 0)
         return rank * workers + worker, world * workers
 
-    def _part(self, index: int, count: int) -> IterableDataset:
-        from datasets.distributed import split_dataset_by_node
-
-        # a fresh copy even for one partition: a loaded state or epoch must not stick to the user's dataset
-        # object, which would start every later pass of the epoch from that state
-        part = split_dataset_by_node(self._dataset, rank=index, world_size=count)
-        part.set_epoch(int(self._epoch))
-        return part
-
     # ------------------------------------------------------------------------------------------ iteration
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
+        from datasets.distributed import split_dataset_by_node
+
         cfg = self._encoder.config
         epoch = int(self._epoch)
         index, count = self._partition()
-        part = self._part(index, count)
+        # a fresh copy even for one partition: a loaded state or epoch must not stick to the user's dataset
+        # object, which would start every later pass of the epoch from that state
+        part = split_dataset_by_node(self._dataset, rank=index, world_size=count)
+        part.set_epoch(epoch)
         carry: Batch | None = None
         skip = 0
         source_state = None
