@@ -24,16 +24,17 @@ from __future__ import annotations
 
 import json
 import re
+from bisect import bisect_right
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
 from hfbridge._checks import check_choice, check_positive_int, check_type
+from hfbridge.adapters._encode import IGNORE_INDEX
 
 __all__ = ["ChatEncoder", "Encoded", "OnEmpty", "Renderer", "TrainOn", "Truncation"]
 
-IGNORE_INDEX = -100
 ROLES = ("system", "user", "assistant", "tool")
 TrainOn = Literal["assistant", "last_assistant", "completion"]
 Truncation = Literal["truncate", "drop", "keep_last_turns"]
@@ -465,13 +466,7 @@ def tokenize_with_offsets(
 def token_index(offsets: Sequence[tuple[int, int]], char: int, strict: bool, row: int, text: str) -> int:
     """Index of the first token that starts at or after ``char`` (a token straddling ``char`` is refused when
     ``strict``, else counted as starting before it)."""
-    lo, hi = 0, len(offsets)
-    while lo < hi:  # first token whose end is past `char`
-        mid = (lo + hi) // 2
-        if offsets[mid][1] <= char:
-            lo = mid + 1
-        else:
-            hi = mid
+    lo = bisect_right(offsets, char, key=lambda offset: offset[1])  # first token whose end is past `char`
     if strict and lo < len(offsets) and offsets[lo][0] < char:
         start, end = offsets[lo]
         raise ValueError(

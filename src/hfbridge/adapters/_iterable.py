@@ -129,13 +129,7 @@ class IterableAdapter(torch.utils.data.IterableDataset):
             source_state, carry, skip = resume["source"], resume["carry"], resume["skip"]
             if source_state is not None:
                 part.load_state_dict(source_state)
-        batches = part.iter(batch_size=cfg.tokenize_batch_size)
-        while True:
-            try:
-                batch = next(batches)
-            except StopIteration:
-                self._position = (epoch, index, count, part.state_dict(), carry, 0)
-                return
+        for batch in part.iter(batch_size=cfg.tokenize_batch_size):
             check_batch_texts(batch, cfg)
             features = self._encoder(batch)
             new_carry: Batch | None = None
@@ -145,6 +139,7 @@ class IterableAdapter(torch.utils.data.IterableDataset):
                 self._position = (epoch, index, count, source_state, carry, i)
                 yield row
             source_state, carry, skip = part.state_dict(), new_carry, 0
+        self._position = (epoch, index, count, part.state_dict(), carry, 0)
 
     # ------------------------------------------------------------------------------------------ resume
 
@@ -175,9 +170,10 @@ class IterableAdapter(torch.utils.data.IterableDataset):
             )
         self._epoch.fill_(int(state["epoch"]))
         self._position = None
-        self._resume = None if state["partition"] is None else dict(state)
-        if self._resume is not None:
-            self._resume["partition"] = list(state["partition"])
+        if state["partition"] is None:
+            self._resume = None
+        else:
+            self._resume = {**state, "partition": list(state["partition"])}
 
     task: str = encoder_property("task")
     tokenizer: Any = encoder_property("tokenizer")
