@@ -20,8 +20,7 @@ class ChatAdapter(torch.utils.data.Dataset):
 
     Built by :func:`adapt_chat` (or ``adapt(..., task="chat")``). Rows dropped while encoding (too long, or
     left without a labelled token) are listed in :attr:`dropped`; :attr:`rows` maps each row to its source
-    row.
-    ``lengths`` are the real token counts after truncation.
+    row. ``lengths`` are the real token counts after truncation.
     """
 
     def __init__(

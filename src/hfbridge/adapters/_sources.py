@@ -198,7 +198,7 @@ def check_dataset_word_labels(dataset: Dataset, cfg: AdapterConfig, split: str |
 
 
 def _argument(column: str, cfg: AdapterConfig) -> str:
-    names = ("text_column", "text_pair_column", "target_column")
+    names = ("text_column", "text_pair_column", "target_column", "label_column")
     return next((name for name in names if getattr(cfg, name) == column), "text_column")
 
 
@@ -218,15 +218,10 @@ def empty_source_error(source: Any, split: str | None) -> ValueError:
 
 
 def check_columns(columns: list[str], cfg: AdapterConfig, split: str | None) -> None:
-    """Every column the config names must exist."""
-    named = [("text_column", cfg.text_column), ("text_pair_column", cfg.text_pair_column)]
-    if cfg.task == "seq2seq":
-        named.append(("target_column", cfg.target_column))
-    if cfg.has_labels:
-        named.append(("label_column", cfg.label_column))
-    for argument, column in named:
-        if column is not None and column not in columns:
-            raise missing_column_error(argument, column, columns, split)
+    """Every column the config reads must exist."""
+    for column in cfg.source_columns():
+        if column not in columns:
+            raise missing_column_error(_argument(column, cfg), column, columns, split)
 
 
 def check_dataset_texts(dataset: Dataset, cfg: AdapterConfig, split: str | None) -> None:
@@ -354,7 +349,7 @@ def estimate_lengths(dataset: Dataset, encoder: Encoder) -> np.ndarray:
     table = dataset.with_format("arrow", columns=columns)[sample.tolist()]
     batch = table_to_batch(table)
     specials = encoder.special_count()
-    content = np.asarray(encoder.input_lengths(batch, truncate=False), dtype=np.float64) - specials
+    content = np.asarray(encoder.input_lengths(batch), dtype=np.float64) - specials
     coef, *_ = np.linalg.lstsq(counts[sample], content, rcond=None)
     estimate = np.rint(specials + counts @ np.maximum(coef, 0.0)).astype(np.int64)
     limit = cfg.effective_max_length(tokenizer)
