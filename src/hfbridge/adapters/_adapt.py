@@ -43,11 +43,9 @@ def adapt(
         num_replicas: streaming: number of ranks (``None``: from ``torch.distributed``).
         rank: streaming: this process's rank (``None``: from ``torch.distributed``).
         collator_kwargs: options for the collator that ``.collator`` builds (e.g. ``pad_to_multiple_of=8``).
-        **options: the fields of :class:`AdapterConfig`, which documents each one: ``text_column``,
-            ``text_pair_column``, ``label_column``, ``target_column``, ``max_length``, ``max_target_length``,
-            ``truncation``, ``label_all_tokens``, ``block_size``, ``problem_type``, ``label2id``,
-            ``extend_labels``, ``lazy``, ``estimate_lengths``, ``tokenize_batch_size``, ``num_proc``.
-            Task ``"chat"`` takes the options of :func:`hfbridge.adapters.adapt_chat` instead.
+        **options: the fields of :class:`AdapterConfig` (``text_column``, ``label_column``, ``max_length``,
+            ``lazy``, ...), which documents each one; task ``"chat"`` takes the options of
+            :func:`hfbridge.adapters.adapt_chat` instead.
 
     Returns:
         A ``MapAdapter`` for sized sources, an ``IterableAdapter`` for streams, or a ``dict`` of them for a

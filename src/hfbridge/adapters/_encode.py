@@ -21,10 +21,8 @@ Batch = dict[str, list[Any]]
 
 
 def to_rows(columns: Batch) -> list[dict[str, Any]]:
-    """Column-major batch -> list of feature rows that also carries the columns (``ColumnRows``).
-
-    Our collators read the columns; any other code sees a plain list of dicts.
-    """
+    """Column-major batch -> ``ColumnRows``, a plain list of feature rows that also carries the columns our
+    collators read."""
     from hfbridge.collators import ColumnRows
 
     return ColumnRows(columns)

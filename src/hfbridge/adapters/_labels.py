@@ -57,22 +57,16 @@ def _kind_of_feature(feature: Any) -> LabelKind | None:
 
     if isinstance(feature, ClassLabel):
         return LabelKind("id", False, tuple(feature.names))
-    if isinstance(feature, Value):
-        raw = _raw_of_dtype(feature.dtype)
-        return None if raw is None else LabelKind(raw, False)
     if isinstance(feature, (List, LargeList, Sequence)):
         inner = _kind_of_feature(feature.feature)
         return None if inner is None or inner.is_list else LabelKind(inner.raw, True, inner.names)
-    return None
-
-
-def _raw_of_dtype(dtype: str) -> Raw | None:
+    dtype = feature.dtype if isinstance(feature, Value) else ""
     if dtype.startswith(("int", "uint")) or dtype == "bool":
-        return "id"
+        return LabelKind("id", False)
     if dtype in ("string", "large_string"):
-        return "name"
+        return LabelKind("name", False)
     if dtype.startswith(("float", "double")):
-        return "float"
+        return LabelKind("float", False)
     return None
 
 
