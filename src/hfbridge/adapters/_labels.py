@@ -172,12 +172,10 @@ class LabelInfo:
                 if not _unit_interval(vector):
                     raise self._bad_multi_hot(row, vector, None)
             return hot
-        hot = []
-        for row in values:
-            vector = [0.0] * n
+        hot = [[0.0] * n for _ in values]
+        for vector, row in zip(hot, values):
             for i in self.to_ids(row):
                 vector[i] = 1.0
-            hot.append(vector)
         return hot
 
     def check_column(self, column: pa.ChunkedArray, split: str | None) -> None:
