@@ -5,12 +5,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import fields, replace
+from functools import partial
 from typing import Any
 
 from hfbridge._checks import CHAT_TASK
 from hfbridge.adapters._config import AdapterConfig
 from hfbridge.adapters._iterable import IterableAdapter
-from hfbridge.adapters._labels import LabelInfo, rebind_labels, resolve_labels
+from hfbridge.adapters._labels import LabelInfo, resolve_labels
 from hfbridge.adapters._map import MapAdapter
 from hfbridge.adapters._sources import arrow_column, check_columns, empty_source_error, from_python
 
@@ -42,11 +43,9 @@ def adapt(
         num_replicas: streaming: number of ranks (``None``: from ``torch.distributed``).
         rank: streaming: this process's rank (``None``: from ``torch.distributed``).
         collator_kwargs: options for the collator that ``.collator`` builds (e.g. ``pad_to_multiple_of=8``).
-        **options: the fields of :class:`AdapterConfig`, which documents each one: ``text_column``,
-            ``text_pair_column``, ``label_column``, ``target_column``, ``max_length``, ``max_target_length``,
-            ``truncation``, ``label_all_tokens``, ``block_size``, ``problem_type``, ``label2id``,
-            ``extend_labels``, ``lazy``, ``estimate_lengths``, ``tokenize_batch_size``, ``num_proc``.
-            Task ``"chat"`` takes the options of :func:`hfbridge.adapters.adapt_chat` instead.
+        **options: the fields of :class:`AdapterConfig` (``text_column``, ``label_column``, ``max_length``,
+            ``lazy``, ...), which documents each one; task ``"chat"`` takes the options of
+            :func:`hfbridge.adapters.adapt_chat` instead.
 
     Returns:
         A ``MapAdapter`` for sized sources, an ``IterableAdapter`` for streams, or a ``dict`` of them for a
@@ -77,24 +76,27 @@ def adapt(
     cfg = AdapterConfig(task=task, **options)  # type: ignore[arg-type]
     import datasets
 
-    kwargs: dict[str, Any] = {"num_replicas": num_replicas, "rank": rank, "collator_kwargs": collator_kwargs}
+    one = partial(
+        _adapt_one, tokenizer=tokenizer, num_replicas=num_replicas, rank=rank, collator_kwargs=collator_kwargs
+    )
     if not isinstance(source, (datasets.DatasetDict, datasets.IterableDatasetDict)):
-        return _adapt_one(source, tokenizer, cfg, labels=None, split=None, **kwargs)
+        return one(source, cfg)
     if not source:
         raise ValueError("`source` must have at least one split; got an empty DatasetDict")
     first = "train" if "train" in source else next(iter(source))
-    adapters = {first: _adapt_one(source[first], tokenizer, cfg, labels=None, split=first, **kwargs)}
+    adapters = {first: one(source[first], cfg, split=first)}
     shared = adapters[first].label_info
+    later = {name: split for name, split in source.items() if name != first}
+    unlabelled = {name for name, split in later.items() if _unlabelled(split, cfg)}
     if cfg.extend_labels and shared is not None:
-        extended = _extended_label2id(source, first, cfg, shared)
+        extended = _extended_label2id(later, unlabelled, first, shared)
         if extended is not None:
             cfg = replace(cfg, label2id=extended)
-            adapters[first] = _adapt_one(source[first], tokenizer, cfg, labels=None, split=first, **kwargs)
+            adapters[first] = one(source[first], cfg, split=first)
             shared = adapters[first].label_info
-    for name, split in source.items():
-        if name != first:
-            split_cfg = replace(cfg, label_column=None) if _unlabelled(split, cfg) else cfg
-            adapters[name] = _adapt_one(split, tokenizer, split_cfg, labels=shared, split=name, **kwargs)
+    for name, split in later.items():
+        split_cfg = replace(cfg, label_column=None) if name in unlabelled else cfg
+        adapters[name] = one(split, split_cfg, labels=shared, split=name)
     return {name: adapters[name] for name in source}  # the source's split order
 
 
@@ -120,9 +122,10 @@ def _unlabelled(split: Any, cfg: AdapterConfig) -> bool:
 
 
 def _extended_label2id(
-    splits: Mapping[str, Any], first: str, cfg: AdapterConfig, shared: LabelInfo
+    later: Mapping[str, Any], unlabelled: set[str], first: str, shared: LabelInfo
 ) -> dict[str, int] | None:
-    """``extend_labels``: the shared map with the string labels only later (sized) splits hold appended."""
+    """``extend_labels``: the shared map with the string labels only later (sized, labelled) splits hold
+    appended."""
     import datasets
     import pyarrow.compute as pc
 
@@ -133,8 +136,8 @@ def _extended_label2id(
         )
     known = dict(shared.label2id)
     new: set[str] = set()
-    for name, split in splits.items():
-        if name == first or not isinstance(split, datasets.Dataset) or _unlabelled(split, cfg):
+    for name, split in later.items():
+        if name in unlabelled or not isinstance(split, datasets.Dataset):
             continue
         data = arrow_column(split, shared.column)
         values = pc.list_flatten(data) if shared.kind.is_list else data
@@ -147,11 +150,11 @@ def _extended_label2id(
 
 def _adapt_one(
     source: Any,
-    tokenizer: Any,
     cfg: AdapterConfig,
     *,
-    labels: LabelInfo | None,
-    split: str | None,
+    labels: LabelInfo | None = None,
+    split: str | None = None,
+    tokenizer: Any,
     num_replicas: int | None,
     rank: int | None,
     collator_kwargs: Mapping[str, Any] | None,
@@ -191,9 +194,5 @@ def _stream_labels(
         except StopIteration:
             raise empty_source_error(source, split) from None
     check_columns(list(features) if features is not None else list(sample or {}), cfg, split)
-    if not cfg.has_labels:
-        return labels
-    label_sample = None if sample is None else sample[cfg.label_column]
-    if labels is None:
-        return resolve_labels(cfg, features, sample=label_sample, split=split)
-    return rebind_labels(labels, cfg, features, sample=label_sample, split=split)
+    label_sample = None if sample is None or not cfg.has_labels else sample[cfg.label_column]
+    return resolve_labels(cfg, features, shared=labels, sample=label_sample, split=split)

@@ -3,14 +3,12 @@ says.
 
 The spans the model must produce come from the chat template itself. A template with ``{% generation %}``
 markers gives them through ``return_assistant_tokens_mask``. Any other template is rendered prefix by prefix:
-the render
-up to an assistant turn with the generation prompt, then the render that includes the turn; each render must
-extend the previous one character for character, and the whole conversation's tokenization must have a token
-boundary at the end of every render (no token straddles it), so the tokens of each prefix are the leading
-tokens of the whole. The trained span of a turn is what the second render adds: the reply and its end-of-turn
-token (and
-whatever the template writes after it before the next turn, e.g. a newline). Tokens are mapped to spans
-through the fast tokenizer's offsets, as transformers does for generation markers.
+the render up to an assistant turn with the generation prompt, then the render that includes the turn; each
+render must extend the previous one character for character, and the whole conversation's tokenization must
+have a token boundary at the end of every render (no token straddles it), so the tokens of each prefix are the
+leading tokens of the whole. The trained span of a turn is what the second render adds: the reply and its
+end-of-turn token (and whatever the template writes after it before the next turn, e.g. a newline). Tokens are
+mapped to spans through the fast tokenizer's offsets, as transformers does for generation markers.
 
 The chat template for ``ChatEncoder`` (the last section): fast rendering, offset tokenization and
 prefix-stability checks. ``apply_chat_template`` spends most of its time per conversation converting messages
@@ -26,27 +24,17 @@ from __future__ import annotations
 
 import json
 import re
+from bisect import bisect_right
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
 from hfbridge._checks import check_choice, check_positive_int, check_type
+from hfbridge.adapters._encode import IGNORE_INDEX
 
-__all__ = [
-    "ROLES",
-    "ChatEncoder",
-    "Encoded",
-    "OnEmpty",
-    "Renderer",
-    "TrainOn",
-    "Truncation",
-    "check_chain",
-    "token_index",
-    "tokenize_with_offsets",
-]
+__all__ = ["ChatEncoder", "Encoded", "OnEmpty", "Renderer", "TrainOn", "Truncation"]
 
-IGNORE_INDEX = -100
 ROLES = ("system", "user", "assistant", "tool")
 TrainOn = Literal["assistant", "last_assistant", "completion"]
 Truncation = Literal["truncate", "drop", "keep_last_turns"]
@@ -60,7 +48,7 @@ _SET_TEMPLATE = (
 
 @dataclass
 class Encoded:
-    """One encoded batch: the kept rows' ``input_ids`` and ``labels``, their source rows, the dropped rows."""
+    """Encoded rows: the kept rows' ``input_ids`` and ``labels``, their source rows, the dropped rows."""
 
     input_ids: list[list[int]] = field(default_factory=list)
     labels: list[list[int]] = field(default_factory=list)
@@ -80,21 +68,9 @@ class Encoded:
 class ChatEncoder:
     """Encode batches of conversations (``messages``) or prompt/completion pairs for supervised fine-tuning.
 
-    Args:
-        tokenizer: a fast transformers tokenizer (offsets are needed) with a chat template for conversational
-        data.
-        fmt: ``"messages"``, ``"prompt_completion"`` (conversational) or ``"text_completion"`` (plain text).
-        train_on: which tokens get labels: ``"assistant"`` (every assistant turn), ``"last_assistant"``, or
-            ``"completion"`` (prompt/completion data only).
-        max_length: the longest ``input_ids`` kept; ``None`` keeps every length.
-        truncation: what happens to a longer example: ``"truncate"`` (cut on the right), ``"drop"``, or
-            ``"keep_last_turns"`` (drop the oldest exchanges, keeping a leading system message, until it fits;
-            cut on the right if the last exchange alone is too long).
-        on_empty: an example left without a labelled token after truncation is dropped (``"drop"``) or raises.
-        columns: the ``messages`` column, or the prompt and completion columns.
-        chat_template: a template to use instead of the tokenizer's.
-        chat_template_kwargs: extra variables for the template (e.g. ``{"enable_thinking": False}``).
-        use_generation_markers: ``None`` uses ``{% generation %}`` markers when the template has them.
+    The options are ``adapt_chat``'s, which documents them, and: ``fmt``, ``"messages"``,
+    ``"prompt_completion"`` (conversational) or ``"text_completion"`` (plain text); ``columns``, the
+    ``messages`` column, or the prompt and completion columns.
     """
 
     tokenizer: Any
@@ -155,36 +131,27 @@ class ChatEncoder:
 
     # ------------------------------------------------------------------------------------------ entry point
 
-    def __call__(self, batch: Mapping[str, Sequence[Any]], first_row: int = 0) -> Encoded:
-        """Encode one column-major batch whose first row is source row ``first_row`` (for error messages)."""
-        out = Encoded()
+    def __call__(self, batch: Mapping[str, Sequence[Any]], out: Encoded, first_row: int = 0) -> None:
+        """Encode one column-major batch whose first row is source row ``first_row`` (for error messages) into
+        ``out``."""
+        rows = list(range(first_row, first_row + len(batch[self.columns[0]])))
         if self.fmt == "text_completion":
             prompts, completions = (list(batch[c]) for c in self.columns)
-            for i, (p, c) in enumerate(zip(prompts, completions)):
-                check_text(p, self.columns[0], first_row + i)
-                check_text(c, self.columns[1], first_row + i, nonempty=True)
-            self._encode_text(prompts, completions, list(range(first_row, first_row + len(prompts))), out)
-            return out
-        if self.fmt == "messages":
-            convs = [
-                check_messages(m, self.columns[0], first_row + i)
-                for i, m in enumerate(batch[self.columns[0]])
-            ]
-            prompt_lens = None
-        else:
-            prompts = [
-                check_messages(m, self.columns[0], first_row + i)
-                for i, m in enumerate(batch[self.columns[0]])
-            ]
-            completions = [
-                check_messages(m, self.columns[1], first_row + i, completion=True)
-                for i, m in enumerate(batch[self.columns[1]])
-            ]
-            convs = [p + c for p, c in zip(prompts, completions)]
-            prompt_lens = [len(p) for p in prompts]
-        rows = list(range(first_row, first_row + len(convs)))
-        self._encode_convs(convs, rows, prompt_lens, out, allow_retry=True)
-        return out
+            for p, c, row in zip(prompts, completions, rows):
+                check_text(p, self.columns[0], row)
+                check_text(c, self.columns[1], row, nonempty=True)
+            eos = self.tokenizer.eos_token or ""
+            texts = [p + c + eos for p, c in zip(prompts, completions)]
+            spans = [[(len(p), len(t))] for p, t in zip(prompts, texts)]
+            self._fit(*self._tokenize_spans(texts, spans, rows, strict=False), rows, out)
+            return
+        parts = [  # the messages, or the prompts then the completions
+            [check_messages(m, column, row, completion=k == 1) for m, row in zip(batch[column], rows)]
+            for k, column in enumerate(self.columns)
+        ]
+        convs = parts[0] if self.fmt == "messages" else [p + c for p, c in zip(*parts)]
+        prompt_lens = None if self.fmt == "messages" else [len(p) for p in parts[0]]
+        self._fit(*self._encode(convs, rows, prompt_lens), rows, out, convs=convs)
 
     # ------------------------------------------------------------------------------------------ conversations
 
@@ -209,31 +176,28 @@ class ChatEncoder:
             cuts.append((n, False))
         return cuts, pairs
 
-    def _encode_convs(
+    def _fit(
         self,
-        convs: list[list[dict[str, Any]]],
+        ids_list: list[list[int]],
+        labels_list: list[list[int]],
         rows: list[int],
-        prompt_lens: list[int] | None,
         out: Encoded,
-        *,
-        allow_retry: bool,
+        convs: list[list[dict[str, Any]]] | None = None,
     ) -> None:
-        if self._markers:
-            ids_list, labels_list = self._encode_marked(convs, rows)
-        else:
-            ids_list, labels_list = self._encode_rendered(convs, rows, prompt_lens)
+        """Keep the encoded rows; one longer than ``max_length`` is dropped, cut on the right, or
+        (conversations under ``keep_last_turns``) encoded again without its oldest exchanges."""
         retry: list[int] = []
         for k, (ids, labels, row) in enumerate(zip(ids_list, labels_list, rows)):
             if self.max_length is not None and len(ids) > self.max_length:
                 if self.truncation == "drop":
                     out.drop("too_long", row)
                     continue
-                if self.truncation == "keep_last_turns" and allow_retry and _exchanges(convs[k]) > 1:
+                if self.truncation == "keep_last_turns" and convs is not None and _exchanges(convs[k]) > 1:
                     retry.append(k)
                     continue
                 ids, labels = ids[: self.max_length], labels[: self.max_length]
             self._keep(ids, labels, row, out)
-        if retry:
+        if retry and convs is not None:
             self._keep_last_turns([convs[k] for k in retry], [rows[k] for k in retry], out)
 
     def _keep(self, ids: list[int], labels: list[int], row: int, out: Encoded) -> None:
@@ -253,26 +217,22 @@ class ChatEncoder:
         """Drop the oldest exchange of each over-long conversation, re-encode, repeat until it fits."""
         while convs:
             shorter = [_without_first_exchange(c) for c in convs]
-            trial = Encoded()
-            last = [_exchanges(c) <= 1 for c in shorter]
-            ids_list, labels_list = (
-                self._encode_marked(shorter, rows)
-                if self._markers
-                else self._encode_rendered(shorter, rows, None)
-            )
+            ids_list, labels_list = self._encode(shorter, rows, None)
             next_convs, next_rows = [], []
-            for conv, ids, labels, row, final in zip(shorter, ids_list, labels_list, rows, last):
-                if len(ids) <= (self.max_length or len(ids)) or final:
-                    self._keep(ids[: self.max_length], labels[: self.max_length], row, trial)
+            for conv, ids, labels, row in zip(shorter, ids_list, labels_list, rows):
+                if len(ids) <= (self.max_length or len(ids)) or _exchanges(conv) <= 1:
+                    self._keep(ids[: self.max_length], labels[: self.max_length], row, out)
                 else:
                     next_convs.append(conv)
                     next_rows.append(row)
-            for ids, labels, row in zip(trial.input_ids, trial.labels, trial.rows):
-                out.add(ids, labels, row)
-            for reason, dropped in trial.dropped.items():
-                for row in dropped:
-                    out.drop(reason, row)
             convs, rows = next_convs, next_rows
+
+    def _encode(
+        self, convs: list[list[dict[str, Any]]], rows: list[int], prompt_lens: list[int] | None
+    ) -> tuple[list, list]:
+        if self._markers:  # only for `messages`, which have no prompt lengths
+            return self._encode_marked(convs, rows)
+        return self._encode_rendered(convs, rows, prompt_lens)
 
     def _encode_marked(self, convs: list[list[dict[str, Any]]], rows: list[int]) -> tuple[list, list]:
         """Spans from the template's {% generation %} markers (``return_assistant_tokens_mask``)."""
@@ -324,21 +284,6 @@ class ChatEncoder:
             texts.append(chain[-1])
             spans.append([(len(chain[a]), len(chain[b])) for a, b in pairs])
         return self._tokenize_spans(texts, spans, rows, strict=True)
-
-    # ------------------------------------------------------------------------------------------ plain text
-
-    def _encode_text(self, prompts: list[str], completions: list[str], rows: list[int], out: Encoded) -> None:
-        eos = self.tokenizer.eos_token or ""
-        texts = [p + c + eos for p, c in zip(prompts, completions)]
-        spans = [[(len(p), len(t))] for p, t in zip(prompts, texts)]
-        ids_list, labels_list = self._tokenize_spans(texts, spans, rows, strict=False)
-        for ids, labels, row in zip(ids_list, labels_list, rows):
-            if self.max_length is not None and len(ids) > self.max_length:
-                if self.truncation == "drop":
-                    out.drop("too_long", row)
-                    continue
-                ids, labels = ids[: self.max_length], labels[: self.max_length]
-            self._keep(ids, labels, row, out)
 
     def _tokenize_spans(
         self, texts: list[str], spans: list[list[tuple[int, int]]], rows: list[int], *, strict: bool
@@ -521,13 +466,7 @@ def tokenize_with_offsets(
 def token_index(offsets: Sequence[tuple[int, int]], char: int, strict: bool, row: int, text: str) -> int:
     """Index of the first token that starts at or after ``char`` (a token straddling ``char`` is refused when
     ``strict``, else counted as starting before it)."""
-    lo, hi = 0, len(offsets)
-    while lo < hi:  # first token whose end is past `char`
-        mid = (lo + hi) // 2
-        if offsets[mid][1] <= char:
-            lo = mid + 1
-        else:
-            hi = mid
+    lo = bisect_right(offsets, char, key=lambda offset: offset[1])  # first token whose end is past `char`
     if strict and lo < len(offsets) and offsets[lo][0] < char:
         start, end = offsets[lo]
         raise ValueError(

@@ -20,8 +20,7 @@ class ChatAdapter(torch.utils.data.Dataset):
 
     Built by :func:`adapt_chat` (or ``adapt(..., task="chat")``). Rows dropped while encoding (too long, or
     left without a labelled token) are listed in :attr:`dropped`; :attr:`rows` maps each row to its source
-    row.
-    ``lengths`` are the real token counts after truncation.
+    row. ``lengths`` are the real token counts after truncation.
     """
 
     def __init__(
@@ -198,13 +197,9 @@ def adapt_chat(
     )
     total = Encoded()
     for start in range(0, n, tokenize_batch_size):
-        batch = _read(source, columns, used, start, min(start + tokenize_batch_size, n))
-        part = encoder(batch, first_row=start)
-        total.input_ids += part.input_ids
-        total.labels += part.labels
-        total.rows += part.rows
-        for reason, rows in part.dropped.items():
-            total.dropped.setdefault(reason, []).extend(rows)
+        encoder(
+            _read(source, columns, used, start, min(start + tokenize_batch_size, n)), total, first_row=start
+        )
     adapter = ChatAdapter(total, tokenizer, source_rows=n, collator_kwargs=collator_kwargs or {})
     if adapter.num_dropped:
         detail = ", ".join(

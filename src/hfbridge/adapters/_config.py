@@ -113,10 +113,7 @@ class AdapterConfig:
 
     def source_columns(self) -> list[str]:
         """The columns the adapter reads from its source, in a stable order."""
-        columns = [*self.text_columns()]
-        if self.has_labels:
-            columns.append(self.label_column)  # type: ignore[arg-type]
-        return columns
+        return self.text_columns() + ([self.label_column] if self.has_labels else [])  # type: ignore[list-item]
 
     def text_columns(self) -> list[str]:
         """The columns that hold text (never null)."""

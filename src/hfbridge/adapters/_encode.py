@@ -14,17 +14,15 @@ from hfbridge.adapters._config import AdapterConfig
 from hfbridge.adapters._labels import LabelInfo
 from hfbridge.adapters._sources import word_label_error
 
-__all__ = ["ENCODERS", "IGNORE_INDEX", "Encoder", "check_tokenizer", "pack_blocks", "to_rows"]
+__all__ = ["ENCODERS", "IGNORE_INDEX", "Encoder", "pack_blocks", "to_rows"]
 
 IGNORE_INDEX = -100
 Batch = dict[str, list[Any]]
 
 
 def to_rows(columns: Batch) -> list[dict[str, Any]]:
-    """Column-major batch -> list of feature rows that also carries the columns (``ColumnRows``).
-
-    Our collators read the columns; any other code sees a plain list of dicts.
-    """
+    """Column-major batch -> ``ColumnRows``, a plain list of feature rows that also carries the columns our
+    collators read."""
     from hfbridge.collators import ColumnRows
 
     return ColumnRows(columns)
@@ -142,15 +140,14 @@ class Encoder:
     def __call__(self, batch: Batch) -> Batch:
         return ENCODERS[self.config.task](self, batch)
 
-    def input_lengths(self, batch: Batch, *, truncate: bool = True) -> list[int]:
-        """Token counts of ``input_ids`` (special tokens included, truncated unless ``truncate=False``),
-        without building labels."""
+    def input_lengths(self, batch: Batch) -> list[int]:
+        """Untruncated token counts of ``input_ids`` (special tokens included), without building labels."""
         kwargs: dict[str, Any] = {"return_attention_mask": False, "return_token_type_ids": False}
-        if not truncate:
-            kwargs.update(truncation=False, max_length=None)
         if self.config.task == "token-classification":
             kwargs["is_split_into_words"] = True
-        return [len(x) for x in self.tokenize(batch, **kwargs)["input_ids"]]
+        return [
+            len(x) for x in self.tokenize(batch, truncation=False, max_length=None, **kwargs)["input_ids"]
+        ]
 
     def special_count(self, *, target: bool = False) -> int:
         """How many special tokens the tokenizer adds to an (empty) input, or to a target when ``target``."""

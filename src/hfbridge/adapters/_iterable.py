@@ -14,6 +14,7 @@ from hfbridge._distributed import resolve_replicas
 from hfbridge.adapters._config import AdapterConfig
 from hfbridge.adapters._encode import Batch, Encoder, pack_blocks, to_rows
 from hfbridge.adapters._labels import LabelInfo
+from hfbridge.adapters._map import encoder_property
 from hfbridge.adapters._sources import check_batch_texts
 
 if TYPE_CHECKING:
@@ -102,22 +103,18 @@ class IterableAdapter(torch.utils.data.IterableDataset):
         workers, worker = (info.num_workers, info.id) if info is not None else (1, 0)
         return rank * workers + worker, world * workers
 
-    def _part(self, index: int, count: int) -> IterableDataset:
-        from datasets.distributed import split_dataset_by_node
-
-        # a fresh copy even for one partition: a loaded state or epoch must not stick to the user's dataset
-        # object, which would start every later pass of the epoch from that state
-        part = split_dataset_by_node(self._dataset, rank=index, world_size=count)
-        part.set_epoch(int(self._epoch))
-        return part
-
     # ------------------------------------------------------------------------------------------ iteration
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
+        from datasets.distributed import split_dataset_by_node
+
         cfg = self._encoder.config
         epoch = int(self._epoch)
         index, count = self._partition()
-        part = self._part(index, count)
+        # a fresh copy even for one partition: a loaded state or epoch must not stick to the user's dataset
+        # object, which would start every later pass of the epoch from that state
+        part = split_dataset_by_node(self._dataset, rank=index, world_size=count)
+        part.set_epoch(epoch)
         carry: Batch | None = None
         skip = 0
         source_state = None
@@ -132,13 +129,7 @@ class IterableAdapter(torch.utils.data.IterableDataset):
             source_state, carry, skip = resume["source"], resume["carry"], resume["skip"]
             if source_state is not None:
                 part.load_state_dict(source_state)
-        batches = part.iter(batch_size=cfg.tokenize_batch_size)
-        while True:
-            try:
-                batch = next(batches)
-            except StopIteration:
-                self._position = (epoch, index, count, part.state_dict(), carry, 0)
-                return
+        for batch in part.iter(batch_size=cfg.tokenize_batch_size):
             check_batch_texts(batch, cfg)
             features = self._encoder(batch)
             new_carry: Batch | None = None
@@ -148,6 +139,7 @@ class IterableAdapter(torch.utils.data.IterableDataset):
                 self._position = (epoch, index, count, source_state, carry, i)
                 yield row
             source_state, carry, skip = part.state_dict(), new_carry, 0
+        self._position = (epoch, index, count, part.state_dict(), carry, 0)
 
     # ------------------------------------------------------------------------------------------ resume
 
@@ -178,50 +170,19 @@ class IterableAdapter(torch.utils.data.IterableDataset):
             )
         self._epoch.fill_(int(state["epoch"]))
         self._position = None
-        self._resume = None if state["partition"] is None else dict(state)
-        if self._resume is not None:
-            self._resume["partition"] = list(state["partition"])
+        if state["partition"] is None:
+            self._resume = None
+        else:
+            self._resume = {**state, "partition": list(state["partition"])}
 
-    @property
-    def task(self) -> str:
-        """The task name the rows are encoded for."""
-        return self._encoder.config.task
-
-    @property
-    def tokenizer(self) -> Any:
-        """The tokenizer that encodes the rows."""
-        return self._encoder.tokenizer
-
-    @property
-    def config(self) -> AdapterConfig:
-        """The validated options."""
-        return self._encoder.config
-
-    @property
-    def label_info(self) -> LabelInfo | None:
-        """The resolved label scheme (``None`` without labels); ``adapt`` shares it between splits."""
-        return self._encoder.labels
-
-    @property
-    def problem_type(self) -> str | None:
-        """``single_label_classification``, ``multi_label_classification``, ``regression``,
-        ``token_classification`` or ``None`` (no labels), as ``PretrainedConfig.problem_type`` names them."""
-        return self._encoder.problem_type
-
-    @property
-    def label2id(self) -> dict[str, int] | None:
-        """Label name -> id (``None`` without labels, for regression, or for unnamed streaming ids)."""
-        return self._encoder.label2id
-
-    @property
-    def id2label(self) -> dict[int, str] | None:
-        """Id -> label name, ready for ``from_pretrained(..., id2label=adapter.id2label)``."""
-        return self._encoder.id2label
-
-    @property
-    def num_labels(self) -> int | None:
-        """Number of classes (1 for regression), ``None`` without labels."""
-        return self._encoder.num_labels
+    task: str = encoder_property("task")
+    tokenizer: Any = encoder_property("tokenizer")
+    config: AdapterConfig = encoder_property("config")
+    label_info: LabelInfo | None = encoder_property("label_info")
+    problem_type: str | None = encoder_property("problem_type")
+    label2id: dict[str, int] | None = encoder_property("label2id")
+    id2label: dict[int, str] | None = encoder_property("id2label")
+    num_labels: int | None = encoder_property("num_labels")
 
     @property
     def collator(self) -> Any:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 
     from hfbridge.adapters._config import AdapterConfig
 
-__all__ = ["LabelInfo", "LabelKind", "build_label_info", "label_kind", "rebind_labels", "resolve_labels"]
+__all__ = ["LabelInfo", "resolve_labels"]
 
 Raw = Literal["id", "name", "float"]
 _FITS = {
@@ -34,18 +34,16 @@ class LabelKind:
     names: tuple[str, ...] | None = None
 
 
-def label_kind(feature: Any, sample: Any, *, column: str, task: str) -> LabelKind:
-    """The kind of a label column, from its ``datasets`` feature (or, without features, one sample value).
+def label_kind(features: Mapping[str, Any] | None, sample: Any, *, column: str, task: str) -> LabelKind:
+    """The kind of label column ``column``, from its ``datasets`` feature (or, without features, one sample
+    value).
 
     Raises:
         TypeError: the values do not fit ``task``.
     """
+    feature = features.get(column) if features is not None else None
     kind = _kind_of_feature(feature) if feature is not None else _kind_of_value(sample)
-    ok = kind is not None and (
-        (task == "token-classification" and kind.is_list and kind.raw != "float")
-        or (task == "sequence-classification")
-    )
-    if not ok or kind is None:
+    if kind is None or (task == "token-classification" and (not kind.is_list or kind.raw == "float")):
         shown = repr(feature) if feature is not None else f"{type(sample).__name__} {sample!r:.60}"
         raise TypeError(
             f"`label_column` {column!r} holds {shown}, which does not fit task {task!r}; expected "
@@ -59,22 +57,16 @@ def _kind_of_feature(feature: Any) -> LabelKind | None:
 
     if isinstance(feature, ClassLabel):
         return LabelKind("id", False, tuple(feature.names))
-    if isinstance(feature, Value):
-        raw = _raw_of_dtype(feature.dtype)
-        return None if raw is None else LabelKind(raw, False)
     if isinstance(feature, (List, LargeList, Sequence)):
         inner = _kind_of_feature(feature.feature)
         return None if inner is None or inner.is_list else LabelKind(inner.raw, True, inner.names)
-    return None
-
-
-def _raw_of_dtype(dtype: str) -> Raw | None:
+    dtype = feature.dtype if isinstance(feature, Value) else ""
     if dtype.startswith(("int", "uint")) or dtype == "bool":
-        return "id"
+        return LabelKind("id", False)
     if dtype in ("string", "large_string"):
-        return "name"
+        return LabelKind("name", False)
     if dtype.startswith(("float", "double")):
-        return "float"
+        return LabelKind("float", False)
     return None
 
 
@@ -106,34 +98,6 @@ class LabelInfo:
     label2id: dict[str, int] | None
     column: str
     lookup: tuple[int, ...] | None = None
-
-    def rebind(self, kind: LabelKind, split: str | None = None, *, given_map: bool = False) -> LabelInfo:
-        """This label map applied to a source whose label column has ``kind`` (e.g. another split's
-        ClassLabel).
-
-        Plain int labels are read as ids of ``label2id`` when the user gave it (``given_map``); a map learnt
-        from another split's string labels has no id order the ints could follow, so they are an error.
-
-        Raises:
-            TypeError: ``kind`` does not fit the problem type.
-            ValueError: a ClassLabel name of ``kind`` is not in ``label2id``; or plain ints against a map
-                learnt from string labels.
-        """
-        _check_problem_type(self.problem_type, kind, self.column)
-        if self.kind.raw == "name" and kind.raw == "id" and kind.names is None and not given_map:
-            learnt = list(self.label2id or {})
-            names = ", ".join(map(repr, learnt[:5])) + (", ..." if len(learnt) > 5 else "")
-            raise ValueError(
-                f"`label_column` {self.column!r}{_in(split)} holds int labels, but the label map was learnt "
-                f"from string labels ({names}): which int is which name is unknown. Give that split the same "
-                "string labels, cast its column to a ClassLabel with the names in its id order "
-                f"(`split.cast_column({self.column!r}, ClassLabel(names=[...]))`), or pass `label2id` to say "
-                "what the ints mean; if they are -1 placeholders of an unlabelled split, adapt that split "
-                "with `label_column=None`"
-            )
-        plain = kind.names is None and self.kind.names is None  # plain ints keep the value -> id lookup
-        lookup = self.lookup if plain and kind.raw == self.kind.raw == "id" else None
-        return _bind(LabelInfo(self.problem_type, kind, self.label2id, self.column, lookup), split)
 
     @property
     def _id_count(self) -> int | None:
@@ -208,12 +172,10 @@ class LabelInfo:
                 if not _unit_interval(vector):
                     raise self._bad_multi_hot(row, vector, None)
             return hot
-        hot = []
-        for row in values:
-            vector = [0.0] * n
+        hot = [[0.0] * n for _ in values]
+        for vector, row in zip(hot, values):
             for i in self.to_ids(row):
                 vector[i] = 1.0
-            hot.append(vector)
         return hot
 
     def check_column(self, column: pa.ChunkedArray, split: str | None) -> None:
@@ -305,66 +267,34 @@ def _bind(info: LabelInfo, split: str | None) -> LabelInfo:
     )
 
 
-def build_label_info(
-    kind: LabelKind,
-    *,
-    task: str,
-    column: str,
-    problem_type: str | None,
-    label2id: Mapping[str, int] | None,
-    data: pa.ChunkedArray | None,
-    split: str | None = None,
-) -> LabelInfo:
-    """Resolve the problem type and label map; ``data`` (the whole label column, if sized) fills in what is
-    missing.
-
-    ``label2id`` wins; then ClassLabel names; then sorted unique string labels; then ``max id + 1`` for int
-    ids. ClassLabel ids are remapped by name when ``label2id`` orders the names differently.
-    """
+def _label_map(
+    kind: LabelKind, given: Mapping[str, int] | None, data: pa.ChunkedArray | None
+) -> tuple[dict[str, int] | None, tuple[int, ...] | None]:
+    """The label map and the raw-id lookup (see ``LabelInfo``): ``label2id`` wins; then ClassLabel names; then
+    sorted unique string labels; then ``max id + 1`` for int ids ``0..K-1``, a value-order map for other
+    non-negative ints. ``None`` when nothing says (no ``data``: a stream)."""
     import pyarrow.compute as pc
 
-    if task == "token-classification":
-        resolved = "token_classification"
-    elif problem_type is not None:
-        resolved = problem_type
-    elif kind.is_list:
-        resolved = "multi_label_classification"
-    else:
-        resolved = "regression" if kind.raw == "float" else "single_label_classification"
-    _check_problem_type(resolved, kind, column)
-    if resolved == "regression":
-        return LabelInfo(resolved, kind, None, column)
-    mapping: dict[str, int] | None = dict(label2id) if label2id is not None else None
-    if mapping is None and kind.names is not None:
-        mapping = {name: i for i, name in enumerate(kind.names)}
-    if mapping is None and data is not None:
-        values = pc.list_flatten(data) if kind.is_list else data
-        if kind.raw == "name":
-            mapping = {
-                name: i
-                for i, name in enumerate(sorted(pc.unique(values.filter(pc.is_valid(values))).to_pylist()))
-            }
-        elif kind.raw == "float":  # multi-hot vectors: their width is the number of labels
-            widths = pc.list_value_length(data)
-            mapping = {f"LABEL_{i}": i for i in range(int(pc.max(widths).as_py() or 0))}
-        else:
-            unique = sorted(pc.unique(values.filter(pc.is_valid(values))).to_pylist())
-            if unique and unique[0] >= 0 and unique != list(range(len(unique))):  # e.g. ratings 1-5
-                lookup = [-1] * (unique[-1] + 1)
-                for i, value in enumerate(unique):
-                    lookup[value] = i
-                mapping = {str(value): i for i, value in enumerate(unique)}
-                return LabelInfo(resolved, kind, mapping, column, tuple(lookup))
-            top = unique[-1] if unique else -1  # 0..K-1, or negatives that check_column rejects
-            mapping = {f"LABEL_{i}": i for i in range(max(top, 0) + 1 if unique else 0)}
-    if mapping is None and (kind.raw == "name" or resolved == "multi_label_classification"):
-        raise ValueError(
-            f"`label2id` is needed: `label_column` {column!r} holds "
-            f"{'strings' if kind.raw == 'name' else 'multi-label lists'} "
-            "and a streaming source cannot be scanned "
-            "for its label set; pass `label2id={...}` or cast the column to a `datasets.ClassLabel`"
-        )
-    return _bind(LabelInfo(resolved, kind, mapping, column), split)
+    if given is not None:
+        return dict(given), None
+    if kind.names is not None:
+        return {name: i for i, name in enumerate(kind.names)}, None
+    if data is None:
+        return None, None
+    if kind.raw == "float":  # multi-hot vectors: their width is the number of labels
+        width = int(pc.max(pc.list_value_length(data)).as_py() or 0)
+        return {f"LABEL_{i}": i for i in range(width)}, None
+    values = pc.list_flatten(data) if kind.is_list else data
+    unique = sorted(pc.unique(values.filter(pc.is_valid(values))).to_pylist())
+    if kind.raw == "name":
+        return {name: i for i, name in enumerate(unique)}, None
+    if unique and unique[0] >= 0 and unique != list(range(len(unique))):  # e.g. ratings 1-5
+        lookup = [-1] * (unique[-1] + 1)
+        for i, value in enumerate(unique):
+            lookup[value] = i
+        return {str(value): i for i, value in enumerate(unique)}, tuple(lookup)
+    top = max(unique[-1], 0) + 1 if unique else 0  # 0..K-1, or negatives that check_column rejects
+    return {f"LABEL_{i}": i for i in range(top)}, None
 
 
 def _check_problem_type(problem_type: str, kind: LabelKind, column: str) -> None:
@@ -390,40 +320,77 @@ def resolve_labels(
     cfg: AdapterConfig,
     features: Mapping[str, Any] | None,
     *,
+    shared: LabelInfo | None = None,
     sample: Any = None,
     data: pa.ChunkedArray | None = None,
     split: str | None = None,
 ) -> LabelInfo | None:
-    """The label scheme of a source (``None`` for tasks without labels); ``data`` is validated when given."""
+    """The label scheme of a source: ``shared`` (e.g. the train split's) fitted to its label column, else its
+    own; without a label column, ``shared`` as is (``None`` for tasks without labels). ``data`` (the whole
+    label column, if sized) fills in what is missing and is validated.
+
+    Raises:
+        TypeError: the column's kind does not fit the task or the problem type.
+        ValueError: a ClassLabel name is not in ``label2id``; plain ints against a shared map learnt from
+            string labels; a label ``data`` holds that the map lacks; strings or multi-label lists of a stream
+            without ``label2id``.
+    """
     if not cfg.has_labels:
-        return None
-    column: str = cfg.label_column  # type: ignore[assignment]  # has_labels guarantees a column
-    feature = features.get(column) if features is not None else None
-    kind = label_kind(feature, sample, column=column, task=cfg.task)
-    info = build_label_info(
-        kind,
-        task=cfg.task,
-        column=column,
-        problem_type=cfg.problem_type,
-        label2id=cfg.label2id,
-        data=data,
-        split=split,
-    )
+        return shared
+    column: str = cfg.label_column if shared is None else shared.column  # type: ignore[assignment]
+    kind = label_kind(features, sample, column=column, task=cfg.task)
+    if shared is None:
+        info = _new_scheme(kind, cfg, column, data, split)
+    else:
+        info = _rebind(shared, kind, cfg, split)
     if data is not None:
         info.check_column(data, split)
     return info
 
 
-def rebind_labels(
-    labels: LabelInfo,
-    cfg: AdapterConfig,
-    features: Mapping[str, Any] | None,
-    *,
-    sample: Any = None,
-    split: str | None = None,
+def _new_scheme(
+    kind: LabelKind, cfg: AdapterConfig, column: str, data: pa.ChunkedArray | None, split: str | None
 ) -> LabelInfo:
-    """A shared label scheme (e.g. the train split's) fitted to this source's label column: its own ClassLabel
-    name order is remapped through the shared ``label2id``."""
-    feature = features.get(labels.column) if features is not None else None
-    kind = label_kind(feature, sample, column=labels.column, task=cfg.task)
-    return labels.rebind(kind, split, given_map=cfg.label2id is not None)
+    """The problem type and label map of a column of ``kind``; ClassLabel ids are remapped by name when
+    ``label2id`` orders the names differently."""
+    if cfg.task == "token-classification":
+        problem_type = "token_classification"
+    elif cfg.problem_type is not None:
+        problem_type = cfg.problem_type
+    elif kind.is_list:
+        problem_type = "multi_label_classification"
+    else:
+        problem_type = "regression" if kind.raw == "float" else "single_label_classification"
+    _check_problem_type(problem_type, kind, column)
+    if problem_type == "regression":
+        return LabelInfo(problem_type, kind, None, column)
+    mapping, lookup = _label_map(kind, cfg.label2id, data)
+    if mapping is None and (kind.raw == "name" or problem_type == "multi_label_classification"):
+        raise ValueError(
+            f"`label2id` is needed: `label_column` {column!r} holds "
+            f"{'strings' if kind.raw == 'name' else 'multi-label lists'} "
+            "and a streaming source cannot be scanned "
+            "for its label set; pass `label2id={...}` or cast the column to a `datasets.ClassLabel`"
+        )
+    return _bind(LabelInfo(problem_type, kind, mapping, column, lookup), split)
+
+
+def _rebind(shared: LabelInfo, kind: LabelKind, cfg: AdapterConfig, split: str | None) -> LabelInfo:
+    """``shared`` fitted to a column of ``kind``: its own ClassLabel name order is remapped through the shared
+    ``label2id``. Plain int labels are read as ids of ``label2id`` when the user gave it; a map learnt from
+    another split's string labels has no id order the ints could follow, so they are an error."""
+    _check_problem_type(shared.problem_type, kind, shared.column)
+    if shared.kind.raw == "name" and kind.raw == "id" and kind.names is None and cfg.label2id is None:
+        learnt = list(shared.label2id or {})
+        names = ", ".join(map(repr, learnt[:5])) + (", ..." if len(learnt) > 5 else "")
+        raise ValueError(
+            f"`label_column` {shared.column!r}{_in(split)} holds int labels, but the label map was learnt "
+            f"from string labels ({names}): which int is which name is unknown. Give that split the same "
+            "string labels, cast its column to a ClassLabel with the names in its id order "
+            f"(`split.cast_column({shared.column!r}, ClassLabel(names=[...]))`), or pass `label2id` to say "
+            "what the ints mean; if they are -1 placeholders of an unlabelled split, adapt that split "
+            "with `label_column=None`"
+        )
+    plain = kind.names is None and shared.kind.names is None  # plain ints keep the value -> id lookup
+    lookup = shared.lookup if plain and kind.raw == shared.kind.raw == "id" else None
+    return _bind(replace(shared, kind=kind, lookup=lookup), split)

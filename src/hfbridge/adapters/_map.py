@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterable, Iterator, Mapping
+from operator import attrgetter
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -13,7 +14,7 @@ import torch.utils.data
 from hfbridge._checks import check_non_negative_int
 from hfbridge.adapters._config import AdapterConfig
 from hfbridge.adapters._encode import Encoder, to_rows
-from hfbridge.adapters._labels import LabelInfo, rebind_labels, resolve_labels
+from hfbridge.adapters._labels import LabelInfo, resolve_labels
 from hfbridge.adapters._sources import (
     arrow_column,
     check_columns,
@@ -28,7 +29,29 @@ from hfbridge.adapters._sources import (
 if TYPE_CHECKING:
     from datasets import Dataset
 
-__all__ = ["MapAdapter"]
+__all__ = ["MapAdapter", "encoder_property"]
+
+#: the metadata both adapters read from the ``Encoder`` they hold, with its docstring
+_FROM_ENCODER = {
+    "task": "The task name the rows are encoded for.",
+    "tokenizer": "The tokenizer that encodes the rows.",
+    "config": "The validated options.",
+    "label_info": "The resolved label scheme (``None`` without labels); ``adapt`` shares it between splits.",
+    "problem_type": (
+        "``single_label_classification``, ``multi_label_classification``, ``regression``, "
+        "``token_classification`` or ``None`` (no labels), as ``PretrainedConfig.problem_type`` names them."
+    ),
+    "label2id": "Label name -> id (``None`` without labels, for regression, or for unnamed streaming ids).",
+    "id2label": "Id -> label name, ready for ``from_pretrained(..., id2label=adapter.id2label)``.",
+    "num_labels": "Number of classes (1 for regression), ``None`` without labels.",
+}
+
+
+def encoder_property(name: str) -> Any:
+    """The read-only adapter property ``name`` (a key of ``_FROM_ENCODER``): the attribute of that name of the
+    ``Encoder`` the adapter holds as ``_encoder``; ``MapAdapter`` and ``IterableAdapter`` both do."""
+    read = attrgetter({"task": "config.task", "label_info": "labels"}.get(name, name))
+    return property(lambda adapter: read(adapter._encoder), doc=_FROM_ENCODER[name])
 
 
 class MapAdapter(torch.utils.data.Dataset):
@@ -73,11 +96,7 @@ class MapAdapter(torch.utils.data.Dataset):
         check_dataset_texts(dataset, cfg, split)
         if cfg.has_labels:
             data = arrow_column(dataset, cfg.label_column)  # type: ignore[arg-type]
-            if labels is None:
-                labels = resolve_labels(cfg, dataset.features, data=data, split=split)
-            else:
-                labels = rebind_labels(labels, cfg, dataset.features, split=split)
-                labels.check_column(data, split)
+            labels = resolve_labels(cfg, dataset.features, shared=labels, data=data, split=split)
             check_dataset_word_labels(dataset, cfg, split)
         self._encoder = Encoder(tokenizer, cfg, labels)  # checks the tokenizer and the length limits
         self._collator_kwargs = dict(collator_kwargs or {})
@@ -87,14 +106,13 @@ class MapAdapter(torch.utils.data.Dataset):
         self._label_ids: np.ndarray | None = None
         self._blocks: dict[str, np.ndarray] | None = None
         self._encoded: Dataset | None = None
+        self._reader: Dataset | None = None
         if cfg.block_size is not None:
             self._blocks = self._pack(dataset)
-            self._reader = None
-        elif cfg.lazy:
-            self._reader = dataset.with_format("arrow", columns=cfg.source_columns())
-        else:
+            return
+        if not cfg.lazy:
             self._encoded = self._tokenize_all(dataset)
-            self._reader = self._encoded.with_format("arrow")
+        self._new_reader()
 
     # ------------------------------------------------------------------------------------------ construction
 
@@ -151,11 +169,7 @@ class MapAdapter(torch.utils.data.Dataset):
         collators read directly.
         """
         positions = self._positions(indices)
-        if not positions:
-            return []
-        if self._encoded is not None:  # eager: token columns straight from Arrow, kept as columns
-            return to_rows(self._reader[positions].to_pydict())  # type: ignore[index]
-        return self._read(positions)
+        return self._read(positions) if positions else []
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         """Every row in order, read and tokenized ``tokenize_batch_size`` rows at a time."""
@@ -183,8 +197,8 @@ class MapAdapter(torch.utils.data.Dataset):
                 rows["labels"] = [list(ids) for ids in rows["input_ids"]]
             return to_rows(rows)
         table = self._reader[key]  # type: ignore[index]
-        if self._encoded is not None:
-            return table.to_pylist()
+        if self._encoded is not None:  # eager: token columns straight from Arrow, kept as columns
+            return to_rows(table.to_pydict())
         return to_rows(self._encoder(table_to_batch(table)))
 
     # ------------------------------------------------------------------------------------------ views
@@ -225,7 +239,7 @@ class MapAdapter(torch.utils.data.Dataset):
             view._dataset = self._dataset.select(positions)
             if self._encoded is not None:
                 view._encoded = self._encoded.select(positions)
-            view._reader = self._reader_of(view._dataset, view._encoded)
+            view._new_reader()
         for name in ("_lengths", "_label_ids"):
             known = getattr(self, name)
             if known is not None:
@@ -234,10 +248,12 @@ class MapAdapter(torch.utils.data.Dataset):
             setattr(view, name, known)
         return view
 
-    def _reader_of(self, dataset: Dataset, encoded: Dataset | None) -> Any:
-        if encoded is not None:
-            return encoded.with_format("arrow")
-        return dataset.with_format("arrow", columns=self._encoder.config.source_columns())
+    def _new_reader(self) -> None:
+        """Read the token columns when there are some, else the source columns, as Arrow."""
+        if self._encoded is not None:
+            self._reader = self._encoded.with_format("arrow")
+        else:
+            self._reader = self._dataset.with_format("arrow", columns=self.config.source_columns())
 
     # ------------------------------------------------------------------------------------------ metadata
 
@@ -265,7 +281,7 @@ class MapAdapter(torch.utils.data.Dataset):
             else:
                 if self._encoded is None:
                     self._encoded = self._tokenize_all(self._dataset)
-                    self._reader = self._reader_of(self._dataset, self._encoded)
+                    self._new_reader()
                 lengths = token_lengths(self._encoded, "input_ids")
             lengths.setflags(write=False)
             self._lengths = lengths
@@ -299,46 +315,14 @@ class MapAdapter(torch.utils.data.Dataset):
             self._label_ids = ids
         return self._label_ids
 
-    @property
-    def task(self) -> str:
-        """The task name the rows are encoded for."""
-        return self._encoder.config.task
-
-    @property
-    def tokenizer(self) -> Any:
-        """The tokenizer that encodes the rows."""
-        return self._encoder.tokenizer
-
-    @property
-    def config(self) -> AdapterConfig:
-        """The validated options."""
-        return self._encoder.config
-
-    @property
-    def label_info(self) -> LabelInfo | None:
-        """The resolved label scheme (``None`` without labels); ``adapt`` shares it between splits."""
-        return self._encoder.labels
-
-    @property
-    def problem_type(self) -> str | None:
-        """``single_label_classification``, ``multi_label_classification``, ``regression``,
-        ``token_classification`` or ``None`` (no labels), as ``PretrainedConfig.problem_type`` names them."""
-        return self._encoder.problem_type
-
-    @property
-    def label2id(self) -> dict[str, int] | None:
-        """Label name -> id (``None`` without labels, for regression, or for unnamed streaming ids)."""
-        return self._encoder.label2id
-
-    @property
-    def id2label(self) -> dict[int, str] | None:
-        """Id -> label name, ready for ``from_pretrained(..., id2label=adapter.id2label)``."""
-        return self._encoder.id2label
-
-    @property
-    def num_labels(self) -> int | None:
-        """Number of classes (1 for regression), ``None`` without labels."""
-        return self._encoder.num_labels
+    task: str = encoder_property("task")
+    tokenizer: Any = encoder_property("tokenizer")
+    config: AdapterConfig = encoder_property("config")
+    label_info: LabelInfo | None = encoder_property("label_info")
+    problem_type: str | None = encoder_property("problem_type")
+    label2id: dict[str, int] | None = encoder_property("label2id")
+    id2label: dict[int, str] | None = encoder_property("id2label")
+    num_labels: int | None = encoder_property("num_labels")
 
     @property
     def collator(self) -> Any:

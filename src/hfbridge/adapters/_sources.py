@@ -20,7 +20,6 @@ if TYPE_CHECKING:
     from hfbridge.adapters._encode import Encoder
 
 __all__ = [
-    "SOURCE_KINDS",
     "arrow_column",
     "check_batch_texts",
     "check_columns",
@@ -29,9 +28,6 @@ __all__ = [
     "empty_source_error",
     "estimate_lengths",
     "from_python",
-    "indices_of",
-    "is_dataframe",
-    "missing_column_error",
     "table_to_batch",
     "token_lengths",
     "word_label_error",
@@ -201,17 +197,12 @@ def check_dataset_word_labels(dataset: Dataset, cfg: AdapterConfig, split: str |
         raise word_label_error(row, words[row].as_py(), labels[row].as_py(), cfg, split)
 
 
-def _argument(column: str, cfg: AdapterConfig | None) -> str:
-    if cfg is not None:
-        for name in ("text_column", "text_pair_column", "target_column"):
-            if getattr(cfg, name) == column:
-                return name
-    return "text_column"
+def _argument(column: str, cfg: AdapterConfig) -> str:
+    names = ("text_column", "text_pair_column", "target_column", "label_column")
+    return next((name for name in names if getattr(cfg, name) == column), "text_column")
 
 
-def _missing_text(
-    column: str, row: int, value: Any, split: str | None, cfg: AdapterConfig | None = None
-) -> ValueError:
+def _missing_text(column: str, row: int, value: Any, split: str | None, cfg: AdapterConfig) -> ValueError:
     where = f" of split {split!r}" if split else ""
     return ValueError(
         f"`{_argument(column, cfg)}` {column!r}{where} must hold a text in every row; row {row} holds "
@@ -226,22 +217,16 @@ def empty_source_error(source: Any, split: str | None) -> ValueError:
     return ValueError(f"`source`{where} must have at least one row; got an empty {type(source).__name__}")
 
 
-def check_columns(columns: list[str] | None, cfg: AdapterConfig, split: str | None) -> None:
-    """Every column the config names must exist; ``columns is None`` (unknown) checks nothing."""
-    if columns is None:
-        return
-    named = [("text_column", cfg.text_column), ("text_pair_column", cfg.text_pair_column)]
-    if cfg.task == "seq2seq":
-        named.append(("target_column", cfg.target_column))
-    if cfg.has_labels:
-        named.append(("label_column", cfg.label_column))
-    for argument, column in named:
-        if column is not None and column not in columns:
-            raise missing_column_error(argument, column, columns, split)
+def check_columns(columns: list[str], cfg: AdapterConfig, split: str | None) -> None:
+    """Every column the config reads must exist."""
+    for column in cfg.source_columns():
+        if column not in columns:
+            raise missing_column_error(_argument(column, cfg), column, columns, split)
 
 
 def check_dataset_texts(dataset: Dataset, cfg: AdapterConfig, split: str | None) -> None:
     """Text columns of a sized dataset: the right Arrow type and no nulls, checked in Arrow."""
+    import pyarrow.compute as pc
     from datasets import LargeList, List, Sequence, Value
 
     for column in cfg.text_columns():
@@ -258,9 +243,9 @@ def check_dataset_texts(dataset: Dataset, cfg: AdapterConfig, split: str | None)
                 f"`{_argument(column, cfg)}` {column!r} must hold {want} for task {cfg.task!r}; its feature "
                 f"is {feature!r}"
             )
-        row = first_null_row(arrow_column(dataset, column))
-        if row is not None:
-            raise _missing_text(column, row, None, split, cfg)
+        data = arrow_column(dataset, column)
+        if data.null_count:
+            raise _missing_text(column, pc.index(pc.is_null(data), True).as_py(), None, split, cfg)
 
 
 def indices_of(dataset: Dataset) -> np.ndarray | None:
@@ -283,15 +268,6 @@ def arrow_column(dataset: Dataset, name: str) -> pa.ChunkedArray:
 def table_to_batch(table: pa.Table) -> dict[str, list[Any]]:
     """An Arrow table as the ``{column: python values}`` batch that tokenizers and encoders take."""
     return {name: table.column(name).to_pylist() for name in table.column_names}
-
-
-def first_null_row(column: pa.ChunkedArray) -> int | None:
-    """The first row holding a null, or ``None``; O(1) when the column has none."""
-    if column.null_count == 0:
-        return None
-    import pyarrow.compute as pc
-
-    return int(pc.index(pc.is_null(column), True).as_py())
 
 
 def missing_column_error(
@@ -350,7 +326,7 @@ def token_lengths(dataset: Dataset, column: str = "input_ids") -> np.ndarray:
     return lengths if indices is None else lengths[indices]
 
 
-def estimate_lengths(dataset: Dataset, encoder: Encoder, *, seed: int = 0) -> np.ndarray:
+def estimate_lengths(dataset: Dataset, encoder: Encoder) -> np.ndarray:
     """Approximate lengths in O(rows) Arrow work plus one sample: tokens ≈ a·characters + b·words, with ``a,
     b`` fitted (least squares) on ``_SAMPLE_ROWS`` rows tokenized without truncation, plus the special tokens,
     clipped to the truncation length."""
@@ -368,12 +344,12 @@ def estimate_lengths(dataset: Dataset, encoder: Encoder, *, seed: int = 0) -> np
             spaces = pc.count_substring(column, " ").to_numpy(zero_copy_only=False)
             counts[:, 1] += spaces + 1  # ≈ words; 7x faster than splitting
         counts[:, 0] += pc.utf8_length(column).to_numpy(zero_copy_only=False)
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(0)
     sample = np.sort(rng.choice(len(dataset), size=min(_SAMPLE_ROWS, len(dataset)), replace=False))
     table = dataset.with_format("arrow", columns=columns)[sample.tolist()]
     batch = table_to_batch(table)
     specials = encoder.special_count()
-    content = np.asarray(encoder.input_lengths(batch, truncate=False), dtype=np.float64) - specials
+    content = np.asarray(encoder.input_lengths(batch), dtype=np.float64) - specials
     coef, *_ = np.linalg.lstsq(counts[sample], content, rcond=None)
     estimate = np.rint(specials + counts @ np.maximum(coef, 0.0)).astype(np.int64)
     limit = cfg.effective_max_length(tokenizer)
