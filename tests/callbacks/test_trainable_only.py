@@ -264,3 +264,14 @@ def test_export_loads_with_from_pretrained_and_gives_the_same_logits(tmp_path: P
             torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="`path` must be a new or empty folder"):
         ckpt.export(out, model=_lora())
+
+
+def test_export_refuses_a_model_without_save_pretrained_before_loading_into_it(tmp_path: Path) -> None:
+    ckpt = Checkpointer(tmp_path / "ck")
+    saved = torch.nn.Linear(3, 2)
+    ckpt.save(1, model=saved)
+    target = torch.nn.Linear(3, 2)
+    before = {k: v.clone() for k, v in target.state_dict().items()}
+    with pytest.raises(TypeError, match=r"save_pretrained\(\) to export; got Linear"):
+        ckpt.export(tmp_path / "out", model=target)
+    assert all(torch.equal(before[k], v) for k, v in target.state_dict().items())  # nothing was loaded

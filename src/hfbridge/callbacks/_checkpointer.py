@@ -498,18 +498,19 @@ class Checkpointer:
 
         Raises:
             ValueError: when ``path`` is a file or a non-empty folder, or there is no checkpoint.
+            TypeError: when ``model`` has no ``save_pretrained`` (checked before anything is loaded into it).
         """
         import copy
 
         out = Path(path)
         if out.is_file() or (out.is_dir() and any(out.iterdir())):
             raise ValueError(f"`path` must be a new or empty folder; {str(out)!r} exists and is not empty")
-        self.load_weights(model, checkpoint)
         module: Any = checkpoint_model(model)
-        if callable(getattr(module, "merge_and_unload", None)):  # PEFT: fold the adapters into the weights
-            module = copy.deepcopy(module).merge_and_unload()
         if not callable(getattr(module, "save_pretrained", None)):
             raise TypeError(f"`model` must have save_pretrained() to export; got {type(module).__name__}")
+        self.load_weights(model, checkpoint)
+        if callable(getattr(module, "merge_and_unload", None)):  # PEFT: fold the adapters into the weights
+            module = copy.deepcopy(module).merge_and_unload()
         module.save_pretrained(out)
         return out
 
