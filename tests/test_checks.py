@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 
@@ -106,3 +107,21 @@ def test_unwrap_model_peels_nested_wrappers_and_asks_refuse_at_each_layer() -> N
     assert unwrap_model(holder) is holder
     with pytest.raises(TypeError, match=r"`model` must be a torch\.nn\.Module; got str"):
         unwrap_model("model")
+
+
+def test_gather_object_runs_no_collective_in_a_one_process_group(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import torch.distributed as dist
+
+    from hfbridge._distributed import gather_object
+
+    def no_collective(*args: object, **kwargs: object) -> None:
+        raise AssertionError("all_gather_object called with one process")
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path}/init", rank=0, world_size=1)
+    try:
+        monkeypatch.setattr(dist, "all_gather_object", no_collective)
+        assert gather_object({"a": 1}) == [{"a": 1}]
+    finally:
+        dist.destroy_process_group()

@@ -101,7 +101,7 @@ def attempt(fn: Callable[[], T]) -> T | Failure:
 def gather_object(obj: object) -> list[object]:
     """``all_gather_object`` when distributed, ``[obj]`` otherwise."""
     dist = _dist()
-    if dist is None:
+    if dist is None or dist.get_world_size() == 1:
         return [obj]
     out: list[object] = [None] * dist.get_world_size()
     dist.all_gather_object(out, obj)

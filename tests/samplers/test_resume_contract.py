@@ -189,3 +189,15 @@ def test_a_resume_draws_the_epoch_once_and_never_walks_skipped_batches(
     sampler.load_state_dict({**reference.state_dict(), "position": 25})
     assert _key(next(iter(sampler))) == full[25]
     assert draws == [0]
+
+
+@pytest.mark.parametrize("name", [n for n in FACTORIES if not n.startswith("stream")])
+def test_epoch_and_position_are_read_only(name: str) -> None:
+    # assigning would shadow the schedule's value while set_epoch() draws another epoch's order
+    sampler = FACTORIES[name]()
+    sampler.set_epoch(2)
+    for attr in ("epoch", "next_position"):
+        with pytest.raises(AttributeError, match=attr):
+            setattr(sampler, attr, 3)
+    assert sampler.epoch == 2
+    assert sampler.next_position == 0

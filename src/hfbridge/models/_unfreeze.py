@@ -27,8 +27,9 @@ class GradualUnfreezer:
     ``apply(t)`` and gets exactly the state an uninterrupted run had -- nothing to checkpoint. Build the
     optimizer once over *all* parameters (torch optimizers skip parameters whose ``grad`` is ``None``), so
     schedulers and optimizer state stay valid as blocks thaw. Under DDP, wrap the model while every parameter
-    still requires grad (DDP only synchronises those) and pass ``find_unused_parameters=True``, since frozen
-    parameters take no part in backward; :meth:`apply` checks a DDP-wrapped model.
+    still requires grad (DDP only synchronises those) and pass ``find_unused_parameters=True``
+    (``TrainingArguments(ddp_find_unused_parameters=True)``), since frozen parameters take no part in
+    backward; :meth:`apply` checks a DDP-wrapped model.
 
     Args:
         model: the model to unfreeze (may be DDP-wrapped).

@@ -25,7 +25,6 @@ from hfbridge._distributed import resolve_replicas
 __all__ = [
     "Batches",
     "Cursor",
-    "FromCursor",
     "Schedule",
     "Scheduled",
     "Uneven",
@@ -320,6 +319,9 @@ class FromCursor:
     def __get__(self, sampler: Scheduled, owner: type) -> int: ...
     def __get__(self, sampler: Scheduled | None, owner: type) -> FromCursor | int:
         return self if sampler is None else int(getattr(sampler._schedule.cursor, self.name))
+
+    def __set__(self, sampler: Scheduled, value: Any) -> None:  # read-only, as a property without a setter
+        raise AttributeError(f"{type(sampler).__name__}.{self.name} is read-only; use set_epoch() or seek()")
 
 
 scheduled_epoch = FromCursor("epoch", "The epoch whose order is used (see ``set_epoch``).")
