@@ -101,9 +101,10 @@ def attempt(fn: Callable[[], T]) -> T | Failure:
 def gather_object(obj: object) -> list[object]:
     """``all_gather_object`` when distributed, ``[obj]`` otherwise."""
     dist = _dist()
-    if dist is None or dist.get_world_size() == 1:
+    world = 1 if dist is None else dist.get_world_size()
+    if world == 1:
         return [obj]
-    out: list[object] = [None] * dist.get_world_size()
+    out: list[object] = [None] * world
     dist.all_gather_object(out, obj)
     return out
 
